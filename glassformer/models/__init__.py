@@ -1,0 +1,15 @@
+"""Model families: each a config dataclass and a thin composition of ``glassformer.nn``."""
+
+from .config import FAMILIES, PRESETS, ModelConfig, config_from_dict, preset
+from .transformer import Transformer, TransformerConfig, num_parameters
+
+MODEL_CLASSES = {"transformer": Transformer}
+
+
+def build_model(config: ModelConfig):
+    """The model of a config's family, freshly initialised."""
+    return MODEL_CLASSES[config.family](config)
+
+
+__all__ = ["FAMILIES", "PRESETS", "ModelConfig", "config_from_dict", "preset", "build_model",
+           "Transformer", "TransformerConfig", "num_parameters"]

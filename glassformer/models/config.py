@@ -1,0 +1,106 @@
+"""Model configs: JSON-serialisable dataclasses, validated when built, with named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from ..errors import ConfigError
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Base of every family's config.  Subclasses set ``family`` and add fields."""
+
+    family: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the field, the value and what is valid."""
+
+    # -- helpers for validate() ------------------------------------------------
+    def _positive(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name}={value!r} is invalid; it must be a positive integer")
+
+    def _probability(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name}={value!r} is invalid; it must be in [0, 1)")
+
+    def _choice(self, name: str, choices) -> None:
+        value = getattr(self, name)
+        if value not in choices:
+            raise ConfigError(f"{name}={value!r} is invalid; choose one of {sorted(choices)}")
+
+    def _heads_divide(self, d_model: str = "d_model", n_heads: str = "n_heads") -> None:
+        d, h = getattr(self, d_model), getattr(self, n_heads)
+        if d % h != 0:
+            raise ConfigError(f"{d_model}={d} is not divisible by {n_heads}={h}; each head needs d_model/n_heads dimensions")
+
+    # -- serialisation -----------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        data = {k: v for k, v in data.items() if k != "family"}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls.family} config field(s) {unknown}; valid fields are {sorted(known)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+# preset name -> function returning its config
+PRESETS: dict[str, Callable[[], ModelConfig]] = {}
+
+
+def register_preset(name: str, factory: Callable[[], ModelConfig]) -> None:
+    PRESETS[name] = factory
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """A named preset, optionally with fields overridden (e.g. vocabulary sizes)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(sorted(PRESETS))}")
+    config = PRESETS[name]()
+    return config.replace(**overrides) if overrides else config
+
+
+FAMILIES: dict[str, type[ModelConfig]] = {}
+
+
+def register_family(config_cls: type[ModelConfig]) -> type[ModelConfig]:
+    FAMILIES[config_cls.family] = config_cls
+    return config_cls
+
+
+def config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    family = data.get("family")
+    if family not in FAMILIES:
+        raise ConfigError(f"config family {family!r} is unknown; expected one of {sorted(FAMILIES)}")
+    return FAMILIES[family].from_dict(data)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON file of config overrides (or a full config)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid JSON: {e}") from None

@@ -1,0 +1,207 @@
+"""The original encoder–decoder Transformer (Vaswani et al., 2017, "Attention Is All You Need").
+
+    source tokens ─► InputEmbedding ─► Encoder (N × [self-attention, feed-forward]) ─► memory
+    target tokens ─► InputEmbedding ─► Decoder (N × [masked self-attention,
+                                                     attention over memory, feed-forward])
+                 ─► Generator (Linear to the vocabulary, log-softmax)
+
+Everything here is wiring: the parts live in ``glassformer.nn``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import InputEmbedding, KVCache, StackOutput, TransformerStack, padding_mask
+from .config import ModelConfig, register_family, register_preset
+
+
+@register_family
+@dataclasses.dataclass
+class TransformerConfig(ModelConfig):
+    """Hyper-parameters of the encoder–decoder (paper names: N, d_model, h, d_ff, P_drop)."""
+
+    family = "transformer"
+
+    src_vocab_size: int = 37000
+    tgt_vocab_size: int = 37000
+    d_model: int = 512
+    n_heads: int = 8
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    d_ff: int = 2048
+    dropout: float = 0.1                 # P_drop: residual and embedding dropout (§5.4)
+    attention_dropout: float = 0.0       # not in the paper (tensor2tensor has it)
+    activation_dropout: float = 0.0      # not in the paper (torch.nn.Transformer has it)
+    activation: str = "relu"
+    norm_first: bool = False             # False = post-norm, as in the paper
+    norm_eps: float = 1e-5
+    max_len: int = 256                   # positions the encoding table covers
+    positional: str = "sinusoidal"       # | "sinusoidal-split" | "learned"
+    scale_embedding: bool = True         # multiply embeddings by sqrt(d_model) (§3.4)
+    tie_embeddings: str = "all"          # "none" | "decoder" (target emb = output) | "all" (three-way)
+    final_logits_bias: bool = False      # a bias on the output projection (Marian checkpoints have one)
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    unk_id: int = 3
+    decoder_start_id: int | None = None  # first decoder input; None = bos_id
+
+    def validate(self) -> None:
+        self._positive("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "encoder_layers",
+                       "decoder_layers", "d_ff", "max_len")
+        self._heads_divide()
+        self._probability("dropout", "attention_dropout", "activation_dropout")
+        self._choice("activation", {"relu", "gelu", "gelu_tanh", "swish"})
+        self._choice("positional", {"sinusoidal", "sinusoidal-split", "learned"})
+        self._choice("tie_embeddings", {"none", "decoder", "all"})
+        if self.tie_embeddings == "all" and self.src_vocab_size != self.tgt_vocab_size:
+            from ..errors import ConfigError
+
+            raise ConfigError(
+                f"tie_embeddings='all' needs one shared vocabulary, but src_vocab_size={self.src_vocab_size} "
+                f"and tgt_vocab_size={self.tgt_vocab_size}; use tie_embeddings='decoder' or a shared vocabulary"
+            )
+
+    @property
+    def start_id(self) -> int:
+        return self.bos_id if self.decoder_start_id is None else self.decoder_start_id
+
+
+def _preset(**kw):
+    return lambda: TransformerConfig(**kw)
+
+
+# Table 3 of the paper.  Vocabulary: the shared 37k BPE of WMT'14 En–De.
+register_preset("vaswani-base", _preset())
+register_preset("vaswani-big", _preset(d_model=1024, n_heads=16, d_ff=4096, dropout=0.3))
+# Small ones: the quickstart translator and the tests.
+register_preset("vaswani-small", _preset(d_model=256, n_heads=4, encoder_layers=3, decoder_layers=3, d_ff=1024,
+                                         src_vocab_size=8000, tgt_vocab_size=8000))
+register_preset("vaswani-tiny", _preset(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64,
+                                        src_vocab_size=50, tgt_vocab_size=50, max_len=64, dropout=0.0))
+
+
+class EncoderOutput(NamedTuple):
+    memory: Tensor                       # (batch, src_len, d_model)
+    mask: Tensor                         # (batch, 1, 1, src_len), True = real source token
+    weights: list[Tensor] | None         # per layer (batch, heads, src_len, src_len)
+
+
+class Generator(nn.Module):
+    """Linear projection to the vocabulary followed by log-softmax (§3.4)."""
+
+    def __init__(self, d_model: int, vocab_size: int, bias: bool = False):
+        super().__init__()
+        self.proj = nn.Linear(d_model, vocab_size, bias=bias)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """(batch, seq, d_model) -> log-probabilities (batch, seq, vocab)"""
+        return torch.log_softmax(self.proj(hidden).float(), dim=-1)
+
+
+class Transformer(nn.Module):
+    """Encoder–decoder Transformer."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = c = config
+        embed = dict(positional=c.positional, scale_embedding=c.scale_embedding, dropout=c.dropout, padding_idx=c.pad_id)
+        layer = dict(n_heads=c.n_heads, d_ff=c.d_ff, dropout=c.dropout, attention_dropout=c.attention_dropout,
+                     activation_dropout=c.activation_dropout, activation=c.activation, norm_first=c.norm_first,
+                     norm_eps=c.norm_eps)
+        self.src_embed = InputEmbedding(c.src_vocab_size, c.d_model, c.max_len, **embed)
+        self.tgt_embed = InputEmbedding(c.tgt_vocab_size, c.d_model, c.max_len, **embed)
+        self.encoder = TransformerStack(c.encoder_layers, c.d_model, **layer)
+        self.decoder = TransformerStack(c.decoder_layers, c.d_model, cross_attention=True, **layer)
+        self.generator = Generator(c.d_model, c.tgt_vocab_size, bias=c.final_logits_bias)
+        self.reset_parameters()
+        # Weight tying (§3.4, Press & Wolf 2017): one matrix for source embedding,
+        # target embedding and the pre-softmax projection.
+        if c.tie_embeddings in ("decoder", "all"):
+            self.generator.proj.weight = self.tgt_embed.token.weight
+        if c.tie_embeddings == "all":
+            self.src_embed.token.weight = self.tgt_embed.token.weight
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform matrices (as the reference tensor2tensor/fairseq code);
+        embeddings N(0, d_model^-0.5) so that after the sqrt(d_model) scale they have unit variance."""
+        for name, p in self.named_parameters():
+            if p.dim() > 1 and "embed" not in name:
+                nn.init.xavier_uniform_(p)
+            elif p.dim() == 1 and name.endswith("bias"):
+                nn.init.zeros_(p)
+        for emb in (self.src_embed.token, self.tgt_embed.token):
+            nn.init.normal_(emb.weight, std=self.config.d_model ** -0.5)
+            if emb.padding_idx is not None:
+                with torch.no_grad():
+                    emb.weight[emb.padding_idx].zero_()
+
+    # -- the two halves -------------------------------------------------------------
+    def encode(self, src: Tensor, *, need_weights: bool = False, use_fused: bool = True) -> EncoderOutput:
+        """src: (batch, src_len) token ids (padded with pad_id) -> memory (batch, src_len, d_model)."""
+        mask = padding_mask(src, self.config.pad_id)
+        positions = torch.arange(src.shape[1], device=src.device)
+        x = self.src_embed(src, positions)
+        out = self.encoder(x, mask, need_weights=need_weights, use_fused=use_fused)
+        return EncoderOutput(out.hidden, mask, out.self_weights)
+
+    def decode(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor,
+        *,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
+        use_fused: bool = True,
+    ) -> StackOutput:
+        """tgt: (batch, tgt_len) decoder inputs (BOS + target shifted right); memory from :meth:`encode`.
+
+        With a ``cache``, ``tgt`` holds only the new positions; earlier ones are cached.
+        Returns hidden states (batch, tgt_len, d_model).  Causal: position i sees inputs ≤ i.
+        """
+        start = cache.length if cache is not None else 0
+        positions = torch.arange(start, start + tgt.shape[1], device=tgt.device)
+        x = self.tgt_embed(tgt, positions)
+        out = self.decoder(x, None, is_causal=True, memory=memory, memory_mask=memory_mask, cache=cache,
+                           need_weights=need_weights, use_fused=use_fused)
+        if cache is not None:
+            cache.advance(tgt.shape[1])
+        return out
+
+    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
+        """Teacher forcing.  src: (batch, src_len); tgt: (batch, tgt_len) decoder inputs
+        -> log-probabilities of the next target token (batch, tgt_len, tgt_vocab)."""
+        enc = self.encode(src)
+        return self.generator(self.decode(tgt, enc.memory, enc.mask).hidden)
+
+    # -- the decoding interface used by glassformer.generation ------------------------
+    def start_decoding(self, src: Tensor, max_new_tokens: int) -> tuple[KVCache, Tensor]:
+        """Encode the source once; return a cache and the first decoder input (batch, 1)."""
+        enc = self.encode(src)
+        cache = KVCache(max_len=max_new_tokens + 1)
+        cache.memory, cache.memory_mask = enc.memory, enc.mask
+        start = torch.full((src.shape[0], 1), self.config.start_id, dtype=torch.long, device=src.device)
+        return cache, start
+
+    def decode_step(self, tokens: Tensor, cache: KVCache) -> Tensor:
+        """tokens: (batch, t) new decoder inputs -> log-probabilities of the next token (batch, vocab)."""
+        hidden = self.decode(tokens, cache.memory, cache.memory_mask, cache=cache).hidden
+        return self.generator(hidden[:, -1])
+
+    @property
+    def max_positions(self) -> int:
+        return self.config.max_len
+
+
+def num_parameters(module: nn.Module) -> int:
+    """Unique parameters (tied matrices counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
+
+
+__all__ = ["TransformerConfig", "Transformer", "Generator", "EncoderOutput", "num_parameters"]

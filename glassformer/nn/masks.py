@@ -1,0 +1,41 @@
+"""Attention masks — one convention everywhere: boolean, ``True`` = may attend.
+
+Masks broadcast against attention scores of shape ``(batch, heads, q_len, k_len)``;
+the helpers here return ``(batch, 1, 1, k_len)`` for padding and
+``(1, 1, q_len, k_len)`` for the causal (look-ahead) mask of §3.2.3.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def padding_mask(tokens: Tensor, pad_id: int) -> Tensor:
+    """Keys that are real tokens.
+
+    tokens: (batch, k_len) token ids  ->  (batch, 1, 1, k_len) bool
+    """
+    return (tokens != pad_id)[:, None, None, :]
+
+
+def causal_mask(q_len: int, k_len: int | None = None, device=None) -> Tensor:
+    """Query ``i`` may attend to key ``j`` only if ``j <= i + (k_len - q_len)``.
+
+    With a KV cache the queries are the last ``q_len`` of ``k_len`` positions,
+    hence the offset.  Returns (1, 1, q_len, k_len) bool.
+    """
+    k_len = q_len if k_len is None else k_len
+    offset = k_len - q_len
+    q = torch.arange(q_len, device=device)[:, None]
+    k = torch.arange(k_len, device=device)[None, :]
+    return (k <= q + offset)[None, None]
+
+
+def combine(*masks: Tensor | None) -> Tensor | None:
+    """Logical AND of the masks that are given (broadcasting); None if none are."""
+    out = None
+    for m in masks:
+        if m is not None:
+            out = m if out is None else out & m
+    return out

@@ -1,0 +1,43 @@
+# Two commands on a fresh machine with only Python 3.11+:
+#   make demo   - set up .venv and run the quickstart translator
+#   make test   - set up .venv (with test extras) and run the test suite
+# torch is installed first and explicitly, so a CPU machine never pulls CUDA wheels.
+# GPU users pick their build, e.g.  make demo TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url <their index>"
+
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+BIN        := $(VENV)/bin
+
+.PHONY: demo test install install-dev bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.torch: | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q $(TORCH_INDEX) "$(TORCH_SPEC)"
+	touch $@
+
+$(VENV)/.core: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install --disable-pip-version-check -q -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.core
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev,hf]"
+	touch $@
+
+install: $(VENV)/.core
+install-dev: $(VENV)/.dev
+
+demo: $(VENV)/.core
+	$(BIN)/glassformer quickstart
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.dev
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs

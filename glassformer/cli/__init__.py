@@ -1,0 +1,1 @@
+"""The ``glassformer`` command: thin argument parsing over the library."""

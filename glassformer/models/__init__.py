@@ -1,9 +1,10 @@
 """Model families: each a config dataclass and a thin composition of ``glassformer.nn``."""
 
 from .config import FAMILIES, PRESETS, ModelConfig, config_from_dict, preset
+from .gpt import GPT, GPTConfig
 from .transformer import Transformer, TransformerConfig, num_parameters
 
-MODEL_CLASSES = {"transformer": Transformer}
+MODEL_CLASSES = {"transformer": Transformer, "gpt": GPT}
 
 
 def build_model(config: ModelConfig):
@@ -12,4 +13,4 @@ def build_model(config: ModelConfig):
 
 
 __all__ = ["FAMILIES", "PRESETS", "ModelConfig", "config_from_dict", "preset", "build_model",
-           "Transformer", "TransformerConfig", "num_parameters"]
+           "Transformer", "TransformerConfig", "GPT", "GPTConfig", "num_parameters"]

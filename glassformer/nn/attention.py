@@ -49,8 +49,11 @@ def scaled_dot_product_attention(
     q_len, k_len = query.shape[-2], key.shape[-2]
     if is_causal:
         # The fused kernel's own causal flag aligns to the top-left corner, which
-        # is wrong with a KV cache; build the mask when q_len != k_len.
-        if mask is not None or q_len != k_len or need_weights:
+        # is wrong with a KV cache; build the mask when q_len != k_len.  One query
+        # (a cached decoding step) is the last position and sees every key.
+        if q_len == 1:
+            is_causal = False
+        elif mask is not None or q_len != k_len or need_weights:
             from .masks import causal_mask, combine
 
             mask = combine(mask, causal_mask(q_len, k_len, device=query.device))

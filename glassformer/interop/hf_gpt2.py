@@ -1,0 +1,129 @@
+"""GPT-2 checkpoints in the Hugging Face layout -> :class:`glassformer.models.GPT`.
+
+    HF_DIR/config.json        GPT2Config fields: n_layer, n_head, n_embd, n_positions, ...
+    HF_DIR/model.safetensors  transformer.wte / wpe / h.{i}.{ln_1, attn.c_attn, attn.c_proj,
+                              ln_2, mlp.c_fc, mlp.c_proj} / ln_f  (+ lm_head when untied)
+
+GPT-2's ``Conv1D`` stores its weight as (in_features, out_features), the transpose
+of ``nn.Linear``'s, so every projection matrix is transposed on the way in.  The
+fused query/key/value layout (``c_attn``: Q, K, V concatenated along the output)
+is the same as our ``qkv_proj``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import Tensor
+
+from ..errors import CheckpointError, ConfigError
+from ..models.gpt import GPT, GPTConfig
+
+_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu",
+                "silu": "swish", "swish": "swish"}
+
+# Per-layer names: ours <- theirs, and whether the matrix is a Conv1D (transposed).
+_LAYER_MAP = [
+    ("self_attention_norm.weight", "ln_1.weight", False),
+    ("self_attention_norm.bias", "ln_1.bias", False),
+    ("self_attention.qkv_proj.weight", "attn.c_attn.weight", True),
+    ("self_attention.qkv_proj.bias", "attn.c_attn.bias", False),
+    ("self_attention.out_proj.weight", "attn.c_proj.weight", True),
+    ("self_attention.out_proj.bias", "attn.c_proj.bias", False),
+    ("feed_forward_norm.weight", "ln_2.weight", False),
+    ("feed_forward_norm.bias", "ln_2.bias", False),
+    ("feed_forward.linear1.weight", "mlp.c_fc.weight", True),
+    ("feed_forward.linear1.bias", "mlp.c_fc.bias", False),
+    ("feed_forward.linear2.weight", "mlp.c_proj.weight", True),
+    ("feed_forward.linear2.bias", "mlp.c_proj.bias", False),
+]
+
+
+def config_from_hf_gpt2(hf: dict) -> GPTConfig:
+    """A :class:`GPTConfig` from the fields of a Hugging Face ``GPT2Config`` (a dict)."""
+    if hf.get("model_type", "gpt2") != "gpt2":
+        raise ConfigError(f"model_type={hf.get('model_type')!r} is not a GPT-2 checkpoint (expected 'gpt2')")
+    unsupported = {k: hf[k] for k in ("add_cross_attention", "scale_attn_by_inverse_layer_idx",
+                                      "reorder_and_upcast_attn") if hf.get(k)}
+    if hf.get("scale_attn_weights", True) is False:
+        unsupported["scale_attn_weights"] = False
+    if unsupported:
+        raise ConfigError(f"GPT-2 options {unsupported} are not supported by glassformer's GPT")
+    activation = hf.get("activation_function", "gelu_new")
+    if activation not in _ACTIVATIONS:
+        raise ConfigError(f"activation_function={activation!r} is not supported; known: {sorted(_ACTIVATIONS)}")
+    try:
+        return GPTConfig(
+            vocab_size=hf["vocab_size"], n_layers=hf["n_layer"], n_heads=hf["n_head"], d_model=hf["n_embd"],
+            d_ff=hf.get("n_inner") or 4 * hf["n_embd"], max_len=hf["n_positions"],
+            dropout=float(hf.get("resid_pdrop", 0.1)), norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
+            activation=_ACTIVATIONS[activation], bias=True, tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+        )
+    except KeyError as e:
+        raise ConfigError(f"GPT-2 config lacks the field {e.args[0]!r}") from None
+
+
+def state_dict_from_hf_gpt2(weights: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+    """Rename (and transpose) Hugging Face GPT-2 tensors into a state dict of :class:`GPT`."""
+    # Checkpoints saved from GPT2Model lack the "transformer." prefix; accept both.
+    hf = {k.removeprefix("transformer."): v for k, v in weights.items()}
+
+    def take(name: str, transpose: bool = False) -> Tensor:
+        if name not in hf:
+            raise CheckpointError(f"the GPT-2 checkpoint lacks the tensor {name!r}")
+        tensor = hf[name]
+        return tensor.t().contiguous() if transpose else tensor
+
+    ours = {"embed.token.weight": take("wte.weight"), "embed.position.weight": take("wpe.weight"),
+            "decoder.final_norm.weight": take("ln_f.weight"), "decoder.final_norm.bias": take("ln_f.bias")}
+    for i in range(config.n_layers):
+        for mine, theirs, conv1d in _LAYER_MAP:
+            ours[f"decoder.layers.{i}.{mine}"] = take(f"h.{i}.{theirs}", conv1d)
+    if config.tie_embeddings:
+        ours["lm_head.weight"] = ours["embed.token.weight"]
+    else:
+        ours["lm_head.weight"] = take("lm_head.weight")
+    return ours
+
+
+def load_hf_gpt2(path: str | Path, dtype: torch.dtype = torch.float32) -> GPT:
+    """A :class:`GPT` with the weights of a Hugging Face GPT-2 directory (config.json + model.safetensors)."""
+    path = Path(path)
+    cfg_file, weights_file = path / "config.json", path / "model.safetensors"
+    if not cfg_file.is_file():
+        raise CheckpointError(f"{cfg_file} is missing; a Hugging Face GPT-2 directory needs config.json "
+                              "and model.safetensors")
+    if not weights_file.is_file():
+        raise CheckpointError(f"{weights_file} is missing (only safetensors weights are read, never pickles)")
+    try:
+        hf_config = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_file} is not valid JSON ({e})") from None
+    config = config_from_hf_gpt2(hf_config)
+    try:
+        weights = load_file(str(weights_file))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights_file} is corrupt ({str(e).splitlines()[0]})") from None
+    with torch.device("meta"):                  # no time spent initialising weights we overwrite
+        model = GPT(config)
+    state = state_dict_from_hf_gpt2(weights, config)
+    try:
+        model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{weights_file} does not match its config.json ({str(e).splitlines()[0]})") from None
+    if config.tie_embeddings:                   # assign=True replaced the tied Parameter: tie again
+        model.lm_head.weight = model.embed.token.weight
+    return model.eval()
+
+
+def convert_hf_gpt2(path: str | Path, out_dir: str | Path) -> Path:
+    """Write a Hugging Face GPT-2 directory as a glassformer model directory (config.json,
+    model.safetensors with tied matrices stored once).  The GPT-2 tokenizer has none of
+    glassformer's special tokens, so it is not carried over."""
+    from ..training.checkpoints import save_model_dir
+
+    return save_model_dir(out_dir, load_hf_gpt2(path))

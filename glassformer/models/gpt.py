@@ -1,0 +1,217 @@
+"""GPT: a decoder-only language model (Radford et al. 2018, 2019 "GPT-2"; Brown et al. 2020 "GPT-3").
+
+    tokens ─► token embedding + learned positions ─► dropout
+           ─► N × [x + Attn(LN(x)) (causal),  x + FFN(LN(x))]  ─► LayerNorm
+           ─► linear to the vocabulary, sharing the token-embedding matrix
+
+It is the decoder of the original Transformer without cross-attention, in the
+pre-norm arrangement, predicting token t+1 from tokens ≤ t.  Everything here is
+wiring: the parts live in ``glassformer.nn``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import InputError
+from ..nn import InputEmbedding, KVCache, TransformerStack
+from .config import ModelConfig, register_family, register_preset
+
+
+@register_family
+@dataclasses.dataclass
+class GPTConfig(ModelConfig):
+    """Hyper-parameters of a GPT (GPT-2 names in comments: n_layer, n_head, n_embd, n_positions)."""
+
+    family = "gpt"
+
+    vocab_size: int = 50257
+    n_layers: int = 12                   # n_layer
+    n_heads: int = 12                    # n_head
+    d_model: int = 768                   # n_embd
+    d_ff: int | None = None              # n_inner; None = 4 * d_model
+    max_len: int = 1024                  # n_positions: the context length
+    dropout: float = 0.1                 # embedding, residual and attention-weight dropout
+    norm_eps: float = 1e-5
+    activation: str = "gelu_tanh"        # GPT-2's "gelu_new"
+    bias: bool = True
+    tie_embeddings: bool = True          # output projection = token-embedding matrix
+
+    def __post_init__(self) -> None:
+        if self.d_ff is None:
+            self.d_ff = 4 * self.d_model
+        super().__post_init__()
+
+    def validate(self) -> None:
+        self._positive("vocab_size", "n_layers", "n_heads", "d_model", "d_ff", "max_len")
+        self._heads_divide()
+        self._probability("dropout")
+        self._choice("activation", {"relu", "gelu", "gelu_tanh", "swish"})
+
+
+def _preset(**kw):
+    return lambda: GPTConfig(**kw)
+
+
+# GPT-2 (Radford et al. 2019, Table 2; sizes of the released checkpoints).
+register_preset("gpt2", _preset())                                                     # 124M
+register_preset("gpt2-medium", _preset(n_layers=24, n_heads=16, d_model=1024))         # 355M
+register_preset("gpt2-large", _preset(n_layers=36, n_heads=20, d_model=1280))          # 774M
+register_preset("gpt2-xl", _preset(n_layers=48, n_heads=25, d_model=1600))             # 1.56B
+
+# GPT-3 (Brown et al. 2020, Table 2.1): n_ctx = 2048, d_ff = 4 * d_model, the GPT-2
+# vocabulary.  (GPT-3 alternates dense and locally banded sparse attention layers;
+# these presets give the dense model of the same shape.)  Two rows of the table do
+# not multiply out — "XL" lists 24 heads of 128 for d_model 2048, and "13B" lists
+# d_model 5140 for 40 heads of 128 — so XL keeps d_head = 128 with 16 heads, and
+# 13B uses 40 × 128 = 5120.  Neither choice changes the parameter count by > 1%.
+_GPT3 = {
+    "gpt3-small": (12, 12, 768),      # 125M
+    "gpt3-medium": (24, 16, 1024),    # 350M
+    "gpt3-large": (24, 16, 1536),     # 760M
+    "gpt3-xl": (24, 16, 2048),        # 1.3B
+    "gpt3-2.7b": (32, 32, 2560),
+    "gpt3-6.7b": (32, 32, 4096),
+    "gpt3-13b": (40, 40, 5120),
+    "gpt3-175b": (96, 96, 12288),
+}
+for _name, (_layers, _heads, _d) in _GPT3.items():
+    register_preset(_name, _preset(n_layers=_layers, n_heads=_heads, d_model=_d, max_len=2048))
+
+# Small ones for characters on one CPU, and for the tests.  "gpt-mini" is benchmark
+# shape (a), "gpt-char" shape (b) (nanoGPT's Shakespeare-character model).
+register_preset("gpt-char", _preset(vocab_size=65, n_layers=6, n_heads=6, d_model=384, max_len=256, dropout=0.2))
+register_preset("gpt-mini", _preset(vocab_size=65, n_layers=4, n_heads=4, d_model=128, max_len=256, dropout=0.0))
+register_preset("gpt-tiny", _preset(vocab_size=64, n_layers=2, n_heads=4, d_model=32, max_len=64, dropout=0.0))
+
+
+class GPT(nn.Module):
+    """Decoder-only Transformer language model."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = c = config
+        self.embed = InputEmbedding(c.vocab_size, c.d_model, c.max_len, positional="learned",
+                                    scale_embedding=False, dropout=c.dropout)
+        self.decoder = TransformerStack(
+            c.n_layers, c.d_model, norm_first=True, norm_eps=c.norm_eps, n_heads=c.n_heads, d_ff=c.d_ff,
+            dropout=c.dropout, attention_dropout=c.dropout, activation=c.activation, bias=c.bias,
+        )
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.reset_parameters()
+        if c.tie_embeddings:
+            self.lm_head.weight = self.embed.token.weight
+
+    def reset_parameters(self) -> None:
+        """GPT-2 initialisation: every matrix and embedding N(0, 0.02), biases 0, norms 1;
+        the projections that write into the residual stream (attention ``out_proj``
+        and the second feed-forward linear) N(0, 0.02 / sqrt(2 · n_layers)), since
+        2 · n_layers of them are summed into it."""
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layers)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                std = residual_std if name.endswith(("out_proj", "linear2")) else 0.02
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.embed.position.weight, std=0.02)
+
+    # -- the network -------------------------------------------------------------------
+    def hidden_states(self, tokens: Tensor, *, need_weights: bool = False, use_fused: bool = True):
+        """tokens: (batch, seq) -> the stack's output: hidden (batch, seq, d_model), and the
+        self-attention weights per layer (batch, heads, seq, seq) if ``need_weights``."""
+        if tokens.shape[1] > self.config.max_len:
+            raise InputError(f"{tokens.shape[1]} tokens exceed the model's context of {self.config.max_len}")
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        x = self.embed(tokens, positions)
+        return self.decoder(x, None, is_causal=True, need_weights=need_weights, use_fused=use_fused)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """tokens: (batch, seq) -> logits of the next token at every position (batch, seq, vocab)."""
+        return self.lm_head(self.hidden_states(tokens).hidden)
+
+    def loss(self, tokens: Tensor, targets: Tensor, *, reduction: str = "mean", ignore_index: int = -100) -> Tensor:
+        """Cross-entropy of ``targets`` (batch, seq) given ``tokens`` (batch, seq): the
+        next-token targets, already shifted, so no shifted copy of the logits is made.
+        The logits exist once, (batch·seq, vocab); cross-entropy takes their
+        log-softmax itself, so no separate log-probability tensor is kept.
+        ``reduction``: "mean" over target tokens or "sum"."""
+        hidden = self.hidden_states(tokens).hidden
+        logits = self.lm_head(hidden).flatten(0, 1).float()   # a no-op in fp32; fp32 loss under autocast
+        return F.cross_entropy(logits, targets.flatten(), ignore_index=ignore_index, reduction=reduction)
+
+    # -- the decoding interface used by glassformer.generation ------------------------
+    def start_decoding(
+        self, prompts: Sequence[Sequence[int]] | Tensor, max_new_tokens: int, pad_id: int = 0
+    ) -> tuple[KVCache, Tensor]:
+        """Prepare a batch of prompts for :func:`glassformer.generation.generate`.
+
+        ``prompts``: a list of token-id lists (lengths may differ) or a (batch, t)
+        tensor (every row real, no padding).  Shorter prompts are left-padded so
+        all end at the same position; the cache's ``key_padding`` hides the pads
+        from attention and ``position_offset`` shifts each row's position ids, so
+        each row gets exactly what it would get alone.  Returns (cache, first_tokens
+        (batch, t)).
+        """
+        device = self.embed.token.weight.device
+        if isinstance(prompts, Tensor):
+            tokens, lengths = prompts.to(device), None
+            if tokens.dim() != 2 or tokens.shape[1] == 0:
+                raise InputError(f"prompts must be (batch, t) with t >= 1, got shape {tuple(tokens.shape)}")
+        else:
+            lengths = [len(p) for p in prompts]
+            if not lengths or min(lengths) == 0:
+                raise InputError("every prompt needs at least one token (a GPT predicts from what it has read)")
+            width = max(lengths)
+            tokens = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], dtype=torch.long,
+                                  device=device)
+        needed = tokens.shape[1] + max_new_tokens
+        if needed > self.config.max_len:
+            raise InputError(f"prompt of {tokens.shape[1]} tokens + {max_new_tokens} new tokens = {needed} positions, "
+                             f"more than the model's context of {self.config.max_len}; shorten the prompt or "
+                             "generate fewer tokens")
+        cache = KVCache(max_len=needed)
+        if lengths is not None and min(lengths) != tokens.shape[1]:
+            pads = torch.tensor([tokens.shape[1] - n for n in lengths], device=device)   # (batch,)
+            cache.position_offset = pads
+            cache.key_padding = torch.arange(needed, device=device)[None, :] >= pads[:, None]   # (batch, max_len)
+        return cache, tokens
+
+    def decode(self, tokens: Tensor, cache: KVCache) -> Tensor:
+        """tokens: (batch, t) positions after those in ``cache``; appends them to the cache
+        and returns the hidden states (batch, t, d_model)."""
+        start, t = cache.length, tokens.shape[1]
+        positions = torch.arange(start, start + t, device=tokens.device)
+        mask = None
+        if cache.position_offset is not None:   # left-padded rows: count positions from their first real token
+            positions = (positions[None, :] - cache.position_offset[:, None]).clamp_min(0)
+        if cache.key_padding is not None:       # (batch, 1, 1, k_len): pads are never attended to
+            mask = cache.key_padding[:, None, None, : start + t]
+        x = self.embed(tokens, positions)
+        hidden = self.decoder(x, mask, is_causal=True, cache=cache).hidden
+        cache.advance(t)
+        return hidden
+
+    def decode_step(self, tokens: Tensor, cache: KVCache) -> Tensor:
+        """tokens: (batch, t) -> float32 log-probabilities of the next token (batch, vocab).
+        Only the last position is projected to the vocabulary."""
+        hidden = self.decode(tokens, cache)
+        return torch.log_softmax(self.lm_head(hidden[:, -1]).float(), dim=-1)
+
+    @property
+    def max_positions(self) -> int:
+        return self.config.max_len
+
+
+__all__ = ["GPTConfig", "GPT"]

@@ -1,0 +1,93 @@
+"""Batches by token budget with length bucketing (§5.1: "batched together by approximate sequence length").
+
+Sentences of similar length go together so little compute is spent on
+padding; each batch holds at most ``max_tokens`` tokens counting padding
+(``batch size × longest sentence``, on the longer of source and target).
+Batch order is shuffled each epoch from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class TranslationBatch:
+    """Teacher forcing: the decoder reads ``tgt_in`` = BOS + target and predicts ``tgt_out`` = target + EOS."""
+
+    src: Tensor          # (batch, src_len)
+    tgt_in: Tensor       # (batch, tgt_len)
+    tgt_out: Tensor      # (batch, tgt_len)
+    n_tokens: int        # real target tokens (the loss normaliser)
+
+    def to(self, device) -> "TranslationBatch":
+        return TranslationBatch(self.src.to(device, non_blocking=True), self.tgt_in.to(device, non_blocking=True),
+                                self.tgt_out.to(device, non_blocking=True), self.n_tokens)
+
+
+def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> Tensor:
+    """Right-pad to (batch, longest)."""
+    longest = max(len(s) for s in sequences)
+    out = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    for i, s in enumerate(sequences):
+        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out
+
+
+def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, bos_id: int, eos_id: int) -> TranslationBatch:
+    """(source ids, target ids) without specials -> a padded batch, target shifted right."""
+    src = pad([s + [eos_id] for s, _ in pairs], pad_id)
+    tgt_in = pad([[bos_id] + t for _, t in pairs], pad_id)
+    tgt_out = pad([t + [eos_id] for _, t in pairs], pad_id)
+    return TranslationBatch(src, tgt_in, tgt_out, int((tgt_out != pad_id).sum()))
+
+
+def token_budget_batches(lengths: Sequence[int], max_tokens: int, *, seed: int = 0, epoch: int = 0,
+                         shuffle: bool = True) -> list[list[int]]:
+    """Group example indices into batches of at most ``max_tokens`` padded tokens.
+
+    Examples are sorted by length (ties broken randomly per epoch), cut into
+    batches greedily, and the batch order is shuffled.
+    """
+    rng = random.Random(seed * 100_003 + epoch)
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random() if shuffle else i))
+    batches, current, longest = [], [], 0
+    for i in order:
+        longest_if_added = max(longest, lengths[i])
+        if current and longest_if_added * (len(current) + 1) > max_tokens:
+            batches.append(current)
+            current, longest_if_added = [], lengths[i]
+        current.append(i)
+        longest = longest_if_added
+    if current:
+        batches.append(current)
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+class ParallelDataset:
+    """Tokenised sentence pairs and their batches."""
+
+    def __init__(self, pairs: list[tuple[list[int], list[int]]], pad_id: int, bos_id: int, eos_id: int):
+        self.pairs, self.pad_id, self.bos_id, self.eos_id = pairs, pad_id, bos_id, eos_id
+        self.lengths = [max(len(s), len(t)) + 1 for s, t in pairs]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def batches(self, max_tokens: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True) -> list[TranslationBatch]:
+        return [collate([self.pairs[i] for i in idx], self.pad_id, self.bos_id, self.eos_id)
+                for idx in token_budget_batches(self.lengths, max_tokens, seed=seed, epoch=epoch, shuffle=shuffle)]
+
+    def forever(self, max_tokens: int, *, seed: int = 0) -> Iterator[TranslationBatch]:
+        """Epoch after epoch, reshuffled each time."""
+        epoch = 0
+        while True:
+            yield from self.batches(max_tokens, seed=seed, epoch=epoch)
+            epoch += 1

@@ -1,0 +1,231 @@
+"""The translation task end to end: tokenizers, batches, training, translating, scoring.
+
+Used by ``glassformer train translation``, ``translate``, ``evaluate`` and
+``quickstart``, and usable from Python::
+
+    from glassformer.data.numbers import number_corpus
+    from glassformer.training.translation import TranslationSettings, train_translation, translate
+    corpus = number_corpus("de", "en", n_train=20000)
+    run = train_translation(corpus.train, corpus.valid, TranslationSettings(steps=300), "runs/demo")
+    translate(run.model, run.source_tokenizer, run.tokenizer, ["vierunddreißig"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import sacrebleu
+import torch
+
+from ..data.batching import ParallelDataset, TranslationBatch, pad
+from ..errors import ConfigError, InputError
+from ..generation import SamplingOptions, generate
+from ..models import Transformer, build_model, preset
+from ..tokenizers import Tokenizer
+from .checkpoints import save_model_dir
+from .losses import LabelSmoothedCrossEntropy
+from .optim import paper_adam
+from .schedules import noam_schedule
+from .trainer import StepLoss, Trainer, TrainerConfig, TrainResult
+
+
+@dataclass
+class TranslationSettings:
+    """Everything a translation training run needs besides the data."""
+
+    preset: str = "vaswani-small"
+    model: dict[str, Any] = field(default_factory=dict)   # overrides of the preset's fields
+    vocab_size: int = 8000               # BPE merges stop at this size
+    shared_vocab: bool = True            # one BPE for both sides (needed for three-way tying)
+    max_tokens: int = 4096               # tokens per batch, padding included
+    steps: int = 4000
+    warmup: int = 4000
+    lr_factor: float = 1.0               # multiplies the paper's schedule
+    label_smoothing: float = 0.1
+    clip_norm: float | None = 1.0
+    grad_accum: int = 1
+    eval_every: int = 500
+    keep_checkpoints: int = 0
+    seed: int = 0
+    device: str = "auto"
+    time_limit: float | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TranslationSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown training setting(s) {unknown}; valid settings are {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class TranslationRun:
+    model: Transformer
+    tokenizer: Tokenizer                 # target side (shared if shared_vocab)
+    source_tokenizer: Tokenizer
+    result: TrainResult
+    out_dir: Path
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def build_tokenizers(pairs: Sequence[tuple[str, str]], vocab_size: int, shared: bool) -> tuple[Tokenizer, Tokenizer]:
+    """BPE trained on the training text: (source tokenizer, target tokenizer)."""
+    if shared:
+        tok = Tokenizer.train_bpe([t for pair in pairs for t in pair], vocab_size)
+        return tok, tok
+    return Tokenizer.train_bpe([s for s, _ in pairs], vocab_size), Tokenizer.train_bpe([t for _, t in pairs], vocab_size)
+
+
+def encode_pairs(pairs, src_tok: Tokenizer, tgt_tok: Tokenizer) -> list[tuple[list[int], list[int]]]:
+    src = src_tok.encode_batch([s for s, _ in pairs])
+    tgt = tgt_tok.encode_batch([t for _, t in pairs])
+    return list(zip(src, tgt))
+
+
+def translation_loss(criterion: LabelSmoothedCrossEntropy):
+    def loss_fn(model: Transformer, batch: TranslationBatch) -> StepLoss:
+        out = criterion(model(batch.src, batch.tgt_in), batch.tgt_out)
+        return StepLoss(out.total, batch.n_tokens)
+    return loss_fn
+
+
+def validation(model: Transformer, batches: list[TranslationBatch], criterion, device) -> dict[str, float]:
+    """Label-smoothed loss (what is optimised) and perplexity (from the un-smoothed NLL) per target token."""
+    total = nll = tokens = 0.0
+    for batch in batches:
+        batch = batch.to(device)
+        out = criterion(model(batch.src, batch.tgt_in), batch.tgt_out)
+        total += float(out.total)
+        nll += float(out.nll)
+        tokens += int(out.n_tokens)
+    return {"loss": total / tokens, "ppl": math.exp(min(nll / tokens, 50.0))}
+
+
+def train_translation(
+    train_pairs: Sequence[tuple[str, str]],
+    valid_pairs: Sequence[tuple[str, str]],
+    settings: TranslationSettings,
+    out_dir: str | Path,
+) -> TranslationRun:
+    """Train tokenizers and a Transformer; save ``out_dir/best`` and ``out_dir/last`` model directories."""
+    torch.manual_seed(settings.seed)
+    device = pick_device(settings.device)
+    src_tok, tgt_tok = build_tokenizers(train_pairs, settings.vocab_size, settings.shared_vocab)
+    overrides = {"src_vocab_size": src_tok.vocab_size, "tgt_vocab_size": tgt_tok.vocab_size,
+                 "pad_id": tgt_tok.pad_id, "bos_id": tgt_tok.bos_id, "eos_id": tgt_tok.eos_id, "unk_id": tgt_tok.unk_id}
+    if not settings.shared_vocab:
+        overrides["tie_embeddings"] = "decoder"
+    config = preset(settings.preset, **{**settings.model, **overrides})
+    train = ParallelDataset(encode_pairs(train_pairs, src_tok, tgt_tok), config.pad_id, config.bos_id, config.eos_id)
+    valid = ParallelDataset(encode_pairs(valid_pairs, src_tok, tgt_tok), config.pad_id, config.bos_id, config.eos_id)
+    too_long = max(train.lengths + valid.lengths)
+    if too_long > config.max_len:
+        raise InputError(f"a training sentence has {too_long} tokens but the model takes at most "
+                         f"max_len={config.max_len}; raise max_len or filter long sentences")
+    model = build_model(config).to(device)
+    optimizer = paper_adam(model)
+    scheduler = noam_schedule(optimizer, config.d_model, settings.warmup, settings.lr_factor)
+    criterion = LabelSmoothedCrossEntropy(settings.label_smoothing, ignore_index=config.pad_id)
+    valid_batches = valid.batches(settings.max_tokens, shuffle=False)
+    out_dir = Path(out_dir)
+
+    def save(path: Path) -> None:
+        save_model_dir(path, model, tgt_tok, source_tokenizer=None if settings.shared_vocab else src_tok,
+                       generation={"task": "translation", "beam": 4, "alpha": 0.6, "max_len_a": 1.0, "max_len_b": 50})
+
+    trainer = Trainer(
+        model, optimizer, scheduler, translation_loss(criterion),
+        lambda m: validation(m, valid_batches, criterion, device), save,
+        TrainerConfig(max_steps=settings.steps, eval_every=settings.eval_every, grad_accum=settings.grad_accum,
+                      clip_norm=settings.clip_norm, keep_checkpoints=settings.keep_checkpoints,
+                      progress=settings.progress, time_limit=settings.time_limit),
+        out_dir, device,
+    )
+    result = trainer.fit(iter(train.forever(settings.max_tokens, seed=settings.seed)))
+    return TranslationRun(model, tgt_tok, src_tok, result, out_dir)
+
+
+def encode_sources(texts: Sequence[str], src_tok: Tokenizer, max_len: int, eos_id: int) -> list[list[int]]:
+    """Token ids (+EOS) per source line; an empty line or one longer than the model allows is an InputError."""
+    out = []
+    for i, (text, ids) in enumerate(zip(texts, src_tok.encode_batch(list(texts))), 1):
+        if not text.strip():
+            raise InputError(f"input line {i} is empty; give one non-empty sentence per line")
+        if len(ids) + 1 > max_len:
+            raise InputError(f"input line {i} has {len(ids) + 1} tokens but the model takes at most {max_len}; "
+                             "shorten or split it")
+        out.append(ids + [eos_id])
+    return out
+
+
+@torch.no_grad()
+def translate(
+    model: Transformer,
+    src_tok: Tokenizer,
+    tgt_tok: Tokenizer,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 64,
+    max_len_a: float = 1.0,
+    max_len_b: int = 50,
+    decode_options: dict[str, Any] | None = None,
+) -> list[str]:
+    """Translate each text.  Output length is capped at a·|source| + b tokens (the paper: |source| + 50)."""
+    model.eval()
+    device = next(model.parameters()).device
+    config = model.config
+    sources = encode_sources(texts, src_tok, config.max_len, config.eos_id)
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    outputs: list[str] = [""] * len(sources)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        src = pad([sources[i] for i in idx], config.pad_id).to(device)
+        limit = int(max_len_a * src.shape[1] + max_len_b)
+        limit = max(1, min(limit, config.max_len - 1))
+        tokens = decode_tokens(model, src, limit, decode_options or {}, tgt_tok)
+        for i, ids in zip(idx, tokens):
+            outputs[i] = tgt_tok.decode(ids)
+    return outputs
+
+
+def decode_tokens(model: Transformer, src, max_new_tokens: int, options: dict[str, Any], tgt_tok: Tokenizer) -> list[list[int]]:
+    """Token ids of the output for each source row, up to (not including) EOS."""
+    config = model.config
+    cache, first = model.start_decoding(src, max_new_tokens)
+    sampling = SamplingOptions(max_new_tokens=max_new_tokens, eos_id=config.eos_id, pad_id=config.pad_id,
+                               **{k: v for k, v in options.items() if k in _SAMPLING_KEYS})
+    out = generate(model, cache, first, sampling).tolist()
+    return [_until_eos(row, config.eos_id) for row in out]
+
+
+_SAMPLING_KEYS = {f.name for f in dataclasses.fields(SamplingOptions)} - {"max_new_tokens", "eos_id", "pad_id"}
+
+
+def _until_eos(ids: list[int], eos_id: int) -> list[int]:
+    return ids[: ids.index(eos_id)] if eos_id in ids else ids
+
+
+def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Corpus sacreBLEU, chrF and exact match (%) of hypotheses against one reference each."""
+    if len(hypotheses) != len(references):
+        raise InputError(f"{len(hypotheses)} hypotheses but {len(references)} references; they must align")
+    bleu = sacrebleu.corpus_bleu(list(hypotheses), [list(references)])
+    chrf = sacrebleu.corpus_chrf(list(hypotheses), [list(references)])
+    exact = 100.0 * sum(h.strip() == r.strip() for h, r in zip(hypotheses, references)) / max(1, len(references))
+    return {"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2), "exact_match": round(exact, 2),
+            "sentences": len(references)}

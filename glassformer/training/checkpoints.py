@@ -70,6 +70,21 @@ def write_atomically(path: str | Path, fill) -> Path:
     return path
 
 
+def write_text_atomically(path: str | Path, text: str) -> Path:
+    """Write a text file via a temporary sibling and a rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def save_model_dir(
     path: str | Path,
     model: torch.nn.Module,

@@ -174,7 +174,7 @@ def encode_sources(texts: Sequence[str], src_tok: Tokenizer, max_len: int, eos_i
 
 
 @torch.no_grad()
-def translate(
+def translate_nbest(
     model: Transformer,
     src_tok: Tokenizer,
     tgt_tok: Tokenizer,
@@ -184,40 +184,43 @@ def translate(
     max_len_a: float = 1.0,
     max_len_b: int = 50,
     decode_options: dict[str, Any] | None = None,
-) -> list[str]:
-    """Translate each text.  Output length is capped at a·|source| + b tokens (the paper: |source| + 50)."""
+) -> list[list[tuple[str, float]]]:
+    """Translate each text; for each, a list of (translation, score), best first.
+
+    Output length is capped at a·|source| + b tokens (the paper: |source| + 50).
+    ``decode_options``: beam, alpha, n_best, mbr, mbr_candidates, mbr_utility,
+    temperature, top_k, top_p, seed (see :func:`glassformer.generation.decode`).
+    """
     model.eval()
     device = next(model.parameters()).device
     config = model.config
     sources = encode_sources(texts, src_tok, config.max_len, config.eos_id)
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    outputs: list[str] = [""] * len(sources)
+    outputs: list[list[tuple[str, float]]] = [[] for _ in sources]
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         src = pad([sources[i] for i in idx], config.pad_id).to(device)
-        limit = int(max_len_a * src.shape[1] + max_len_b)
-        limit = max(1, min(limit, config.max_len - 1))
-        tokens = decode_tokens(model, src, limit, decode_options or {}, tgt_tok)
-        for i, ids in zip(idx, tokens):
-            outputs[i] = tgt_tok.decode(ids)
+        limit = max(1, min(int(max_len_a * src.shape[1] + max_len_b), config.max_len - 1))
+        cache, first = model.start_decoding(src, limit)
+        hyps = decode(model, cache, first, max_new_tokens=limit, eos_id=config.eos_id, pad_id=config.pad_id,
+                      detokenize=tgt_tok.decode, **(decode_options or {}))
+        for i, row in zip(idx, hyps):
+            outputs[i] = [(tgt_tok.decode(h.tokens), h.score) for h in row]
     return outputs
 
 
-def decode_tokens(model: Transformer, src, max_new_tokens: int, options: dict[str, Any], tgt_tok: Tokenizer) -> list[list[int]]:
-    """Token ids of the output for each source row, up to (not including) EOS."""
-    config = model.config
-    cache, first = model.start_decoding(src, max_new_tokens)
-    sampling = SamplingOptions(max_new_tokens=max_new_tokens, eos_id=config.eos_id, pad_id=config.pad_id,
-                               **{k: v for k, v in options.items() if k in _SAMPLING_KEYS})
-    out = generate(model, cache, first, sampling).tolist()
-    return [_until_eos(row, config.eos_id) for row in out]
+def translate(model: Transformer, src_tok: Tokenizer, tgt_tok: Tokenizer, texts: Sequence[str], **kwargs) -> list[str]:
+    """The best translation of each text (see :func:`translate_nbest` for the options)."""
+    return [hyps[0][0] for hyps in translate_nbest(model, src_tok, tgt_tok, texts, **kwargs)]
 
 
-_SAMPLING_KEYS = {f.name for f in dataclasses.fields(SamplingOptions)} - {"max_new_tokens", "eos_id", "pad_id"}
-
-
-def _until_eos(ids: list[int], eos_id: int) -> list[int]:
-    return ids[: ids.index(eos_id)] if eos_id in ids else ids
+def decode(model, cache, first, *, max_new_tokens, eos_id, pad_id, detokenize=None, beam=1, n_best=1, mbr=False,
+           alpha=0.6, mbr_candidates=16, mbr_utility="bleu", **sampling):
+    """Provisional: greedy/sampling only, until beam search is wired in."""
+    from types import SimpleNamespace
+    opts = SamplingOptions(max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id, **sampling)
+    rows = generate(model, cache, first, opts).tolist()
+    return [[SimpleNamespace(tokens=r[: r.index(eos_id)] if eos_id in r else r, score=float("nan"))] for r in rows]
 
 
 def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:

@@ -1,0 +1,222 @@
+"""Commands of the translation task: quickstart, train translation, translate, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from ..errors import CheckpointError, ConfigError, InputError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("quickstart", help="build the number corpus, train a small translator, evaluate it")
+    p.add_argument("--out", default="runs/quickstart", help="run directory (model in OUT/best)")
+    p.add_argument("--src-lang", default="de")
+    p.add_argument("--tgt-lang", default="en")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the quickstart setting)")
+    p.add_argument("--time-limit", type=float, default=None, help="stop training after this many seconds")
+    p.add_argument("--n-test", type=int, default=2000, help="held-out test numbers")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    add_decoding_args(p, seed=False)
+    p.set_defaults(func=quickstart)
+
+    train = subparsers.add_parser("train", help="train a model (translation, lm)")
+    train_sub = train.add_subparsers(dest="task", metavar="TASK", parser_class=subparsers._parser_class)
+    t = train_sub.add_parser("translation", help="train an encoder-decoder on a parallel corpus")
+    t.add_argument("--src", help="source text file (one sentence per line), or a .tsv/.jsonl with two columns")
+    t.add_argument("--tgt", help="target text file aligned with --src")
+    t.add_argument("--valid-src", help="validation source file (default: hold out --valid-fraction of training)")
+    t.add_argument("--valid-tgt", help="validation target file")
+    t.add_argument("--valid-fraction", type=float, default=0.02)
+    t.add_argument("--preset", default="vaswani-small")
+    t.add_argument("--config", help="JSON file of training settings; its 'model' object overrides preset fields")
+    t.add_argument("--out", default="runs/translation", help="run directory (model in OUT/best and OUT/last)")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--max-tokens", type=int, help="tokens per batch")
+    t.add_argument("--vocab-size", type=int)
+    t.add_argument("--separate-vocab", action="store_true", help="one BPE per language instead of a shared one")
+    t.add_argument("--keep-checkpoints", type=int, help="keep the last K evaluation checkpoints (for averaging)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device")
+    t.set_defaults(func=train_translation_cmd)
+    if importlib.util.find_spec(f"{__package__}.lm") is not None:
+        lm = importlib.import_module(f"{__package__}.lm")
+        if hasattr(lm, "register_train"):
+            lm.register_train(train_sub)
+
+    tr = subparsers.add_parser("translate", help="translate text with a model directory")
+    tr.add_argument("model_dir")
+    tr.add_argument("text", nargs="*", help="sentences to translate (default: read lines from stdin)")
+    tr.add_argument("--device", default="auto")
+    add_decoding_args(tr)
+    tr.set_defaults(func=translate_cmd)
+
+    ev = subparsers.add_parser("evaluate", help="sacreBLEU, chrF and exact match of a model on a test set")
+    ev.add_argument("model_dir")
+    ev.add_argument("--src", required=True, help="source file, one sentence per line")
+    ev.add_argument("--ref", required=True, help="reference translations aligned with --src")
+    ev.add_argument("--hyp-out", help="also write the hypotheses to this file")
+    ev.add_argument("--device", default="auto")
+    add_decoding_args(ev)
+    ev.set_defaults(func=evaluate_cmd)
+
+
+def add_decoding_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
+    g = p.add_argument_group("decoding")
+    g.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
+    g.add_argument("--alpha", type=float, default=0.6, help="length penalty α (GNMT); 0 = raw log-probability")
+    g.add_argument("--n-best", type=int, default=1, help="print the N best hypotheses per input (translate)")
+    g.add_argument("--mbr", action="store_true", help="minimum Bayes risk decoding")
+    g.add_argument("--mbr-candidates", type=int, default=16)
+    g.add_argument("--mbr-utility", default="bleu", help="bleu or chrf")
+    g.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0 = greedy)")
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--top-p", type=float)
+    if seed:
+        g.add_argument("--seed", type=int, default=None, help="sampling seed")
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--max-len-a", type=float, default=1.0, help="output length limit a·|source| + b")
+    g.add_argument("--max-len-b", type=int, default=50)
+
+
+def decoding_options(args) -> dict:
+    opts = {"beam": args.beam, "alpha": args.alpha, "n_best": args.n_best, "mbr": args.mbr,
+            "mbr_candidates": args.mbr_candidates, "mbr_utility": args.mbr_utility,
+            "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+    if args.seed is not None:
+        opts["seed"] = args.seed
+    return opts
+
+
+def _load_translator(model_dir: str, device: str):
+    from ..training.checkpoints import load_model_dir
+    from ..training.translation import pick_device
+
+    loaded = load_model_dir(model_dir, pick_device(device))
+    if loaded.config.family != "transformer":
+        raise CheckpointError(f"{model_dir} holds a {loaded.config.family!r} model; translation needs an "
+                              "encoder-decoder ('transformer') model directory")
+    if loaded.tokenizer is None:
+        raise CheckpointError(f"{model_dir} has no tokenizer.json; a translation model directory needs one")
+    return loaded
+
+
+def _translate_kwargs(args) -> dict:
+    return dict(batch_size=args.batch_size, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
+                decode_options=decoding_options(args))
+
+
+def translate_cmd(args) -> int:
+    from ..training.translation import translate_nbest
+
+    texts = args.text
+    if not texts:
+        if sys.stdin.isatty():
+            raise InputError("give sentences as arguments or pipe them on stdin, one per line")
+        try:
+            texts = sys.stdin.read().splitlines()
+        except UnicodeDecodeError:
+            raise InputError("standard input is not UTF-8 text") from None
+        if not texts:
+            raise InputError("standard input held no lines to translate")
+    loaded = _load_translator(args.model_dir, args.device)
+    results = translate_nbest(loaded.model, loaded.src_tokenizer, loaded.tokenizer, texts, **_translate_kwargs(args))
+    for hyps in results:
+        if args.n_best > 1:
+            for rank, (text, score) in enumerate(hyps, 1):
+                print(f"{rank}\t{score:.4f}\t{text}")
+        else:
+            print(hyps[0][0])
+    return 0
+
+
+def evaluate_cmd(args) -> int:
+    from ..data.parallel import read_parallel
+    from ..training.translation import score, translate
+
+    pairs = read_parallel(args.src, args.ref)
+    loaded = _load_translator(args.model_dir, args.device)
+    start = time.perf_counter()
+    hyps = translate(loaded.model, loaded.src_tokenizer, loaded.tokenizer, [s for s, _ in pairs],
+                     **_translate_kwargs(args))
+    result = score(hyps, [r for _, r in pairs])
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    if args.hyp_out:
+        from ..training.checkpoints import write_text_atomically
+
+        write_text_atomically(args.hyp_out, "".join(h + "\n" for h in hyps))
+    print(f"BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  exact match {result['exact_match']:.2f}%  "
+          f"({result['sentences']} sentences, {result['seconds']:.1f}s)")
+    print(json.dumps(result))
+    return 0
+
+
+def train_translation_cmd(args) -> int:
+    from ..data.parallel import read_parallel
+    from ..models import preset
+    from ..models.config import load_config_file
+    from ..training.translation import TranslationSettings, train_translation
+
+    if not args.src:
+        raise InputError("give --src FILE and --tgt FILE (aligned text files), or --src FILE.tsv/.jsonl")
+    settings_dict = load_config_file(args.config) if args.config else {}
+    if not isinstance(settings_dict, dict):
+        raise ConfigError(f"{args.config} must hold a JSON object of settings")
+    for flag, key in (("steps", "steps"), ("max_tokens", "max_tokens"), ("vocab_size", "vocab_size"),
+                      ("keep_checkpoints", "keep_checkpoints"), ("seed", "seed"), ("device", "device")):
+        if getattr(args, flag) is not None:
+            settings_dict[key] = getattr(args, flag)
+    settings_dict.setdefault("preset", args.preset)
+    if args.separate_vocab:
+        settings_dict["shared_vocab"] = False
+    settings = TranslationSettings.from_dict(settings_dict)
+    preset(settings.preset, **settings.model)          # validate the model config before reading data
+    pairs = read_parallel(args.src, args.tgt)
+    if args.valid_src or args.valid_tgt:
+        if not (args.valid_src and args.valid_tgt):
+            raise InputError("give both --valid-src and --valid-tgt, or neither")
+        train, valid = pairs, read_parallel(args.valid_src, args.valid_tgt)
+    else:
+        if not 0.0 < args.valid_fraction < 1.0:
+            raise InputError(f"--valid-fraction={args.valid_fraction} must be in (0, 1)")
+        n_valid = max(1, int(len(pairs) * args.valid_fraction))
+        if len(pairs) - n_valid < 1:
+            raise InputError(f"{len(pairs)} sentence pairs are too few to hold out a validation set")
+        train, valid = pairs[n_valid:], pairs[:n_valid]
+    with fresh_output_dir(args.out):
+        run = train_translation(train, valid, settings, args.out)
+    print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s; best validation loss "
+          f"{run.result.best_loss:.4f}; model saved to {Path(args.out) / 'best'}")
+    return 0
+
+
+class fresh_output_dir:
+    """Remove an output directory this command created if it fails: nothing half-written is left."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.existed = self.path.exists()
+
+    def __enter__(self):
+        return self.path
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and not self.existed:
+            shutil.rmtree(self.path, ignore_errors=True)
+        return False
+
+
+def quickstart(args) -> int:
+    from ..training.quickstart import run_quickstart
+
+    with fresh_output_dir(args.out):
+        run_quickstart(out_dir=args.out, src_lang=args.src_lang, tgt_lang=args.tgt_lang, steps=args.steps,
+                       time_limit=args.time_limit, n_test=args.n_test, seed=args.seed, device=args.device,
+                       decode_options=decoding_options(args))
+    return 0

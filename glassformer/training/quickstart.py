@@ -1,0 +1,73 @@
+"""``glassformer quickstart``: the built-in number-translation task, end to end.
+
+Builds the German→English number corpus (train, validation and test hold
+disjoint numbers), trains a small Transformer with the paper's recipe (label
+smoothing, Adam with the warm-up schedule, token-budget batches), then
+reports exact match and sacreBLEU on held-out test numbers and saves the model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.numbers import number_corpus
+from .checkpoints import load_model_dir, write_text_atomically
+from .translation import TranslationSettings, score, train_translation, translate
+
+# Chosen by measurement on a 2-core CPU: reaches >= 98% exact match in a few minutes.
+QUICKSTART_MODEL = dict(d_model=256, n_heads=4, encoder_layers=3, decoder_layers=3, d_ff=1024, dropout=0.1,
+                        max_len=64)
+QUICKSTART_SETTINGS = dict(preset="vaswani-small", vocab_size=600, max_tokens=4096, steps=1500, warmup=400,
+                           lr_factor=2.0, eval_every=250)
+
+
+def run_quickstart(
+    out_dir: str | Path = "runs/quickstart",
+    *,
+    src_lang: str = "de",
+    tgt_lang: str = "en",
+    steps: int | None = None,
+    time_limit: float | None = None,
+    n_test: int = 2000,
+    seed: int = 0,
+    device: str = "auto",
+    decode_options: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    print(f"Building the {src_lang}→{tgt_lang} number corpus (0..99,999; train/valid/test disjoint) ...", flush=True)
+    corpus = number_corpus(src_lang, tgt_lang, n_valid=500, n_test=n_test, seed=seed)
+    print(f"  {len(corpus.train):,} training, {len(corpus.valid):,} validation, {len(corpus.test):,} test pairs, e.g.")
+    for src, tgt in corpus.train[:2]:
+        print(f"    {src}  →  {tgt}")
+    settings = TranslationSettings(**{**QUICKSTART_SETTINGS, "model": QUICKSTART_MODEL, "seed": seed, "device": device,
+                                      "time_limit": time_limit, "progress": progress,
+                                      **({"steps": steps} if steps else {})})
+    run = train_translation(corpus.train, corpus.valid, settings, out_dir)
+    best = load_model_dir(out_dir / "best", device=next(run.model.parameters()).device)
+    sources = [s for s, _ in corpus.test]
+    references = [t for _, t in corpus.test]
+    t0 = time.perf_counter()
+    hypotheses = translate(best.model, best.src_tokenizer, best.tokenizer, sources, decode_options=decode_options)
+    decode_seconds = time.perf_counter() - t0
+    result = score(hypotheses, references)
+    result.update(train_steps=run.result.steps, train_seconds=round(run.result.seconds, 1),
+                  decode_seconds=round(decode_seconds, 2), total_seconds=round(time.perf_counter() - started, 1),
+                  best_valid_loss=round(run.result.best_loss, 4), threads=torch.get_num_threads(),
+                  decoding={k: v for k, v in (decode_options or {}).items() if v is not None})
+    print(f"\nTest set ({result['sentences']:,} numbers never seen in training):")
+    print(f"  exact match {result['exact_match']:.2f}%   sacreBLEU {result['bleu']:.2f}   chrF {result['chrf']:.2f}")
+    print("Some translations:")
+    for src, ref, hyp in list(zip(sources, references, hypotheses))[:6]:
+        mark = "✓" if hyp == ref else "✗"
+        print(f"  {mark} {src}\n      → {hyp}" + ("" if hyp == ref else f"\n      (reference: {ref})"))
+    write_text_atomically(out_dir / "results.json", json.dumps(result, indent=2) + "\n")
+    print(f"\nModel saved to {out_dir / 'best'}  (try: glassformer translate {out_dir / 'best'} \"{sources[0]}\")")
+    print(f"Total time {result['total_seconds']:.0f}s")
+    return result

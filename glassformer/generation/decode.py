@@ -1,0 +1,116 @@
+"""One entry point for every decoding strategy: greedy, sampling, beam search, MBR.
+
+The command line (``glassformer translate --beam 4 --alpha 0.6 --n-best 2 --mbr ...``)
+and library users call :func:`decode` with a fresh cache from
+``model.start_decoding``; it picks the strategy from its arguments:
+
+* ``mbr=True``: Minimum Bayes Risk over ``mbr_candidates`` samples (or a beam's
+  n-best list, ``mbr_source="beam"``), ranked by expected ``mbr_utility``;
+* ``beam > 1``: beam search with length penalty ``alpha``;
+* otherwise: the greedy / sampling loop of :mod:`.sampling` (``sampling`` says which).
+
+``sampling`` is the one source of the shared settings: ``max_new_tokens``,
+``min_new_tokens``, ``eos_id``, ``pad_id`` (and, for sampling, temperature,
+top-k/p, seed).  ``max_lengths`` (batch,) optionally limits each output
+separately, e.g. ``length_limits(src, pad_id, a=1, b=50)`` for the paper's
+"input length + 50"; ``start_decoding`` must then be given ``int(max_lengths.max())``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+from ..nn import KVCache
+from .beam import BeamOptions, beam_search
+from .mbr import _strip, check_utility, mbr_decode
+from .sampling import SamplingOptions, generate
+
+
+@dataclass
+class Decoded:
+    """Per input, up to ``n_best`` outputs, best first.
+
+    tokens: token ids without EOS or padding; texts: ``detokenize(tokens)`` (None
+    without a ``detokenize``); scores: beam search — log P(Y) / lp(|Y|); MBR —
+    expected utility (0..100); greedy / sampling — None.
+    """
+
+    tokens: list[list[list[int]]]
+    texts: list[list[str]] | None
+    scores: list[list[float]] | None
+    strategy: str
+
+
+def length_limits(src: Tensor, pad_id: int, a: float = 1.0, b: int = 50, cap: int | None = None) -> Tensor:
+    """Per-sentence output limits ``a * source_length + b`` (batch,), at least 1, at most ``cap``."""
+    lengths = (src != pad_id).sum(dim=1).to(torch.float32)
+    limits = torch.floor(a * lengths + b).to(torch.long).clamp_min(1)
+    return limits.clamp_max(cap) if cap is not None else limits
+
+
+@torch.no_grad()
+def decode(
+    model,
+    cache: KVCache,
+    first_tokens: Tensor,
+    sampling: SamplingOptions,
+    *,
+    beam: int = 1,
+    alpha: float = 0.6,
+    n_best: int = 1,
+    length_penalty_kind: str = "gnmt",
+    stopping: str = "exact",
+    no_repeat_ngram_size: int = 0,
+    max_lengths: Tensor | None = None,
+    mbr: bool = False,
+    mbr_candidates: int = 16,
+    mbr_utility: str = "bleu",
+    mbr_source: str = "sample",
+    detokenize: Callable[[list[int]], str] | None = None,
+) -> Decoded:
+    """Decode a batch from a fresh ``cache`` / ``first_tokens`` (``model.start_decoding``)."""
+    # Validate every option before any work, whatever the strategy.
+    beam_options = BeamOptions(
+        beam=max(beam, mbr_candidates) if mbr and mbr_source == "beam" else beam, alpha=alpha,
+        n_best=1 if mbr else n_best, length_penalty_kind=length_penalty_kind, stopping=stopping,
+        max_new_tokens=sampling.max_new_tokens, min_new_tokens=sampling.min_new_tokens,
+        no_repeat_ngram_size=no_repeat_ngram_size, eos_id=sampling.eos_id, pad_id=sampling.pad_id,
+    )
+    if mbr:
+        check_utility(mbr_utility)
+        if not isinstance(mbr_candidates, int) or mbr_candidates < 1:
+            raise ConfigError(f"mbr_candidates={mbr_candidates!r} is invalid; it must be a positive integer")
+        if n_best > mbr_candidates:
+            raise ConfigError(f"n_best={n_best} is invalid with mbr_candidates={mbr_candidates}; MBR ranks "
+                              "only its candidates, so n_best must be at most mbr_candidates")
+        choices = mbr_decode(model, cache, first_tokens, n=mbr_candidates, utility=mbr_utility, source=mbr_source,
+                             sampling=sampling, beam_options=beam_options, max_lengths=max_lengths,
+                             detokenize=detokenize)
+        return Decoded([c.tokens[:n_best] for c in choices],
+                       [c.texts[:n_best] for c in choices] if detokenize else None,
+                       [c.expected_utility[:n_best] for c in choices], "mbr")
+
+    if beam > 1:
+        out = beam_search(model, cache, first_tokens, beam_options, max_lengths=max_lengths)
+        tokens, lengths, scores = out.tokens.tolist(), out.lengths.tolist(), out.scores.tolist()
+        hyps = [[_strip(tokens[b][k][: lengths[b][k]], sampling.eos_id, sampling.pad_id)
+                 for k in range(n_best) if lengths[b][k] > 0] for b in range(len(tokens))]
+        kept = [[scores[b][k] for k in range(n_best) if lengths[b][k] > 0] for b in range(len(tokens))]
+        texts = [[detokenize(h) for h in row] for row in hyps] if detokenize else None
+        return Decoded(hyps, texts, kept, "beam")
+
+    new = generate(model, cache, first_tokens, sampling)                      # (batch, t)
+    if max_lengths is not None:   # generation is causal: cutting at the limit = stopping there
+        limit = max_lengths.to(new.device)[:, None]
+        new = new.masked_fill(torch.arange(new.shape[1], device=new.device)[None] >= limit, sampling.pad_id)
+    hyps = [[_strip(row, sampling.eos_id, sampling.pad_id)] for row in new.tolist()]
+    texts = [[detokenize(h) for h in row] for row in hyps] if detokenize else None
+    return Decoded(hyps, texts, None, "greedy" if sampling.greedy else "sample")
+
+
+__all__ = ["Decoded", "decode", "length_limits"]

@@ -1,0 +1,186 @@
+"""Marian (OPUS-MT) checkpoints in the Hugging Face layout -> :class:`glassformer.models.Transformer`.
+
+    HF_DIR/config.json        MarianConfig fields: d_model, encoder_layers, encoder_attention_heads, ...
+    HF_DIR/model.safetensors  model.shared / model.{encoder,decoder}.layers.{i}.{self_attn.{q,k,v,out}_proj,
+                              self_attn_layer_norm, [encoder_attn.*, encoder_attn_layer_norm,] fc1, fc2,
+                              final_layer_norm} / final_logits_bias (+ lm_head)
+
+A Marian model *is* the paper's Transformer with a few options, so no new module
+is needed — only the right :class:`TransformerConfig`:
+
+* post-norm layers (``norm_first=False``), no final LayerNorm, LayerNorm eps 1e-5;
+* the feed-forward activation ``swish`` (SiLU) in OPUS-MT checkpoints;
+* sinusoidal positions in the *split* layout: all sines, then all cosines (what
+  ``MarianSinusoidalPositionalEmbedding`` computes), with positions counted from 0
+  on both sides (no offset, unlike BART's learned positions).  They are not stored
+  in the checkpoint; ours are computed from the config the same way;
+* embeddings scaled by sqrt(d_model) and one matrix shared by the source embedding,
+  target embedding and output projection (``share_encoder_decoder_embeddings``);
+* ``final_logits_bias`` added to the output logits (a bias on our output projection);
+* special ids that differ from glassformer's defaults: EOS ``</s>`` = 0, ``<unk>`` = 1,
+  pad = the last id, and decoding starts from the pad token (no BOS).
+
+Separate query/key/value projections are concatenated into our fused ``qkv_proj``
+(self-attention) and ``kv_proj`` (cross-attention).  Nothing here imports
+``transformers``; an in-memory model's ``state_dict()`` and ``config.to_dict()`` work too.
+
+What is not carried over: Hugging Face's generation settings (``forced_eos_token_id``,
+``bad_words_ids``, beam size) — decoding options are passed to glassformer's decoders.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import Tensor
+
+from ..errors import CheckpointError, ConfigError
+from ..models.transformer import Transformer, TransformerConfig
+
+_ACTIVATIONS = {"swish": "swish", "silu": "swish", "gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh",
+                "gelu_pytorch_tanh": "gelu_tanh"}
+
+# Per-layer names: ours <- theirs (q/k/v are fused separately, below).
+_LAYER_MAP = [
+    ("self_attention.out_proj", "self_attn.out_proj"),
+    ("self_attention_norm", "self_attn_layer_norm"),
+    ("feed_forward.linear1", "fc1"),
+    ("feed_forward.linear2", "fc2"),
+    ("feed_forward_norm", "final_layer_norm"),
+]
+_CROSS_MAP = [
+    ("cross_attention.q_proj", "encoder_attn.q_proj"),
+    ("cross_attention.out_proj", "encoder_attn.out_proj"),
+    ("cross_attention_norm", "encoder_attn_layer_norm"),
+]
+
+
+def config_from_hf_marian(hf: dict) -> TransformerConfig:
+    """A :class:`TransformerConfig` from the fields of a Hugging Face ``MarianConfig`` (a dict)."""
+    if hf.get("model_type", "marian") != "marian":
+        raise ConfigError(f"model_type={hf.get('model_type')!r} is not a Marian checkpoint (expected 'marian')")
+    try:
+        heads, ffn = hf["encoder_attention_heads"], hf["encoder_ffn_dim"]
+        if hf.get("decoder_attention_heads", heads) != heads or hf.get("decoder_ffn_dim", ffn) != ffn:
+            raise ConfigError("encoder and decoder with different head counts or d_ff are not supported "
+                              f"(heads {heads}/{hf.get('decoder_attention_heads')}, "
+                              f"d_ff {ffn}/{hf.get('decoder_ffn_dim')})")
+        if hf.get("normalize_before", False):
+            raise ConfigError("normalize_before=True (pre-norm) is not a Marian layout glassformer maps")
+        activation = hf.get("activation_function", "gelu")
+        if activation not in _ACTIVATIONS:
+            raise ConfigError(f"activation_function={activation!r} is not supported; known: {sorted(_ACTIVATIONS)}")
+        vocab = hf["vocab_size"]
+        shared = hf.get("share_encoder_decoder_embeddings", True)
+        tgt_vocab = vocab if shared else (hf.get("decoder_vocab_size") or vocab)
+        pad, eos = hf.get("pad_token_id"), hf.get("eos_token_id", 0)
+        if isinstance(eos, list):
+            if len(eos) != 1:
+                raise ConfigError(f"eos_token_id={eos} lists several ids; glassformer models have one EOS")
+            eos = eos[0]
+        start = hf.get("decoder_start_token_id", pad)
+        if pad is None:
+            raise ConfigError("the Marian config has no pad_token_id; it is needed for source padding")
+        return TransformerConfig(
+            src_vocab_size=vocab, tgt_vocab_size=tgt_vocab, d_model=hf["d_model"], n_heads=heads,
+            encoder_layers=hf["encoder_layers"], decoder_layers=hf["decoder_layers"], d_ff=ffn,
+            dropout=float(hf.get("dropout", 0.1)), attention_dropout=float(hf.get("attention_dropout", 0.0)),
+            activation_dropout=float(hf.get("activation_dropout", 0.0)), activation=_ACTIVATIONS[activation],
+            norm_first=False, norm_eps=1e-5, max_len=hf.get("max_position_embeddings", 1024),
+            positional="sinusoidal-split", scale_embedding=bool(hf.get("scale_embedding", False)),
+            tie_embeddings="all" if shared else ("decoder" if hf.get("tie_word_embeddings", True) else "none"),
+            final_logits_bias=True, pad_id=pad, bos_id=start, eos_id=eos, unk_id=1 if vocab > 1 else 0,
+            decoder_start_id=start,
+        )
+    except KeyError as e:
+        raise ConfigError(f"the Marian config lacks the field {e.args[0]!r}") from None
+
+
+def state_dict_from_hf_marian(weights: dict[str, Tensor], config: TransformerConfig) -> dict[str, Tensor]:
+    """Rename (and fuse) Hugging Face Marian tensors into a state dict of :class:`Transformer`."""
+    hf = {k.removeprefix("model."): v for k, v in weights.items()}
+
+    def take(name: str) -> Tensor:
+        if name not in hf:
+            raise CheckpointError(f"the Marian checkpoint lacks the tensor {name!r}")
+        return hf[name]
+
+    def linear(ours: dict, mine: str, theirs: str) -> None:
+        ours[f"{mine}.weight"], ours[f"{mine}.bias"] = take(f"{theirs}.weight"), take(f"{theirs}.bias")
+
+    def fused(ours: dict, mine: str, prefix: str, parts: str) -> None:
+        ours[f"{mine}.weight"] = torch.cat([take(f"{prefix}.{p}_proj.weight") for p in parts], dim=0)
+        ours[f"{mine}.bias"] = torch.cat([take(f"{prefix}.{p}_proj.bias") for p in parts], dim=0)
+
+    ours: dict[str, Tensor] = {}
+    if config.tie_embeddings == "all":
+        shared = hf.get("shared.weight", hf.get("encoder.embed_tokens.weight"))
+        if shared is None:
+            raise CheckpointError("the Marian checkpoint lacks the shared embedding 'model.shared.weight'")
+        ours["src_embed.token.weight"] = ours["tgt_embed.token.weight"] = ours["generator.proj.weight"] = shared
+    else:
+        ours["src_embed.token.weight"] = take("encoder.embed_tokens.weight")
+        ours["tgt_embed.token.weight"] = take("decoder.embed_tokens.weight")
+        ours["generator.proj.weight"] = (ours["tgt_embed.token.weight"] if config.tie_embeddings == "decoder"
+                                         else take("lm_head.weight"))
+    bias = hf.get("final_logits_bias")
+    ours["generator.proj.bias"] = (bias.reshape(-1) if bias is not None
+                                   else torch.zeros(config.tgt_vocab_size))
+    for side, n_layers in (("encoder", config.encoder_layers), ("decoder", config.decoder_layers)):
+        for i in range(n_layers):
+            mine, theirs = f"{side}.layers.{i}", f"{side}.layers.{i}"
+            fused(ours, f"{mine}.self_attention.qkv_proj", f"{theirs}.self_attn", "qkv")
+            for m, t in _LAYER_MAP + (_CROSS_MAP if side == "decoder" else []):
+                linear(ours, f"{mine}.{m}", f"{theirs}.{t}")
+            if side == "decoder":
+                fused(ours, f"{mine}.cross_attention.kv_proj", f"{theirs}.encoder_attn", "kv")
+    return ours
+
+
+def transformer_from_hf_marian(hf_config: dict, weights: dict[str, Tensor],
+                               dtype: torch.dtype = torch.float32) -> Transformer:
+    """A :class:`Transformer` with the weights of a Marian model (config dict + state dict), in eval mode."""
+    config = config_from_hf_marian(hf_config)
+    model = Transformer(config)
+    state = {k: v.detach().to(dtype) for k, v in state_dict_from_hf_marian(weights, config).items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"the Marian weights do not match their config ({str(e).splitlines()[0]})") from None
+    return model.to(dtype).eval()
+
+
+def load_hf_marian(path: str | Path, dtype: torch.dtype = torch.float32) -> Transformer:
+    """A :class:`Transformer` from a Hugging Face Marian directory (config.json + model.safetensors)."""
+    path = Path(path)
+    cfg_file, weights_file = path / "config.json", path / "model.safetensors"
+    if not cfg_file.is_file():
+        raise CheckpointError(f"{cfg_file} is missing; a Hugging Face Marian directory needs config.json "
+                              "and model.safetensors")
+    if not weights_file.is_file():
+        raise CheckpointError(f"{weights_file} is missing (only safetensors weights are read, never pickles)")
+    try:
+        hf_config = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_file} is not valid JSON ({e})") from None
+    try:
+        weights = load_file(str(weights_file))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights_file} is corrupt ({str(e).splitlines()[0]})") from None
+    return transformer_from_hf_marian(hf_config, weights, dtype)
+
+
+def convert_hf_marian(path: str | Path, out_dir: str | Path) -> Path:
+    """Write a Hugging Face Marian directory as a glassformer model directory (the SentencePiece
+    tokenizer of OPUS-MT is not a ``tokenizers`` file, so it is not carried over)."""
+    from ..training.checkpoints import save_model_dir
+
+    return save_model_dir(out_dir, load_hf_marian(path))
+
+
+__all__ = ["config_from_hf_marian", "state_dict_from_hf_marian", "transformer_from_hf_marian", "load_hf_marian",
+           "convert_hf_marian"]

@@ -98,6 +98,7 @@ class Trainer:
     def fit(self, batches: Iterator) -> TrainResult:
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "log.jsonl").unlink(missing_ok=True)       # a new run starts a new log
         result = TrainResult(steps=0, best_loss=math.inf)
         start = time.perf_counter()
         bar = tqdm(total=cfg.max_steps, disable=not cfg.progress, unit="step", dynamic_ncols=True)

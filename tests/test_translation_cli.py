@@ -1,0 +1,180 @@
+"""The translation task from the outside: corpus, files, model directories and the CLI's answers to bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from glassformer.cli.main import main
+from glassformer.data.numbers import number_corpus
+from glassformer.data.parallel import read_parallel
+from glassformer.errors import CheckpointError, InputError
+from glassformer.models import build_model, preset
+from glassformer.tokenizers import Tokenizer
+from glassformer.training.checkpoints import load_model_dir, save_model_dir
+from glassformer.training.translation import translate
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return number_corpus("de", "en", max_number=2999, n_train=2000, n_valid=200, n_test=300, seed=5)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, corpus):
+    torch.manual_seed(0)
+    tok = Tokenizer.train_bpe([t for pair in corpus.train for t in pair], 200)
+    config = preset("vaswani-tiny", src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size, max_len=24)
+    path = tmp_path_factory.mktemp("m") / "model"
+    save_model_dir(path, build_model(config), tok)
+    return path
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err, *words):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("glassformer: error:"), err
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+# -- the built-in corpus -------------------------------------------------------------
+def test_number_corpus_splits_are_disjoint_and_deterministic(corpus):
+    nums = corpus.numbers
+    assert not set(nums["train"]) & set(nums["test"])
+    assert not set(nums["train"]) & set(nums["valid"])
+    assert not set(nums["valid"]) & set(nums["test"])
+    again = number_corpus("de", "en", max_number=2999, n_train=2000, n_valid=200, n_test=300, seed=5)
+    assert again.test == corpus.test and again.train == corpus.train
+    other = number_corpus("de", "en", max_number=2999, n_train=2000, n_valid=200, n_test=300, seed=6)
+    assert other.test != corpus.test
+    n, (de, en) = nums["test"][0], corpus.test[0]
+    from num2words import num2words
+    assert de == num2words(n, lang="de") and en == num2words(n, lang="en")
+
+
+def test_number_corpus_other_languages_and_bad_ones():
+    c = number_corpus("fr", "es", max_number=99, n_train=50, n_valid=10, n_test=10)
+    assert len(c.train) == 50
+    with pytest.raises(Exception, match="not supported"):
+        number_corpus("xx", "en", max_number=99, n_train=10, n_valid=5, n_test=5)
+
+
+# -- user corpora --------------------------------------------------------------------
+def test_read_parallel_formats(tmp_path):
+    (tmp_path / "a.tsv").write_text("eins\tone\nzwei\ttwo\n", encoding="utf-8")
+    assert read_parallel(tmp_path / "a.tsv") == [("eins", "one"), ("zwei", "two")]
+    (tmp_path / "a.jsonl").write_text('{"src": "eins", "tgt": "one"}\n["zwei", "two"]\n', encoding="utf-8")
+    assert read_parallel(tmp_path / "a.jsonl") == [("eins", "one"), ("zwei", "two")]
+    (tmp_path / "s.txt").write_text("eins\nzwei\n", encoding="utf-8")
+    (tmp_path / "t.txt").write_text("one\ntwo\n", encoding="utf-8")
+    assert read_parallel(tmp_path / "s.txt", tmp_path / "t.txt") == [("eins", "one"), ("zwei", "two")]
+    (tmp_path / "b.tsv").write_text("eins\tone\nzwei\n", encoding="utf-8")
+    with pytest.raises(InputError, match="line 2"):
+        read_parallel(tmp_path / "b.tsv")
+
+
+# -- model directories -----------------------------------------------------------------
+def test_model_directory_round_trip(model_dir, corpus):
+    loaded = load_model_dir(model_dir)
+    again = load_model_dir(model_dir)
+    for (n1, p1), (n2, p2) in zip(loaded.model.state_dict().items(), again.model.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2)
+    assert loaded.model.generator.proj.weight is loaded.model.src_embed.token.weight   # tying survives
+    srcs = [s for s, _ in corpus.test[:5]]
+    assert translate(loaded.model, loaded.src_tokenizer, loaded.tokenizer, srcs) == \
+        translate(again.model, again.src_tokenizer, again.tokenizer, srcs)
+
+
+def test_corrupt_model_directories(model_dir, tmp_path):
+    import shutil
+    truncated = tmp_path / "truncated"
+    shutil.copytree(model_dir, truncated)
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_model_dir(truncated)
+    no_config = tmp_path / "no_config"
+    shutil.copytree(model_dir, no_config)
+    (no_config / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="config.json is missing"):
+        load_model_dir(no_config)
+    bad_json = tmp_path / "bad_json"
+    shutil.copytree(model_dir, bad_json)
+    (bad_json / "config.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_model_dir(bad_json)
+
+
+def test_save_is_atomic(tmp_path, model_dir):
+    loaded = load_model_dir(model_dir)
+
+    class Boom(Exception):
+        pass
+
+    class BadTokenizer:
+        def save(self, path):
+            raise Boom()
+
+    with pytest.raises(Boom):
+        save_model_dir(tmp_path / "out", loaded.model, BadTokenizer())
+    assert list(tmp_path.iterdir()) == []          # nothing half-written, no temp dir left
+
+
+# -- the CLI -------------------------------------------------------------------------------
+def test_cli_translate_and_evaluate(capsys, model_dir, corpus, tmp_path):
+    code, out, _ = run_cli(capsys, "translate", model_dir, corpus.test[0][0], corpus.test[1][0])
+    assert code == 0 and len(out.strip().splitlines()) == 2
+    (tmp_path / "src.txt").write_text("".join(s + "\n" for s, _ in corpus.test[:20]), encoding="utf-8")
+    (tmp_path / "ref.txt").write_text("".join(t + "\n" for _, t in corpus.test[:20]), encoding="utf-8")
+    code, out, _ = run_cli(capsys, "evaluate", model_dir, "--src", tmp_path / "src.txt", "--ref", tmp_path / "ref.txt")
+    assert code == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["sentences"] == 20 and 0 <= result["exact_match"] <= 100
+
+
+def test_cli_bad_inputs(capsys, model_dir, tmp_path):
+    code, _, err = run_cli(capsys, "translate", model_dir, "")
+    one_line_error(code, err, "empty")
+    code, _, err = run_cli(capsys, "translate", model_dir, " ".join(["neunundneunzig"] * 40))
+    one_line_error(code, err, "at most 24")
+    code, _, err = run_cli(capsys, "translate", tmp_path / "nowhere", "eins")
+    one_line_error(code, err, "does not exist")
+    (tmp_path / "latin1.txt").write_bytes("drei\xdfig\n".encode("latin-1"))
+    (tmp_path / "ok.txt").write_text("thirty\n", encoding="utf-8")
+    code, _, err = run_cli(capsys, "evaluate", model_dir, "--src", tmp_path / "latin1.txt", "--ref", tmp_path / "ok.txt")
+    one_line_error(code, err, "not UTF-8")
+
+
+def test_cli_train_refuses_bad_input_and_writes_nothing(capsys, tmp_path):
+    (tmp_path / "s.txt").write_text("eins\nzwei\ndrei\n", encoding="utf-8")
+    (tmp_path / "t.txt").write_text("one\ntwo\n", encoding="utf-8")
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "translation", "--src", tmp_path / "s.txt", "--tgt", tmp_path / "t.txt",
+                           "--out", out)
+    one_line_error(code, err, "3 lines", "2")
+    (tmp_path / "t.txt").write_text("one\ntwo\nthree\n", encoding="utf-8")
+    code, _, err = run_cli(capsys, "train", "translation", "--src", tmp_path / "s.txt", "--tgt", tmp_path / "t.txt",
+                           "--preset", "vaswani-huge", "--out", out)
+    one_line_error(code, err, "vaswani-huge", "vaswani-base")
+    (tmp_path / "c.json").write_text('{"model": {"d_model": 100, "n_heads": 8}}', encoding="utf-8")
+    code, _, err = run_cli(capsys, "train", "translation", "--src", tmp_path / "s.txt", "--tgt", tmp_path / "t.txt",
+                           "--config", tmp_path / "c.json", "--out", out)
+    one_line_error(code, err, "d_model=100", "n_heads=8")
+    (tmp_path / "t.txt").write_text("one\n\nthree\n", encoding="utf-8")
+    code, _, err = run_cli(capsys, "train", "translation", "--src", tmp_path / "s.txt", "--tgt", tmp_path / "t.txt",
+                           "--out", out)
+    one_line_error(code, err, "line 2 is empty")
+    assert not out.exists()
+
+
+def test_cli_debug_shows_traceback(tmp_path):
+    with pytest.raises(CheckpointError):
+        main(["--debug", "translate", str(tmp_path / "nowhere"), "eins"])

@@ -23,7 +23,7 @@ import torch
 
 from ..data.batching import ParallelDataset, TranslationBatch, pad
 from ..errors import ConfigError, InputError
-from ..generation import SamplingOptions, generate
+from ..generation import SamplingOptions, decode, length_limits
 from ..models import Transformer, build_model, preset
 from ..tokenizers import Tokenizer
 from .checkpoints import save_model_dir
@@ -194,33 +194,36 @@ def translate_nbest(
     model.eval()
     device = next(model.parameters()).device
     config = model.config
+    options = dict(decode_options or {})
+    if options.get("mbr"):
+        options.setdefault("detokenize", tgt_tok.decode)
     sources = encode_sources(texts, src_tok, config.max_len, config.eos_id)
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     outputs: list[list[tuple[str, float]]] = [[] for _ in sources]
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         src = pad([sources[i] for i in idx], config.pad_id).to(device)
-        limit = max(1, min(int(max_len_a * src.shape[1] + max_len_b), config.max_len - 1))
-        cache, first = model.start_decoding(src, limit)
-        hyps = decode(model, cache, first, max_new_tokens=limit, eos_id=config.eos_id, pad_id=config.pad_id,
-                      detokenize=tgt_tok.decode, **(decode_options or {}))
-        for i, row in zip(idx, hyps):
-            outputs[i] = [(tgt_tok.decode(h.tokens), h.score) for h in row]
+        limits = length_limits(src, config.pad_id, max_len_a, max_len_b, cap=config.max_len - 1)
+        cache, first = model.start_decoding(src, int(limits.max()))
+        decoded = decode(model, cache, first, sampling_options(int(limits.max()), config, options), max_lengths=limits,
+                         **{k: v for k, v in options.items() if k not in SAMPLING_KEYS})
+        scores = decoded.scores or [[math.nan] * len(row) for row in decoded.tokens]
+        for i, row, row_scores in zip(idx, decoded.tokens, scores):
+            outputs[i] = [(tgt_tok.decode(h), s) for h, s in zip(row, row_scores)]
     return outputs
+
+
+SAMPLING_KEYS = ("temperature", "top_k", "top_p", "seed", "repetition_penalty", "min_new_tokens")
+
+
+def sampling_options(max_new_tokens: int, config, options: dict[str, Any]) -> SamplingOptions:
+    return SamplingOptions(max_new_tokens=max_new_tokens, eos_id=config.eos_id, pad_id=config.pad_id,
+                           **{k: v for k, v in options.items() if k in SAMPLING_KEYS and v is not None})
 
 
 def translate(model: Transformer, src_tok: Tokenizer, tgt_tok: Tokenizer, texts: Sequence[str], **kwargs) -> list[str]:
     """The best translation of each text (see :func:`translate_nbest` for the options)."""
     return [hyps[0][0] for hyps in translate_nbest(model, src_tok, tgt_tok, texts, **kwargs)]
-
-
-def decode(model, cache, first, *, max_new_tokens, eos_id, pad_id, detokenize=None, beam=1, n_best=1, mbr=False,
-           alpha=0.6, mbr_candidates=16, mbr_utility="bleu", **sampling):
-    """Provisional: greedy/sampling only, until beam search is wired in."""
-    from types import SimpleNamespace
-    opts = SamplingOptions(max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id, **sampling)
-    rows = generate(model, cache, first, opts).tolist()
-    return [[SimpleNamespace(tokens=r[: r.index(eos_id)] if eos_id in r else r, score=float("nan"))] for r in rows]
 
 
 def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:

@@ -1,0 +1,164 @@
+"""Language modelling end to end: corpus -> tokenizer -> token ids on disk -> a trained GPT.
+
+Used by ``glassformer train lm`` and usable from Python::
+
+    from glassformer.training.lm import LMSettings, train_lm
+    run = train_lm("data/tinyshakespeare.txt", LMSettings(preset="gpt-mini", block_size=64, steps=2000), "runs/lm")
+
+The recipe is GPT-2/GPT-3's: AdamW with weight decay on matrices only, a linear
+warm-up then cosine decay of the learning rate, gradient clipping at 1.0,
+gradient accumulation to reach a larger batch; every ``eval_every`` steps the
+validation loss and perplexity are measured and the model saved.
+
+    run_dir/
+      tokens.npy      the corpus as token ids (uint16/uint32), memory-mapped
+      best/ last/     model directories (config.json, model.safetensors, tokenizer.json, generation.json)
+      log.jsonl       one line per evaluation
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.lm import LMBatch, LMData, read_corpus
+from ..errors import ConfigError
+from ..models import GPT, build_model, preset
+from ..tokenizers import Tokenizer
+from .checkpoints import save_model_dir
+from .optim import adamw
+from .schedules import cosine_schedule
+from .trainer import StepLoss, Trainer, TrainerConfig, TrainResult
+from .translation import pick_device
+
+TOKENIZERS = ("char", "bpe")
+
+
+@dataclass
+class LMSettings:
+    """Everything a language-model training run needs besides the text."""
+
+    preset: str = "gpt-mini"
+    model: dict[str, Any] = field(default_factory=dict)   # overrides of the preset's fields
+    tokenizer: str = "char"              # "char" | "bpe" (byte-level, GPT-2 style)
+    vocab_size: int = 4096               # BPE only
+    block_size: int | None = None        # tokens per training window; None = min(context, 256)
+    batch_size: int = 12
+    grad_accum: int = 1
+    steps: int = 2000
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1            # the cosine ends at lr * min_lr_ratio
+    warmup: int = 100
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.99)
+    clip_norm: float | None = 1.0
+    eval_every: int = 250
+    eval_batches: int = 20
+    seed: int = 0
+    device: str = "auto"
+    time_limit: float | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in TOKENIZERS:
+            raise ConfigError(f"tokenizer={self.tokenizer!r} is invalid; choose one of {list(TOKENIZERS)}")
+        for name in ("batch_size", "grad_accum", "steps", "eval_every", "eval_batches", "vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}={value!r} is invalid; it must be a positive integer")
+        if self.block_size is not None and self.block_size < 1:
+            raise ConfigError(f"block_size={self.block_size} is invalid; it must be a positive integer")
+        if not self.lr > 0:
+            raise ConfigError(f"lr={self.lr} is invalid; it must be > 0")
+        if self.warmup < 0 or self.weight_decay < 0:
+            raise ConfigError("warmup and weight_decay must be >= 0")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LMSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown training setting(s) {unknown}; valid settings are {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class LMRun:
+    model: GPT
+    tokenizer: Tokenizer
+    data: LMData
+    result: TrainResult
+    out_dir: Path
+
+
+def build_tokenizer(texts: list[str], kind: str, vocab_size: int) -> Tokenizer:
+    if kind == "char":
+        return Tokenizer.train_char(texts)
+    return Tokenizer.train_byte_bpe(texts, vocab_size)
+
+
+def lm_loss(model: GPT, batch: LMBatch) -> StepLoss:
+    return StepLoss(model.loss(batch.x, batch.y, reduction="sum"), batch.n_tokens)
+
+
+@torch.no_grad()
+def evaluate_lm(model: GPT, batches: list[LMBatch], device) -> dict[str, float]:
+    """Mean next-token cross-entropy (nats) over ``batches`` and its perplexity."""
+    total = tokens = 0.0
+    for batch in batches:
+        batch = batch.to(device)
+        total += float(model.loss(batch.x, batch.y, reduction="sum"))
+        tokens += batch.n_tokens
+    loss = total / tokens
+    return {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
+
+
+def prepare(source: str | Path, settings: LMSettings):
+    """Read and tokenize the corpus and check the settings against the model, before anything
+    is written: returns (tokenizer, config, block_size, texts)."""
+    texts = read_corpus(source)
+    tokenizer = build_tokenizer(texts, settings.tokenizer, settings.vocab_size)
+    config = preset(settings.preset, **{**settings.model, "vocab_size": tokenizer.vocab_size})
+    if config.family != "gpt":
+        raise ConfigError(f"preset {settings.preset!r} is a {config.family} model; train lm needs a GPT preset")
+    block = settings.block_size or min(config.max_len, 256)
+    if block > config.max_len:
+        raise ConfigError(f"block size {block} is more than the model's {config.max_len} positions "
+                          f"(preset {settings.preset!r}); use --block-size <= {config.max_len}")
+    return tokenizer, config, block, texts
+
+
+def train_lm(source: str | Path, settings: LMSettings, out_dir: str | Path) -> LMRun:
+    """Train a GPT on the text of ``source`` (file, folder or "python-stdlib"); save
+    ``out_dir/best`` and ``out_dir/last`` model directories."""
+    tokenizer, config, block, texts = prepare(source, settings)
+    out_dir = Path(out_dir)
+    data = LMData.build(texts, tokenizer, out_dir / "tokens.npy", block)
+    torch.manual_seed(settings.seed)
+    device = pick_device(settings.device)
+    model = build_model(config).to(device)
+    optimizer = adamw(model, settings.lr, settings.weight_decay, settings.betas)
+    scheduler = cosine_schedule(optimizer, settings.warmup, settings.steps, settings.min_lr_ratio)
+    val_generator = torch.Generator().manual_seed(settings.seed + 1)
+    val_batches = [data.batch("val", settings.batch_size, val_generator) for _ in range(settings.eval_batches)]
+
+    def save(path: Path) -> None:
+        save_model_dir(path, model, tokenizer, generation={"task": "lm", "temperature": 0.8, "top_k": 200,
+                                                            "block_size": block})
+
+    trainer = Trainer(
+        model, optimizer, scheduler, lm_loss, lambda m: evaluate_lm(m, val_batches, device), save,
+        TrainerConfig(max_steps=settings.steps, eval_every=settings.eval_every, grad_accum=settings.grad_accum,
+                      clip_norm=settings.clip_norm, progress=settings.progress, time_limit=settings.time_limit),
+        out_dir, device,
+    )
+    result = trainer.fit(data.batches("train", settings.batch_size, settings.seed))
+    return LMRun(model, tokenizer, data, result, out_dir)
+
+
+__all__ = ["LMSettings", "LMRun", "train_lm", "prepare", "evaluate_lm", "lm_loss", "build_tokenizer"]

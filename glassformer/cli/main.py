@@ -15,7 +15,7 @@ import sys
 from ..errors import GlassformerError
 
 # Modules under glassformer.cli that add commands, in help order.
-COMMAND_MODULES = ["translation", "params", "search"]
+COMMAND_MODULES = ["translation", "lm", "params", "search"]
 
 
 class _Parser(argparse.ArgumentParser):

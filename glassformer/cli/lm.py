@@ -1,0 +1,210 @@
+"""Commands of the language-model task: ``train lm`` and ``generate``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..errors import CheckpointError, ConfigError, InputError
+
+
+def register(subparsers) -> None:
+    g = subparsers.add_parser("generate", help="continue text with a GPT model directory (streams tokens)")
+    g.add_argument("model_dir")
+    g.add_argument("prompt", nargs="*", help="prompt text; several prompts are generated as one batch")
+    g.add_argument("--prompts-file", help="a UTF-8 file of prompts, one per line (batch mode, JSON lines out)")
+    g.add_argument("--max-new-tokens", type=int, default=200)
+    g.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature; 0 = greedy (default: the model directory's setting, else 1)")
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass, in (0, 1]")
+    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same text)")
+    g.add_argument("--stop", default=None, help="stop a row when its generated text contains STRING (cut before it)")
+    g.add_argument("--truncate-left", action="store_true",
+                   help="drop the start of prompts that do not fit in the context instead of refusing them")
+    g.add_argument("--batch-size", type=int, default=32, help="prompts decoded together in batch mode")
+    g.add_argument("--device", default="auto")
+    g.set_defaults(func=generate_cmd)
+
+
+def register_train(train_subparsers) -> None:
+    t = train_subparsers.add_parser("lm", help="train a GPT language model on text")
+    t.add_argument("--data", required=True,
+                   help="a text file, a folder of text files, or 'python-stdlib' (this Python's standard library)")
+    t.add_argument("--tokenizer", choices=["char", "bpe"], default=None, help="characters or byte-level BPE")
+    t.add_argument("--vocab-size", type=int, help="BPE vocabulary size")
+    t.add_argument("--preset", default=None, help="a GPT preset (default gpt-mini)")
+    t.add_argument("--config", help="JSON file of training settings; its 'model' object overrides preset fields")
+    t.add_argument("--block-size", type=int, help="tokens per training window (at most the model's positions)")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--grad-accum", type=int, help="batches per optimiser step")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--lr", type=float, help="peak learning rate (cosine schedule with linear warm-up)")
+    t.add_argument("--warmup", type=int)
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--eval-every", type=int)
+    t.add_argument("--time-limit", type=float, help="stop training after this many seconds")
+    t.add_argument("--out", default="runs/lm", help="run directory (model in OUT/best and OUT/last)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device")
+    t.set_defaults(func=train_lm_cmd)
+
+
+_FLAGS = ("tokenizer", "vocab_size", "preset", "block_size", "batch_size", "grad_accum", "steps", "lr", "warmup",
+          "weight_decay", "eval_every", "time_limit", "seed", "device")
+
+
+def train_lm_cmd(args) -> int:
+    from ..models.config import load_config_file
+    from ..training.lm import LMSettings, train_lm
+    from .translation import fresh_output_dir
+
+    settings = load_config_file(args.config) if args.config else {}
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{args.config} must hold a JSON object of settings")
+    settings.update({k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None})
+    settings = LMSettings.from_dict(settings)
+    with fresh_output_dir(args.out):
+        run = train_lm(args.data, settings, args.out)
+    best = min(run.result.history, key=lambda m: m["loss"])
+    print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s; best validation loss {best['loss']:.4f} "
+          f"(perplexity {best['ppl']:.2f}); model saved to {Path(args.out) / 'best'}")
+    return 0
+
+
+# -- generate ----------------------------------------------------------------------------
+def _read_prompts(args) -> list[str]:
+    prompts = list(args.prompt)
+    if args.prompts_file:
+        try:
+            prompts += Path(args.prompts_file).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise InputError(f"prompts file {args.prompts_file} does not exist") from None
+        except UnicodeDecodeError:
+            raise InputError(f"prompts file {args.prompts_file} is not UTF-8 text") from None
+        if not prompts:
+            raise InputError(f"prompts file {args.prompts_file} holds no prompts")
+    if not prompts:
+        raise InputError('give a prompt ("" to start from nothing) or --prompts-file FILE')
+    return prompts
+
+
+def prompt_ids(tokenizer, text: str, context: int, max_new_tokens: int, truncate_left: bool) -> list[int]:
+    """Token ids of a prompt, checked against the context.  An empty prompt starts from the
+    end-of-text token, which separates documents in the training data."""
+    if max_new_tokens >= context:
+        raise ConfigError(f"--max-new-tokens={max_new_tokens} leaves no room for a prompt in the model's context "
+                          f"of {context} tokens; use at most {context - 1}")
+    if not text:
+        return [tokenizer.eos_id]
+    tokenizer.check_known(text, "prompt")
+    ids = tokenizer.encode(text)
+    room = context - max_new_tokens
+    if len(ids) > room:
+        if not truncate_left:
+            raise InputError(f"the prompt has {len(ids)} tokens; with {max_new_tokens} new tokens at most {room} fit "
+                             f"in the model's context of {context}; shorten it, lower --max-new-tokens or pass "
+                             "--truncate-left")
+        ids = ids[-room:]
+    return ids
+
+
+class _TextStream:
+    """Decode a growing list of ids into the text added since last time.  Byte-level BPE
+    can split one character over several tokens; a half character is held back."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.ids, self.shown = tokenizer, [], 0
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids)
+        if text.endswith("\ufffd"):
+            return ""
+        new, self.shown = text[self.shown:], len(text)
+        return new
+
+    @property
+    def text(self) -> str:
+        return self.tokenizer.decode(self.ids)
+
+
+def generate_cmd(args) -> int:
+    import torch
+
+    from ..generation import SamplingOptions, generate_stream
+    from ..training.checkpoints import load_model_dir
+    from ..training.translation import pick_device
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size={args.batch_size} is invalid; it must be a positive integer")
+    if args.stop == "":
+        raise InputError("--stop needs a non-empty string")
+    prompts = _read_prompts(args)
+    loaded = load_model_dir(args.model_dir, pick_device(args.device))
+    if loaded.config.family != "gpt":
+        raise CheckpointError(f"{args.model_dir} holds a {loaded.config.family!r} model; generate needs a GPT "
+                              "('gpt') model directory")
+    tokenizer = loaded.tokenizer
+    if tokenizer is None:
+        raise CheckpointError(f"{args.model_dir} has no tokenizer.json; generate needs one to read prompts")
+    temperature = args.temperature if args.temperature is not None else loaded.generation.get("temperature", 1.0)
+    top_k = args.top_k if args.top_k is not None else (loaded.generation.get("top_k") if args.temperature is None
+                                                        else None)
+    options = SamplingOptions(max_new_tokens=args.max_new_tokens, temperature=temperature, top_k=top_k,
+                              top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                              eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, seed=args.seed)
+    model, context = loaded.model, loaded.config.max_len
+    ids = [prompt_ids(tokenizer, p, context, args.max_new_tokens, args.truncate_left) for p in prompts]
+    batch_mode = len(prompts) > 1 or bool(args.prompts_file)
+
+    with torch.no_grad():
+        if not batch_mode:                       # one prompt: print each piece of text as it is produced
+            stream = _TextStream(tokenizer)
+            sys.stdout.write(prompts[0])
+            cache, first = model.start_decoding([ids[0]], args.max_new_tokens, tokenizer.pad_id)
+            for token in generate_stream(model, cache, first, options):
+                if int(token[0]) == tokenizer.eos_id:
+                    break
+                piece = stream.push(int(token[0]))
+                if args.stop and args.stop in stream.text:
+                    cut = stream.text.index(args.stop)
+                    sys.stdout.write(piece[: max(0, len(piece) - (len(stream.text) - cut))])
+                    break
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+            return 0
+        for start in range(0, len(prompts), args.batch_size):
+            chunk = list(range(start, min(start + args.batch_size, len(prompts))))
+            for i, text in zip(chunk, generate_batch(model, tokenizer, [ids[i] for i in chunk], options, args.stop)):
+                print(json.dumps({"prompt": prompts[i], "completion": text}, ensure_ascii=False), flush=True)
+    return 0
+
+
+def generate_batch(model, tokenizer, ids: list[list[int]], options, stop: str | None = None) -> list[str]:
+    """Completions of left-padded prompts decoded together; each equals what the prompt gives alone."""
+    cache, first = model.start_decoding(ids, options.max_new_tokens, tokenizer.pad_id)
+    from ..generation import generate_stream
+
+    rows: list[list[int]] = [[] for _ in ids]
+    done = [False] * len(ids)
+    for token in generate_stream(model, cache, first, options):
+        for r, t in enumerate(token.tolist()):
+            if done[r]:
+                continue
+            if t == tokenizer.eos_id:
+                done[r] = True
+                continue
+            rows[r].append(t)
+            if stop and stop in tokenizer.decode(rows[r][-len(stop) * 4:]):
+                done[r] = True
+        if all(done):
+            break
+    texts = [tokenizer.decode(r) for r in rows]
+    return [t[: t.index(stop)] if stop and stop in t else t for t in texts]
+
+
+__all__ = ["register", "register_train", "generate_batch", "prompt_ids"]

@@ -170,7 +170,7 @@ def _ban_repeated_ngrams(log_probs: Tensor, history: Tensor, n: int) -> Tensor:
     return log_probs.masked_fill(ban[:, :vocab], float("-inf"))
 
 
-@torch.no_grad()
+@torch.inference_mode()     # no autograd bookkeeping at all: a few percent per step on CPU
 def beam_search(
     model,
     cache: KVCache,

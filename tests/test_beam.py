@@ -114,15 +114,15 @@ def test_per_sentence_length_limits_and_min_length():
     model, src = _translator(), _sources()
     limits = length_limits(src, PAD, a=0.0, b=3) + torch.arange(4)      # 3, 4, 5, 6
     out, _ = _search(model, src, beam=2, n_best=2, max_new_tokens=6, min_new_tokens=2)
-    assert bool((out.lengths >= 3).all() | (out.lengths == 0).all())    # EOS never before 2 tokens
+    assert bool((out.lengths >= 3).all())                               # EOS never among the first 2
     for b in range(4):
         for k in range(2):
             assert EOS not in out.tokens[b, k, :2].tolist()
-    limited, _ = _search(model, src, beam=2, n_best=2, max_new_tokens=6)
     opts = BeamOptions(beam=2, n_best=2, max_new_tokens=6, eos_id=EOS, pad_id=PAD)
     cache, first = model.start_decoding(src, 6)
     limited = beam_search(model, cache, first, opts, max_lengths=limits)
     assert bool((limited.lengths <= limits[:, None]).all())
+    assert bool((limited.lengths == limits[:, None]).any()), "some hypotheses should be cut at their limit"
 
 
 def test_no_repeat_ngram_size():

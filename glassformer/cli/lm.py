@@ -14,7 +14,8 @@ def register(subparsers) -> None:
     g.add_argument("model_dir")
     g.add_argument("prompt", nargs="*", help="prompt text; several prompts are generated as one batch")
     g.add_argument("--prompts-file", help="a UTF-8 file of prompts, one per line (batch mode, JSON lines out)")
-    g.add_argument("--max-new-tokens", type=int, default=200)
+    g.add_argument("--max-new-tokens", type=int, default=None,
+                   help="tokens to generate per prompt (default: 200, at most half the model's context)")
     g.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature; 0 = greedy (default: the model directory's setting, else 1)")
     g.add_argument("--top-k", type=int, default=None)
@@ -111,24 +112,16 @@ def prompt_ids(tokenizer, text: str, context: int, max_new_tokens: int, truncate
     return ids
 
 
-class _TextStream:
-    """Decode a growing list of ids into the text added since last time.  Byte-level BPE
-    can split one character over several tokens; a half character is held back."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer, self.ids, self.shown = tokenizer, [], 0
-
-    def push(self, token: int) -> str:
-        self.ids.append(token)
-        text = self.tokenizer.decode(self.ids)
-        if text.endswith("\ufffd"):
-            return ""
-        new, self.shown = text[self.shown:], len(text)
-        return new
-
-    @property
-    def text(self) -> str:
-        return self.tokenizer.decode(self.ids)
+def _held_back(text: str, stop: str | None) -> int:
+    """How many final characters of streamed text to hold back: a half-decoded character
+    (byte-level BPE splits some characters over tokens) or the start of the stop string."""
+    if text.endswith("\ufffd"):
+        return 1
+    if stop:
+        for n in range(min(len(stop) - 1, len(text)), 0, -1):
+            if stop.startswith(text[-n:]):
+                return n
+    return 0
 
 
 def generate_cmd(args) -> int:
@@ -153,28 +146,36 @@ def generate_cmd(args) -> int:
     temperature = args.temperature if args.temperature is not None else loaded.generation.get("temperature", 1.0)
     top_k = args.top_k if args.top_k is not None else (loaded.generation.get("top_k") if args.temperature is None
                                                         else None)
+    model, context = loaded.model, loaded.config.max_len
+    if args.max_new_tokens is None:
+        args.max_new_tokens = min(200, context // 2)
     options = SamplingOptions(max_new_tokens=args.max_new_tokens, temperature=temperature, top_k=top_k,
                               top_p=args.top_p, repetition_penalty=args.repetition_penalty,
                               eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, seed=args.seed)
-    model, context = loaded.model, loaded.config.max_len
     ids = [prompt_ids(tokenizer, p, context, args.max_new_tokens, args.truncate_left) for p in prompts]
     batch_mode = len(prompts) > 1 or bool(args.prompts_file)
 
     with torch.no_grad():
         if not batch_mode:                       # one prompt: print each piece of text as it is produced
-            stream = _TextStream(tokenizer)
+            generated: list[int] = []
+            written = 0                          # characters of the completion already printed
             sys.stdout.write(prompts[0])
             cache, first = model.start_decoding([ids[0]], args.max_new_tokens, tokenizer.pad_id)
             for token in generate_stream(model, cache, first, options):
                 if int(token[0]) == tokenizer.eos_id:
                     break
-                piece = stream.push(int(token[0]))
-                if args.stop and args.stop in stream.text:
-                    cut = stream.text.index(args.stop)
-                    sys.stdout.write(piece[: max(0, len(piece) - (len(stream.text) - cut))])
+                generated.append(int(token[0]))
+                text = tokenizer.decode(generated)
+                if args.stop and args.stop in text:
+                    sys.stdout.write(text[written: text.index(args.stop)])
+                    written = -1
                     break
-                sys.stdout.write(piece)
+                safe = len(text) - _held_back(text, args.stop)
+                sys.stdout.write(text[written:safe])
                 sys.stdout.flush()
+                written = max(written, safe)
+            if written >= 0:
+                sys.stdout.write(tokenizer.decode(generated)[written:])
             sys.stdout.write("\n")
             return 0
         for start in range(0, len(prompts), args.batch_size):

@@ -1,0 +1,154 @@
+"""`glassformer generate` and `glassformer train lm` from the outside: output, batching, bad input."""
+
+import json
+
+import pytest
+import torch
+
+from glassformer.cli.main import main
+from glassformer.generation import SamplingOptions, generate
+from glassformer.models import build_model, preset
+from glassformer.tokenizers import Tokenizer
+from glassformer.training.checkpoints import load_model_dir, save_model_dir
+
+TEXT = "the quick brown fox jumps over the lazy dog.\nTHE END?\n" * 40
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    tok = Tokenizer.train_char([TEXT])
+    model = build_model(preset("gpt-tiny", vocab_size=tok.vocab_size))
+    with torch.no_grad():                      # varied continuations from a random model
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, 0.3)
+    path = tmp_path_factory.mktemp("gen") / "model"
+    save_model_dir(path, model, tok, generation={"task": "lm", "temperature": 0.8})
+    return path
+
+
+def run_cli(capsys, *args):
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:                    # argparse's own errors (one line, exit 2)
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err, *words):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("glassformer: error:"), err
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def library_greedy(model_dir, prompt, n):
+    loaded = load_model_dir(model_dir)
+    tok = loaded.tokenizer
+    cache, first = loaded.model.start_decoding([tok.encode(prompt)], n, tok.pad_id)
+    out = generate(loaded.model, cache, first, SamplingOptions(max_new_tokens=n, eos_id=tok.eos_id,
+                                                               pad_id=tok.pad_id))[0].tolist()
+    out = out[: out.index(tok.eos_id)] if tok.eos_id in out else out
+    return tok.decode(out)
+
+
+def test_generate_streams_the_greedy_continuation(model_dir, capsys):
+    code, out, err = run_cli(capsys, "generate", model_dir, "the qu", "--max-new-tokens", 20, "--temperature", 0)
+    assert code == 0, err
+    assert out == "the qu" + library_greedy(model_dir, "the qu", 20) + "\n"
+
+
+def test_batched_prompts_give_what_they_give_alone(model_dir, capsys, tmp_path):
+    prompts = ["the lazy dog jumps", "fox", "THE END? the", "o"]
+    (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "generate", model_dir, "--prompts-file", tmp_path / "prompts.txt",
+                             "--max-new-tokens", 16, "--temperature", 0)
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["prompt"] for r in rows] == prompts
+    alone = []
+    for p in prompts:
+        code, out, _ = run_cli(capsys, "generate", model_dir, p, "--max-new-tokens", 16, "--temperature", 0)
+        alone.append(out[len(p):-1])
+    assert [r["completion"] for r in rows] == alone
+    assert len(set(alone)) > 1
+
+
+def test_sampling_is_reproducible_from_the_seed(model_dir, capsys):
+    runs = [run_cli(capsys, "generate", model_dir, "the", "--max-new-tokens", 30, "--seed", s,
+                    "--top-k", 10, "--top-p", 0.9)[1] for s in (7, 7, 8)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_stop_string_and_truncate_left(model_dir, capsys):
+    full = library_greedy(model_dir, "the", 30)
+    stop = full[5:7]
+    code, out, _ = run_cli(capsys, "generate", model_dir, "the", "--max-new-tokens", 30, "--temperature", 0,
+                           "--stop", stop)
+    assert code == 0 and out == "the" + full[: full.index(stop)] + "\n"
+    long_prompt = "the lazy dog " * 6                       # 78 characters: more than the context of 64
+    code, out, err = run_cli(capsys, "generate", model_dir, long_prompt, "--max-new-tokens", 10,
+                             "--temperature", 0, "--truncate-left")
+    assert code == 0, err
+    assert out.endswith(library_greedy(model_dir, long_prompt[-54:], 10) + "\n")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["hello", "--top-p", "0"], ["top_p"]),
+    (["hello", "--top-p", "1.5"], ["top_p"]),
+    (["hello", "--temperature", "-0.5"], ["temperature"]),
+    (["жжж"], ["unknown"]),
+    (["the lazy dog " * 6, "--max-new-tokens", "10"], ["--truncate-left"]),
+    (["the", "--max-new-tokens", "64"], ["max-new-tokens"]),
+])
+def test_generate_bad_input_is_one_line(model_dir, capsys, args, words):
+    code, out, err = run_cli(capsys, "generate", model_dir, *args)
+    one_line_error(code, err, *words)
+    assert out == ""
+
+
+def test_generate_needs_a_model_directory(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "generate", tmp_path / "nothing", "hi")
+    one_line_error(code, err, "does not exist")
+
+
+# -- train lm ----------------------------------------------------------------------------------
+def test_train_lm_writes_a_model_that_generates(tmp_path, capsys):
+    (tmp_path / "text.txt").write_text(TEXT, encoding="utf-8")
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(capsys, "train", "lm", "--data", tmp_path / "text.txt", "--preset", "gpt-tiny",
+                                "--block-size", 32, "--steps", 60, "--eval-every", 30, "--batch-size", 8,
+                                "--lr", 3e-3, "--warmup", 5, "--out", out)
+    assert code == 0, err
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in log] == [30, 60]
+    assert log[-1]["loss"] < 2.0 < 4.3 and abs(log[-1]["ppl"] - 2.718281828 ** log[-1]["loss"]) < 1e-3 * log[-1]["ppl"]
+    assert (out / "tokens.npy").exists() and (out / "best" / "tokenizer.json").exists()
+    code, text, err = run_cli(capsys, "generate", out / "best", "the quick", "--max-new-tokens", 20,
+                              "--temperature", 0)
+    assert code == 0 and text.startswith("the quick"), err
+
+
+@pytest.mark.parametrize("setup, args, words", [
+    ("empty", [], ["empty"]),
+    ("binary", [], ["UTF-8"]),
+    ("folder", [], ["no files"]),
+    ("text", ["--block-size", "65"], ["block size 65", "64 positions"]),
+    ("text", ["--tokenizer", "words"], ["invalid choice"]),
+])
+def test_train_lm_bad_input_leaves_nothing(tmp_path, capsys, setup, args, words):
+    data = tmp_path / "data"
+    if setup == "folder":
+        data.mkdir()
+    elif setup == "binary":
+        data.write_bytes(bytes(range(256)) * 8)
+    else:
+        data.write_text("" if setup == "empty" else TEXT, encoding="utf-8")
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "lm", "--data", data, "--preset", "gpt-tiny", "--out", out, *args)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert all(w in err for w in words), err
+    assert not out.exists()

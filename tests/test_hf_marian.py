@@ -86,3 +86,21 @@ def test_same_beam_search_output_as_hugging_face_generate(alpha, early_stopping,
             assert mine.tokens[b, k, :n].tolist() == hyp[hyp != PAD].tolist()
     assert torch.allclose(mine.scores.reshape(-1), out.sequences_scores, atol=1e-4)
     assert len(lengths) > 1, "hypotheses of several lengths make the comparison meaningful"
+
+
+def test_same_no_repeat_ngram_and_min_length_as_hugging_face():
+    hf = _hf_marian()
+    with torch.no_grad():                        # a few very likely tokens: unconstrained outputs repeat
+        hf.final_logits_bias.zero_()
+        hf.final_logits_bias[0, :20] = 12.0
+    ours = transformer_from_hf_marian(hf.config.to_dict(), hf.state_dict())
+    src = _sources()
+    with torch.no_grad():
+        theirs = hf.generate(input_ids=src, attention_mask=(src != PAD).long(), num_beams=4, max_new_tokens=12,
+                             min_new_tokens=12, no_repeat_ngram_size=2, length_penalty=0.6, early_stopping=False,
+                             do_sample=False)
+    options = BeamOptions(beam=4, alpha=0.6, length_penalty_kind="hf", stopping="heuristic", max_new_tokens=12,
+                          min_new_tokens=12, no_repeat_ngram_size=2, eos_id=EOS, pad_id=PAD)
+    cache, first = ours.start_decoding(src, 12)
+    mine = beam_search(ours, cache, first, options)
+    assert torch.equal(mine.tokens[:, 0], theirs[:, 1:])

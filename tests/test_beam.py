@@ -96,7 +96,7 @@ def test_length_penalty_formulas():
 
 def test_batched_search_equals_one_sentence_at_a_time():
     model, src = _translator(), _sources(batch=4)
-    together, cache = _search(model, src, beam=3, n_best=3, max_new_tokens=10)
+    together, _ = _search(model, src, beam=3, n_best=3, max_new_tokens=10)
     for b in range(src.shape[0]):
         real = src[b][src[b] != PAD]
         alone, _ = _search(model, real[None], beam=3, n_best=3, max_new_tokens=10)
@@ -105,9 +105,27 @@ def test_batched_search_equals_one_sentence_at_a_time():
             n = int(alone.lengths[0, k])
             assert together.tokens[b, k, :n].tolist() == alone.tokens[0, k, :n].tolist()
         assert torch.allclose(together.scores[b], alone.scores[0], atol=1e-4)
-    # the encoder output and its cross-attention keys were never copied per beam
-    assert cache.memory.shape[0] == src.shape[0]
-    assert all(key.shape[0] == src.shape[0] for key, _ in cache.cross.values())
+
+
+def test_encoder_output_is_shared_by_beams_and_finished_sentences_leave_the_batch():
+    model, src = _translator(), _sources(batch=4)
+    seen = []
+    step = model.decode_step
+
+    def recording_step(tokens, cache):
+        out = step(tokens, cache)
+        seen.append((tokens.shape[0], cache.memory.shape[0], cache.cross[0][0].shape[0]))
+        return out
+
+    model.decode_step = recording_step
+    opts = BeamOptions(beam=3, max_new_tokens=10, eos_id=EOS, pad_id=PAD)
+    cache, first = model.start_decoding(src, 10)
+    limits = torch.tensor([2, 10, 4, 10])
+    beam_search(model, cache, first, opts, max_lengths=limits)
+    assert seen[0] == (4, 4, 4)                           # first step: one row per sentence
+    for rows, memory_rows, cross_rows in seen[1:]:
+        assert memory_rows == cross_rows and rows == 3 * memory_rows   # never copied per beam
+    assert seen[1][1] == 4 and seen[-1][1] < 4            # sentences past their limit were dropped
 
 
 def test_per_sentence_length_limits_and_min_length():

@@ -20,6 +20,8 @@ row = sentence * beam + b):
    reordered (``cache.reorder``) to the rows they came from.
 5. A sentence is done when it holds ``beam`` finished hypotheses and no live
    one can still beat the worst of them (see ``stopping``), or at its length limit.
+   Done sentences leave the batch (their decoder rows and encoder output are
+   dropped from the cache), so the remaining steps cost only what is still live.
 
 Only the decoder side is batched ``batch × beam``: the encoder output (and its
 cross-attention keys/values) is computed once per sentence and shared by its
@@ -205,14 +207,23 @@ def beam_search(
     if cache.key_padding is not None:
         history[:, :t0].masked_fill_(~cache.key_padding[:, :t0], -1)
 
-    # The finished hypotheses kept aside, `beam` per sentence, best first.
+    # The finished hypotheses kept aside, `beam` per sentence, best first.  These (like
+    # everything below) cover the sentences still in the batch; a finished sentence
+    # is written to the `out_*` tensors and dropped, so later steps skip it.
     fin_scores = torch.full((batch, beam), inf, device=device)
     fin_log_probs = torch.full((batch, beam), inf, device=device)
     fin_lengths = torch.zeros((batch, beam), dtype=torch.long, device=device)
     fin_tokens = torch.full((batch, beam, horizon), options.pad_id, dtype=torch.long, device=device)
+    out_scores, out_log_probs = fin_scores.clone(), fin_log_probs.clone()
+    out_lengths, out_tokens = fin_lengths.clone(), fin_tokens.clone()
+    active = torch.arange(batch, device=device)        # which input each sentence in the batch is
+
+    def retire(which: Tensor) -> None:
+        rows = active[which]
+        out_scores[rows], out_log_probs[rows] = fin_scores[which], fin_log_probs[which]
+        out_lengths[rows], out_tokens[rows] = fin_lengths[which], fin_tokens[which]
 
     running = torch.zeros(batch, 1, device=device)      # summed log-probs of live hypotheses (batch, width)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
     sentence = torch.arange(batch, device=device)[:, None]
     feed = first_tokens
     for t in range(horizon):                            # t tokens generated so far
@@ -235,7 +246,7 @@ def beam_search(
         at_limit = (t + 1 >= limits)[:, None]           # (batch, 1)
 
         # 3. finished candidates (ranked in the first `beam`) join the kept-aside ones
-        finishing = (ends | at_limit) & ~done[:, None] & (top_scores > inf)
+        finishing = (ends | at_limit) & (top_scores > inf)
         finishing[:, beam:] = False
         if bool(finishing.any()):
             parent = (sentence * width + origin).view(-1)
@@ -252,32 +263,56 @@ def beam_search(
             fin_tokens = torch.cat([fin_tokens, cand_tokens], dim=1)
             fin_tokens = fin_tokens.gather(1, keep[:, :, None].expand(-1, -1, horizon))
 
-        done = done | at_limit[:, 0]
-        # 5. is any sentence done?  (checked before spending a step on the live hypotheses)
+        # 5. which sentences are done?  (decided before spending a step on their live hypotheses)
         full = fin_scores[:, -1] > inf
         if beam == 1 or options.stopping == "first":
-            done = done | full
+            done = full
         else:
             best_live = top_scores.masked_fill(ends, inf).max(dim=-1).values
             bound = best_live / (lp_at_limit if options.stopping == "exact" else lp[t + 1])
-            done = done | (full & ~(bound > fin_scores[:, -1]))
+            done = full & ~(bound > fin_scores[:, -1])
+        done = done | at_limit[:, 0]
         if bool(done.all()):
             break
 
         # 4. the best `beam` candidates that did not end continue; the cache follows them
         alive_scores, pick = top_scores.masked_fill(ends, inf).topk(beam, dim=-1)   # (batch, beam)
-        rows = (sentence * width + origin.gather(1, pick)).view(-1)                  # (batch * beam,)
-        next_token = token.gather(1, pick).view(-1)
+        parents = sentence * width + origin.gather(1, pick)                         # rows they extend
+        next_token = token.gather(1, pick)
+        if bool(done.any()):            # drop finished sentences: later steps cost less
+            retire(done)
+            kept = (~done).nonzero().squeeze(1)
+            alive_scores, parents, next_token = alive_scores[kept], parents[kept], next_token[kept]
+            fin_scores, fin_log_probs = fin_scores[kept], fin_log_probs[kept]
+            fin_lengths, fin_tokens = fin_lengths[kept], fin_tokens[kept]
+            limits, lp_at_limit, active = limits[kept], lp_at_limit[kept], active[kept]
+            _keep_sources(cache, kept)
+            batch = kept.shape[0]
+            sentence = torch.arange(batch, device=device)[:, None]
+        rows = parents.view(-1)                                                      # (batch * beam,)
         cache.reorder(rows)
         history = history[rows]
-        history[:, t0 + t] = next_token
+        history[:, t0 + t] = next_token.view(-1)
         running = alive_scores
-        feed = next_token[:, None]
+        feed = next_token.view(-1, 1)
 
+    retire(torch.ones(batch, dtype=torch.bool, device=device))
     n_best = options.n_best
-    used = max(int(fin_lengths[:, :n_best].max()), 1)
-    return BeamOutput(fin_tokens[:, :n_best, :used], fin_lengths[:, :n_best], fin_scores[:, :n_best],
-                      fin_log_probs[:, :n_best])
+    used = max(int(out_lengths[:, :n_best].max()), 1)
+    return BeamOutput(out_tokens[:, :n_best, :used], out_lengths[:, :n_best], out_scores[:, :n_best],
+                      out_log_probs[:, :n_best])
+
+
+def _keep_sources(cache: KVCache, kept: Tensor) -> None:
+    """Keep only sentences ``kept`` of the encoder side of the cache (the encoder output,
+    its mask and the cross-attention keys/values, one row per sentence); the decoder
+    rows follow through ``cache.reorder``."""
+    if cache.memory is not None:
+        cache.memory = cache.memory.index_select(0, kept)
+    if cache.memory_mask is not None:
+        cache.memory_mask = cache.memory_mask.index_select(0, kept)
+    for layer, (key, value) in cache.cross.items():
+        cache.cross[layer] = (key.index_select(0, kept), value.index_select(0, kept))
 
 
 __all__ = ["BeamOptions", "BeamOutput", "beam_search", "length_penalty", "LENGTH_PENALTIES", "STOPPING_RULES"]

@@ -35,11 +35,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="lm_quality", help="results file name (without suffix)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = LMSettings(preset="gpt-mini", model={"max_len": 64, "dropout": 0.0}, tokenizer="char", block_size=64,
                           batch_size=12, steps=args.steps, lr=1e-3, min_lr_ratio=0.1, warmup=100,
-                          weight_decay=0.1, betas=(0.9, 0.99), eval_every=500, eval_batches=20, seed=0,
+                          weight_decay=0.1, betas=(0.9, 0.99), eval_every=500, eval_batches=20, seed=args.seed,
                           device="cpu", progress=False)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -57,11 +59,11 @@ def main() -> None:
         "target_val_loss": TARGET, "meets_target": final["loss"] <= TARGET,
         "wall_s": round(wall, 1), "train_s": round(run.result.seconds, 1),
         "train_tokens_per_s": round(run.result.steps * 12 * 64 / run.result.seconds),
-        "threads": args.threads, "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "seed": args.seed, "threads": args.threads, "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
     }
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "lm_quality.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     md = [
         "# LM quality: Tiny Shakespeare characters, shape (a)", "",
         f"Setting: {result['setting']} (vocabulary {result['vocab_size']}: 65 characters + 4 special tokens).", "",
@@ -75,7 +77,7 @@ def main() -> None:
         "Validation loss during training (20 windows): "
         + ", ".join(f"step {h['step']}: {h['loss']:.3f}" for h in result["val_loss_during_training"]), "",
     ]
-    (out / "lm_quality.md").write_text("\n".join(md), encoding="utf-8")
+    (out / f"{args.out}.md").write_text("\n".join(md), encoding="utf-8")
     print(json.dumps(result, indent=2))
 
 

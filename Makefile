@@ -34,7 +34,7 @@ demo: $(VENV)/.core
 	$(BIN)/glassformer quickstart
 
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/run_all.py

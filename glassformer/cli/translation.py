@@ -41,6 +41,8 @@ def register(subparsers) -> None:
     t.add_argument("--max-tokens", type=int, help="tokens per batch")
     t.add_argument("--vocab-size", type=int)
     t.add_argument("--separate-vocab", action="store_true", help="one BPE per language instead of a shared one")
+    t.add_argument("--eval-every", type=int, help="steps between validations (default: once per epoch)")
+    t.add_argument("--time-limit", type=float, help="stop training after this many seconds (evaluating first)")
     t.add_argument("--keep-checkpoints", type=int, help="keep the last K evaluation checkpoints (for averaging)")
     t.add_argument("--seed", type=int)
     t.add_argument("--device")
@@ -169,7 +171,8 @@ def train_translation_cmd(args) -> int:
     if not isinstance(settings_dict, dict):
         raise ConfigError(f"{args.config} must hold a JSON object of settings")
     for flag, key in (("steps", "steps"), ("max_tokens", "max_tokens"), ("vocab_size", "vocab_size"),
-                      ("keep_checkpoints", "keep_checkpoints"), ("seed", "seed"), ("device", "device")):
+                      ("keep_checkpoints", "keep_checkpoints"), ("seed", "seed"), ("device", "device"),
+                      ("eval_every", "eval_every"), ("time_limit", "time_limit")):
         if getattr(args, flag) is not None:
             settings_dict[key] = getattr(args, flag)
     settings_dict.setdefault("preset", args.preset)

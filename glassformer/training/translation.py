@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import sacrebleu
 import torch
 
-from ..data.batching import ParallelDataset, TranslationBatch, pad
+from ..data.batching import ParallelDataset, TranslationBatch, pad, token_budget_batches
 from ..errors import ConfigError, InputError
 from ..generation import SamplingOptions, decode, length_limits
 from ..models import Transformer, build_model, preset
@@ -48,7 +48,7 @@ class TranslationSettings:
     label_smoothing: float = 0.1
     clip_norm: float | None = 1.0
     grad_accum: int = 1
-    eval_every: int = 500
+    eval_every: int | None = None        # steps between evaluations; None = once per epoch
     keep_checkpoints: int = 0
     seed: int = 0
     device: str = "auto"
@@ -142,6 +142,8 @@ def train_translation(
     scheduler = noam_schedule(optimizer, config.d_model, settings.warmup, settings.lr_factor)
     criterion = LabelSmoothedCrossEntropy(settings.label_smoothing, ignore_index=config.pad_id)
     valid_batches = valid.batches(settings.max_tokens, shuffle=False)
+    steps_per_epoch = len(token_budget_batches(train.lengths, settings.max_tokens, seed=settings.seed))
+    eval_every = settings.eval_every or steps_per_epoch
     out_dir = Path(out_dir)
 
     def save(path: Path) -> None:
@@ -151,7 +153,7 @@ def train_translation(
     trainer = Trainer(
         model, optimizer, scheduler, translation_loss(criterion),
         lambda m: validation(m, valid_batches, criterion, device), save,
-        TrainerConfig(max_steps=settings.steps, eval_every=settings.eval_every, grad_accum=settings.grad_accum,
+        TrainerConfig(max_steps=settings.steps, eval_every=eval_every, grad_accum=settings.grad_accum,
                       clip_norm=settings.clip_norm, keep_checkpoints=settings.keep_checkpoints,
                       progress=settings.progress, time_limit=settings.time_limit),
         out_dir, device,

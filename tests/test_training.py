@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from glassformer.data.batching import ParallelDataset, collate, token_budget_batches
+from glassformer.data.batching import collate, token_budget_batches
 from glassformer.models import build_model, preset
 from glassformer.training.losses import LabelSmoothedCrossEntropy
 from glassformer.training.optim import decay_groups, paper_adam

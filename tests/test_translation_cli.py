@@ -1,7 +1,6 @@
 """The translation task from the outside: corpus, files, model directories and the CLI's answers to bad input."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

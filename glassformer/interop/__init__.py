@@ -4,6 +4,11 @@ Nothing here imports ``transformers``: a Hugging Face checkpoint is a directory 
 plain files (``config.json`` + ``model.safetensors``), read directly.
 """
 
-from .hf_gpt2 import config_from_hf_gpt2, convert_hf_gpt2, load_hf_gpt2, state_dict_from_hf_gpt2
+from .hf_gpt2 import (
+    config_from_hf_gpt2,
+    convert_hf_gpt2,
+    load_hf_gpt2,
+    state_dict_from_hf_gpt2,
+)
 
 __all__ = ["config_from_hf_gpt2", "convert_hf_gpt2", "load_hf_gpt2", "state_dict_from_hf_gpt2"]

@@ -12,16 +12,14 @@ is the same as our ``qkv_proj``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
 from ..models.gpt import GPT, GPTConfig
+from .hf_files import read_hf_directory
 
 _ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu",
                 "silu": "swish", "swish": "swish"}
@@ -92,22 +90,8 @@ def state_dict_from_hf_gpt2(weights: dict[str, Tensor], config: GPTConfig) -> di
 
 def load_hf_gpt2(path: str | Path, dtype: torch.dtype = torch.float32) -> GPT:
     """A :class:`GPT` with the weights of a Hugging Face GPT-2 directory (config.json + model.safetensors)."""
-    path = Path(path)
-    cfg_file, weights_file = path / "config.json", path / "model.safetensors"
-    if not cfg_file.is_file():
-        raise CheckpointError(f"{cfg_file} is missing; a Hugging Face GPT-2 directory needs config.json "
-                              "and model.safetensors")
-    if not weights_file.is_file():
-        raise CheckpointError(f"{weights_file} is missing (only safetensors weights are read, never pickles)")
-    try:
-        hf_config = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg_file} is not valid JSON ({e})") from None
+    hf_config, weights, weights_file = read_hf_directory(path, "GPT-2")
     config = config_from_hf_gpt2(hf_config)
-    try:
-        weights = load_file(str(weights_file))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{weights_file} is corrupt ({str(e).splitlines()[0]})") from None
     with torch.device("meta"):                  # no time spent initialising weights we overwrite
         model = GPT(config)
     state = state_dict_from_hf_gpt2(weights, config)

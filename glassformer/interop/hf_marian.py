@@ -30,16 +30,14 @@ What is not carried over: Hugging Face's generation settings (``forced_eos_token
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
 from ..models.transformer import Transformer, TransformerConfig
+from .hf_files import read_hf_directory
 
 _ACTIVATIONS = {"swish": "swish", "silu": "swish", "gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh",
                 "gelu_pytorch_tanh": "gelu_tanh"}
@@ -156,21 +154,7 @@ def transformer_from_hf_marian(hf_config: dict, weights: dict[str, Tensor],
 
 def load_hf_marian(path: str | Path, dtype: torch.dtype = torch.float32) -> Transformer:
     """A :class:`Transformer` from a Hugging Face Marian directory (config.json + model.safetensors)."""
-    path = Path(path)
-    cfg_file, weights_file = path / "config.json", path / "model.safetensors"
-    if not cfg_file.is_file():
-        raise CheckpointError(f"{cfg_file} is missing; a Hugging Face Marian directory needs config.json "
-                              "and model.safetensors")
-    if not weights_file.is_file():
-        raise CheckpointError(f"{weights_file} is missing (only safetensors weights are read, never pickles)")
-    try:
-        hf_config = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg_file} is not valid JSON ({e})") from None
-    try:
-        weights = load_file(str(weights_file))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{weights_file} is corrupt ({str(e).splitlines()[0]})") from None
+    hf_config, weights, _ = read_hf_directory(path, "Marian")
     return transformer_from_hf_marian(hf_config, weights, dtype)
 
 

@@ -51,18 +51,22 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        data = {k: v for k, v in data.items() if k != "family"}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown {cls.family} config field(s) {unknown}; valid fields are {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, {k: v for k, v in data.items() if k != "family"}, f"{cls.family} config field")
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
+
+
+def dataclass_from_dict(cls, data: dict[str, Any], what: str = "setting"):
+    """``cls(**data)``, but an unknown key is a :class:`ConfigError` listing the valid ones."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what}(s) {unknown}; valid ones are {sorted(known)}")
+    return cls(**data)
 
 
 # preset name -> function returning its config

@@ -18,7 +18,6 @@ validation loss and perplexity are measured and the model saved.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from ..data.lm import LMBatch, LMData, read_corpus
 from ..errors import ConfigError
 from ..models import GPT, build_model, preset
+from ..models.config import dataclass_from_dict
 from ..tokenizers import Tokenizer
 from .checkpoints import save_model_dir
 from .optim import adamw
@@ -80,11 +80,7 @@ class LMSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LMSettings":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training setting(s) {unknown}; valid settings are {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "training setting")
 
 
 @dataclass

@@ -12,7 +12,6 @@ Used by ``glassformer train translation``, ``translate``, ``evaluate`` and
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +21,10 @@ import sacrebleu
 import torch
 
 from ..data.batching import ParallelDataset, TranslationBatch, pad, token_budget_batches
-from ..errors import ConfigError, InputError
+from ..errors import InputError
 from ..generation import SamplingOptions, decode, length_limits
 from ..models import Transformer, build_model, preset
+from ..models.config import dataclass_from_dict
 from ..tokenizers import Tokenizer
 from .checkpoints import save_model_dir
 from .losses import LabelSmoothedCrossEntropy
@@ -57,11 +57,7 @@ class TranslationSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TranslationSettings":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training setting(s) {unknown}; valid settings are {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "training setting")
 
 
 @dataclass

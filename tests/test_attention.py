@@ -14,10 +14,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import port_mha
 from torch import nn
 
 from glassformer.errors import ConfigError
-from glassformer.nn import KVCache, MultiHeadAttention, causal_mask, padding_mask, scaled_dot_product_attention
+from glassformer.nn import (
+    KVCache,
+    MultiHeadAttention,
+    causal_mask,
+    padding_mask,
+    scaled_dot_product_attention,
+)
 
 ATOL = 1e-5
 
@@ -146,20 +153,7 @@ def test_fully_masked_rows_with_causal_and_padding(rng):
 # --- multi-head attention vs torch.nn.MultiheadAttention ----------------------------
 
 
-def port_mha(ours: MultiHeadAttention, theirs: nn.MultiheadAttention) -> None:
-    """Copy torch's weights into ours: in_proj = [W^Q; W^K; W^V] stacked on the output dimension."""
-    d = ours.d_model
-    with torch.no_grad():
-        if ours.cross_attention:
-            ours.q_proj.weight.copy_(theirs.in_proj_weight[:d])
-            ours.q_proj.bias.copy_(theirs.in_proj_bias[:d])
-            ours.kv_proj.weight.copy_(theirs.in_proj_weight[d:])
-            ours.kv_proj.bias.copy_(theirs.in_proj_bias[d:])
-        else:
-            ours.qkv_proj.weight.copy_(theirs.in_proj_weight)
-            ours.qkv_proj.bias.copy_(theirs.in_proj_bias)
-        ours.out_proj.weight.copy_(theirs.out_proj.weight)
-        ours.out_proj.bias.copy_(theirs.out_proj.bias)
+
 
 
 def randomise(module: nn.Module, rng) -> None:

@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from glassformer.errors import ConfigError
-from glassformer.generation import (BeamOptions, SamplingOptions, beam_search, decode, generate, length_penalty,
-                                    length_limits)
+from glassformer.generation import (
+    BeamOptions,
+    SamplingOptions,
+    beam_search,
+    decode,
+    generate,
+    length_limits,
+    length_penalty,
+)
 from glassformer.models import GPT, Transformer, preset
 
 EOS, PAD = 2, 0

@@ -16,35 +16,29 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import port_mha
 from torch import nn
 
-from glassformer.nn import FeedForward, MultiHeadAttention, TransformerLayer, TransformerStack
+from glassformer.nn import (
+    FeedForward,
+    TransformerLayer,
+    TransformerStack,
+)
 
 D, H, FF = 16, 4, 32
 ATOL = 1e-5
 
 
-def port_attention(ours: MultiHeadAttention, theirs: nn.MultiheadAttention) -> None:
-    d = ours.d_model
-    with torch.no_grad():
-        if ours.cross_attention:
-            ours.q_proj.weight.copy_(theirs.in_proj_weight[:d])
-            ours.q_proj.bias.copy_(theirs.in_proj_bias[:d])
-            ours.kv_proj.weight.copy_(theirs.in_proj_weight[d:])
-            ours.kv_proj.bias.copy_(theirs.in_proj_bias[d:])
-        else:
-            ours.qkv_proj.weight.copy_(theirs.in_proj_weight)
-            ours.qkv_proj.bias.copy_(theirs.in_proj_bias)
-        ours.out_proj.load_state_dict(theirs.out_proj.state_dict())
+
 
 
 def port_layer(ours: TransformerLayer, theirs: nn.Module) -> None:
-    port_attention(ours.self_attention, theirs.self_attn)
+    port_mha(ours.self_attention, theirs.self_attn)
     ours.self_attention_norm.load_state_dict(theirs.norm1.state_dict())
     ours.feed_forward.linear1.load_state_dict(theirs.linear1.state_dict())
     ours.feed_forward.linear2.load_state_dict(theirs.linear2.state_dict())
     if isinstance(theirs, nn.TransformerDecoderLayer):
-        port_attention(ours.cross_attention, theirs.multihead_attn)
+        port_mha(ours.cross_attention, theirs.multihead_attn)
         ours.cross_attention_norm.load_state_dict(theirs.norm2.state_dict())
         ours.feed_forward_norm.load_state_dict(theirs.norm3.state_dict())
     else:

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
+from helpers import one_line_error, run_cli
 
-from glassformer.cli.main import main
 from glassformer.generation import SamplingOptions, generate
 from glassformer.models import build_model, preset
 from glassformer.tokenizers import Tokenizer
@@ -26,23 +26,6 @@ def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("gen") / "model"
     save_model_dir(path, model, tok, generation={"task": "lm", "temperature": 0.8})
     return path
-
-
-def run_cli(capsys, *args):
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:                    # argparse's own errors (one line, exit 2)
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code, err, *words):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("glassformer: error:"), err
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 def library_greedy(model_dir, prompt, n):

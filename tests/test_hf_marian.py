@@ -6,7 +6,11 @@ import pytest
 import torch
 
 from glassformer.generation import BeamOptions, beam_search
-from glassformer.interop.hf_marian import config_from_hf_marian, load_hf_marian, transformer_from_hf_marian
+from glassformer.interop.hf_marian import (
+    config_from_hf_marian,
+    load_hf_marian,
+    transformer_from_hf_marian,
+)
 
 transformers = pytest.importorskip("transformers")
 

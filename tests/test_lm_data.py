@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from glassformer.data.lm import LMData, id_dtype, read_corpus, read_ids, stdlib_files, write_ids
+from glassformer.data.lm import (
+    LMData,
+    id_dtype,
+    read_corpus,
+    read_ids,
+    stdlib_files,
+    write_ids,
+)
 from glassformer.errors import InputError
 from glassformer.tokenizers import Tokenizer
 

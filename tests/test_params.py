@@ -9,7 +9,12 @@ import pytest
 from torch import nn
 
 from glassformer.cli.main import main
-from glassformer.explain import format_param_table, human_count, param_table, parameter_kind
+from glassformer.explain import (
+    format_param_table,
+    human_count,
+    param_table,
+    parameter_kind,
+)
 from glassformer.models import Transformer, num_parameters, preset
 from glassformer.nn import TransformerLayer
 

@@ -11,7 +11,12 @@ import math
 import pytest
 import torch
 
-from glassformer.nn import InputEmbedding, LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_table
+from glassformer.nn import (
+    InputEmbedding,
+    LearnedPositionalEmbedding,
+    SinusoidalPositionalEncoding,
+    sinusoidal_table,
+)
 
 
 def paper_pe(pos: int, k: int, d_model: int) -> float:

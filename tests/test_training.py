@@ -118,7 +118,11 @@ def test_collate_shifts_target_right():
 
 def test_training_learns_a_copy_task(tmp_path):
     """A tiny model learns to copy sequences: validation loss falls far below its start."""
-    from glassformer.training.translation import TranslationSettings, train_translation, translate
+    from glassformer.training.translation import (
+        TranslationSettings,
+        train_translation,
+        translate,
+    )
 
     rng = torch.Generator().manual_seed(0)
     words = "a b c d e f g h".split()
@@ -142,7 +146,11 @@ def test_training_learns_a_copy_task(tmp_path):
 def test_separate_vocabularies_round_trip(tmp_path):
     """Separate source/target BPEs: two tokenizer files, decoder-only tying, and the directory reloads."""
     from glassformer.training.checkpoints import load_model_dir
-    from glassformer.training.translation import TranslationSettings, train_translation, translate
+    from glassformer.training.translation import (
+        TranslationSettings,
+        train_translation,
+        translate,
+    )
 
     pairs = [(f"q{i % 7} r{i % 5}", f"x{i % 5} y{i % 7}") for i in range(300)]
     settings = TranslationSettings(preset="vaswani-tiny", shared_vocab=False, vocab_size=60, steps=5,

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from helpers import one_line_error, run_cli
 
 from glassformer.cli.main import main
 from glassformer.data.numbers import number_corpus
@@ -28,20 +29,6 @@ def model_dir(tmp_path_factory, corpus):
     path = tmp_path_factory.mktemp("m") / "model"
     save_model_dir(path, build_model(config), tok)
     return path
-
-
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code, err, *words):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("glassformer: error:"), err
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 # -- the built-in corpus -------------------------------------------------------------

@@ -1,0 +1,42 @@
+"""Helpers shared by several test files (imported as ``helpers``; pytest puts tests/ on the path)."""
+
+import torch
+from torch import nn
+
+from glassformer.cli.main import main
+from glassformer.nn import MultiHeadAttention
+
+
+def run_cli(capsys, *args):
+    """Run the ``glassformer`` command in-process: (exit code, stdout, stderr)."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:                    # argparse's own errors (one line, exit 2)
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err, *words):
+    """The CLI's answer to bad input: exit 2, one line on stderr naming ``words``."""
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("glassformer: error:"), err
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def port_mha(ours: MultiHeadAttention, theirs: nn.MultiheadAttention) -> None:
+    """Copy torch's weights into ours: in_proj = [W^Q; W^K; W^V] stacked on the output dimension."""
+    d = ours.d_model
+    with torch.no_grad():
+        if ours.cross_attention:
+            ours.q_proj.weight.copy_(theirs.in_proj_weight[:d])
+            ours.q_proj.bias.copy_(theirs.in_proj_bias[:d])
+            ours.kv_proj.weight.copy_(theirs.in_proj_weight[d:])
+            ours.kv_proj.bias.copy_(theirs.in_proj_bias[d:])
+        else:
+            ours.qkv_proj.weight.copy_(theirs.in_proj_weight)
+            ours.qkv_proj.bias.copy_(theirs.in_proj_bias)
+        ours.out_proj.weight.copy_(theirs.out_proj.weight)
+        ours.out_proj.bias.copy_(theirs.out_proj.bias)

@@ -84,6 +84,7 @@ def choose(scores: Tensor, options: SamplingOptions, generator: torch.Generator 
     return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 
 
+@torch.inference_mode()   # no autograd bookkeeping: less work per step
 def generate_stream(
     model,
     cache: KVCache,
@@ -135,7 +136,7 @@ def generate_stream(
             prefix = torch.cat([prefix, feed], dim=1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(model, cache: KVCache, first_tokens: Tensor, options: SamplingOptions, *, use_cache: bool = True) -> Tensor:
     """All new tokens at once: (batch, n_new), ``pad_id`` after a row's EOS."""
     steps = list(generate_stream(model, cache, first_tokens, options, use_cache=use_cache))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -41,7 +42,7 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def forward(self, positions: Tensor) -> Tensor:
         """positions: (seq,) or (batch, seq) int  ->  (…, seq, d_model)"""
-        return self.table[positions]
+        return F.embedding(positions, self.table)      # a row lookup; cheaper than fancy indexing
 
 
 class LearnedPositionalEmbedding(nn.Module):
@@ -54,7 +55,7 @@ class LearnedPositionalEmbedding(nn.Module):
 
     def forward(self, positions: Tensor) -> Tensor:
         """positions: (seq,) or (batch, seq) int  ->  (…, seq, d_model)"""
-        return self.weight[positions]
+        return F.embedding(positions, self.weight)
 
 
 def make_positional(kind: str, d_model: int, max_len: int) -> nn.Module:

@@ -164,3 +164,15 @@ def test_cli_train_refuses_bad_input_and_writes_nothing(capsys, tmp_path):
 def test_cli_debug_shows_traceback(tmp_path):
     with pytest.raises(CheckpointError):
         main(["--debug", "translate", str(tmp_path / "nowhere"), "eins"])
+
+
+def test_cli_min_length_and_no_repeat(capsys, model_dir, corpus):
+    loaded = load_model_dir(model_dir)
+    src = corpus.test[0][0]
+    code, out, _ = run_cli(capsys, "translate", model_dir, src, "--beam", "3", "--min-length", "6",
+                           "--no-repeat-ngram-size", "2", "--max-len-b", "12")
+    assert code == 0
+    ids = loaded.tokenizer.encode(out.strip())
+    assert len(ids) >= 6
+    bigrams = list(zip(ids, ids[1:]))
+    assert len(bigrams) == len(set(bigrams))

@@ -85,12 +85,15 @@ def add_decoding_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
     g.add_argument("--batch-size", type=int, default=64)
     g.add_argument("--max-len-a", type=float, default=1.0, help="output length limit a·|source| + b")
     g.add_argument("--max-len-b", type=int, default=50)
+    g.add_argument("--min-length", type=int, default=0, help="no EOS before this many tokens")
+    g.add_argument("--no-repeat-ngram-size", type=int, default=0, help="never repeat an n-gram of this size (beam)")
 
 
 def decoding_options(args) -> dict:
     opts = {"beam": args.beam, "alpha": args.alpha, "n_best": args.n_best, "mbr": args.mbr,
             "mbr_candidates": args.mbr_candidates, "mbr_utility": args.mbr_utility,
-            "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+            "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+            "min_new_tokens": args.min_length, "no_repeat_ngram_size": args.no_repeat_ngram_size}
     if args.seed is not None:
         opts["seed"] = args.seed
     return opts

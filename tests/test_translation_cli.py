@@ -176,3 +176,18 @@ def test_cli_min_length_and_no_repeat(capsys, model_dir, corpus):
     assert len(ids) >= 6
     bigrams = list(zip(ids, ids[1:]))
     assert len(bigrams) == len(set(bigrams))
+
+
+def test_cli_quickstart_small_run(capsys, tmp_path):
+    """The demo's command end to end at toy scale: scores on exactly the held-out numbers, a loadable model."""
+    out = tmp_path / "qs"
+    code, stdout, _ = run_cli(capsys, "quickstart", "--out", out, "--steps", "3", "--n-test", "100")
+    assert code == 0, stdout
+    result = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert result["sentences"] == 100 and result["train_steps"] == 3
+    assert f"exact match {result['exact_match']:.2f}%" in stdout
+    loaded = load_model_dir(out / "best")
+    assert loaded.config.d_model == 128 and loaded.config.encoder_layers == 3
+    code, _, err = run_cli(capsys, "quickstart", "--out", tmp_path / "bad", "--src-lang", "xx")
+    one_line_error(code, err, "xx")
+    assert not (tmp_path / "bad").exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from ..errors import CheckpointError
+from ..training.checkpoints import read_json
 
 
 def read_hf_directory(path: str | Path, family: str) -> tuple[dict[str, Any], dict[str, Tensor], Path]:
@@ -22,10 +22,7 @@ def read_hf_directory(path: str | Path, family: str) -> tuple[dict[str, Any], di
                               "and model.safetensors")
     if not weights_file.is_file():
         raise CheckpointError(f"{weights_file} is missing (only safetensors weights are read, never pickles)")
-    try:
-        hf_config = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg_file} is not valid JSON ({e})") from None
+    hf_config = read_json(cfg_file)
     try:
         weights = load_file(str(weights_file))
     except (SafetensorError, OSError) as e:

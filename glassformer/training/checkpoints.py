@@ -108,6 +108,14 @@ def save_model_dir(
     return write_atomically(path, fill)
 
 
+def read_json(file: str | Path) -> Any:
+    """A JSON file's content; a file that is not valid UTF-8 JSON is a CheckpointError naming it."""
+    try:
+        return json.loads(Path(file).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{file} is not valid JSON ({e})") from None
+
+
 def read_config(path: str | Path) -> ModelConfig:
     path = Path(path)
     if not path.is_dir():
@@ -115,10 +123,7 @@ def read_config(path: str | Path) -> ModelConfig:
     cfg_file = path / CONFIG
     if not cfg_file.is_file():
         raise CheckpointError(f"{cfg_file} is missing; a model directory needs {CONFIG} and {WEIGHTS}")
-    try:
-        data = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg_file} is not valid JSON ({e})") from None
+    data = read_json(cfg_file)
     if not isinstance(data, dict):
         raise CheckpointError(f"{cfg_file} must hold a JSON object")
     try:
@@ -150,10 +155,5 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Mode
     model.to(device).eval()
     tokenizer = Tokenizer.load(path / TOKENIZER) if (path / TOKENIZER).exists() else None
     source = Tokenizer.load(path / SOURCE_TOKENIZER) if (path / SOURCE_TOKENIZER).exists() else None
-    generation = {}
-    if (path / GENERATION).exists():
-        try:
-            generation = json.loads((path / GENERATION).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{path / GENERATION} is not valid JSON ({e})") from None
+    generation = read_json(path / GENERATION) if (path / GENERATION).exists() else {}
     return ModelDir(model, config, tokenizer, source, generation)

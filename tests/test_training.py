@@ -108,6 +108,15 @@ def test_token_budget_batches_respect_budget_and_cover_everything():
     assert batches != token_budget_batches(lengths, 512, seed=3, epoch=1)
 
 
+def test_sentence_cap_spreads_short_examples_over_more_batches():
+    lengths = [3] * 2000 + [9] * 1000
+    uncapped = token_budget_batches(lengths, 4096, seed=0)
+    capped = token_budget_batches(lengths, 4096, seed=0, max_sentences=256)
+    assert max(len(b) for b in capped) == 256 < max(len(b) for b in uncapped)
+    assert sorted(i for b in capped for i in b) == list(range(3000))
+    assert sum(1 for b in capped if lengths[b[0]] == 3) == 8          # 2000 short ones in 8 batches, not 2
+
+
 def test_collate_shifts_target_right():
     batch = collate([([5, 6], [7, 8, 9]), ([5], [7])], pad_id=0, bos_id=1, eos_id=2)
     assert batch.src.tolist() == [[5, 6, 2], [5, 2, 0]]

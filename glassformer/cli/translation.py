@@ -39,6 +39,7 @@ def register(subparsers) -> None:
     t.add_argument("--out", default="runs/translation", help="run directory (model in OUT/best and OUT/last)")
     t.add_argument("--steps", type=int)
     t.add_argument("--max-tokens", type=int, help="tokens per batch")
+    t.add_argument("--max-sentences", type=int, help="sentence pairs per batch at most")
     t.add_argument("--vocab-size", type=int)
     t.add_argument("--separate-vocab", action="store_true", help="one BPE per language instead of a shared one")
     t.add_argument("--eval-every", type=int, help="steps between validations (default: once per epoch)")
@@ -173,11 +174,10 @@ def train_translation_cmd(args) -> int:
     settings_dict = load_config_file(args.config) if args.config else {}
     if not isinstance(settings_dict, dict):
         raise ConfigError(f"{args.config} must hold a JSON object of settings")
-    for flag, key in (("steps", "steps"), ("max_tokens", "max_tokens"), ("vocab_size", "vocab_size"),
-                      ("keep_checkpoints", "keep_checkpoints"), ("seed", "seed"), ("device", "device"),
-                      ("eval_every", "eval_every"), ("time_limit", "time_limit")):
-        if getattr(args, flag) is not None:
-            settings_dict[key] = getattr(args, flag)
+    for key in ("steps", "max_tokens", "max_sentences", "vocab_size", "keep_checkpoints", "seed", "device",
+                "eval_every", "time_limit"):
+        if getattr(args, key) is not None:
+            settings_dict[key] = getattr(args, key)
     settings_dict.setdefault("preset", args.preset)
     if args.separate_vocab:
         settings_dict["shared_vocab"] = False

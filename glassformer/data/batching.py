@@ -48,18 +48,21 @@ def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, bos_id: i
 
 
 def token_budget_batches(lengths: Sequence[int], max_tokens: int, *, seed: int = 0, epoch: int = 0,
-                         shuffle: bool = True) -> list[list[int]]:
-    """Group example indices into batches of at most ``max_tokens`` padded tokens.
+                         shuffle: bool = True, max_sentences: int | None = None) -> list[list[int]]:
+    """Group example indices into batches of at most ``max_tokens`` padded tokens
+    (and at most ``max_sentences`` examples, if given).
 
     Examples are sorted by length (ties broken randomly per epoch), cut into
-    batches greedily, and the batch order is shuffled.
+    batches greedily, and the batch order is shuffled.  Without a sentence cap,
+    very short examples end up in a few huge batches, i.e. in few optimiser steps.
     """
     rng = random.Random(seed * 100_003 + epoch)
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random() if shuffle else i))
     batches, current, longest = [], [], 0
     for i in order:
         longest_if_added = max(longest, lengths[i])
-        if current and longest_if_added * (len(current) + 1) > max_tokens:
+        full = max_sentences is not None and len(current) >= max_sentences
+        if current and (full or longest_if_added * (len(current) + 1) > max_tokens):
             batches.append(current)
             current, longest_if_added = [], lengths[i]
         current.append(i)
@@ -81,13 +84,15 @@ class ParallelDataset:
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def batches(self, max_tokens: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True) -> list[TranslationBatch]:
+    def batches(self, max_tokens: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True,
+                max_sentences: int | None = None) -> list[TranslationBatch]:
         return [collate([self.pairs[i] for i in idx], self.pad_id, self.bos_id, self.eos_id)
-                for idx in token_budget_batches(self.lengths, max_tokens, seed=seed, epoch=epoch, shuffle=shuffle)]
+                for idx in token_budget_batches(self.lengths, max_tokens, seed=seed, epoch=epoch, shuffle=shuffle,
+                                                max_sentences=max_sentences)]
 
-    def forever(self, max_tokens: int, *, seed: int = 0) -> Iterator[TranslationBatch]:
+    def forever(self, max_tokens: int, *, seed: int = 0, max_sentences: int | None = None) -> Iterator[TranslationBatch]:
         """Epoch after epoch, reshuffled each time."""
         epoch = 0
         while True:
-            yield from self.batches(max_tokens, seed=seed, epoch=epoch)
+            yield from self.batches(max_tokens, seed=seed, epoch=epoch, max_sentences=max_sentences)
             epoch += 1

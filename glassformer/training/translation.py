@@ -42,6 +42,7 @@ class TranslationSettings:
     vocab_size: int = 8000               # BPE merges stop at this size
     shared_vocab: bool = True            # one BPE for both sides (needed for three-way tying)
     max_tokens: int = 4096               # tokens per batch, padding included
+    max_sentences: int | None = None     # and at most this many sentence pairs per batch
     steps: int = 4000
     warmup: int = 4000
     lr_factor: float = 1.0               # multiplies the paper's schedule
@@ -138,7 +139,8 @@ def train_translation(
     scheduler = noam_schedule(optimizer, config.d_model, settings.warmup, settings.lr_factor)
     criterion = LabelSmoothedCrossEntropy(settings.label_smoothing, ignore_index=config.pad_id)
     valid_batches = valid.batches(settings.max_tokens, shuffle=False)
-    steps_per_epoch = len(token_budget_batches(train.lengths, settings.max_tokens, seed=settings.seed))
+    steps_per_epoch = len(token_budget_batches(train.lengths, settings.max_tokens, seed=settings.seed,
+                                               max_sentences=settings.max_sentences))
     eval_every = settings.eval_every or steps_per_epoch
     out_dir = Path(out_dir)
 
@@ -154,7 +156,8 @@ def train_translation(
                       progress=settings.progress, time_limit=settings.time_limit),
         out_dir, device,
     )
-    result = trainer.fit(iter(train.forever(settings.max_tokens, seed=settings.seed)))
+    result = trainer.fit(iter(train.forever(settings.max_tokens, seed=settings.seed,
+                                            max_sentences=settings.max_sentences)))
     return TranslationRun(model, tgt_tok, src_tok, result, out_dir)
 
 

@@ -81,6 +81,7 @@ def add_decoding_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
     g.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0 = greedy)")
     g.add_argument("--top-k", type=int)
     g.add_argument("--top-p", type=float)
+    g.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL repetition penalty (1 = off)")
     if seed:
         g.add_argument("--seed", type=int, default=None, help="sampling seed")
     g.add_argument("--batch-size", type=int, default=64)
@@ -94,7 +95,7 @@ def decoding_options(args) -> dict:
     opts = {"beam": args.beam, "alpha": args.alpha, "n_best": args.n_best, "mbr": args.mbr,
             "mbr_candidates": args.mbr_candidates, "mbr_utility": args.mbr_utility,
             "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-            "min_new_tokens": args.min_length, "no_repeat_ngram_size": args.no_repeat_ngram_size}
+            "repetition_penalty": args.repetition_penalty, "min_new_tokens": args.min_length, "no_repeat_ngram_size": args.no_repeat_ngram_size}
     if args.seed is not None:
         opts["seed"] = args.seed
     return opts

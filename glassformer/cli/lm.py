@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError, InputError
+from .common import fresh_output_dir
 
 
 def register(subparsers) -> None:
@@ -63,7 +64,6 @@ _FLAGS = ("tokenizer", "vocab_size", "preset", "block_size", "batch_size", "grad
 def train_lm_cmd(args) -> int:
     from ..models.config import load_config_file
     from ..training.lm import LMSettings, train_lm
-    from .translation import fresh_output_dir
 
     settings = load_config_file(args.config) if args.config else {}
     if not isinstance(settings, dict):
@@ -132,7 +132,7 @@ def generate_cmd(args) -> int:
 
     from ..generation import SamplingOptions, generate_stream
     from ..training.checkpoints import load_model_dir
-    from ..training.translation import pick_device
+    from ..training.trainer import pick_device
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size={args.batch_size} is invalid; it must be a positive integer")

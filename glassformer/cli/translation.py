@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError, InputError
+from .common import fresh_output_dir
 
 
 def register(subparsers) -> None:
@@ -103,7 +103,7 @@ def decoding_options(args) -> dict:
 
 def _load_translator(model_dir: str, device: str):
     from ..training.checkpoints import load_model_dir
-    from ..training.translation import pick_device
+    from ..training.trainer import pick_device
 
     loaded = load_model_dir(model_dir, pick_device(device))
     if loaded.config.family != "transformer":
@@ -201,22 +201,6 @@ def train_translation_cmd(args) -> int:
     print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s; best validation loss "
           f"{run.result.best_loss:.4f}; model saved to {Path(args.out) / 'best'}")
     return 0
-
-
-class fresh_output_dir:
-    """Remove an output directory this command created if it fails: nothing half-written is left."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.existed = self.path.exists()
-
-    def __enter__(self):
-        return self.path
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None and not self.existed:
-            shutil.rmtree(self.path, ignore_errors=True)
-        return False
 
 
 def quickstart(args) -> int:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from .parallel import read_text
 
 PYTHON_STDLIB = "python-stdlib"
 STDLIB_CAP_BYTES = 4_000_000       # a few MB of Python is plenty for a character/BPE toy model
@@ -27,13 +28,6 @@ VALIDATION_FRACTION = 0.1
 
 
 # -- reading text ------------------------------------------------------------------------
-def _read_utf8(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{path} is not UTF-8 text (a binary file?); give text files only") from None
-
-
 def stdlib_files(cap_bytes: int = STDLIB_CAP_BYTES) -> list[Path]:
     """The standard library's own ``.py`` files in sorted order (tests and site-packages
     left out), up to ``cap_bytes`` in total: the same list on every run of this Python."""
@@ -71,7 +65,7 @@ def read_corpus(source: str | Path) -> list[str]:
                 raise InputError(f"folder {path} holds no files; give a text file or a folder of text files")
         else:
             raise InputError(f"{path} does not exist; give a text file, a folder of text files or {PYTHON_STDLIB!r}")
-        texts = [_read_utf8(p) for p in files]
+        texts = [read_text(p) for p in files]
     if not any(t.strip() for t in texts):
         raise InputError(f"{source} holds no text; the corpus is empty")
     return texts

@@ -9,8 +9,8 @@ from pathlib import Path
 from ..errors import InputError
 
 
-def read_lines(path: str | Path) -> list[str]:
-    """Lines of a UTF-8 text file (newline stripped).  Non-UTF-8 or a missing file is an InputError."""
+def read_text(path: str | Path) -> str:
+    """A whole UTF-8 text file.  Missing, non-UTF-8 or binary (NUL bytes) is an InputError."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"file {path} does not exist")
@@ -20,8 +20,12 @@ def read_lines(path: str | Path) -> list[str]:
         raise InputError(f"{path} is not UTF-8 text (invalid byte at offset {e.start}); convert it to UTF-8") from None
     if "\x00" in text:
         raise InputError(f"{path} looks like a binary file (it contains NUL bytes); give a UTF-8 text file")
-    lines = text.splitlines()
-    return lines
+    return text
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """Lines of a UTF-8 text file (newlines stripped); see :func:`read_text`."""
+    return read_text(path).splitlines()
 
 
 def check_no_empty(lines: list[str], path: str | Path) -> None:

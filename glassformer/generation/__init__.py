@@ -9,10 +9,10 @@ The decoding interface a model provides:
   which encodes the source once.
 """
 
-from .sampling import SamplingOptions, generate, generate_stream
 from .beam import BeamOptions, BeamOutput, beam_search, length_penalty
-from .mbr import MBRChoice, mbr_decode, mbr_rank
 from .decode import Decoded, decode, length_limits
+from .mbr import MBRChoice, mbr_decode, mbr_rank
+from .sampling import SamplingOptions, generate, generate_stream
 
 __all__ = ["SamplingOptions", "generate", "generate_stream", "BeamOptions", "BeamOutput", "beam_search",
            "length_penalty", "MBRChoice", "mbr_decode", "mbr_rank", "Decoded", "decode", "length_limits"]

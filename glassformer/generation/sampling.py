@@ -103,9 +103,8 @@ def generate_stream(
     if options.seed is not None and not options.greedy:
         generator = torch.Generator(device=first_tokens.device).manual_seed(options.seed)
     batch = first_tokens.shape[0]
-    seen = None
-    if options.repetition_penalty != 1.0:
-        seen = torch.zeros(batch, 0, dtype=torch.bool, device=first_tokens.device)
+    penalise = options.repetition_penalty != 1.0
+    seen = None                 # (batch, vocab): tokens already in each row, for the repetition penalty
     finished = torch.zeros(batch, dtype=torch.bool, device=first_tokens.device)
     prefix = first_tokens
     feed = first_tokens
@@ -114,14 +113,10 @@ def generate_stream(
             scores = model.decode_step(feed, cache)
         else:
             scores = model.decode_step(prefix, cache.cleared())
-        if seen is not None:
-            if seen.shape[1] == 0:
-                seen = torch.zeros_like(scores, dtype=torch.bool)
-                real = first_tokens != options.pad_id
-                seen.scatter_(1, first_tokens, real)
-            scores = adjust_scores(scores, seen, step, options)
-        else:
-            scores = adjust_scores(scores, None, step, options)
+        if penalise and seen is None:       # the vocabulary size is known from the first scores
+            seen = torch.zeros_like(scores, dtype=torch.bool)
+            seen.scatter_(1, first_tokens, first_tokens != options.pad_id)
+        scores = adjust_scores(scores, seen, step, options)
         token = choose(scores, options, generator)
         if options.eos_id is not None:
             token = token.masked_fill(finished, options.pad_id)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .masks import causal_mask, combine
 
 
 class AttentionOutput(NamedTuple):
@@ -53,8 +54,6 @@ def scaled_dot_product_attention(
         if q_len == 1:
             is_causal = False
         elif mask is not None or q_len != k_len or need_weights:
-            from .masks import causal_mask, combine
-
             mask = combine(mask, causal_mask(q_len, k_len, device=query.device))
             is_causal = False
 

@@ -23,8 +23,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError, ConfigError
-from .checkpoints import (CONFIG, GENERATION, SOURCE_TOKENIZER, TOKENIZER, WEIGHTS, read_config, read_json,
-                          write_atomically)
+from .checkpoints import (
+    CONFIG,
+    GENERATION,
+    SOURCE_TOKENIZER,
+    TOKENIZER,
+    WEIGHTS,
+    read_config,
+    read_json,
+    write_atomically,
+)
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 

@@ -33,8 +33,7 @@ from ..tokenizers import Tokenizer
 from .checkpoints import save_model_dir
 from .optim import adamw
 from .schedules import cosine_schedule
-from .trainer import StepLoss, Trainer, TrainerConfig, TrainResult
-from .translation import pick_device
+from .trainer import StepLoss, Trainer, TrainerConfig, TrainResult, pick_device
 
 TOKENIZERS = ("char", "bpe")
 

@@ -28,6 +28,16 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
 @dataclass
 class StepLoss:
     """What a loss function returns for one batch: the summed loss and how many tokens it covers."""

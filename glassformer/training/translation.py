@@ -30,7 +30,7 @@ from .checkpoints import save_model_dir
 from .losses import LabelSmoothedCrossEntropy
 from .optim import paper_adam
 from .schedules import noam_schedule
-from .trainer import StepLoss, Trainer, TrainerConfig, TrainResult
+from .trainer import StepLoss, Trainer, TrainerConfig, TrainResult, pick_device
 
 
 @dataclass
@@ -68,16 +68,6 @@ class TranslationRun:
     source_tokenizer: Tokenizer
     result: TrainResult
     out_dir: Path
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def build_tokenizers(pairs: Sequence[tuple[str, str]], vocab_size: int, shared: bool) -> tuple[Tokenizer, Tokenizer]:

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from glassformer.data.numbers import number_corpus
-from glassformer.training.checkpoints import load_model_dir
-from glassformer.training.translation import score, translate
+from glassformer.model_dir import load_model_dir
+from glassformer.generation.translation import score, translate
 
 STRATEGIES = {
     "greedy": {},

@@ -9,7 +9,7 @@ from glassformer.cli.main import main
 from glassformer.errors import CheckpointError, ConfigError
 from glassformer.models import Transformer, preset
 from glassformer.training.averaging import average_checkpoints, last_checkpoints
-from glassformer.training.checkpoints import load_model_dir, save_model_dir
+from glassformer.model_dir import load_model_dir, save_model_dir
 
 
 def _model(seed: int, **overrides) -> Transformer:

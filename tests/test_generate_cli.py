@@ -9,7 +9,7 @@ from helpers import one_line_error, run_cli
 from glassformer.generation import SamplingOptions, generate
 from glassformer.models import build_model, preset
 from glassformer.tokenizers import Tokenizer
-from glassformer.training.checkpoints import load_model_dir, save_model_dir
+from glassformer.model_dir import load_model_dir, save_model_dir
 
 TEXT = "the quick brown fox jumps over the lazy dog.\nTHE END?\n" * 40
 
@@ -142,7 +142,7 @@ def test_generate_beam_search(model_dir, capsys):
     import json as _json
 
     from glassformer.generation import length_penalty
-    from glassformer.training.checkpoints import load_model_dir
+    from glassformer.model_dir import load_model_dir
 
     code, out, _ = run_cli(capsys, "generate", model_dir, "ab", "--beam", "3", "--n-best", "3",
                            "--max-new-tokens", "5", "--alpha", "0")

@@ -10,7 +10,7 @@ transformers = pytest.importorskip("transformers")
 from glassformer.errors import CheckpointError, ConfigError  # noqa: E402
 from glassformer.generation import SamplingOptions, generate  # noqa: E402
 from glassformer.interop import config_from_hf_gpt2, convert_hf_gpt2, load_hf_gpt2  # noqa: E402
-from glassformer.training.checkpoints import load_model_dir  # noqa: E402
+from glassformer.model_dir import load_model_dir  # noqa: E402
 
 VOCAB = 97
 

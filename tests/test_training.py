@@ -140,7 +140,7 @@ def test_training_learns_a_copy_task(tmp_path):
                                                       generator=rng))
     pairs = [(s, s) for s in (sentence() for _ in range(1500))]
     settings = TranslationSettings(preset="vaswani-tiny", model={"d_model": 64, "d_ff": 128, "max_len": 32},
-                                   vocab_size=40, steps=300, warmup=100, lr_factor=1.0, max_tokens=600,
+                                   vocab_size=40, steps=300, warmup=100, lr_factor=0.25, max_tokens=600,
                                    eval_every=100, label_smoothing=0.0, progress=False)
     run = train_translation(pairs[:1400], pairs[1400:], settings, tmp_path / "run")
     first, last = run.result.history[0]["loss"], run.result.history[-1]["loss"]
@@ -154,7 +154,7 @@ def test_training_learns_a_copy_task(tmp_path):
 
 def test_separate_vocabularies_round_trip(tmp_path):
     """Separate source/target BPEs: two tokenizer files, decoder-only tying, and the directory reloads."""
-    from glassformer.training.checkpoints import load_model_dir
+    from glassformer.model_dir import load_model_dir
     from glassformer.training.translation import (
         TranslationSettings,
         train_translation,

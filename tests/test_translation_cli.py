@@ -12,8 +12,8 @@ from glassformer.data.parallel import read_parallel
 from glassformer.errors import CheckpointError, InputError
 from glassformer.models import build_model, preset
 from glassformer.tokenizers import Tokenizer
-from glassformer.training.checkpoints import load_model_dir, save_model_dir
-from glassformer.training.translation import translate
+from glassformer.model_dir import load_model_dir, save_model_dir
+from glassformer.generation.translation import translate
 
 
 @pytest.fixture(scope="module")

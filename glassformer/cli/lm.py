@@ -95,44 +95,11 @@ def _read_prompts(args) -> list[str]:
     return prompts
 
 
-def prompt_ids(tokenizer, text: str, context: int, max_new_tokens: int, truncate_left: bool) -> list[int]:
-    """Token ids of a prompt, checked against the context.  An empty prompt starts from the
-    end-of-text token, which separates documents in the training data."""
-    if max_new_tokens >= context:
-        raise ConfigError(f"--max-new-tokens={max_new_tokens} leaves no room for a prompt in the model's context "
-                          f"of {context} tokens; use at most {context - 1}")
-    if not text:
-        return [tokenizer.eos_id]
-    tokenizer.check_known(text, "prompt")
-    ids = tokenizer.encode(text)
-    room = context - max_new_tokens
-    if len(ids) > room:
-        if not truncate_left:
-            raise InputError(f"the prompt has {len(ids)} tokens; with {max_new_tokens} new tokens at most {room} fit "
-                             f"in the model's context of {context}; shorten it, lower --max-new-tokens or pass "
-                             "--truncate-left")
-        ids = ids[-room:]
-    return ids
-
-
-def _held_back(text: str, stop: str | None) -> int:
-    """How many final characters of streamed text to hold back: a half-decoded character
-    (byte-level BPE splits some characters over tokens) or the start of the stop string."""
-    if text.endswith("\ufffd"):
-        return 1
-    if stop:
-        for n in range(min(len(stop) - 1, len(text)), 0, -1):
-            if stop.startswith(text[-n:]):
-                return n
-    return 0
-
-
 def generate_cmd(args) -> int:
-    import torch
-
-    from ..generation import SamplingOptions, generate_stream
-    from ..training.checkpoints import load_model_dir
-    from ..training.trainer import pick_device
+    from ..generation import SamplingOptions
+    from ..generation.text import complete_batch, prompt_ids, stream_completion
+    from ..model_dir import load_model_dir
+    from ..devices import pick_device
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size={args.batch_size} is invalid; it must be a positive integer")
@@ -160,39 +127,24 @@ def generate_cmd(args) -> int:
 
     if args.beam != 1 or args.n_best != 1:
         return _beam_generate(args, model, tokenizer, prompts, ids, options, batch_mode)
-    with torch.no_grad():
-        if not batch_mode:                       # one prompt: print each piece of text as it is produced
-            generated: list[int] = []
-            written = 0                          # characters of the completion already printed
-            sys.stdout.write(prompts[0])
-            cache, first = model.start_decoding([ids[0]], args.max_new_tokens, tokenizer.pad_id)
-            for token in generate_stream(model, cache, first, options):
-                if int(token[0]) == tokenizer.eos_id:
-                    break
-                generated.append(int(token[0]))
-                text = tokenizer.decode(generated)
-                if args.stop and args.stop in text:
-                    sys.stdout.write(text[written: text.index(args.stop)])
-                    written = -1
-                    break
-                safe = len(text) - _held_back(text, args.stop)
-                sys.stdout.write(text[written:safe])
-                sys.stdout.flush()
-                written = max(written, safe)
-            if written >= 0:
-                sys.stdout.write(tokenizer.decode(generated)[written:])
-            sys.stdout.write("\n")
-            return 0
-        for start in range(0, len(prompts), args.batch_size):
-            chunk = list(range(start, min(start + args.batch_size, len(prompts))))
-            for i, text in zip(chunk, generate_batch(model, tokenizer, [ids[i] for i in chunk], options, args.stop)):
-                print(json.dumps({"prompt": prompts[i], "completion": text}, ensure_ascii=False), flush=True)
+    if not batch_mode:                           # one prompt: print each piece of text as it is produced
+        sys.stdout.write(prompts[0])
+        for piece in stream_completion(model, tokenizer, ids[0], options, args.stop):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return 0
+    for start in range(0, len(prompts), args.batch_size):
+        chunk = list(range(start, min(start + args.batch_size, len(prompts))))
+        for i, text in zip(chunk, complete_batch(model, tokenizer, [ids[i] for i in chunk], options, args.stop)):
+            print(json.dumps({"prompt": prompts[i], "completion": text}, ensure_ascii=False), flush=True)
     return 0
 
 
 def _beam_generate(args, model, tokenizer, prompts, ids, options, batch_mode) -> int:
     """Beam search over the same decoding interface (not streamed: the best beam is known only at the end)."""
     from ..generation import decode
+    from ..generation.text import cut_at_stop
 
     for start in range(0, len(prompts), args.batch_size):
         chunk = list(range(start, min(start + args.batch_size, len(prompts))))
@@ -200,8 +152,7 @@ def _beam_generate(args, model, tokenizer, prompts, ids, options, batch_mode) ->
         out = decode(model, cache, first, options, beam=args.beam, alpha=args.alpha, n_best=args.n_best)
         for i, hyps, scores in zip(chunk, out.tokens, out.scores):
             texts = [tokenizer.decode(h) for h in hyps]
-            if args.stop:
-                texts = [t[: t.index(args.stop)] if args.stop in t else t for t in texts]
+            texts = [cut_at_stop(t, args.stop) for t in texts]
             if batch_mode or args.n_best > 1:
                 print(json.dumps({"prompt": prompts[i], "completions": texts, "scores": [round(x, 4) for x in scores]},
                                  ensure_ascii=False), flush=True)
@@ -210,27 +161,4 @@ def _beam_generate(args, model, tokenizer, prompts, ids, options, batch_mode) ->
     return 0
 
 
-def generate_batch(model, tokenizer, ids: list[list[int]], options, stop: str | None = None) -> list[str]:
-    """Completions of left-padded prompts decoded together; each equals what the prompt gives alone."""
-    cache, first = model.start_decoding(ids, options.max_new_tokens, tokenizer.pad_id)
-    from ..generation import generate_stream
-
-    rows: list[list[int]] = [[] for _ in ids]
-    done = [False] * len(ids)
-    for token in generate_stream(model, cache, first, options):
-        for r, t in enumerate(token.tolist()):
-            if done[r]:
-                continue
-            if t == tokenizer.eos_id:
-                done[r] = True
-                continue
-            rows[r].append(t)
-            if stop and stop in tokenizer.decode(rows[r][-len(stop) * 4:]):
-                done[r] = True
-        if all(done):
-            break
-    texts = [tokenizer.decode(r) for r in rows]
-    return [t[: t.index(stop)] if stop and stop in t else t for t in texts]
-
-
-__all__ = ["register", "register_train", "generate_batch", "prompt_ids"]
+__all__ = ["register", "register_train"]

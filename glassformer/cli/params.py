@@ -29,7 +29,7 @@ def _looks_like_path(name: str) -> bool:
 def load_config(name: str):
     """A preset by name, or the config of a model directory."""
     if _looks_like_path(name):
-        from ..training.checkpoints import read_config
+        from ..model_dir import read_config
 
         path = Path(name)
         return read_config(path.parent if path.name == "config.json" else path)

@@ -102,8 +102,8 @@ def decoding_options(args) -> dict:
 
 
 def _load_translator(model_dir: str, device: str):
-    from ..training.checkpoints import load_model_dir
-    from ..training.trainer import pick_device
+    from ..model_dir import load_model_dir
+    from ..devices import pick_device
 
     loaded = load_model_dir(model_dir, pick_device(device))
     if loaded.config.family != "transformer":
@@ -120,7 +120,7 @@ def _translate_kwargs(args) -> dict:
 
 
 def translate_cmd(args) -> int:
-    from ..training.translation import translate_nbest
+    from ..generation.translation import translate_nbest
 
     texts = args.text
     if not texts:
@@ -145,7 +145,7 @@ def translate_cmd(args) -> int:
 
 def evaluate_cmd(args) -> int:
     from ..data.parallel import read_parallel
-    from ..training.translation import score, translate
+    from ..generation.translation import score, translate
 
     pairs = read_parallel(args.src, args.ref)
     loaded = _load_translator(args.model_dir, args.device)
@@ -155,7 +155,7 @@ def evaluate_cmd(args) -> int:
     result = score(hyps, [r for _, r in pairs])
     result["seconds"] = round(time.perf_counter() - start, 2)
     if args.hyp_out:
-        from ..training.checkpoints import write_text_atomically
+        from ..model_dir import write_text_atomically
 
         write_text_atomically(args.hyp_out, "".join(h + "\n" for h in hyps))
     print(f"BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  exact match {result['exact_match']:.2f}%  "

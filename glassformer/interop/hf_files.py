@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from ..errors import CheckpointError
-from ..training.checkpoints import read_json
+from ..files import read_json
 
 
 def read_hf_directory(path: str | Path, family: str) -> tuple[dict[str, Any], dict[str, Tensor], Path]:
@@ -22,7 +22,7 @@ def read_hf_directory(path: str | Path, family: str) -> tuple[dict[str, Any], di
                               "and model.safetensors")
     if not weights_file.is_file():
         raise CheckpointError(f"{weights_file} is missing (only safetensors weights are read, never pickles)")
-    hf_config = read_json(cfg_file)
+    hf_config = read_json(cfg_file, what="Hugging Face config", error=CheckpointError)
     try:
         weights = load_file(str(weights_file))
     except (SafetensorError, OSError) as e:

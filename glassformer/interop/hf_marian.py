@@ -161,7 +161,7 @@ def load_hf_marian(path: str | Path, dtype: torch.dtype = torch.float32) -> Tran
 def convert_hf_marian(path: str | Path, out_dir: str | Path) -> Path:
     """Write a Hugging Face Marian directory as a glassformer model directory (the SentencePiece
     tokenizer of OPUS-MT is not a ``tokenizers`` file, so it is not carried over)."""
-    from ..training.checkpoints import save_model_dir
+    from ..model_dir import save_model_dir
 
     return save_model_dir(out_dir, load_hf_marian(path))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from ..errors import ConfigError
+from ..files import read_json
 
 
 @dataclasses.dataclass
@@ -102,9 +103,4 @@ def config_from_dict(data: dict[str, Any]) -> ModelConfig:
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON file of config overrides (or a full config)."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {path} is not valid JSON: {e}") from None
+    return read_json(path, what="config file", error=ConfigError)

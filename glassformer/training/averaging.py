@@ -23,16 +23,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError, ConfigError
-from .checkpoints import (
-    CONFIG,
-    GENERATION,
-    SOURCE_TOKENIZER,
-    TOKENIZER,
-    WEIGHTS,
-    read_config,
-    read_json,
-    write_atomically,
-)
+from ..files import read_json, write_atomically
+from ..model_dir import CONFIG, GENERATION, SOURCE_TOKENIZER, TOKENIZER, WEIGHTS, read_config
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -112,7 +104,7 @@ def average_checkpoints(out_dir: str | Path, model_dirs: Sequence[str | Path]) -
         for name in (TOKENIZER, SOURCE_TOKENIZER):
             if (last / name).is_file():
                 shutil.copyfile(last / name, tmp / name)
-        generation = read_json(last / GENERATION) if (last / GENERATION).is_file() else {}
+        generation = read_json(last / GENERATION, what="generation settings", error=CheckpointError) if (last / GENERATION).is_file() else {}
         generation["averaged_from"] = [str(d) for d in dirs]
         (tmp / GENERATION).write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
 

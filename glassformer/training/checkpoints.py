@@ -1,159 +1,19 @@
-"""The one checkpoint format: a model directory.
+"""Model directories moved to :mod:`glassformer.model_dir` (inference, interop and the CLI read them
+without importing the trainer); these names stay importable from here."""
 
-    MODEL_DIR/
-      config.json              the model config (family + fields), plain JSON
-      model.safetensors        the weights (tied matrices stored once), never pickled
-      tokenizer.json           the (target / shared) tokenizer, ``tokenizers`` format
-      source_tokenizer.json    only when source and target vocabularies are separate
-      generation.json          decoding defaults and what the run recorded (optional)
+from ..files import read_json, write_atomically, write_text_atomically
+from ..model_dir import (
+    CONFIG,
+    GENERATION,
+    SOURCE_TOKENIZER,
+    TOKENIZER,
+    WEIGHTS,
+    ModelDir,
+    load_model_dir,
+    load_weights,
+    read_config,
+    save_model_dir,
+)
 
-A directory is written to a temporary sibling and renamed into place, so an
-interrupted save never leaves a half-written model behind.
-"""
-
-from __future__ import annotations
-
-import json
-import os
-import shutil
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
-
-from ..errors import CheckpointError, ConfigError
-from ..models import build_model, config_from_dict
-from ..models.config import ModelConfig
-from ..tokenizers import Tokenizer
-
-CONFIG, WEIGHTS, TOKENIZER, SOURCE_TOKENIZER, GENERATION = (
-    "config.json", "model.safetensors", "tokenizer.json", "source_tokenizer.json", "generation.json")
-
-
-@dataclass
-class ModelDir:
-    """What a model directory holds, loaded."""
-
-    model: torch.nn.Module
-    config: ModelConfig
-    tokenizer: Tokenizer | None = None
-    source_tokenizer: Tokenizer | None = None
-    generation: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def src_tokenizer(self) -> Tokenizer | None:
-        """The source-side tokenizer: its own if separate, else the shared one."""
-        return self.source_tokenizer or self.tokenizer
-
-
-def write_atomically(path: str | Path, fill) -> Path:
-    """Create directory ``path`` by calling ``fill(tmp_dir)`` on a temporary sibling, then renaming it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        fill(tmp)
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, old / "x")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
-
-
-def write_text_atomically(path: str | Path, text: str) -> Path:
-    """Write a text file via a temporary sibling and a rename (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def save_model_dir(
-    path: str | Path,
-    model: torch.nn.Module,
-    tokenizer: Tokenizer | None = None,
-    *,
-    source_tokenizer: Tokenizer | None = None,
-    generation: dict[str, Any] | None = None,
-) -> Path:
-    """Write ``model`` (with its ``.config``) and tokenizers as a model directory."""
-
-    def fill(tmp: Path) -> None:
-        (tmp / CONFIG).write_text(model.config.to_json() + "\n", encoding="utf-8")
-        save_model(model, str(tmp / WEIGHTS))
-        if tokenizer is not None:
-            tokenizer.save(tmp / TOKENIZER)
-        if source_tokenizer is not None:
-            source_tokenizer.save(tmp / SOURCE_TOKENIZER)
-        if generation:
-            (tmp / GENERATION).write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
-
-    return write_atomically(path, fill)
-
-
-def read_json(file: str | Path) -> Any:
-    """A JSON file's content; a file that is not valid UTF-8 JSON is a CheckpointError naming it."""
-    try:
-        return json.loads(Path(file).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{file} is not valid JSON ({e})") from None
-
-
-def read_config(path: str | Path) -> ModelConfig:
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"model directory {path} does not exist (expected a folder with {CONFIG} and {WEIGHTS})")
-    cfg_file = path / CONFIG
-    if not cfg_file.is_file():
-        raise CheckpointError(f"{cfg_file} is missing; a model directory needs {CONFIG} and {WEIGHTS}")
-    data = read_json(cfg_file)
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{cfg_file} must hold a JSON object")
-    try:
-        return config_from_dict(data)
-    except (ConfigError, TypeError) as e:
-        raise CheckpointError(f"{cfg_file} is not a valid config: {e}") from None
-
-
-def load_weights(model: torch.nn.Module, file: str | Path) -> None:
-    """Load safetensors weights into ``model``, strictly (every tensor present, shapes equal)."""
-    file = Path(file)
-    if not file.is_file():
-        raise CheckpointError(f"{file} is missing")
-    try:
-        missing, unexpected = load_model(model, str(file), strict=False)
-    except (SafetensorError, RuntimeError, OSError, ValueError) as e:
-        raise CheckpointError(f"{file} is corrupt or does not match config.json ({str(e).splitlines()[0]})") from None
-    if missing or unexpected:
-        raise CheckpointError(f"{file} does not match config.json: missing {sorted(missing)[:5]}, "
-                              f"unexpected {sorted(unexpected)[:5]}")
-
-
-def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> ModelDir:
-    """Load a model directory written by :func:`save_model_dir` (weights checked against the config)."""
-    path = Path(path)
-    config = read_config(path)
-    model = build_model(config)
-    load_weights(model, path / WEIGHTS)
-    model.to(device).eval()
-    tokenizer = Tokenizer.load(path / TOKENIZER) if (path / TOKENIZER).exists() else None
-    source = Tokenizer.load(path / SOURCE_TOKENIZER) if (path / SOURCE_TOKENIZER).exists() else None
-    generation = read_json(path / GENERATION) if (path / GENERATION).exists() else {}
-    return ModelDir(model, config, tokenizer, source, generation)
+__all__ = ["CONFIG", "GENERATION", "SOURCE_TOKENIZER", "TOKENIZER", "WEIGHTS", "ModelDir", "load_model_dir",
+           "load_weights", "read_config", "save_model_dir", "read_json", "write_atomically", "write_text_atomically"]

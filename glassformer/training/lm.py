@@ -30,10 +30,11 @@ from ..errors import ConfigError
 from ..models import GPT, build_model, preset
 from ..models.config import dataclass_from_dict
 from ..tokenizers import Tokenizer
-from .checkpoints import save_model_dir
+from ..model_dir import save_model_dir
 from .optim import adamw
 from .schedules import cosine_schedule
-from .trainer import StepLoss, Trainer, TrainerConfig, TrainResult, pick_device
+from ..devices import pick_device
+from .trainer import StepLoss, Trainer, TrainerConfig, TrainResult
 
 TOKENIZERS = ("char", "bpe")
 

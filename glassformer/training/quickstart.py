@@ -16,8 +16,10 @@ from typing import Any
 import torch
 
 from ..data.numbers import number_corpus
-from .checkpoints import load_model_dir, write_text_atomically
-from .translation import TranslationSettings, score, train_translation, translate
+from ..files import write_text_atomically
+from ..model_dir import load_model_dir
+from ..generation.translation import score, translate
+from .translation import TranslationSettings, train_translation
 
 # Chosen by measurement on a 2-core CPU (see the README's results): 100% exact match on held-out
 # numbers after ~560 steps; 800 steps leave a margin.  A larger peak learning rate (lr_factor 1.5)

@@ -27,15 +27,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+from ..devices import pick_device  # noqa: F401  (re-exported: it was defined here)
 
 
 @dataclass

@@ -1,10 +1,11 @@
-"""The translation task end to end: tokenizers, batches, training, translating, scoring.
+"""Training a translator: tokenizers, batches, the paper's recipe (translating and scoring: generation.translation).
 
 Used by ``glassformer train translation``, ``translate``, ``evaluate`` and
 ``quickstart``, and usable from Python::
 
     from glassformer.data.numbers import number_corpus
-    from glassformer.training.translation import TranslationSettings, train_translation, translate
+    from glassformer.generation.translation import translate
+    from glassformer.training.translation import TranslationSettings, train_translation
     corpus = number_corpus("de", "en", n_train=20000)
     run = train_translation(corpus.train, corpus.valid, TranslationSettings(steps=300), "runs/demo")
     translate(run.model, run.source_tokenizer, run.tokenizer, ["vierunddreißig"])
@@ -17,20 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import sacrebleu
 import torch
 
-from ..data.batching import ParallelDataset, TranslationBatch, pad, token_budget_batches
+from ..data.batching import ParallelDataset, TranslationBatch, token_budget_batches
 from ..errors import InputError
-from ..generation import SamplingOptions, decode, length_limits
+from ..generation.translation import score, translate, translate_nbest  # noqa: F401  (were defined here)
 from ..models import Transformer, build_model, preset
 from ..models.config import dataclass_from_dict
 from ..tokenizers import Tokenizer
-from .checkpoints import save_model_dir
+from ..model_dir import save_model_dir
 from .losses import LabelSmoothedCrossEntropy
 from .optim import paper_adam
 from .schedules import noam_schedule
-from .trainer import StepLoss, Trainer, TrainerConfig, TrainResult, pick_device
+from ..devices import pick_device
+from .trainer import StepLoss, Trainer, TrainerConfig, TrainResult
 
 
 @dataclass
@@ -149,80 +150,3 @@ def train_translation(
     result = trainer.fit(iter(train.forever(settings.max_tokens, seed=settings.seed,
                                             max_sentences=settings.max_sentences)))
     return TranslationRun(model, tgt_tok, src_tok, result, out_dir)
-
-
-def encode_sources(texts: Sequence[str], src_tok: Tokenizer, max_len: int, eos_id: int) -> list[list[int]]:
-    """Token ids (+EOS) per source line; an empty line or one longer than the model allows is an InputError."""
-    out = []
-    for i, (text, ids) in enumerate(zip(texts, src_tok.encode_batch(list(texts))), 1):
-        if not text.strip():
-            raise InputError(f"input line {i} is empty; give one non-empty sentence per line")
-        if len(ids) + 1 > max_len:
-            raise InputError(f"input line {i} has {len(ids) + 1} tokens but the model takes at most {max_len}; "
-                             "shorten or split it")
-        out.append(ids + [eos_id])
-    return out
-
-
-@torch.no_grad()
-def translate_nbest(
-    model: Transformer,
-    src_tok: Tokenizer,
-    tgt_tok: Tokenizer,
-    texts: Sequence[str],
-    *,
-    batch_size: int = 64,
-    max_len_a: float = 1.0,
-    max_len_b: int = 50,
-    decode_options: dict[str, Any] | None = None,
-) -> list[list[tuple[str, float]]]:
-    """Translate each text; for each, a list of (translation, score), best first.
-
-    Output length is capped at a·|source| + b tokens (the paper: |source| + 50).
-    ``decode_options``: beam, alpha, n_best, mbr, mbr_candidates, mbr_utility,
-    temperature, top_k, top_p, seed (see :func:`glassformer.generation.decode`).
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    config = model.config
-    options = dict(decode_options or {})
-    if options.get("mbr"):
-        options.setdefault("detokenize", tgt_tok.decode)
-    sources = encode_sources(texts, src_tok, config.max_len, config.eos_id)
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    outputs: list[list[tuple[str, float]]] = [[] for _ in sources]
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        src = pad([sources[i] for i in idx], config.pad_id).to(device)
-        limits = length_limits(src, config.pad_id, max_len_a, max_len_b, cap=config.max_len - 1)
-        cache, first = model.start_decoding(src, int(limits.max()))
-        decoded = decode(model, cache, first, sampling_options(int(limits.max()), config, options), max_lengths=limits,
-                         **{k: v for k, v in options.items() if k not in SAMPLING_KEYS})
-        scores = decoded.scores or [[math.nan] * len(row) for row in decoded.tokens]
-        for i, row, row_scores in zip(idx, decoded.tokens, scores):
-            outputs[i] = [(tgt_tok.decode(h), s) for h, s in zip(row, row_scores)]
-    return outputs
-
-
-SAMPLING_KEYS = ("temperature", "top_k", "top_p", "seed", "repetition_penalty", "min_new_tokens")
-
-
-def sampling_options(max_new_tokens: int, config, options: dict[str, Any]) -> SamplingOptions:
-    return SamplingOptions(max_new_tokens=max_new_tokens, eos_id=config.eos_id, pad_id=config.pad_id,
-                           **{k: v for k, v in options.items() if k in SAMPLING_KEYS and v is not None})
-
-
-def translate(model: Transformer, src_tok: Tokenizer, tgt_tok: Tokenizer, texts: Sequence[str], **kwargs) -> list[str]:
-    """The best translation of each text (see :func:`translate_nbest` for the options)."""
-    return [hyps[0][0] for hyps in translate_nbest(model, src_tok, tgt_tok, texts, **kwargs)]
-
-
-def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Corpus sacreBLEU, chrF and exact match (%) of hypotheses against one reference each."""
-    if len(hypotheses) != len(references):
-        raise InputError(f"{len(hypotheses)} hypotheses but {len(references)} references; they must align")
-    bleu = sacrebleu.corpus_bleu(list(hypotheses), [list(references)])
-    chrf = sacrebleu.corpus_chrf(list(hypotheses), [list(references)])
-    exact = 100.0 * sum(h.strip() == r.strip() for h, r in zip(hypotheses, references)) / max(1, len(references))
-    return {"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2), "exact_match": round(exact, 2),
-            "sentences": len(references)}

@@ -1,0 +1,106 @@
+"""Text in, text out for decoder-only language models: prompts, batched completions, streaming.
+
+The CLI's ``generate`` is argument parsing over these::
+
+    ids = prompt_ids(tokenizer, "ROMEO:", context=model.max_positions, max_new_tokens=100)
+    for piece in stream_completion(model, tokenizer, ids, options, stop="\\n\\n"):
+        print(piece, end="", flush=True)
+    complete_batch(model, tokenizer, [ids_a, ids_b], options)     # -> [text_a, text_b]
+
+Streaming prints text as soon as it is final: a character that byte-level BPE
+splits over several tokens, or the beginning of a stop string, is held back
+until the next token decides it.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+from ..errors import ConfigError, InputError
+from .sampling import SamplingOptions, generate_stream
+
+
+def prompt_ids(tokenizer, text: str, context: int, max_new_tokens: int, truncate_left: bool = False) -> list[int]:
+    """Token ids of a prompt, checked against the context.  An empty prompt starts from the
+    end-of-text token, which separates documents in the training data."""
+    if max_new_tokens >= context:
+        raise ConfigError(f"max_new_tokens={max_new_tokens} (--max-new-tokens) leaves no room for a prompt in the model's context "
+                          f"of {context} tokens; use at most {context - 1}")
+    if not text:
+        return [tokenizer.eos_id]
+    tokenizer.check_known(text, "prompt")
+    ids = tokenizer.encode(text)
+    room = context - max_new_tokens
+    if len(ids) > room:
+        if not truncate_left:
+            raise InputError(f"the prompt has {len(ids)} tokens; with {max_new_tokens} new tokens at most {room} fit "
+                             f"in the model's context of {context}; shorten it, lower --max-new-tokens or pass "
+                             "--truncate-left")
+        ids = ids[-room:]
+    return ids
+
+
+def held_back(text: str, stop: str | None) -> int:
+    """How many final characters of streamed text to hold back: a half-decoded character
+    (byte-level BPE splits some characters over tokens) or the start of the stop string."""
+    if text.endswith("\ufffd"):
+        return 1
+    if stop:
+        for n in range(min(len(stop) - 1, len(text)), 0, -1):
+            if stop.startswith(text[-n:]):
+                return n
+    return 0
+
+
+def cut_at_stop(text: str, stop: str | None) -> str:
+    """``text`` up to (not including) the first ``stop``."""
+    return text[: text.index(stop)] if stop and stop in text else text
+
+
+def stream_completion(model, tokenizer, ids: Sequence[int], options: SamplingOptions,
+                      stop: str | None = None) -> Iterator[str]:
+    """Pieces of the completion of one prompt, each final when yielded; ends at EOS, at
+    ``stop`` (not included) or after ``options.max_new_tokens``."""
+    cache, first = model.start_decoding([list(ids)], options.max_new_tokens, tokenizer.pad_id)
+    generated: list[int] = []
+    written = 0                                  # characters of the completion already yielded
+    for token in generate_stream(model, cache, first, options):
+        tok = int(token[0])
+        if tok == tokenizer.eos_id:
+            break
+        generated.append(tok)
+        text = tokenizer.decode(generated)
+        if stop and stop in text:
+            yield text[written: text.index(stop)]
+            return
+        safe = len(text) - held_back(text, stop)
+        if safe > written:
+            yield text[written:safe]
+            written = safe
+    rest = tokenizer.decode(generated)[written:]
+    if rest:
+        yield rest
+
+
+def complete_batch(model, tokenizer, ids: Sequence[Sequence[int]], options: SamplingOptions,
+                   stop: str | None = None) -> list[str]:
+    """Completions of prompts decoded together (left-padded); each equals what the prompt gives alone."""
+    cache, first = model.start_decoding([list(i) for i in ids], options.max_new_tokens, tokenizer.pad_id)
+    rows: list[list[int]] = [[] for _ in ids]
+    done = [False] * len(ids)
+    for token in generate_stream(model, cache, first, options):
+        for r, t in enumerate(token.tolist()):
+            if done[r]:
+                continue
+            if t == tokenizer.eos_id:
+                done[r] = True
+                continue
+            rows[r].append(t)
+            if stop and stop in tokenizer.decode(rows[r][-len(stop) * 4:]):
+                done[r] = True
+        if all(done):
+            break
+    return [cut_at_stop(tokenizer.decode(r), stop) for r in rows]
+
+
+__all__ = ["prompt_ids", "stream_completion", "complete_batch", "held_back", "cut_at_stop"]

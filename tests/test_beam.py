@@ -53,7 +53,7 @@ def _teacher_forced_log_prob(model: Transformer, src: torch.Tensor, hyp: torch.T
     """log P(hyp | src) by one plain forward pass over [start] + hyp[:-1]."""
     decoder_input = torch.cat([torch.tensor([model.config.start_id]), hyp[:-1]])[None]
     with torch.no_grad():
-        log_probs = model(src[None], decoder_input)[0]            # (len, vocab)
+        log_probs = model(src[None], decoder_input)[0].log_softmax(-1)      # (len, vocab)
     return float(log_probs.gather(1, hyp[:, None]).sum())
 
 

@@ -21,7 +21,7 @@ def test_label_smoothing_equals_closed_form():
     target[0, 4:] = pad
     target[2, 1:] = pad
     lp = logits.log_softmax(-1)
-    out = LabelSmoothedCrossEntropy(eps, ignore_index=pad)(lp, target)
+    out = LabelSmoothedCrossEntropy(eps, ignore_index=pad)(logits, target)
     # closed form: q = (1-eps)·onehot + eps/V, loss = -Σ q log p, over real tokens, mean per token
     q = torch.full_like(lp, eps / V)
     q.scatter_(-1, target[..., None], 1 - eps + eps / V)
@@ -36,20 +36,22 @@ def test_label_smoothing_equals_closed_form():
 
 
 def test_label_smoothing_is_per_token_not_per_batch():
-    lp = torch.log_softmax(torch.randn(2, 5, 7), -1)
+    lp = torch.randn(2, 5, 7)
     target = torch.randint(1, 7, (2, 5))
     crit = LabelSmoothedCrossEntropy(0.1, ignore_index=0)
     padded = torch.cat([target, torch.zeros(2, 3, dtype=torch.long)], 1)
-    lp_padded = torch.cat([lp, torch.log_softmax(torch.randn(2, 3, 7), -1)], 1)
+    lp_padded = torch.cat([lp, torch.randn(2, 3, 7)], 1)
     # extra padding changes neither the mean nor the sum
     assert torch.allclose(crit(lp, target).loss, crit(lp_padded, padded).loss, atol=1e-6)
 
 
 def test_no_smoothing_is_nll():
-    lp = torch.log_softmax(torch.randn(3, 4, 9), -1)
+    logits = torch.randn(3, 4, 9)
+    lp = torch.log_softmax(logits, -1)
     target = torch.randint(1, 9, (3, 4))
-    out = LabelSmoothedCrossEntropy(0.0, ignore_index=0)(lp, target)
+    out = LabelSmoothedCrossEntropy(0.0, ignore_index=0)(logits, target, with_nll=True)
     assert torch.allclose(out.loss, F.nll_loss(lp.reshape(-1, 9), target.reshape(-1)), atol=1e-6)
+    assert torch.allclose(out.nll, F.nll_loss(lp.reshape(-1, 9), target.reshape(-1), reduction="sum"), atol=1e-5)
 
 
 @pytest.mark.parametrize("step", [1, 10, 100, 3999, 4000, 4001, 10_000, 100_000])

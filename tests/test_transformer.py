@@ -36,10 +36,13 @@ def pad_to(rows: list[torch.Tensor], length: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def test_output_is_log_probabilities(model, rng):
-    out = model(words(rng, 2, 5), words(rng, 2, 4))
+def test_output_is_logits_of_the_generator(model, rng):
+    src, tgt = words(rng, 2, 5), words(rng, 2, 4)
+    out = model(src, tgt)
     assert out.shape == (2, 4, 50) and out.dtype == torch.float32
-    torch.testing.assert_close(out.exp().sum(-1), torch.ones(2, 4), atol=1e-5, rtol=0)
+    enc = model.encode(src)
+    hidden = model.decode(tgt, enc.memory, enc.mask).hidden
+    torch.testing.assert_close(out, hidden @ model.generator.proj.weight.T, atol=1e-5, rtol=0)
 
 
 @torch.no_grad()
@@ -132,7 +135,7 @@ def test_cached_decoding_equals_uncached(model, rng, options):
 
 @torch.no_grad()
 def test_decode_step_equals_teacher_forcing(model, rng):
-    # The log-probs of step t of cached decoding are row t of the teacher-forced forward pass.
+    # The logits of step t of cached decoding are row t of the teacher-forced forward pass.
     src = words(rng, 2, 5)
     tgt = torch.cat([torch.full((2, 1), model.config.start_id), words(rng, 2, 5)], dim=1)
     full = model(src, tgt)

@@ -228,7 +228,7 @@ def beam_search(
     feed = first_tokens
     for t in range(horizon):                            # t tokens generated so far
         width = running.shape[1]                        # 1 at the first step, then `beam`
-        log_probs = model.decode_step(feed, cache)      # (batch * width, vocab)
+        log_probs = torch.log_softmax(model.decode_step(feed, cache), dim=-1)   # (batch * width, vocab)
         vocab = log_probs.shape[-1]
         if t == 0:
             options.check_vocab(vocab)

@@ -110,9 +110,9 @@ def generate_stream(
     feed = first_tokens
     for step in range(options.max_new_tokens):
         if use_cache:
-            scores = model.decode_step(feed, cache)
+            scores = torch.log_softmax(model.decode_step(feed, cache), dim=-1)
         else:
-            scores = model.decode_step(prefix, cache.cleared())
+            scores = torch.log_softmax(model.decode_step(prefix, cache.cleared()), dim=-1)
         if penalise and seen is None:       # the vocabulary size is known from the first scores
             seen = torch.zeros_like(scores, dtype=torch.bool)
             seen.scatter_(1, first_tokens, first_tokens != options.pad_id)

@@ -204,10 +204,10 @@ class GPT(nn.Module):
         return hidden
 
     def decode_step(self, tokens: Tensor, cache: KVCache) -> Tensor:
-        """tokens: (batch, t) -> float32 log-probabilities of the next token (batch, vocab).
+        """tokens: (batch, t) -> float32 logits of the next token (batch, vocab).
         Only the last position is projected to the vocabulary."""
         hidden = self.decode(tokens, cache)
-        return torch.log_softmax(self.lm_head(hidden[:, -1]).float(), dim=-1)
+        return self.lm_head(hidden[:, -1]).float()
 
     @property
     def max_positions(self) -> int:

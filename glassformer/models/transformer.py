@@ -3,7 +3,7 @@
     source tokens ─► InputEmbedding ─► Encoder (N × [self-attention, feed-forward]) ─► memory
     target tokens ─► InputEmbedding ─► Decoder (N × [masked self-attention,
                                                      attention over memory, feed-forward])
-                 ─► Generator (Linear to the vocabulary, log-softmax)
+                 ─► Generator (Linear to the vocabulary: logits; the softmax is taken by the loss or the search)
 
 Everything here is wiring: the parts live in ``glassformer.nn``.
 """
@@ -93,15 +93,16 @@ class EncoderOutput(NamedTuple):
 
 
 class Generator(nn.Module):
-    """Linear projection to the vocabulary followed by log-softmax (§3.4)."""
+    """The pre-softmax linear projection to the vocabulary (§3.4).  It returns logits: the
+    softmax is applied once, by the loss (fused into cross-entropy) or by the search."""
 
     def __init__(self, d_model: int, vocab_size: int, bias: bool = False):
         super().__init__()
         self.proj = nn.Linear(d_model, vocab_size, bias=bias)
 
     def forward(self, hidden: Tensor) -> Tensor:
-        """(batch, seq, d_model) -> log-probabilities (batch, seq, vocab)"""
-        return torch.log_softmax(self.proj(hidden).float(), dim=-1)
+        """(batch, seq, d_model) -> logits (batch, seq, vocab)"""
+        return self.proj(hidden)
 
 
 class Transformer(nn.Module):
@@ -176,7 +177,7 @@ class Transformer(nn.Module):
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
         """Teacher forcing.  src: (batch, src_len); tgt: (batch, tgt_len) decoder inputs
-        -> log-probabilities of the next target token (batch, tgt_len, tgt_vocab)."""
+        -> logits of the next target token (batch, tgt_len, tgt_vocab)."""
         enc = self.encode(src)
         return self.generator(self.decode(tgt, enc.memory, enc.mask).hidden)
 
@@ -190,9 +191,9 @@ class Transformer(nn.Module):
         return cache, start
 
     def decode_step(self, tokens: Tensor, cache: KVCache) -> Tensor:
-        """tokens: (batch, t) new decoder inputs -> log-probabilities of the next token (batch, vocab)."""
+        """tokens: (batch, t) new decoder inputs -> float32 logits of the next token (batch, vocab)."""
         hidden = self.decode(tokens, cache.memory, cache.memory_mask, cache=cache).hidden
-        return self.generator(hidden[:, -1])
+        return self.generator(hidden[:, -1]).float()
 
     @property
     def max_positions(self) -> int:

@@ -5,12 +5,18 @@ over the whole vocabulary:  q = (1 - ε)·onehot(y) + ε/V.  The loss per token 
 the cross-entropy  -Σ_v q_v log p_v = -(1 - ε) log p_y - (ε/V) Σ_v log p_v.
 Padding positions contribute nothing, and the result is normalised per real
 target token, not per batch.
+
+It takes the model's logits: the log-softmax is taken once, inside PyTorch's
+fused ``cross_entropy`` (which implements exactly this smoothing), so no
+log-probability tensor of batch × length × vocabulary is kept for the backward.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -18,7 +24,7 @@ class LossOutput(NamedTuple):
     loss: Tensor          # scalar, mean per real token
     total: Tensor         # scalar, sum over real tokens (for exact averaging over batches)
     n_tokens: Tensor      # scalar, number of real target tokens
-    nll: Tensor           # scalar, sum of -log p_y (no smoothing), for perplexity
+    nll: Tensor | None    # scalar, sum of -log p_y (no smoothing), for perplexity; with ``with_nll=True``
 
 
 class LabelSmoothedCrossEntropy(nn.Module):
@@ -29,14 +35,16 @@ class LabelSmoothedCrossEntropy(nn.Module):
         self.smoothing = smoothing
         self.ignore_index = ignore_index
 
-    def forward(self, log_probs: Tensor, target: Tensor) -> LossOutput:
-        """log_probs: (..., vocab) float; target: (...) token ids, ``ignore_index`` = padding."""
-        log_probs = log_probs.reshape(-1, log_probs.shape[-1])
+    def forward(self, logits: Tensor, target: Tensor, *, with_nll: bool = False) -> LossOutput:
+        """logits: (..., vocab); target: (...) token ids, ``ignore_index`` = padding.
+        The loss is computed in float32 whatever the logits' dtype (autocast)."""
+        logits = logits.reshape(-1, logits.shape[-1]).float()
         target = target.reshape(-1)
-        real = target != self.ignore_index
-        nll = -log_probs.gather(1, target.clamp_min(0)[:, None]).squeeze(1)
-        smooth = -log_probs.mean(dim=-1)                      # (ε/V)·Σ_v -log p_v, divided by ε
-        per_token = (1.0 - self.smoothing) * nll + self.smoothing * smooth
-        total = per_token.masked_fill(~real, 0.0).sum()
-        n_tokens = real.sum()
-        return LossOutput(total / n_tokens.clamp_min(1), total, n_tokens, nll.masked_fill(~real, 0.0).sum())
+        total = F.cross_entropy(logits, target, ignore_index=self.ignore_index, label_smoothing=self.smoothing,
+                                reduction="sum")
+        n_tokens = (target != self.ignore_index).sum()
+        nll = None
+        if with_nll:
+            with torch.no_grad():
+                nll = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="sum")
+        return LossOutput(total / n_tokens.clamp_min(1), total, n_tokens, nll)

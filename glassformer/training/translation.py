@@ -97,7 +97,7 @@ def validation(model: Transformer, batches: list[TranslationBatch], criterion, d
     total = nll = tokens = 0.0
     for batch in batches:
         batch = batch.to(device)
-        out = criterion(model(batch.src, batch.tgt_in), batch.tgt_out)
+        out = criterion(model(batch.src, batch.tgt_in), batch.tgt_out, with_nll=True)
         total += float(out.total)
         nll += float(out.nll)
         tokens += int(out.n_tokens)

@@ -231,14 +231,17 @@ def test_cached_self_attention_equals_full_causal(rng):
     randomise(ours, rng)
     x = torch.randn(2, 6, d, generator=rng)
     full = ours(x, is_causal=True).output
-    cache = KVCache(max_len=6)
-    steps = []
+    cache = KVCache(1, batch=2, kv_heads=h, d_head=d // h, max_len=6)
+    steps, addresses = [], {cache.keys.data_ptr()}
     for chunk in (x[:, :3], x[:, 3:4], x[:, 4:5], x[:, 5:]):    # a prompt of 3, then one at a time
-        steps.append(ours(chunk, is_causal=True, cache=cache).output)
+        # attention reads the whole 6-position buffer; the step mask hides what is not written yet
+        steps.append(ours(chunk, mask=cache.step_mask(chunk.shape[1]), cache=cache).output)
         cache.advance(chunk.shape[1])
+        addresses.add(cache.keys.data_ptr())
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=ATOL, rtol=0)
+    assert addresses == {cache.keys.data_ptr()} and int(cache.position) == cache.length == 6   # written in place
     with pytest.raises(ValueError, match="6"):
-        ours(x[:, :1], is_causal=True, cache=cache)
+        cache.check_room(1)
 
 
 def test_heads_must_divide_d_model():

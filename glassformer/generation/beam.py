@@ -17,7 +17,7 @@ row = sentence * beam + b):
    first ``beam`` are *finished*: scored ``log P(Y) / lp(|Y|)`` and merged into
    the sentence's ``beam`` best finished hypotheses, kept aside.
 4. The best ``beam`` candidates that did not end continue: the KV cache is
-   reordered (``cache.reorder``) to the rows they came from.
+   reordered (``model.reorder_cache``) to the rows they came from.
 5. A sentence is done when it holds ``beam`` finished hypotheses and no live
    one can still beat the worst of them (see ``stopping``), or at its length limit.
    Done sentences leave the batch (their decoder rows and encoder output are
@@ -279,6 +279,7 @@ def beam_search(
         alive_scores, pick = top_scores.masked_fill(ends, inf).topk(beam, dim=-1)   # (batch, beam)
         parents = sentence * width + origin.gather(1, pick)                         # rows they extend
         next_token = token.gather(1, pick)
+        kept = None
         if bool(done.any()):            # drop finished sentences: later steps cost less
             retire(done)
             kept = (~done).nonzero().squeeze(1)
@@ -286,11 +287,10 @@ def beam_search(
             fin_scores, fin_log_probs = fin_scores[kept], fin_log_probs[kept]
             fin_lengths, fin_tokens = fin_lengths[kept], fin_tokens[kept]
             limits, lp_at_limit, active = limits[kept], lp_at_limit[kept], active[kept]
-            _keep_sources(cache, kept)
             batch = kept.shape[0]
             sentence = torch.arange(batch, device=device)[:, None]
         rows = parents.view(-1)                                                      # (batch * beam,)
-        cache.reorder(rows)
+        model.reorder_cache(cache, rows, kept)         # the model knows what its cache holds
         history = history[rows]
         history[:, t0 + t] = next_token.view(-1)
         running = alive_scores
@@ -301,18 +301,6 @@ def beam_search(
     used = max(int(out_lengths[:, :n_best].max()), 1)
     return BeamOutput(out_tokens[:, :n_best, :used], out_lengths[:, :n_best], out_scores[:, :n_best],
                       out_log_probs[:, :n_best])
-
-
-def _keep_sources(cache: KVCache, kept: Tensor) -> None:
-    """Keep only sentences ``kept`` of the encoder side of the cache (the encoder output,
-    its mask and the cross-attention keys/values, one row per sentence); the decoder
-    rows follow through ``cache.reorder``."""
-    if cache.memory is not None:
-        cache.memory = cache.memory.index_select(0, kept)
-    if cache.memory_mask is not None:
-        cache.memory_mask = cache.memory_mask.index_select(0, kept)
-    for layer, (key, value) in cache.cross.items():
-        cache.cross[layer] = (key.index_select(0, kept), value.index_select(0, kept))
 
 
 __all__ = ["BeamOptions", "BeamOutput", "beam_search", "length_penalty", "LENGTH_PENALTIES", "STOPPING_RULES"]

@@ -115,7 +115,7 @@ def mbr_candidates(
     """``n`` candidate token lists per input (EOS and padding removed).
 
     ``source="sample"``: one batched sampling run over ``batch × n`` rows (the
-    cache is fanned out with ``cache.reorder``, the encoder output stays shared),
+    cache is fanned out with ``model.reorder_cache``, the encoder output stays shared),
     with ``sampling``'s temperature / top-k / top-p and seed (temperature 0 is
     replaced by 1: identical greedy candidates would make MBR pointless).
     ``source="beam"``: the n-best list of a beam of width ``n``.
@@ -136,7 +136,7 @@ def mbr_candidates(
     if sampling.greedy:
         sampling = replace(sampling, temperature=1.0)
     rows = torch.arange(batch, device=first_tokens.device).repeat_interleave(n)
-    cache.reorder(rows)
+    model.reorder_cache(cache, rows)
     tokens = generate(model, cache, first_tokens[rows], sampling)          # (batch * n, t)
     if max_lengths is not None:   # sampling is causal: cutting at the limit = stopping there
         limit = max_lengths.to(tokens.device)[rows][:, None]

@@ -41,6 +41,12 @@ class ModelConfig:
         if value not in choices:
             raise ConfigError(f"{name}={value!r} is invalid; choose one of {sorted(choices)}")
 
+    def _kv_heads_divide(self) -> None:
+        kv, h = getattr(self, "n_kv_heads"), self.n_heads
+        if kv is not None and (not isinstance(kv, int) or isinstance(kv, bool) or kv < 1 or h % kv != 0):
+            raise ConfigError(f"n_kv_heads={kv!r} is invalid with n_heads={h}; it must be a positive integer that "
+                              "divides n_heads (each key/value head serves n_heads/n_kv_heads query heads)")
+
     def _heads_divide(self, d_model: str = "d_model", n_heads: str = "n_heads") -> None:
         d, h = getattr(self, d_model), getattr(self, n_heads)
         if d % h != 0:
@@ -78,11 +84,28 @@ def register_preset(name: str, factory: Callable[[], ModelConfig]) -> None:
     PRESETS[name] = factory
 
 
-def preset(name: str, **overrides: Any) -> ModelConfig:
-    """A named preset, optionally with fields overridden (e.g. vocabulary sizes)."""
+def preset_names(family: str | None = None) -> list[str]:
+    """The names of the presets (of one ``family``, e.g. ``"gpt"``, if given), sorted."""
+    return sorted(n for n, make in PRESETS.items() if family is None or make().family == family)
+
+
+def preset(name: str, *, family: str | None = None, **overrides: Any) -> ModelConfig:
+    """A named preset, optionally with fields overridden (e.g. vocabulary sizes).
+
+    ``family`` (``"transformer"``, ``"gpt"``) refuses a preset of another family, and an
+    unknown name is answered with the presets of that family only."""
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(sorted(PRESETS))}")
+        kind = f"{family} " if family else ""
+        raise ConfigError(f"unknown preset {name!r}; available {kind}presets: {', '.join(preset_names(family))}")
     config = PRESETS[name]()
+    if family is not None and config.family != family:
+        raise ConfigError(f"preset {name!r} is a {config.family!r} model; a {family!r} preset is needed: "
+                          f"{', '.join(preset_names(family))}")
+    known = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"unknown model field(s) {unknown} for preset {name!r} ({config.family}); "
+                          f"valid ones are {sorted(known)}")
     return config.replace(**overrides) if overrides else config
 
 

@@ -1,12 +1,16 @@
-"""GPT: a decoder-only language model (Radford et al. 2018, 2019 "GPT-2"; Brown et al. 2020 "GPT-3").
+"""GPT: a decoder-only language model (Radford et al. 2018, 2019 "GPT-2"; Brown et al. 2020 "GPT-3"),
+and, with other options, a Llama-style decoder (Touvron et al. 2023).
 
-    tokens ─► token embedding + learned positions ─► dropout
-           ─► N × [x + Attn(LN(x)) (causal),  x + FFN(LN(x))]  ─► LayerNorm
-           ─► linear to the vocabulary, sharing the token-embedding matrix
+    tokens ─► token embedding (+ learned positions) ─► dropout
+           ─► N × [x + Attn(Norm(x)) (causal),  x + FFN(Norm(x))]  ─► Norm
+           ─► linear to the vocabulary (sharing the token-embedding matrix if tied)
 
 It is the decoder of the original Transformer without cross-attention, in the
 pre-norm arrangement, predicting token t+1 from tokens ≤ t.  Everything here is
-wiring: the parts live in ``glassformer.nn``.
+wiring: the parts live in ``glassformer.nn``.  GPT-2 is LayerNorm + learned
+positions + GELU; Llama is the same decoder with RMSNorm, rotary positions inside
+attention, a SwiGLU feed-forward, no biases, grouped-query attention and an untied
+output: the config chooses.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import InputError
-from ..nn import InputEmbedding, KVCache, TransformerStack
+from ..errors import ConfigError, InputError
+from ..nn import ACTIVATIONS, NORMS, POSITIONS, InputEmbedding, KVCache, RotaryEmbedding, TransformerStack
+from ..nn.masks import prepare_mask
 from .config import ModelConfig, register_family, register_preset
+from .decoding import DecodingMixin
 
 
 @register_family
@@ -40,8 +46,15 @@ class GPTConfig(ModelConfig):
     dropout: float = 0.1                 # embedding, residual and attention-weight dropout
     norm_eps: float = 1e-5
     activation: str = "gelu_tanh"        # GPT-2's "gelu_new"
-    bias: bool = True
+    bias: bool = True                    # biases of the linear layers
     tie_embeddings: bool = True          # output projection = token-embedding matrix
+    norm: str = "layernorm"              # | "rmsnorm" (Llama)
+    norm_bias: bool = True               # LayerNorm's β (RMSNorm has none)
+    norm_first: bool = True              # pre-norm (GPT-2 on); False = the paper's post-norm
+    positional: str = "learned"          # | "sinusoidal" | "rotary" (inside attention, Llama) | "none"
+    rope_theta: float = 10000.0          # rotary base frequency
+    n_kv_heads: int | None = None        # key/value heads (grouped-query attention); None = n_heads
+    gated: bool = False                  # gated feed-forward: SwiGLU with activation "silu" (Llama)
 
     def __post_init__(self) -> None:
         if self.d_ff is None:
@@ -51,8 +64,14 @@ class GPTConfig(ModelConfig):
     def validate(self) -> None:
         self._positive("vocab_size", "n_layers", "n_heads", "d_model", "d_ff", "max_len")
         self._heads_divide()
+        self._kv_heads_divide()
         self._probability("dropout")
-        self._choice("activation", {"relu", "gelu", "gelu_tanh", "swish"})
+        self._choice("activation", ACTIVATIONS)
+        self._choice("norm", NORMS)
+        self._choice("positional", POSITIONS)
+        if self.positional == "rotary" and (self.d_model // self.n_heads) % 2:
+            raise ConfigError(f"positional='rotary' needs an even head size, but d_model/n_heads = "
+                              f"{self.d_model}/{self.n_heads} = {self.d_model // self.n_heads}")
 
 
 def _preset(**kw):
@@ -90,18 +109,31 @@ register_preset("gpt-char", _preset(vocab_size=65, n_layers=6, n_heads=6, d_mode
 register_preset("gpt-mini", _preset(vocab_size=65, n_layers=4, n_heads=4, d_model=128, max_len=256, dropout=0.0))
 register_preset("gpt-tiny", _preset(vocab_size=64, n_layers=2, n_heads=4, d_model=32, max_len=64, dropout=0.0))
 
+# Llama-style decoders: the same GPT with Llama's options (Touvron et al. 2023; Meta's released configs).
+_LLAMA = dict(norm="rmsnorm", positional="rotary", activation="silu", gated=True, bias=False, tie_embeddings=False,
+              dropout=0.0)
+register_preset("llama2-7b", _preset(**_LLAMA, vocab_size=32000, n_layers=32, n_heads=32, d_model=4096, d_ff=11008,
+                                     max_len=4096))
+register_preset("llama3-8b", _preset(**_LLAMA, vocab_size=128256, n_layers=32, n_heads=32, n_kv_heads=8,
+                                     d_model=4096, d_ff=14336, max_len=8192, rope_theta=500000.0))
+register_preset("llama-tiny", _preset(**_LLAMA, vocab_size=64, n_layers=2, n_heads=4, n_kv_heads=2, d_model=32,
+                                      d_ff=88, max_len=64))
 
-class GPT(nn.Module):
+
+class GPT(DecodingMixin, nn.Module):
     """Decoder-only Transformer language model."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = c = config
-        self.embed = InputEmbedding(c.vocab_size, c.d_model, c.max_len, positional="learned",
+        self.embed = InputEmbedding(c.vocab_size, c.d_model, c.max_len, positional=c.positional,
                                     scale_embedding=False, dropout=c.dropout)
+        self.rotary = RotaryEmbedding(c.d_model // c.n_heads, c.max_len, c.rope_theta) \
+            if c.positional == "rotary" else None
         self.decoder = TransformerStack(
-            c.n_layers, c.d_model, norm_first=True, norm_eps=c.norm_eps, n_heads=c.n_heads, d_ff=c.d_ff,
-            dropout=c.dropout, attention_dropout=c.dropout, activation=c.activation, bias=c.bias,
+            c.n_layers, c.d_model, norm_first=c.norm_first, norm=c.norm, norm_eps=c.norm_eps, norm_bias=c.norm_bias,
+            n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, d_ff=c.d_ff, dropout=c.dropout, attention_dropout=c.dropout,
+            activation=c.activation, gated=c.gated, bias=c.bias,
         )
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self.reset_parameters()
@@ -122,20 +154,28 @@ class GPT(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=0.02)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-        nn.init.normal_(self.embed.position.weight, std=0.02)
+            elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+                module.reset_parameters()
+        if self.config.positional == "learned":
+            nn.init.normal_(self.embed.position.weight, std=0.02)
 
     # -- the network -------------------------------------------------------------------
+    def _positions(self, tokens: Tensor, positions: Tensor, mask, *, cache: KVCache | None = None,
+                   is_causal: bool = False, need_weights: bool = False, use_fused: bool = True):
+        """Embed ``tokens`` at ``positions`` ((seq,) or (batch, seq)) and run the stack."""
+        x = self.embed(tokens, positions)
+        rotary = self.rotary(positions) if self.rotary is not None else None
+        return self.decoder(x, mask, is_causal=is_causal, rotary=rotary, cache=cache, need_weights=need_weights,
+                            use_fused=use_fused)
+
     def hidden_states(self, tokens: Tensor, *, need_weights: bool = False, use_fused: bool = True):
         """tokens: (batch, seq) -> the stack's output: hidden (batch, seq, d_model), and the
         self-attention weights per layer (batch, heads, seq, seq) if ``need_weights``."""
         if tokens.shape[1] > self.config.max_len:
             raise InputError(f"{tokens.shape[1]} tokens exceed the model's context of {self.config.max_len}")
         positions = torch.arange(tokens.shape[1], device=tokens.device)
-        x = self.embed(tokens, positions)
-        return self.decoder(x, None, is_causal=True, need_weights=need_weights, use_fused=use_fused)
+        return self._positions(tokens, positions, None, is_causal=True, need_weights=need_weights,
+                               use_fused=use_fused)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """tokens: (batch, seq) -> logits of the next token at every position (batch, seq, vocab)."""
@@ -181,32 +221,25 @@ class GPT(nn.Module):
             raise InputError(f"prompt of {tokens.shape[1]} tokens + {max_new_tokens} new tokens = {needed} positions, "
                              f"more than the model's context of {self.config.max_len}; shorten the prompt or "
                              "generate fewer tokens")
-        cache = KVCache(max_len=needed)
+        c = self.config
+        cache = KVCache(c.n_layers, tokens.shape[0], c.n_kv_heads or c.n_heads, c.d_model // c.n_heads, needed,
+                        dtype=self.embed.token.weight.dtype, device=device)
         if lengths is not None and min(lengths) != tokens.shape[1]:
             pads = torch.tensor([tokens.shape[1] - n for n in lengths], device=device)   # (batch,)
             cache.position_offset = pads
             cache.key_padding = torch.arange(needed, device=device)[None, :] >= pads[:, None]   # (batch, max_len)
         return cache, tokens
 
-    def decode(self, tokens: Tensor, cache: KVCache) -> Tensor:
-        """tokens: (batch, t) positions after those in ``cache``; appends them to the cache
-        and returns the hidden states (batch, t, d_model)."""
-        start, t = cache.length, tokens.shape[1]
-        positions = torch.arange(start, start + t, device=tokens.device)
-        mask = None
+    def step(self, tokens: Tensor, cache: KVCache) -> Tensor:
+        """tokens: (batch, t), the positions after those in ``cache`` -> float32 logits of the next
+        token (batch, vocab).  Static shapes: the keys/values go to ``cache.position`` and attention
+        reads the whole cache under its step mask.  Only the last position is projected to the
+        vocabulary.  (``decode_step`` runs this and advances the cache.)"""
+        positions = cache.position + torch.arange(tokens.shape[1], device=tokens.device)
         if cache.position_offset is not None:   # left-padded rows: count positions from their first real token
             positions = (positions[None, :] - cache.position_offset[:, None]).clamp_min(0)
-        if cache.key_padding is not None:       # (batch, 1, 1, k_len): pads are never attended to
-            mask = cache.key_padding[:, None, None, : start + t]
-        x = self.embed(tokens, positions)
-        hidden = self.decoder(x, mask, is_causal=True, cache=cache).hidden
-        cache.advance(t)
-        return hidden
-
-    def decode_step(self, tokens: Tensor, cache: KVCache) -> Tensor:
-        """tokens: (batch, t) -> float32 logits of the next token (batch, vocab).
-        Only the last position is projected to the vocabulary."""
-        hidden = self.decode(tokens, cache)
+        mask = prepare_mask(cache.step_mask(tokens.shape[1]))
+        hidden = self._positions(tokens, positions, mask, cache=cache).hidden
         return self.lm_head(hidden[:, -1]).float()
 
     @property

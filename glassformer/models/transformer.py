@@ -16,8 +16,21 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..nn import InputEmbedding, KVCache, StackOutput, TransformerStack, padding_mask
+from ..errors import ConfigError
+from ..nn import (
+    ACTIVATIONS,
+    NORMS,
+    POSITIONS,
+    InputEmbedding,
+    KVCache,
+    RotaryEmbedding,
+    StackOutput,
+    TransformerStack,
+    padding_mask,
+)
+from ..nn.masks import prepare_mask
 from .config import ModelConfig, register_family, register_preset
+from .decoding import DecodingMixin
 
 
 @register_family
@@ -41,7 +54,13 @@ class TransformerConfig(ModelConfig):
     norm_first: bool = False             # False = post-norm, as in the paper
     norm_eps: float = 1e-5
     max_len: int = 256                   # positions the encoding table covers
-    positional: str = "sinusoidal"       # | "sinusoidal-split" | "learned"
+    positional: str = "sinusoidal"       # | "sinusoidal-split" | "learned" | "rotary" (inside attention) | "none"
+    rope_theta: float = 10000.0          # rotary base frequency
+    norm: str = "layernorm"              # | "rmsnorm"
+    norm_bias: bool = True               # LayerNorm's β (RMSNorm has none)
+    bias: bool = True                    # biases of the linear layers
+    gated: bool = False                  # gated feed-forward (GEGLU with "gelu", SwiGLU with "silu")
+    n_kv_heads: int | None = None        # key/value heads (grouped-query attention); None = n_heads
     scale_embedding: bool = True         # multiply embeddings by sqrt(d_model) (§3.4)
     tie_embeddings: str = "all"          # "none" | "decoder" (target emb = output) | "all" (three-way)
     final_logits_bias: bool = False      # a bias on the output projection (Marian checkpoints have one)
@@ -55,13 +74,13 @@ class TransformerConfig(ModelConfig):
         self._positive("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "encoder_layers",
                        "decoder_layers", "d_ff", "max_len")
         self._heads_divide()
+        self._kv_heads_divide()
         self._probability("dropout", "attention_dropout", "activation_dropout")
-        self._choice("activation", {"relu", "gelu", "gelu_tanh", "swish"})
-        self._choice("positional", {"sinusoidal", "sinusoidal-split", "learned"})
+        self._choice("activation", ACTIVATIONS)
+        self._choice("positional", POSITIONS)
+        self._choice("norm", NORMS)
         self._choice("tie_embeddings", {"none", "decoder", "all"})
         if self.tie_embeddings == "all" and self.src_vocab_size != self.tgt_vocab_size:
-            from ..errors import ConfigError
-
             raise ConfigError(
                 f"tie_embeddings='all' needs one shared vocabulary, but src_vocab_size={self.src_vocab_size} "
                 f"and tgt_vocab_size={self.tgt_vocab_size}; use tie_embeddings='decoder' or a shared vocabulary"
@@ -105,18 +124,21 @@ class Generator(nn.Module):
         return self.proj(hidden)
 
 
-class Transformer(nn.Module):
+class Transformer(DecodingMixin, nn.Module):
     """Encoder–decoder Transformer."""
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.config = c = config
         embed = dict(positional=c.positional, scale_embedding=c.scale_embedding, dropout=c.dropout, padding_idx=c.pad_id)
-        layer = dict(n_heads=c.n_heads, d_ff=c.d_ff, dropout=c.dropout, attention_dropout=c.attention_dropout,
-                     activation_dropout=c.activation_dropout, activation=c.activation, norm_first=c.norm_first,
-                     norm_eps=c.norm_eps)
+        layer = dict(n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, d_ff=c.d_ff, dropout=c.dropout,
+                     attention_dropout=c.attention_dropout, activation_dropout=c.activation_dropout,
+                     activation=c.activation, gated=c.gated, bias=c.bias, norm=c.norm, norm_first=c.norm_first,
+                     norm_eps=c.norm_eps, norm_bias=c.norm_bias)
         self.src_embed = InputEmbedding(c.src_vocab_size, c.d_model, c.max_len, **embed)
         self.tgt_embed = InputEmbedding(c.tgt_vocab_size, c.d_model, c.max_len, **embed)
+        self.rotary = RotaryEmbedding(c.d_model // c.n_heads, c.max_len, c.rope_theta) \
+            if c.positional == "rotary" else None
         self.encoder = TransformerStack(c.encoder_layers, c.d_model, **layer)
         self.decoder = TransformerStack(c.decoder_layers, c.d_model, cross_attention=True, **layer)
         self.generator = Generator(c.d_model, c.tgt_vocab_size, bias=c.final_logits_bias)
@@ -143,12 +165,15 @@ class Transformer(nn.Module):
                     emb.weight[emb.padding_idx].zero_()
 
     # -- the two halves -------------------------------------------------------------
+    def _rotary(self, positions: Tensor):
+        return self.rotary(positions) if self.rotary is not None else None
+
     def encode(self, src: Tensor, *, need_weights: bool = False, use_fused: bool = True) -> EncoderOutput:
         """src: (batch, src_len) token ids (padded with pad_id) -> memory (batch, src_len, d_model)."""
         mask = padding_mask(src, self.config.pad_id)
         positions = torch.arange(src.shape[1], device=src.device)
         x = self.src_embed(src, positions)
-        out = self.encoder(x, mask, need_weights=need_weights, use_fused=use_fused)
+        out = self.encoder(x, mask, rotary=self._rotary(positions), need_weights=need_weights, use_fused=use_fused)
         return EncoderOutput(out.hidden, mask, out.self_weights)
 
     def decode(
@@ -163,17 +188,19 @@ class Transformer(nn.Module):
     ) -> StackOutput:
         """tgt: (batch, tgt_len) decoder inputs (BOS + target shifted right); memory from :meth:`encode`.
 
-        With a ``cache``, ``tgt`` holds only the new positions; earlier ones are cached.
         Returns hidden states (batch, tgt_len, d_model).  Causal: position i sees inputs ≤ i.
+        With a ``cache``, ``tgt`` holds only the new positions (earlier ones are cached), their
+        keys/values are written at ``cache.position`` and attention reads the whole cache under
+        its step mask; the cache is not advanced here (``decode_step`` does it).
         """
-        start = cache.length if cache is not None else 0
-        positions = torch.arange(start, start + tgt.shape[1], device=tgt.device)
-        x = self.tgt_embed(tgt, positions)
-        out = self.decoder(x, None, is_causal=True, memory=memory, memory_mask=memory_mask, cache=cache,
-                           need_weights=need_weights, use_fused=use_fused)
+        positions = torch.arange(tgt.shape[1], device=tgt.device)
+        mask, is_causal = None, True
         if cache is not None:
-            cache.advance(tgt.shape[1])
-        return out
+            positions = cache.position + positions
+            mask, is_causal = prepare_mask(cache.step_mask(tgt.shape[1])), False
+        x = self.tgt_embed(tgt, positions)
+        return self.decoder(x, mask, is_causal=is_causal, rotary=self._rotary(positions), memory=memory,
+                            memory_mask=memory_mask, cache=cache, need_weights=need_weights, use_fused=use_fused)
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
         """Teacher forcing.  src: (batch, src_len); tgt: (batch, tgt_len) decoder inputs
@@ -183,15 +210,20 @@ class Transformer(nn.Module):
 
     # -- the decoding interface used by glassformer.generation ------------------------
     def start_decoding(self, src: Tensor, max_new_tokens: int) -> tuple[KVCache, Tensor]:
-        """Encode the source once; return a cache and the first decoder input (batch, 1)."""
+        """Encode the source once and project it to every decoder layer's cross-attention keys and
+        values; return a cache for ``max_new_tokens`` steps and the first decoder input (batch, 1)."""
+        c = self.config
         enc = self.encode(src)
-        cache = KVCache(max_len=max_new_tokens + 1)
+        cache = KVCache(c.decoder_layers, src.shape[0], c.n_kv_heads or c.n_heads, c.d_model // c.n_heads,
+                        max_new_tokens + 1, dtype=enc.memory.dtype, device=src.device)
         cache.memory, cache.memory_mask = enc.memory, enc.mask
-        start = torch.full((src.shape[0], 1), self.config.start_id, dtype=torch.long, device=src.device)
+        cache.cross = [layer.cross_attention.project_memory(enc.memory) for layer in self.decoder.layers]
+        start = torch.full((src.shape[0], 1), c.start_id, dtype=torch.long, device=src.device)
         return cache, start
 
-    def decode_step(self, tokens: Tensor, cache: KVCache) -> Tensor:
-        """tokens: (batch, t) new decoder inputs -> float32 logits of the next token (batch, vocab)."""
+    def step(self, tokens: Tensor, cache: KVCache) -> Tensor:
+        """tokens: (batch, t) new decoder inputs -> float32 logits of the next token (batch, vocab).
+        (``decode_step`` runs this and advances the cache.)"""
         hidden = self.decode(tokens, cache.memory, cache.memory_mask, cache=cache).hidden
         return self.generator(hidden[:, -1]).float()
 

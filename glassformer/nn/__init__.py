@@ -1,5 +1,6 @@
 """Building blocks in the vocabulary of the paper; they know nothing about models or tasks."""
 
+from .activations import ACTIVATIONS, activation_fn
 from .attention import (
     AttentionOutput,
     KVCache,
@@ -9,16 +10,21 @@ from .attention import (
 from .blocks import StackOutput, TransformerLayer, TransformerStack
 from .embeddings import InputEmbedding, TokenEmbedding
 from .feedforward import FeedForward
-from .masks import causal_mask, combine, padding_mask
+from .masks import AttentionMask, causal_mask, combine, padding_mask, prepare_mask
+from .norms import NORMS, make_norm
 from .positions import (
+    POSITIONS,
     LearnedPositionalEmbedding,
+    RotaryEmbedding,
     SinusoidalPositionalEncoding,
+    apply_rotary,
     sinusoidal_table,
 )
 
 __all__ = [
-    "AttentionOutput", "KVCache", "MultiHeadAttention", "scaled_dot_product_attention",
-    "StackOutput", "TransformerLayer", "TransformerStack", "InputEmbedding", "TokenEmbedding",
-    "FeedForward", "causal_mask", "combine", "padding_mask",
-    "LearnedPositionalEmbedding", "SinusoidalPositionalEncoding", "sinusoidal_table",
+    "ACTIVATIONS", "activation_fn", "AttentionOutput", "KVCache", "MultiHeadAttention",
+    "scaled_dot_product_attention", "StackOutput", "TransformerLayer", "TransformerStack", "InputEmbedding",
+    "TokenEmbedding", "FeedForward", "AttentionMask", "causal_mask", "combine", "padding_mask", "prepare_mask",
+    "NORMS", "make_norm", "POSITIONS", "LearnedPositionalEmbedding", "RotaryEmbedding",
+    "SinusoidalPositionalEncoding", "apply_rotary", "sinusoidal_table",
 ]

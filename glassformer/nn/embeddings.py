@@ -23,7 +23,10 @@ class TokenEmbedding(nn.Embedding):
 
 
 class InputEmbedding(nn.Module):
-    """x = dropout(TokenEmbedding(tokens) + PositionalEncoding(positions))   (§3.4, §3.5, §5.4)."""
+    """x = dropout(TokenEmbedding(tokens) + PositionalEncoding(positions))   (§3.4, §3.5, §5.4).
+
+    With ``positional="rotary"`` or ``"none"`` nothing is added here: rotary positions
+    are applied inside attention (see ``positions.RotaryEmbedding``)."""
 
     def __init__(
         self,
@@ -45,4 +48,7 @@ class InputEmbedding(nn.Module):
 
     def forward(self, tokens: Tensor, positions: Tensor) -> Tensor:
         """tokens: (batch, seq); positions: (seq,) or (batch, seq)  ->  (batch, seq, d_model)"""
-        return self.dropout(self.token(tokens) + self.position(positions))
+        x = self.token(tokens)
+        if self.position is not None:
+            x = x + self.position(positions)
+        return self.dropout(x)

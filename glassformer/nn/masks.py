@@ -7,6 +7,8 @@ the helpers here return ``(batch, 1, 1, k_len)`` for padding and
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -39,3 +41,24 @@ def combine(*masks: Tensor | None) -> Tensor | None:
         if m is not None:
             out = m if out is None else out & m
     return out
+
+
+class AttentionMask(NamedTuple):
+    """A boolean mask made ready for attention, once per forward pass or decoding step.
+
+    ``allowed``: broadcastable to (batch, heads, q_len, k_len), True = may attend, where a
+    query row that may attend to nothing has been opened up (softmax over only -inf would
+    be NaN); ``empty``: (…, q_len, 1), True for those rows, whose output attention sets to
+    zero.  Every layer that uses the same mask shares this work.
+    """
+
+    allowed: Tensor
+    empty: Tensor
+
+
+def prepare_mask(mask: Tensor | AttentionMask | None) -> AttentionMask | None:
+    """Turn a boolean mask into an :class:`AttentionMask` (no host sync: the rows are always checked)."""
+    if mask is None or isinstance(mask, AttentionMask):
+        return mask
+    empty = ~mask.any(dim=-1, keepdim=True)
+    return AttentionMask(mask | empty, empty)

@@ -1,10 +1,19 @@
-"""Positional information (§3.5): sinusoidal encoding and learned embeddings."""
+"""Positional information (§3.5), applied in one of two places.
+
+At the input, added to the token embeddings: the paper's fixed sinusoidal
+encoding or a learned vector per position (GPT-2, BERT).  Inside attention:
+rotary position embeddings (RoFormer, Su et al. 2021; GPT-NeoX, Llama), which
+rotate each query and key by an angle proportional to its position, so that
+their dot product depends only on the distance between them.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..errors import ConfigError
 
 
 def sinusoidal_table(max_len: int, d_model: int, layout: str = "interleaved") -> Tensor:
@@ -58,14 +67,62 @@ class LearnedPositionalEmbedding(nn.Module):
         return F.embedding(positions, self.weight)
 
 
-def make_positional(kind: str, d_model: int, max_len: int) -> nn.Module:
-    """``sinusoidal`` | ``sinusoidal-split`` | ``learned``"""
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding: the angles of every position, as (cos, sin) tables.
+
+    Dimension pairs are (i, i + d/2) — the "half-split" layout of GPT-NeoX and
+    Hugging Face's Llama — and pair i turns at frequency θ^(-2i/d) per position:
+    a query or key x at position p becomes  x·cos(pθ_i) + rotate_half(x)·sin(pθ_i).
+    The tables are buffers computed from the config (not saved in checkpoints).
+    """
+
+    def __init__(self, d_head: int, max_len: int, theta: float = 10000.0):
+        super().__init__()
+        if d_head % 2:
+            raise ConfigError(f"rotary positions need an even head dimension, got d_head={d_head}")
+        inv_freq = 1.0 / theta ** (torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)   # (d_head/2,)
+        angles = torch.arange(max_len, dtype=torch.float64)[:, None] * inv_freq[None, :]      # (max_len, d_head/2)
+        angles = torch.cat([angles, angles], dim=-1)                                           # (max_len, d_head)
+        self.register_buffer("cos", angles.cos().float(), persistent=False)
+        self.register_buffer("sin", angles.sin().float(), persistent=False)
+
+    def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """positions: (seq,) or (batch, seq) -> (cos, sin), each (1 or batch, 1, seq, d_head):
+        they broadcast over the heads of a (batch, heads, seq, d_head) query or key."""
+        cos, sin = F.embedding(positions, self.cos), F.embedding(positions, self.sin)
+        if positions.dim() == 1:
+            return cos[None, None], sin[None, None]
+        return cos[:, None], sin[:, None]
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    """(x1, x2) -> (-x2, x1) over the two halves of the last dimension: a quarter turn of each pair."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate a query or key (batch, heads, seq, d_head) to its positions' angles."""
+    return x * cos.to(x.dtype) + rotate_half(x) * sin.to(x.dtype)
+
+
+INPUT_POSITIONS = ("sinusoidal", "sinusoidal-split", "learned")
+POSITIONS = INPUT_POSITIONS + ("rotary", "none")
+
+
+def make_positional(kind: str, d_model: int, max_len: int) -> nn.Module | None:
+    """The input-side encoding: ``sinusoidal`` | ``sinusoidal-split`` | ``learned``; None for
+    ``rotary`` (applied inside attention instead) and ``none``."""
     if kind == "sinusoidal":
         return SinusoidalPositionalEncoding(d_model, max_len, "interleaved")
     if kind == "sinusoidal-split":
         return SinusoidalPositionalEncoding(d_model, max_len, "split")
     if kind == "learned":
         return LearnedPositionalEmbedding(d_model, max_len)
-    raise ValueError(f"unknown positional kind {kind!r}")
+    if kind in ("rotary", "none"):
+        return None
+    raise ConfigError(f"positional={kind!r} is unknown; choose one of {list(POSITIONS)}")
 
-__all__ = ["sinusoidal_table", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding", "make_positional"]
+
+__all__ = ["sinusoidal_table", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding", "RotaryEmbedding",
+           "rotate_half", "apply_rotary", "make_positional", "POSITIONS", "INPUT_POSITIONS"]

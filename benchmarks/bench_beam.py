@@ -1,4 +1,4 @@
-"""Beam search on CPU: glassformer vs Hugging Face ``MarianMTModel.generate(num_beams=4)``.
+"""Beam search: glassformer vs Hugging Face ``MarianMTModel.generate(num_beams=4)``.
 
 Same weights (a random Marian of the quickstart's shape, ported with
 ``glassformer.interop.hf_marian``), same inputs, same work: 8 sources of 20
@@ -6,25 +6,26 @@ tokens, beam 4, exactly 30 new tokens on both sides (EOS forbidden before 30 and
 the length capped at 30), length penalty 0.6 in Hugging Face's form on both sides
 so the outputs can be compared token for token.
 
-Speed: sentences per second, measured in one process with the two
-implementations interleaved (ABBA order), so drifting machine load affects both
-alike; the median and the best of the repeats are reported.
+Speed: sentences per second, timed with the shared harness (``benchmarks/harness.py``):
+the two interleaved in ABBA order, the same warm-up and timed calls for both, both
+under ``torch.inference_mode()``; the median over rounds is the headline, the best
+round is kept beside it.  The timing is repeated at 1 thread as well (on a shared
+2-core machine, 2-thread runs suffer most from other load).
 
-Memory: the peak resident-set growth of one ``generate`` call, in a fresh child
-process per implementation: the child loads the model, runs a small warm-up
+Memory on CPU: the peak resident-set growth of one ``generate`` call, in a fresh
+child process per implementation: the child loads the model, runs a small warm-up
 (1 source, 2 tokens: loads kernels and lazy state), resets the kernel's RSS
 high-water mark (``/proc/self/clear_refs``), runs the measured call and reports
 ``VmHWM`` minus the RSS just before it.  glibc is told to return freed memory at
 once (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``), so the high-water
 mark follows live memory rather than the allocator's cache.  ``tracemalloc`` is
-not used: it sees only Python objects, not tensor storage.
+not used: it sees only Python objects, not tensor storage.  On CUDA: the growth of
+``torch.cuda.max_memory_allocated`` over one call.
 
-Both run under ``torch.inference_mode()``.  The timing is repeated at 1 thread as
-well: on a shared 2-core machine, 2-thread runs suffer most from other load.
+    python benchmarks/bench_beam.py [--rounds 10] [--threads 2] [--device auto]
+    python benchmarks/bench_beam.py --quick --out /tmp/bench        # smoke run, ~30 s on 2 cores
 
-    python benchmarks/bench_beam.py [--repeats 10] [--threads 2]
-
-Writes benchmarks/results/beam_cpu.json and beam_cpu.md.
+Writes beam_cpu.json and beam_cpu.md (beam_cuda.* on a GPU) under --out (default benchmarks/results).
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,12 +41,21 @@ from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+import harness  # noqa: F401  (puts the checkout on sys.path)
+from harness import add_common_args, finish_machine_info, interleave, machine_info, machine_line, protocol_line
+from harness import setup, stopwatch, write_results
 
+NAME = "beam"                                     # results: beam_<device>.json
 VOCAB, PAD, EOS = 8000, 7999, 0
 BATCH, SRC_LEN, NEW, BEAM, ALPHA = 8, 20, 30, 4, 0.6
-TARGET_SPEEDUP = 2.0                              # the goal set for this benchmark
+TARGET_RATIO = 2.0                                # the goal set for this benchmark: ours / Hugging Face
+MEMORY_METHOD = {
+    "cpu": ("peak RSS growth of one generate call in a fresh child process per implementation, after a small "
+            "warm-up: the high-water mark VmHWM (reset through /proc/self/clear_refs just before the call) minus "
+            "the RSS just before the call, with glibc returning freed memory at once "
+            "(MALLOC_MMAP_THRESHOLD_=65536, MALLOC_TRIM_THRESHOLD_=0)"),
+    "cuda": "growth of torch.cuda.max_memory_allocated over one generate call, after a small warm-up",
+}
 
 
 def hf_config():
@@ -60,19 +68,18 @@ def hf_config():
         forced_eos_token_id=None, max_position_embeddings=512, dropout=0.0)
 
 
-def sources(batch: int = BATCH, length: int = SRC_LEN) -> torch.Tensor:
+def sources(batch: int = BATCH, length: int = SRC_LEN, device: torch.device | str = "cpu") -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     src = torch.randint(2, PAD, (batch, length), generator=g)
     src[:, -1] = EOS                              # Marian sources end with </s>
-    return src
+    return src.to(device)
 
 
-# Both run under torch.inference_mode(), which neither needs autograd for.
+# The callers put both under torch.inference_mode() (the harness does, for the timed calls).
 def run_hf(model, src: torch.Tensor, new: int = NEW) -> torch.Tensor:
-    with torch.inference_mode():
-        out = model.generate(input_ids=src, attention_mask=torch.ones_like(src), num_beams=BEAM,
-                             max_new_tokens=new, min_new_tokens=new, length_penalty=ALPHA,
-                             early_stopping=False, do_sample=False)
+    out = model.generate(input_ids=src, attention_mask=torch.ones_like(src), num_beams=BEAM,
+                         max_new_tokens=new, min_new_tokens=new, length_penalty=ALPHA,
+                         early_stopping=False, do_sample=False)
     return out[:, 1:]                             # drop the decoder start token
 
 
@@ -81,19 +88,21 @@ def run_ours(model, src: torch.Tensor, new: int = NEW) -> torch.Tensor:
 
     options = BeamOptions(beam=BEAM, alpha=ALPHA, length_penalty_kind="hf", stopping="heuristic",
                           max_new_tokens=new, min_new_tokens=new, eos_id=EOS, pad_id=PAD)
-    with torch.inference_mode():
-        cache, first = model.start_decoding(src, new)
-        return beam_search(model, cache, first, options).tokens[:, 0]
+    cache, first = model.start_decoding(src, new)
+    return beam_search(model, cache, first, options).tokens[:, 0]
 
 
-def load(which: str, model_dir: str):
+RUNNERS = {"ours": run_ours, "hf": run_hf}
+
+
+def load(which: str, model_dir: str, device: torch.device | str = "cpu"):
     if which == "hf":
         from transformers import MarianMTModel
 
-        return MarianMTModel.from_pretrained(model_dir).eval()
+        return MarianMTModel.from_pretrained(model_dir).to(device).eval()
     from glassformer.interop.hf_marian import load_hf_marian
 
-    return load_hf_marian(model_dir)
+    return load_hf_marian(model_dir).to(device).eval()
 
 
 def _rss_bytes() -> int:
@@ -109,182 +118,168 @@ def _peak_rss_bytes() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+@torch.inference_mode()
 def child_memory(which: str, model_dir: str, threads: int) -> None:
     """Run in a fresh process: print the peak RSS growth (bytes) of one generate call."""
     torch.set_num_threads(threads)
     model = load(which, model_dir)
-    run = run_hf if which == "hf" else run_ours
+    run = RUNNERS[which]
     run(model, sources(1), 2)                      # warm-up with a different, small shape
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
     before = _rss_bytes()
     run(model, sources())
-    print(json.dumps({"peak_rss_growth_bytes": max(_peak_rss_bytes() - before, 0), "rss_before_bytes": before}))
+    print(json.dumps({"peak_growth_bytes": max(_peak_rss_bytes() - before, 0), "before_bytes": before}))
 
 
-def measure_memory(which: str, model_dir: str, threads: int) -> dict:
-    # glibc told to hand freed memory back at once, so the RSS high-water mark follows live memory
-    # rather than what the allocator keeps cached (same settings for both).
+def measure_memory_cpu(which: str, model_dir: str, threads: int) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
     out = subprocess.run([sys.executable, __file__, "--child-memory", which, "--model-dir", model_dir,
                           "--threads", str(threads)], capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@torch.inference_mode()
+def measure_memory_cuda(which: str, model, device: torch.device) -> dict:
+    run = RUNNERS[which]
+    run(model, sources(1, device=device), 2)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    run(model, sources(device=device))
+    torch.cuda.synchronize(device)
+    return {"peak_growth_bytes": torch.cuda.max_memory_allocated(device) - before, "before_bytes": before}
+
+
+def breakdown(models: dict, runners: dict, device: torch.device) -> dict[str, dict[str, float]]:
+    """Seconds inside the model's per-step call vs everything else (median of 3 runs)."""
+    parts = {}
+    for name, attr in (("hf", "forward"), ("ours", "decode_step")):
+        owner = models[name]
+        inner = getattr(owner, attr)
+        spent = [0.0]
+
+        def wrapped(*a, _inner=inner, _spent=spent, **k):
+            start = time.perf_counter()
+            out = _inner(*a, **k)
+            _spent[0] += time.perf_counter() - start
+            return out
+
+        setattr(owner, attr, wrapped)
+        runs = []
+        try:
+            for _ in range(3):
+                spent[0] = 0.0
+                with torch.inference_mode(), stopwatch(device) as took:
+                    runners[name]()
+                runs.append((took[0], spent[0]))
+        finally:
+            delattr(owner, attr)                   # back to the class's method
+        total, model = sorted(runs)[1]
+        parts[name] = {"total_s": round(total, 4), "model_step_s": round(model, 4), "rest_s": round(total - model, 4)}
+    return parts
+
+
+def markdown(r: dict) -> str:
+    s, mem, parts = r["sentences_per_s"], r["memory"], r["time_breakdown"]
+    md = [
+        "# Beam search: glassformer vs Hugging Face Marian", "",
+        f"{r['benchmark']}; {r['model']}.", "",
+        f"{machine_line(r['machine'])}.  Timing: {protocol_line(r['protocol'])}.", "",
+        "| | sentences/s (median) | sentences/s (best round) | peak memory growth |",
+        "| --- | ---: | ---: | ---: |",
+        f"| Hugging Face `generate(num_beams=4)` | {s['hf']['median']:.1f} | {s['hf']['best']:.1f} | "
+        f"{mem['hf']['peak_growth_mib']:.1f} MiB |",
+        f"| glassformer `beam_search` | {s['ours']['median']:.1f} | {s['ours']['best']:.1f} | "
+        f"{mem['ours']['peak_growth_mib']:.1f} MiB |",
+        f"| ours / Hugging Face | {r['ratio']['median']:.2f}× | {r['ratio']['best']:.2f}× | |", "",
+        f"Target: at least {r['target_ratio']:.1f}× Hugging Face's sentences/s (median) — "
+        f"**{'met' if r['ratio']['median'] >= r['target_ratio'] else 'not met'}**.", "",
+        *[f"At {t} thread(s): Hugging Face {o['sentences_per_s']['hf']['median']:.1f} sentences/s, glassformer "
+          f"{o['sentences_per_s']['ours']['median']:.1f} (medians; ours / Hugging Face {o['ratio']['median']:.2f}×, "
+          f"best rounds {o['ratio']['best']:.2f}×)." for t, o in r["other_thread_counts"].items()],
+        "",
+        f"Where the time goes (median of 3 runs): Hugging Face {parts['hf']['model_step_s'] * 1e3:.0f} ms in the "
+        f"decoder forward calls + {parts['hf']['rest_s'] * 1e3:.0f} ms else; glassformer "
+        f"{parts['ours']['model_step_s'] * 1e3:.0f} ms in `decode_step` + {parts['ours']['rest_s'] * 1e3:.0f} ms else "
+        "(encoder, search, cache reordering).", "",
+        f"Memory after loading the model: Hugging Face {mem['hf']['after_load_mib']:.0f} MiB, "
+        f"glassformer {mem['ours']['after_load_mib']:.0f} MiB.", "",
+        f"Identical token sequences: **{'yes' if r['identical_tokens'] else 'NO'}**.", "",
+        f"Memory: {mem['method']}.", "",
+    ]
+    return "\n".join(md)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10, help="timed runs per implementation")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (the headline numbers)")
+    add_common_args(parser, rounds=10, warmup=2)
     parser.add_argument("--also-threads", type=int, nargs="*", default=[1], help="further thread counts to time")
-    parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--child-memory", choices=["hf", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_memory:
         child_memory(args.child_memory, args.model_dir, args.threads)
         return
+    if args.quick:
+        args.rounds, args.warmup, args.also_threads = min(args.rounds, 2), min(args.warmup, 1), []
 
-    import transformers
     from transformers import MarianMTModel
 
     from glassformer.interop.hf_marian import transformer_from_hf_marian
 
-    torch.set_num_threads(args.threads)
+    device = setup(args)
+    info = machine_info(device)
     torch.manual_seed(0)
     hf = MarianMTModel(hf_config()).eval()
-    ours = transformer_from_hf_marian(hf.config.to_dict(), hf.state_dict())
-    src = sources()
+    ours = transformer_from_hf_marian(hf.config.to_dict(), hf.state_dict()).to(device).eval()
+    hf = hf.to(device)
+    src = sources(device=device)
 
-    # Same tokens?  (Also the warm-up of both.)
-    theirs_tokens, our_tokens = run_hf(hf, src), run_ours(ours, src)
+    with torch.inference_mode():
+        theirs_tokens, our_tokens = run_hf(hf, src).cpu(), run_ours(ours, src).cpu()
     identical = theirs_tokens.shape == our_tokens.shape and bool(torch.equal(theirs_tokens, our_tokens))
 
-    runners = {"hf": lambda: run_hf(hf, src), "ours": lambda: run_ours(ours, src)}
+    runners = {"ours": lambda: run_ours(ours, src), "hf": lambda: run_hf(hf, src)}
 
-    def timed(threads: int) -> dict[str, list[float]]:
+    def timed(threads: int) -> dict:
         torch.set_num_threads(threads)
-        times = {"hf": [], "ours": []}
-        for r in range(args.repeats):
-            order = ("hf", "ours") if r % 2 == 0 else ("ours", "hf")       # ABBA: neither always goes first
-            for name in order:
-                start = time.perf_counter()
-                runners[name]()
-                times[name].append(time.perf_counter() - start)
-        return times
+        t = interleave(runners, rounds=args.rounds, warmup=args.warmup, device=device, inference=True,
+                       bf16=args.bf16)
+        return {"protocol": t.protocol.to_dict(),
+                "sentences_per_s": {name: t.rate(name, BATCH) for name in runners},
+                "ratio": t.ratio("ours", "hf")}
 
-    def breakdown() -> dict[str, dict[str, float]]:
-        """Seconds inside the model's per-step call vs everything else, one run each (median of 3)."""
-        parts = {}
-        for name, owner, attr in (("hf", hf, "forward"), ("ours", ours, "decode_step")):
-            inner = getattr(owner, attr)
-            spent = [0.0]
-
-            def wrapped(*a, _inner=inner, _spent=spent, **k):
-                start = time.perf_counter()
-                out = _inner(*a, **k)
-                _spent[0] += time.perf_counter() - start
-                return out
-
-            setattr(owner, attr, wrapped)
-            runs = []
-            for _ in range(3):
-                spent[0] = 0.0
-                start = time.perf_counter()
-                runners[name]()
-                runs.append((time.perf_counter() - start, spent[0]))
-            delattr(owner, attr)                   # back to the class's method
-            total, model = sorted(runs)[1]
-            parts[name] = {"total_s": total, "model_step_s": model, "rest_s": total - model}
-        return parts
-
-    load_before = os.getloadavg()
-    times = timed(args.threads)
-    parts = breakdown()
-    extra = {t: timed(t) for t in args.also_threads if t != args.threads}
-    load_after = os.getloadavg()
+    main_timing = timed(args.threads)
+    parts = breakdown({"ours": ours, "hf": hf}, runners, device)
+    extra = {str(t): timed(t) for t in args.also_threads if t != args.threads}
     torch.set_num_threads(args.threads)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        hf.save_pretrained(tmp)
-        memory = {name: measure_memory(name, tmp, args.threads) for name in ("hf", "ours")}
-
-    def speed(ts: list[float]) -> dict:
-        return {"sentences_per_s_median": BATCH / statistics.median(ts), "sentences_per_s_best": BATCH / min(ts),
-                "seconds_median": statistics.median(ts), "seconds_all": ts}
-
-    def summary(name: str) -> dict:
-        return {**speed(times[name]), "peak_rss_growth_mib": memory[name]["peak_rss_growth_bytes"] / 2**20,
-                "rss_after_load_mib": memory[name]["rss_before_bytes"] / 2**20}
+    if device.type == "cuda":
+        memory = {name: measure_memory_cuda(name, model, device) for name, model in (("hf", hf), ("ours", ours))}
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            hf.save_pretrained(tmp)
+            memory = {name: measure_memory_cpu(name, tmp, args.threads) for name in ("hf", "ours")}
 
     result = {
-        "benchmark": "beam search, batch 8 x 20 source tokens, beam 4, exactly 30 new tokens, CPU",
+        "benchmark": f"beam search, batch {BATCH} x {SRC_LEN} source tokens, beam {BEAM}, exactly {NEW} new tokens",
         "model": "random MarianMTModel: d_model 256, 3+3 layers, 4 heads, d_ff 1024, vocab 8000 (same weights both)",
-        "threads": args.threads, "repeats": args.repeats, "interleaved": "ABBA",
-        "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-        "load_average_before": load_before, "load_average_after": load_after,
+        "machine": info, "quick": args.quick,
+        "protocol": main_timing["protocol"],
         "identical_tokens": identical,
-        "hf": summary("hf"), "glassformer": summary("ours"),
+        "sentences_per_s": main_timing["sentences_per_s"],
+        "ratio": main_timing["ratio"], "target_ratio": TARGET_RATIO,
+        "memory": {"method": MEMORY_METHOD[device.type if device.type == "cuda" else "cpu"],
+                   **{name: {"peak_growth_mib": round(m["peak_growth_bytes"] / 2**20, 2),
+                             "after_load_mib": round(m["before_bytes"] / 2**20, 1)} for name, m in memory.items()}},
+        "time_breakdown": {
+            "what": "time inside the per-step model call (HF: MarianMTModel.forward; ours: Transformer.decode_step) "
+                    "vs the rest (encoder, search bookkeeping, cache reordering), median of 3 runs",
+            **parts},
+        "other_thread_counts": extra,
     }
-    result["speedup_median"] = (result["glassformer"]["sentences_per_s_median"]
-                                / result["hf"]["sentences_per_s_median"])
-    result["target_speedup"] = TARGET_SPEEDUP
-    result["speedup_best"] = result["glassformer"]["sentences_per_s_best"] / result["hf"]["sentences_per_s_best"]
-    result["memory_method"] = ("peak RSS growth of one generate call in a fresh child process per implementation, "
-                               "after a small warm-up: the high-water mark VmHWM (reset through "
-                               "/proc/self/clear_refs just before the call) minus the RSS just before the call, "
-                               "with glibc returning freed memory at once (MALLOC_MMAP_THRESHOLD_=65536, "
-                               "MALLOC_TRIM_THRESHOLD_=0)")
-    result["time_breakdown"] = {
-        "what": "one run: time inside the per-step model call (HF: MarianMTModel.forward, decoder steps; ours: "
-                "Transformer.decode_step) vs the rest (encoder, search bookkeeping, cache reordering)",
-        "hf": parts["hf"], "glassformer": parts["ours"]}
-    result["other_thread_counts"] = {
-        str(t): {"hf": speed(ts["hf"]), "glassformer": speed(ts["ours"]),
-                 "speedup_median": statistics.median(ts["hf"]) / statistics.median(ts["ours"]),
-                 "speedup_best": min(ts["hf"]) / min(ts["ours"])} for t, ts in extra.items()}
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "beam_cpu.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    g, h = result["glassformer"], result["hf"]
-    md = [
-        "# Beam search on CPU: glassformer vs Hugging Face Marian",
-        "",
-        f"{result['benchmark']}; {result['model']}. torch {result['torch']}, transformers "
-        f"{result['transformers']}, {args.threads} threads, {args.repeats} interleaved runs each "
-        f"(load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; the machine is shared).",
-        "",
-        "| | sentences/s (median) | sentences/s (best) | peak RSS growth |",
-        "| --- | ---: | ---: | ---: |",
-        f"| Hugging Face `generate(num_beams=4)` | {h['sentences_per_s_median']:.1f} | "
-        f"{h['sentences_per_s_best']:.1f} | {h['peak_rss_growth_mib']:.1f} MiB |",
-        f"| glassformer `beam_search` | {g['sentences_per_s_median']:.1f} | {g['sentences_per_s_best']:.1f} | "
-        f"{g['peak_rss_growth_mib']:.1f} MiB |",
-        f"| speed-up | {result['speedup_median']:.2f}x | {result['speedup_best']:.2f}x | |",
-        "",
-        f"Target: at least {TARGET_SPEEDUP:.1f}x Hugging Face's sentences/s (median) — "
-        f"**{'met' if result['speedup_median'] >= TARGET_SPEEDUP else 'not met'}**.",
-        "",
-        *[f"At {t} thread(s): Hugging Face {o['hf']['sentences_per_s_median']:.1f} sentences/s, glassformer "
-          f"{o['glassformer']['sentences_per_s_median']:.1f} (median; speed-up {o['speedup_median']:.2f}x, "
-          f"best-of {o['speedup_best']:.2f}x)." for t, o in result["other_thread_counts"].items()],
-        "",
-        f"Where the time goes (one run, {args.threads} threads): Hugging Face "
-        f"{parts['hf']['model_step_s'] * 1e3:.0f} ms in the decoder forward calls + "
-        f"{parts['hf']['rest_s'] * 1e3:.0f} ms else; glassformer {parts['ours']['model_step_s'] * 1e3:.0f} ms in "
-        f"`decode_step` + {parts['ours']['rest_s'] * 1e3:.0f} ms else (encoder, search, cache reordering). Both "
-        "compute the same matrix products; the speed-up comes from the overhead around them.",
-        "",
-        f"Resident memory after loading the model: Hugging Face {h['rss_after_load_mib']:.0f} MiB, "
-        f"glassformer {g['rss_after_load_mib']:.0f} MiB.",
-        "",
-        f"Identical token sequences: **{'yes' if identical else 'NO'}**.",
-        "",
-        f"Memory: {result['memory_method']}.",
-        "",
-    ]
-    (out / "beam_cpu.md").write_text("\n".join(md), encoding="utf-8")
-    print("\n".join(md))
+    finish_machine_info(info)
+    write_results(args.out, f"{NAME}_{device.type}", result, markdown(result))
 
 
 if __name__ == "__main__":

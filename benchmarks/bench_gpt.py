@@ -1,35 +1,40 @@
-"""GPT speed on this machine's CPU: glassformer vs Hugging Face GPT2LMHeadModel, same shapes, same weights.
+"""GPT speed: glassformer vs Hugging Face ``GPT2LMHeadModel``, same shapes, same weights, one run.
 
-In one run, interleaved (ours, theirs, ours, theirs, ...) so that load from other
-processes falls on both alike:
+Timed with the shared harness (``benchmarks/harness.py``): the two sides interleaved in
+ABBA order, the same warm-up and timed steps for both, the median over rounds as the
+headline (the best round kept beside it).  Measured:
 
-* the fp32 matmul throughput of this machine (a large ``torch.matmul``), for MFU;
-* training tokens/s — forward + backward + AdamW step, dropout 0 — for
+* the fp32 matmul throughput of this machine (2048×2048 products, sampled before every
+  training round), the denominator of MFU — median and best are stored;
+* training tokens/s — forward + backward + AdamW step, dropout 0, glassformer's AdamW
+  (decay on matrices only, the fused kernel) on both sides — for
   (a) 4 layers, 4 heads, d_model 128, block 64, batch 12, vocabulary 65 and
   (b) 6 layers, 6 heads, d_model 384, block 256, batch 8, vocabulary 65;
-* greedy generation tokens/s at batch 1 for shape (b): 240 new tokens after a
-  16-token prompt — ours with the KV cache, ours without it (re-running the
-  prefix each step), and Hugging Face's cached ``generate``.
+* greedy generation tokens/s at batch 1 for shape (b): 240 new tokens after a 16-token
+  prompt, under ``torch.inference_mode()`` on both sides — ours with the KV cache and
+  Hugging Face's cached ``generate``; ours without the cache (re-running the prefix
+  every step) for reference;
+* where a cached step's time goes: every linear layer of the model applied to one row
+  (the matrix products alone) vs the same decoding loop through a very narrow model
+  (the per-token overhead).
 
-    .venv/bin/python benchmarks/bench_gpt.py [--threads 2] [--rounds 5]
+    .venv/bin/python benchmarks/bench_gpt.py [--rounds 8] [--threads 2] [--device auto] [--bf16]
+    .venv/bin/python benchmarks/bench_gpt.py --quick --out /tmp/bench     # smoke run, ~1 min on 2 cores
 
-Writes benchmarks/results/gpt_cpu.json and gpt_cpu.md.  Needs ``transformers`` (the hf extra).
+Writes gpt_cpu.json and gpt_cpu.md (gpt_cuda.* on a GPU) under --out (default benchmarks/results).  Needs ``transformers``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import harness  # noqa: F401  (puts the checkout on sys.path)
+from harness import MatmulPeak, add_common_args, finish_machine_info, interleave, machine_info, machine_line
+from harness import protocol_line, setup, sync, write_results
 
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
@@ -38,27 +43,17 @@ from glassformer.interop.hf_gpt2 import state_dict_from_hf_gpt2  # noqa: E402
 from glassformer.models import GPT, GPTConfig, num_parameters  # noqa: E402
 from glassformer.training.optim import adamw  # noqa: E402
 
+NAME = "gpt"                                       # results: gpt_<device>.json, e.g. gpt_cpu.json
 SHAPES = {
     "a": dict(n_layers=4, n_heads=4, d_model=128, block=64, batch=12, vocab=65),
     "b": dict(n_layers=6, n_heads=6, d_model=384, block=256, batch=8, vocab=65),
 }
-TARGETS = {"train_a": 1.3, "train_b": 1.1, "generate_cached": 3.0}
+TRAIN_STEPS_PER_ROUND = {"a": 40, "b": 8}          # about the same seconds per round for both shapes
+TARGETS = {"train_a": 1.3, "train_b": 1.1, "generate_b": 3.0}   # ours / Hugging Face, the goals set for this work
+NEW_TOKENS, PROMPT_TOKENS = 240, 16
 
 
-def matmul_flops(n: int = 2048, reps: int = 5) -> float:
-    """Best fp32 FLOP/s of an n×n @ n×n matmul over a few trials."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.matmul(a, b)
-    best = 0.0
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(reps):
-            torch.matmul(a, b)
-        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - start))
-    return best
-
-
-def twin_models(shape: dict) -> tuple[GPT, GPT2LMHeadModel]:
+def twin_models(shape: dict, device: torch.device) -> tuple[GPT, GPT2LMHeadModel]:
     """Ours and Hugging Face's with the same shape and the same weights, dropout 0."""
     torch.manual_seed(0)
     hf = GPT2LMHeadModel(GPT2Config(
@@ -68,10 +63,10 @@ def twin_models(shape: dict) -> tuple[GPT, GPT2LMHeadModel]:
                        d_model=shape["d_model"], max_len=shape["block"], dropout=0.0)
     ours = GPT(config)
     ours.load_state_dict(state_dict_from_hf_gpt2(hf.state_dict(), config))
-    return ours, hf
+    return ours.to(device), hf.to(device)
 
 
-def train_flops_per_token(shape: dict) -> float:
+def train_flops_per_token(shape: dict) -> int:
     """6 × (parameters in matrix multiplies, the tied vocabulary projection included)
     + 12 × layers × d_model × block for attention scores and values (forward + backward)."""
     d, L, T = shape["d_model"], shape["n_layers"], shape["block"]
@@ -79,18 +74,16 @@ def train_flops_per_token(shape: dict) -> float:
     return 6 * matmul_params + 12 * L * d * T
 
 
-PEAKS: list[float] = []      # matmul FLOP/s measured between rounds; the best is the machine's throughput
-
-
-def bench_training(name: str, shape: dict, rounds: int) -> dict:
-    ours, hf = twin_models(shape)
+def bench_training(name: str, args, device: torch.device, peaks: list[MatmulPeak]) -> dict:
+    shape = SHAPES[name]
+    ours, hf = twin_models(shape, device)
     ours.train()
     hf.train()
     # The same optimiser recipe for both: AdamW, decay on matrices only (our training path).
     opt_ours = adamw(ours, lr=1e-4, weight_decay=0.1)
     opt_hf = adamw(hf, lr=1e-4, weight_decay=0.1)
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, shape["vocab"], (shape["batch"], shape["block"] + 1), generator=g)
+    x = torch.randint(0, shape["vocab"], (shape["batch"], shape["block"] + 1), generator=g).to(device)
     inputs, targets = x[:, :-1].contiguous(), x[:, 1:].contiguous()
 
     def step_ours():
@@ -98,184 +91,185 @@ def bench_training(name: str, shape: dict, rounds: int) -> dict:
         loss.backward()
         opt_ours.step()
         opt_ours.zero_grad(set_to_none=True)
-        return loss
 
     def step_hf():
-        # The usual HF call: labels = input ids, shifted inside the model.
+        # The usual Hugging Face call: labels = input ids, shifted inside the model.
         loss = hf(input_ids=inputs, labels=inputs).loss
         loss.backward()
         opt_hf.step()
         opt_hf.zero_grad(set_to_none=True)
-        return loss
 
     with torch.no_grad():                                       # same weights, same targets: same loss
         first = (float(ours.loss(inputs[:, :-1], inputs[:, 1:])), float(hf(input_ids=inputs, labels=inputs).loss))
+    steps = 2 if args.quick else TRAIN_STEPS_PER_ROUND[name]
+    timings = interleave({"ours": step_ours, "hf": step_hf}, rounds=args.rounds, warmup=args.warmup,
+                         calls_per_round=steps, device=device, bf16=args.bf16,
+                         between_rounds=lambda: [p.sample() for p in peaks])
     tokens = shape["batch"] * shape["block"]
-    steps = max(3, int(30_000 / tokens / (4 if shape["d_model"] > 200 else 1)))
-    for f in (step_ours, step_hf):
-        f()
-    rates = {"ours": [], "hf": []}
-    for _ in range(rounds):
-        PEAKS.append(matmul_flops())
-        for who, f in (("ours", step_ours), ("hf", step_hf)):
-            start = time.perf_counter()
-            for _ in range(steps):
-                f()
-            rates[who].append(tokens * steps / (time.perf_counter() - start))
-    flops = train_flops_per_token(shape)
-    # Other jobs' load only ever slows a round down, so the fastest round of each side is the
-    # least disturbed measurement of it (medians are kept in the JSON too).
-    ours_tps, hf_tps = max(rates["ours"]), max(rates["hf"])
     return {
-        "shape": shape, "params": num_parameters(ours), "steps_per_round": steps, "rounds": rounds,
+        "shape": shape, "params": num_parameters(ours), "tokens_per_step": tokens,
+        "protocol": timings.protocol.to_dict(),
         "first_loss": {"ours": round(first[0], 5), "hf": round(first[1], 5)},
-        "tokens_per_s": {"ours": round(ours_tps), "hf": round(hf_tps)},
-        "tokens_per_s_median": {k: round(statistics.median(v)) for k, v in rates.items()},
-        "tokens_per_s_rounds": {k: [round(v) for v in vs] for k, vs in rates.items()},
-        "ratio": round(ours_tps / hf_tps, 3), "target_ratio": TARGETS[f"train_{name}"],
-        "flops_per_token": flops,
+        "tokens_per_s": {"ours": timings.rate("ours", tokens, 0), "hf": timings.rate("hf", tokens, 0)},
+        "ratio": timings.ratio("ours", "hf"), "target_ratio": TARGETS[f"train_{name}"],
+        "flops_per_token": train_flops_per_token(shape),
     }
 
 
-def bench_generation(shape: dict, rounds: int, new_tokens: int = 240, prompt_len: int = 16) -> dict:
-    ours, hf = twin_models(shape)
+def bench_generation(args, device: torch.device) -> dict:
+    shape = SHAPES["b"]
+    new_tokens = 32 if args.quick else NEW_TOKENS
+    ours, hf = twin_models(shape, device)
     ours.eval()
     hf.eval()
-    prompt = torch.randint(1, shape["vocab"], (1, prompt_len), generator=torch.Generator().manual_seed(1))
+    prompt = torch.randint(1, shape["vocab"], (1, PROMPT_TOKENS), generator=torch.Generator().manual_seed(1))
+    prompt = prompt.to(device)
     options = SamplingOptions(max_new_tokens=new_tokens)
 
-    def run_ours(use_cache=True):
+    def run_ours(use_cache: bool = True):
         cache, first = ours.start_decoding(prompt, new_tokens)
         return generate(ours, cache, first, options, use_cache=use_cache)
 
-    @torch.no_grad()
     def run_hf():
-        out = hf.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                          pad_token_id=0, eos_token_id=None)
-        return out[:, prompt_len:]
+        out = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                          min_new_tokens=new_tokens, do_sample=False, pad_token_id=0, eos_token_id=None)
+        return out[:, PROMPT_TOKENS:]
 
-    same = torch.equal(run_ours(), run_hf())
-    rates = {"ours_cached": [], "hf_cached": []}
-    for _ in range(rounds):
-        for who, f in (("ours_cached", run_ours), ("hf_cached", run_hf)):
-            start = time.perf_counter()
-            f()
-            rates[who].append(new_tokens / (time.perf_counter() - start))
-    start = time.perf_counter()
-    run_ours(use_cache=False)
-    uncached = new_tokens / (time.perf_counter() - start)
-    floor = decode_floor(ours, shape, prompt, options)
-    ours_tps, hf_tps = max(rates["ours_cached"]), max(rates["hf_cached"])
+    with torch.inference_mode():
+        same = bool(torch.equal(run_ours().cpu(), run_hf().cpu()))
+    timings = interleave({"ours_cached": run_ours, "hf_cached": run_hf}, rounds=args.rounds, warmup=args.warmup,
+                         device=device, inference=True, bf16=args.bf16)
+    # Ours without the cache, for reference (not a comparison with the peer): fewer rounds, it is slow.
+    uncached = interleave({"ours_uncached": lambda: run_ours(use_cache=False)}, rounds=max(1, args.rounds // 4),
+                          warmup=0, device=device, inference=True, bf16=args.bf16)
+    rates = {"ours_cached": timings.rate("ours_cached", new_tokens),
+             "hf_cached": timings.rate("hf_cached", new_tokens),
+             "ours_uncached": uncached.rate("ours_uncached", new_tokens)}
     return {
-        "shape": shape, "batch": 1, "prompt_tokens": prompt_len, "new_tokens": new_tokens, "rounds": rounds,
+        "shape": shape, "batch": 1, "prompt_tokens": PROMPT_TOKENS, "new_tokens": new_tokens,
+        "protocol": timings.protocol.to_dict(), "uncached_protocol": uncached.protocol.to_dict(),
         "same_greedy_tokens_as_hf": same,
-        "tokens_per_s": {"ours_cached": round(ours_tps, 1), "ours_uncached": round(uncached, 1),
-                         "hf_cached": round(hf_tps, 1)},
-        "tokens_per_s_rounds": {k: [round(v, 1) for v in vs] for k, vs in rates.items()},
-        "tokens_per_s_median": {k: round(statistics.median(v), 1) for k, v in rates.items()},
-        "ratio_cached_vs_hf": round(ours_tps / hf_tps, 3),
-        "ratio_cached_vs_uncached": round(ours_tps / uncached, 2),
-        "target_ratio": TARGETS["generate_cached"],
-        "where_time_goes_ms_per_token": floor,
+        "tokens_per_s": rates,
+        "ratio": timings.ratio("ours_cached", "hf_cached"),
+        "ratio_cached_vs_uncached": round(rates["ours_cached"]["median"] / rates["ours_uncached"]["median"], 2),
+        "target_ratio": TARGETS["generate_b"],
+        "ms_per_token": {
+            "ours_cached": round(1e3 / rates["ours_cached"]["median"], 3),
+            "hf_cached": round(1e3 / rates["hf_cached"]["median"], 3),
+            **decode_floor(ours, shape, prompt, options, device, rounds=max(3, args.rounds // 2)),
+        },
     }
 
 
-@torch.no_grad()
-def decode_floor(model: GPT, shape: dict, prompt, options, new_tokens: int = 240) -> dict:
-    """Split a cached decoding step's time: the weight matrices alone (every linear of the
-    model applied to one row — at batch 1 they are bound by memory bandwidth) and the
-    per-token overhead of everything else (the same loop through a model with 2-dimensional heads)."""
+@torch.inference_mode()
+def decode_floor(model: GPT, shape: dict, prompt, options, device: torch.device, rounds: int) -> dict:
+    """Split a cached decoding step's time (medians over ``rounds``): the weight matrices alone
+    (every linear of the model applied to one row — at batch 1 they are bound by memory
+    bandwidth) and the per-token overhead of everything else (the same loop through a model
+    with 2-dimensional heads)."""
+    new_tokens = options.max_new_tokens
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    rows = {n: torch.randn(1, n) for n in {m.in_features for m in linears}}
-    best_linear = best_narrow = float("inf")
+    rows = {n: torch.randn(1, n, device=device) for n in {m.in_features for m in linears}}
     narrow = GPT(GPTConfig(vocab_size=shape["vocab"], n_layers=shape["n_layers"], n_heads=shape["n_heads"],
-                           d_model=shape["n_heads"] * 2, max_len=shape["block"], dropout=0.0)).eval()
-    for _ in range(3):
+                           d_model=shape["n_heads"] * 2, max_len=shape["block"], dropout=0.0)).to(device).eval()
+    linear_s, narrow_s = [], []
+    for _ in range(rounds):
+        sync(device)
         start = time.perf_counter()
         for _ in range(new_tokens):
             for m in linears:
                 m(rows[m.in_features])
-        best_linear = min(best_linear, (time.perf_counter() - start) / new_tokens)
+        sync(device)
+        linear_s.append((time.perf_counter() - start) / new_tokens)
         start = time.perf_counter()
         generate(narrow, *narrow.start_decoding(prompt, new_tokens), options)
-        best_narrow = min(best_narrow, (time.perf_counter() - start) / new_tokens)
-    return {"linears_only": round(1e3 * best_linear, 3), "overhead_narrow_model": round(1e3 * best_narrow, 3)}
+        sync(device)
+        narrow_s.append((time.perf_counter() - start) / new_tokens)
+    return {"linears_only": round(1e3 * statistics.median(linear_s), 3),
+            "narrow_model": round(1e3 * statistics.median(narrow_s), 3),
+            "narrow_model_d_model": shape["n_heads"] * 2}
 
 
-def shape_b_width(g: dict) -> int:
-    return g["shape"]["d_model"] // (2 * g["shape"]["n_heads"])
+def add_mfu(train: dict, peak: dict) -> None:
+    """Model FLOPs utilisation: median tokens/s × FLOPs per token / the median matmul throughput."""
+    flops = train["flops_per_token"]
+    train["mfu"] = {who: round(r["median"] * flops / (peak["median_gflops"] * 1e9), 4)
+                    for who, r in train["tokens_per_s"].items()}
+    train["mfu_against"] = f"matmul_peak.{peak['dtype']} median"
 
 
 def markdown(r: dict) -> str:
     ta, tb, g = r["train_a"], r["train_b"], r["generate_b"]
+    peak = r["matmul_peak"][r["mfu_dtype"]]
 
     def met(ratio, target):
         return "met" if ratio >= target else "**not met**"
 
+    def rate(x):
+        return f"{x['median']:,.0f} ({x['best']:,.0f})"
+
     lines = [
-        "# GPT on CPU: glassformer vs Hugging Face GPT2LMHeadModel", "",
-        f"{r['machine']}, torch {r['torch']}, transformers {r['transformers']}, {r['threads']} threads; "
-        "the CPU is shared with other jobs, so ours and HF run interleaved, and the fastest of "
-        f"{ta['rounds']} rounds of each (the least disturbed) is reported; ratio = ours / HF.  Same shapes and the same weights on both sides; "
-        "optimizer for both: glassformer's AdamW (decay on matrices only, PyTorch's fused kernel, which is also "
-        "Hugging Face Trainer's default).", "",
-        f"Measured fp32 matmul throughput (2048×2048, best of {len(r['matmul_gflops_samples'])} measurements "
-        f"spread over the run): **{r['matmul_gflops']:.1f} GFLOP/s** (used for MFU; FLOPs per token = "
-        "6 × matmul parameters + 12 × layers × d_model × block).", "",
-        "## Training (forward + backward + AdamW step, dropout 0)", "",
-        "| shape | ours tok/s | HF tok/s | ratio (target) | MFU ours | MFU HF |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "# GPT: glassformer vs Hugging Face GPT2LMHeadModel", "",
+        f"{machine_line(r['machine'])}.  Same shapes and the same weights on both sides; optimizer for both: "
+        "glassformer's AdamW (decay on matrices only, the fused kernel).", "",
+        f"Timing: {protocol_line(ta['protocol'])}.  Ratio = ours / Hugging Face.", "",
+        f"Matrix-multiply throughput ({peak['dtype']}, {peak['n']}×{peak['n']}, {len(peak['samples_gflops'])} samples "
+        f"spread over the run): median **{peak['median_gflops']:.1f} GFLOP/s**, best {peak['best_gflops']:.1f}.  "
+        "MFU = median tokens/s × FLOPs per token / median throughput; FLOPs per token = 6 × matmul parameters "
+        "+ 12 × layers × d_model × block.", "",
+        "## Training (forward + backward + AdamW step, dropout 0), tokens/s", "",
+        "| shape | ours: median (best) | HF: median (best) | ratio of medians (target) | MFU ours | MFU HF |",
+        "| --- | ---: | ---: | --- | ---: | ---: |",
     ]
     for label, t in (("(a) 4L 4H d128, block 64, batch 12", ta), ("(b) 6L 6H d384, block 256, batch 8", tb)):
-        lines.append(f"| {label} | {t['tokens_per_s']['ours']:,} | {t['tokens_per_s']['hf']:,} | "
-                     f"{t['ratio']:.2f}× (≥ {t['target_ratio']}×, {met(t['ratio'], t['target_ratio'])}) | "
+        lines.append(f"| {label} | {rate(t['tokens_per_s']['ours'])} | {rate(t['tokens_per_s']['hf'])} | "
+                     f"{t['ratio']['median']:.2f}× (≥ {t['target_ratio']}×, {met(t['ratio']['median'], t['target_ratio'])}) | "
                      f"{100 * t['mfu']['ours']:.1f}% | {100 * t['mfu']['hf']:.1f}% |")
     gt = g["tokens_per_s"]
+    ms = g["ms_per_token"]
     lines += [
-        "", "## Greedy generation, shape (b), batch 1, 16-token prompt, 240 new tokens", "",
-        "| | tok/s |", "| --- | --- |",
-        f"| ours, KV cache | {gt['ours_cached']:,.1f} |",
-        f"| ours, no cache (re-runs the prefix) | {gt['ours_uncached']:,.1f} |",
-        f"| Hugging Face `generate` (cache) | {gt['hf_cached']:,.1f} |", "",
-        f"Cached vs HF: **{g['ratio_cached_vs_hf']:.2f}×** (target ≥ {g['target_ratio']}×: "
-        f"{met(g['ratio_cached_vs_hf'], g['target_ratio'])}); cached vs uncached: {g['ratio_cached_vs_uncached']:.1f}×. "
-        f"Same greedy tokens as HF: {g['same_greedy_tokens_as_hf']}.", "",
-        f"Where a cached step's time goes (ms/token): the model's linear layers alone on one row "
-        f"{g['where_time_goes_ms_per_token']['linears_only']:.2f} (bound by memory bandwidth at batch 1), the same "
-        f"decoding loop through a model {shape_b_width(g)}× narrower {g['where_time_goes_ms_per_token']['overhead_narrow_model']:.2f} "
-        f"(per-token Python and dispatch overhead); ours takes {1e3 / gt['ours_cached']:.2f} in all, HF "
-        f"{1e3 / gt['hf_cached']:.2f}.", "",
-        "Per-round figures and medians are in gpt_cpu.json.", "",
+        "", f"## Greedy generation, shape (b), batch 1, {g['prompt_tokens']}-token prompt, {g['new_tokens']} new tokens",
+        "", f"Timing: {protocol_line(g['protocol'])}.", "",
+        "| | tok/s: median (best) |", "| --- | ---: |",
+        f"| ours, KV cache | {gt['ours_cached']['median']:,.1f} ({gt['ours_cached']['best']:,.1f}) |",
+        f"| Hugging Face `generate` (cache) | {gt['hf_cached']['median']:,.1f} ({gt['hf_cached']['best']:,.1f}) |",
+        f"| ours, no cache (re-runs the prefix; {g['uncached_protocol']['rounds']} round(s)) | "
+        f"{gt['ours_uncached']['median']:,.1f} ({gt['ours_uncached']['best']:,.1f}) |", "",
+        f"Cached vs HF: **{g['ratio']['median']:.2f}×** (best rounds: {g['ratio']['best']:.2f}×; target ≥ "
+        f"{g['target_ratio']}×: {met(g['ratio']['median'], g['target_ratio'])}); cached vs uncached: "
+        f"{g['ratio_cached_vs_uncached']:.1f}×.  Same greedy tokens as HF: {g['same_greedy_tokens_as_hf']}.", "",
+        f"Where a cached step's time goes (ms/token, medians): the model's linear layers alone on one row "
+        f"{ms['linears_only']:.2f} (bound by memory bandwidth at batch 1), the same decoding loop through a model "
+        f"with d_model {ms['narrow_model_d_model']} {ms['narrow_model']:.2f} (per-token Python and dispatch overhead); "
+        f"ours takes {ms['ours_cached']:.2f} in all, HF {ms['hf_cached']:.2f}.", "",
+        "Every round's figure is in the JSON file.", "",
     ]
     return "\n".join(lines)
 
 
 def main() -> None:
-    import transformers
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(parser, rounds=8, warmup=3)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    PEAKS.append(matmul_flops())
-    result = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-              "transformers": transformers.__version__, "threads": args.threads}
-    result["train_a"] = bench_training("a", SHAPES["a"], args.rounds)
-    result["train_b"] = bench_training("b", SHAPES["b"], args.rounds)
-    result["generate_b"] = bench_generation(SHAPES["b"], args.rounds)
-    PEAKS.append(matmul_flops())
-    result["matmul_gflops"] = round(max(PEAKS) / 1e9, 1)
-    result["matmul_gflops_samples"] = [round(p / 1e9, 1) for p in PEAKS]
+    if args.quick:
+        args.rounds, args.warmup = min(args.rounds, 2), min(args.warmup, 1)
+    device = setup(args)
+    info = machine_info(device)
+    mfu_dtype = "bfloat16" if args.bf16 else "float32"
+    peaks = [MatmulPeak(device, torch.float32)] + ([MatmulPeak(device, torch.bfloat16)] if args.bf16 else [])
+    for p in peaks:
+        p.sample()
+    result = {"benchmark": "GPT training and greedy generation: glassformer vs Hugging Face GPT2LMHeadModel",
+              "machine": info, "quick": args.quick}
+    result["train_a"] = bench_training("a", args, device, peaks)
+    result["train_b"] = bench_training("b", args, device, peaks)
+    result["generate_b"] = bench_generation(args, device)
+    result["matmul_peak"] = {p.summary()["dtype"]: p.summary() for p in peaks}
+    result["mfu_dtype"] = mfu_dtype
     for key in ("train_a", "train_b"):
-        flops = result[key]["flops_per_token"]
-        result[key]["mfu"] = {k: round(v * flops / (result["matmul_gflops"] * 1e9), 4)
-                              for k, v in result[key]["tokens_per_s"].items()}
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpt_cpu.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (out / "gpt_cpu.md").write_text(markdown(result), encoding="utf-8")
-    print(markdown(result))
+        add_mfu(result[key], result["matmul_peak"][mfu_dtype])
+    finish_machine_info(info)
+    write_results(args.out, f"{NAME}_{device.type}", result, markdown(result))
 
 
 if __name__ == "__main__":

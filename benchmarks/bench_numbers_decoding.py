@@ -1,27 +1,32 @@
 """Greedy vs beam search vs MBR on the built-in number-translation task.
 
 Uses the quickstart model (``make demo`` writes runs/quickstart/best) and the
-same held-out test numbers (the corpus is rebuilt from the same seed), and
-writes benchmarks/results/numbers_decoding.{json,md}.
+same held-out test numbers (the corpus is rebuilt from the same seed).  Speed is
+timed with the shared harness (``benchmarks/harness.py``): the strategies take
+turns in ABBA order (the order reverses every round), each gets the same warm-up
+pass (whose translations are the ones scored) and the same timed passes over the
+whole test set under ``torch.inference_mode()``; sentences/s is the median over
+rounds.
 
-    python benchmarks/bench_numbers_decoding.py [--model runs/quickstart/best] [--n-test 2000]
+    python benchmarks/bench_numbers_decoding.py [--model runs/quickstart/best] [--n-test 2000] [--rounds 3]
+    python benchmarks/bench_numbers_decoding.py --quick --out /tmp/bench      # 200 numbers, 1 round
+
+Writes numbers_decoding.json and numbers_decoding.md under --out (default benchmarks/results).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import time
-from datetime import date
+import statistics
+import sys
 from pathlib import Path
 
-import torch
+import harness
+from harness import add_common_args, finish_machine_info, interleave, machine_info, machine_line, protocol_line
+from harness import setup, write_results
 
-from glassformer.data.numbers import number_corpus
-from glassformer.model_dir import load_model_dir
-from glassformer.generation.translation import score, translate
-
+NAME = "numbers_decoding"
+DEFAULT_MODEL = harness.ROOT / "runs" / "quickstart" / "best"
 STRATEGIES = {
     "greedy": {},
     "beam 4, α 0.6": {"beam": 4, "alpha": 0.6},
@@ -30,38 +35,63 @@ STRATEGIES = {
 }
 
 
+def markdown(r: dict) -> str:
+    lines = ["# Number translation (de→en): decoding strategies", "",
+             f"{r['test_sentences']:,} held-out test numbers, model {r['model']}.", "",
+             f"{machine_line(r['machine'])}.  Timing: {protocol_line(r['protocol'])}.", "",
+             "| decoding | exact match % | sacreBLEU | chrF | sentences/s (median) | sentences/s (best round) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {x['strategy']} | {x['exact_match']:.2f} | {x['bleu']:.2f} | {x['chrf']:.2f} | "
+              f"{x['sentences_per_s']['median']:,.1f} | {x['sentences_per_s']['best']:,.1f} |" for x in r["results"]]
+    lines += ["", f"Every timed pass gave the warm-up pass's translations: {r['outputs_stable']}."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="runs/quickstart/best")
+    add_common_args(ap, rounds=3, warmup=1)
+    ap.add_argument("--model", default=str(DEFAULT_MODEL), help="a translation model directory")
     ap.add_argument("--n-test", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0, help="the quickstart's corpus seed")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    loaded = load_model_dir(args.model)
+    if args.quick:
+        args.rounds, args.n_test = 1, min(args.n_test, 200)
+    args.warmup = max(args.warmup, 1)              # the warm-up pass is the one that is scored
+    if not (Path(args.model) / "config.json").is_file():
+        sys.exit(f"bench_numbers_decoding: no model at {args.model}; run `make demo` (or "
+                 "benchmarks/bench_quickstart.py) first, or pass --model")
+
+    from glassformer.data.numbers import number_corpus
+    from glassformer.generation.translation import score, translate
+    from glassformer.model_dir import load_model_dir
+
+    device = setup(args)
+    info = machine_info(device)
+    loaded = load_model_dir(args.model, device)
     corpus = number_corpus("de", "en", n_valid=500, n_test=args.n_test, seed=args.seed)
     sources, refs = [s for s, _ in corpus.test], [t for _, t in corpus.test]
+    outputs: dict[str, list[list[str]]] = {name: [] for name in STRATEGIES}
+
+    def runner(name: str):
+        def run():
+            outputs[name].append(translate(loaded.model, loaded.src_tokenizer, loaded.tokenizer, sources,
+                                           decode_options=STRATEGIES[name]))
+        return run
+
+    timings = interleave({name: runner(name) for name in STRATEGIES}, rounds=args.rounds, warmup=args.warmup,
+                         device=device, inference=True, bf16=args.bf16)
     rows = []
     for name, options in STRATEGIES.items():
-        start = time.perf_counter()
-        hyps = translate(loaded.model, loaded.src_tokenizer, loaded.tokenizer, sources, decode_options=options)
-        seconds = time.perf_counter() - start
-        result = score(hyps, refs)
-        rows.append({"strategy": name, "options": options, **result, "seconds": round(seconds, 2),
-                     "sentences_per_s": round(len(sources) / seconds, 1)})
+        rows.append({"strategy": name, "options": options, **score(outputs[name][0], refs),
+                     "sentences_per_s": timings.rate(name, len(sources)),
+                     "seconds_median": round(statistics.median(timings.seconds[name]), 3)})
         print(rows[-1], flush=True)
-    meta = {"date": date.today().isoformat(), "machine": f"{platform.machine()} CPU, {args.threads} threads",
-            "torch": torch.__version__, "model": args.model, "test_sentences": len(sources)}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "numbers_decoding.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
-    lines = [f"Number translation (de→en), {len(sources):,} held-out test numbers, {meta['machine']}, {meta['date']}",
-             "", "| decoding | exact match % | sacreBLEU | chrF | sentences/s |", "| --- | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {r['strategy']} | {r['exact_match']:.2f} | {r['bleu']:.2f} | {r['chrf']:.2f} | {r['sentences_per_s']} |"
-              for r in rows]
-    (out / "numbers_decoding.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    result = {"benchmark": "decoding strategies on the number-translation task (de→en)",
+              "machine": finish_machine_info(info), "quick": args.quick, "model": str(args.model),
+              "corpus_seed": args.seed, "test_sentences": len(sources), "protocol": timings.protocol.to_dict(),
+              "outputs_stable": all(o == outs[0] for outs in outputs.values() for o in outs),
+              "results": rows}
+    write_results(args.out, NAME, result, markdown(result))
 
 
 if __name__ == "__main__":

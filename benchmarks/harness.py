@@ -301,7 +301,7 @@ def machine_line(info: dict[str, Any]) -> str:
 
 def protocol_line(protocol: dict[str, Any]) -> str:
     """How a comparison was timed, in words, for Markdown reports."""
-    return (f"interleaved {protocol['schedule']}, {protocol['warmup']} warm-up call(s) and {protocol['rounds']} rounds "
-            f"of {protocol['calls_per_round']} timed call(s) per side, "
-            f"{'torch.inference_mode() on both sides, ' if protocol['inference_mode'] else ''}"
+    return (f"interleaved {protocol['schedule']}, {protocol['warmup']} warm-up call(s) and {protocol['rounds']} round(s) "
+            f"of {protocol['calls_per_round']} timed call(s) each, "
+            f"{'every call under torch.inference_mode(), ' if protocol['inference_mode'] else ''}"
             f"{'bf16 autocast, ' if protocol.get('bf16') else ''}headline: {protocol['headline']}")

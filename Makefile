@@ -36,8 +36,8 @@ demo: $(VENV)/.core
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q
 
-bench: $(VENV)/.dev
-	$(BIN)/python benchmarks/run_all.py
+bench: $(VENV)/.dev        # every benchmark into benchmarks/results; e.g. make bench BENCH_ARGS="--quick" or "--skip-demo"
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs

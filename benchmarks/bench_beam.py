@@ -264,6 +264,8 @@ def main() -> None:
     result = {
         "benchmark": f"beam search, batch {BATCH} x {SRC_LEN} source tokens, beam {BEAM}, exactly {NEW} new tokens",
         "model": "random MarianMTModel: d_model 256, 3+3 layers, 4 heads, d_ff 1024, vocab 8000 (same weights both)",
+        "setup": {"batch": BATCH, "source_tokens": SRC_LEN, "new_tokens": NEW, "beam": BEAM, "alpha": ALPHA,
+                  "length_penalty_kind": "hf"},
         "machine": info, "quick": args.quick,
         "protocol": main_timing["protocol"],
         "identical_tokens": identical,

@@ -43,7 +43,8 @@ def markdown(r: dict) -> str:
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {x['strategy']} | {x['exact_match']:.2f} | {x['bleu']:.2f} | {x['chrf']:.2f} | "
               f"{x['sentences_per_s']['median']:,.1f} | {x['sentences_per_s']['best']:,.1f} |" for x in r["results"]]
-    lines += ["", f"Every timed pass gave the warm-up pass's translations: {r['outputs_stable']}."]
+    if r.get("outputs_stable") is not None:
+        lines += ["", f"Every timed pass gave the warm-up pass's translations: {r['outputs_stable']}."]
     return "\n".join(lines)
 
 

@@ -291,17 +291,20 @@ def write_results(out_dir: str | Path, name: str, result: dict[str, Any], markdo
 
 def machine_line(info: dict[str, Any]) -> str:
     """One line describing the machine, for Markdown reports."""
-    where = info.get("gpu") or f"{info.get('cpu')} ({info.get('cpu_count')} cores)"
-    parts = [f"{info.get('date') or 'date not recorded'}", where, f"{info.get('threads')} threads",
-             f"torch {info.get('torch')}"]
-    if info.get("transformers"):
-        parts.append(f"transformers {info['transformers']}")
+    where = info.get("gpu") or info.get("cpu") or "machine not recorded"
+    if not info.get("gpu") and info.get("cpu_count"):
+        where += f" ({info['cpu_count']} cores)"
+    parts = [info.get("date") or "date not recorded", where]
+    if info.get("threads"):
+        parts.append(f"{info['threads']} thread{'s' if info['threads'] != 1 else ''}")
+    parts += [f"{k} {info[k]}" for k in ("torch", "transformers") if info.get(k)]
     return ", ".join(parts)
 
 
 def protocol_line(protocol: dict[str, Any]) -> str:
     """How a comparison was timed, in words, for Markdown reports."""
-    return (f"interleaved {protocol['schedule']}, {protocol['warmup']} warm-up call(s) and {protocol['rounds']} round(s) "
+    return (f"{protocol['schedule']} order, {protocol['warmup']} warm-up call(s) and {protocol['rounds']} round(s) "
             f"of {protocol['calls_per_round']} timed call(s) each, "
             f"{'every call under torch.inference_mode(), ' if protocol['inference_mode'] else ''}"
+            f"{protocol['grad_mode'] + ', ' if protocol.get('grad_mode') else ''}"
             f"{'bf16 autocast, ' if protocol.get('bf16') else ''}headline: {protocol['headline']}")

@@ -26,8 +26,8 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def adamw(model: nn.Module, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95)) -> torch.optim.AdamW:
     """AdamW over :func:`decay_groups`; the fused kernel where the device supports it."""
     device = next(model.parameters()).device
-    # The fused kernel is also the fastest on CPU (about 3x foreach for a small GPT; it is
-    # Hugging Face Trainer's default optimiser too).
+    # The fused kernel wherever PyTorch has one, CPU included: the update of every parameter in a
+    # few kernels rather than a loop over tensors (benchmarks/bench_gpt.py measures training with it).
     fused = device.type in ("cuda", "mps", "cpu") or None
     return torch.optim.AdamW(decay_groups(model, weight_decay), lr=lr, betas=betas, fused=fused)
 

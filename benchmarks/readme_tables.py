@@ -1,0 +1,464 @@
+"""The README's results, rendered from ``benchmarks/results/*.json``: no figure is typed by hand.
+
+Every table or sentence with a measured figure in the README's "Results" section
+sits between a pair of marker comments, one pair per block::
+
+    <!-- results:gpt -->
+    ...rendered from the results files, never edited by hand...
+    <!-- /results:gpt -->
+
+    python benchmarks/readme_tables.py            # print every block as rendered now
+    python benchmarks/readme_tables.py --write    # rewrite the README's blocks
+    python benchmarks/readme_tables.py --check    # exit 1, listing differences, if the README is stale
+
+The check also fails when a figure appears in the Results section outside the
+blocks (``figures_outside_blocks``).  ``tests/test_readme_figures.py`` runs the check.
+
+A block whose results file is missing, or in a format this script does not read,
+says so in the README instead of showing figures.  Nothing here needs torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+README = HERE.parent / "README.md"
+RESULTS = HERE / "results"
+SECTION_START, SECTION_END = "## Results", "## Command line"
+BEGIN = "<!-- results:{name} -->"
+END = "<!-- /results:{name} -->"
+_BLOCK = re.compile(r"<!-- results:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /results:(?P=name) -->", re.S)
+
+
+class NotMeasured(Exception):
+    """A block cannot be rendered: its results file is missing or incomplete."""
+
+
+# ---------------------------------------------------------------------------------------------
+# reading results
+
+
+def load(results: Path, name: str) -> dict[str, Any]:
+    path = results / f"{name}.json"
+    if not path.is_file():
+        raise NotMeasured(f"`benchmarks/results/{name}.json` is missing")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def lookup(data: dict[str, Any], *paths: str) -> Any:
+    """The value at the first dotted path present in ``data`` (``"test.bleu"``), else None."""
+    for path in paths:
+        node: Any = data
+        for key in path.split("."):
+            if not isinstance(node, dict) or key not in node:
+                break
+            node = node[key]
+        else:
+            return node
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# formatting
+
+
+def num(x: float, digits: int = 0) -> str:
+    return f"{x:,.{digits}f}"
+
+
+def signed(x: float, digits: int = 1) -> str:
+    return f"{x:+.{digits}f}".replace("-", "−")
+
+
+def measured_on(machine: dict[str, Any], extra: str = "") -> str:
+    """'measured 2026-11-23 on AMD EPYC (2 cores), 2 threads, torch 2.13.0+cpu, transformers 5.23.0'."""
+    where = machine.get("gpu") or machine.get("cpu") or "an unrecorded machine"
+    if not machine.get("gpu") and machine.get("cpu_count"):
+        where += f" ({machine['cpu_count']} cores)"
+    parts = [f"measured {machine.get('date') or '(date not recorded)'} on {where}"]
+    if machine.get("threads"):
+        parts.append(f"{machine['threads']} thread{'s' if machine['threads'] != 1 else ''}")
+    if machine.get("torch"):
+        parts.append(f"torch {machine['torch']}")
+    if machine.get("transformers"):
+        parts.append(f"transformers {machine['transformers']}")
+    return ", ".join(parts) + (f"; {extra}" if extra else "")
+
+
+def timing(protocol: dict[str, Any]) -> str:
+    """How a comparison was timed, from the protocol stored with it."""
+    text = (f"{protocol['schedule']} order, {protocol['warmup']} warm-up and {protocol['rounds']} timed "
+            f"round{'s' if protocol['rounds'] != 1 else ''} of {protocol['calls_per_round']} "
+            f"call{'s' if protocol['calls_per_round'] != 1 else ''} each")
+    if protocol.get("inference_mode"):
+        text += ", `torch.inference_mode()` on both sides"
+    if protocol.get("grad_mode"):
+        text += f", {protocol['grad_mode']}"
+    if protocol.get("bf16"):
+        text += ", bf16 autocast"
+    return text + f"; headline: {protocol['headline']}"
+
+
+def quick_warning(*results: dict[str, Any]) -> str:
+    return ("**Smoke-run figures (`--quick`), not a measurement.** " if any(r.get("quick") for r in results) else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# the blocks
+
+# The demo (benchmarks/bench_quickstart.py -> results/quickstart.json: the quickstart's own results.json under
+# "quickstart", the wall time of the whole command beside it).  Each field lists the dotted paths it accepts,
+# first match wins, so a renamed key needs one edit here.
+DEMO_FIELDS = {
+    "test_sentences": ("quickstart.sentences", "test_sentences"),
+    "exact_match": ("quickstart.exact_match", "exact_match"),
+    "bleu": ("quickstart.bleu", "bleu"),
+    "chrf": ("quickstart.chrf", "chrf"),
+    "by_range": ("quickstart.by_range", "by_range"),
+    "train_steps": ("quickstart.train_steps", "train_steps"),
+    "max_steps": ("quickstart.max_steps", "max_steps"),
+    "time_limited": ("quickstart.time_limited", "time_limited"),
+    "train_s": ("quickstart.train_seconds", "train_seconds"),
+    "threads": ("quickstart.threads", "machine.threads"),
+    "params": ("quickstart.params", "quickstart.parameters", "params"),
+    "demo_wall_s": ("wall_seconds", "wall_s"),
+    "fresh_clone": ("fresh_clone",),
+}
+# The goals the demo is held to (specification, not measurement).
+DEMO_TARGETS = {"exact_match": 98.0, "wall_minutes": 15}
+MISSING = "— *(not in quickstart.json yet)*"
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _range_cell(value: Any) -> str:
+    """One range's exact match: {"seen": {"exact_match", "n"}, "held_out": {...}}; a part with
+    no numbers (or none recorded) is shown as such."""
+    if _is_num(value):
+        return f"{value:.1f}%"
+    if not isinstance(value, dict):
+        return MISSING
+    pieces = []
+    for key, label in (("seen", "seen in training"), ("held_out", "held out")):
+        part = value.get(key)
+        if isinstance(part, dict) and _is_num(part.get("exact_match")):
+            count = f" of {part['n']:,}" if _is_num(part.get("n")) else ""
+            pieces.append(f"{label} {part['exact_match']:.1f}%{count}")
+        elif _is_num(part):
+            pieces.append(f"{label} {part:.1f}%")
+        elif isinstance(part, dict) and part.get("n") == 0:
+            pieces.append(f"{label}: none")
+    return " · ".join(pieces) or MISSING
+
+
+def render_demo(results: Path) -> str:
+    r = load(results, "quickstart")
+    f = {key: lookup(r, *paths) for key, paths in DEMO_FIELDS.items()}
+    n = f["test_sentences"]
+    em = MISSING
+    if _is_num(f["exact_match"]):
+        em = f"**{f['exact_match']:.2f}%** (target ≥ {DEMO_TARGETS['exact_match']:g}%)"
+    rows = [(f"exact match on {num(n)} held-out test numbers" if _is_num(n) else "exact match on the held-out test numbers",
+             em)]
+    rows.append(("sacreBLEU / chrF", f"{f['bleu']:.2f} / {f['chrf']:.2f}"
+                 if _is_num(f["bleu"]) and _is_num(f["chrf"]) else MISSING))
+    if isinstance(f["by_range"], dict) and f["by_range"]:
+        rows += [(f"exact match on {name}", _range_cell(value)) for name, value in f["by_range"].items()]
+    else:
+        rows.append(("exact match per range of numbers (seen in training / held out)", MISSING))
+    training = []
+    if _is_num(f["train_steps"]):
+        training.append(f"{num(f['train_steps'])}" + (f" of {num(f['max_steps'])}" if _is_num(f["max_steps"]) else "")
+                        + " steps" + (" (cut by the time limit)" if f["time_limited"] else ""))
+    if _is_num(f["train_s"]):
+        training.append(f"{num(f['train_s'])} s" + (f" on {f['threads']} threads" if _is_num(f["threads"]) else ""))
+    if _is_num(f["params"]):
+        training.append(f"{f['params'] / 1e6:.2f}M parameters")
+    rows.append(("training", ", ".join(training) or MISSING))
+    wall = MISSING
+    if _is_num(f["demo_wall_s"]):
+        wall = (f"**{num(f['demo_wall_s'])} s** (target ≤ {DEMO_TARGETS['wall_minutes']} min)")
+    what = ("whole `make demo` wall time, installation included" if f["fresh_clone"] is not False
+            else "`glassformer quickstart` wall time (in a checkout, no installation)")
+    rows.append((what, wall))
+    machine = r.get("machine") if isinstance(r.get("machine"), dict) else {}
+    lines = [f"{quick_warning(r)}*{measured_on(machine).capitalize()}; [results](benchmarks/results/quickstart.md).*",
+             "", "| | measured |", "| --- | --- |"]
+    lines += [f"| {label} | {value} |" for label, value in rows]
+    return "\n".join(lines)
+
+
+def render_decoding(results: Path) -> str:
+    r = load(results, "numbers_decoding")
+    rows = r["results"]
+    lines = [f"{quick_warning(r)}*{r['test_sentences']:,} held-out test numbers, the quickstart model; "
+             f"{measured_on(r['machine'])}; sentences/s timed in {timing(r['protocol'])}; "
+             "[results](benchmarks/results/numbers_decoding.md).*", "",
+             "| decoding | exact match % | sacreBLEU | chrF | sentences/s |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {x['strategy']} | {x['exact_match']:.2f} | {x['bleu']:.2f} | {x['chrf']:.2f} | "
+              f"{num(x['sentences_per_s']['median'])} |" for x in rows]
+    by_name = {x["strategy"]: x for x in rows}
+    greedy = by_name.get("greedy")
+    beam = next((x for x in rows if x["options"].get("beam") and not x["options"].get("mbr")), None)
+    samples = next((x for x in rows if x["options"].get("mbr") and x["options"].get("mbr_source") != "beam"), None)
+    if greedy and beam:
+        gain = beam["exact_match"] - greedy["exact_match"]
+        text = (f"The task has one right answer per input, so search has little to add to a model that greedy "
+                f"decoding already gets right {greedy['exact_match']:.2f}% of the time (beam "
+                f"{beam['options']['beam']}: {signed(gain, 2)} points)")
+        if samples:
+            text += (f"; MBR over ancestral samples ({signed(samples['exact_match'] - greedy['exact_match'], 2)} "
+                     "points) suffers because unbiased samples at temperature 1 are often wrong on such a peaked "
+                     "task (MBR is meant for tasks with many good outputs)")
+        lines += ["", text + "."]
+    return "\n".join(lines)
+
+
+def render_params(results: Path) -> str:
+    r = load(results, "params")
+
+    def human(n: float) -> str:
+        return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
+
+    def paper(m: dict) -> str:
+        if not m.get("paper_params"):
+            return ""
+        p = m["paper_params"]
+        written = f"{p / 1e9:.1f}B" if p >= 1e9 else f"{p / 1e6:g}M"
+        return f" (paper: {written}, {signed(100 * m['difference_vs_paper'])}%)"
+
+    parts = [f"`{m['preset']}` at vocabulary {num(m['vocab'])}: {human(m['params'])}{paper(m)}" for m in r["models"]]
+    return ("**Parameters** (`glassformer params`, built on the meta device, tied matrices once; "
+            "[results](benchmarks/results/params.md)): " + "; ".join(parts) + ".")
+
+
+def render_gpt_beam(results: Path) -> str:
+    g, b = load(results, "gpt_cpu"), load(results, "beam_cpu")
+    peak = g["matmul_peak"][g["mfu_dtype"]]
+    lines = [
+        f"{quick_warning(g, b)}**Against Hugging Face `transformers`, same shapes and weights** "
+        "([GPT results](benchmarks/results/gpt_cpu.md), [beam results](benchmarks/results/beam_cpu.md)); "
+        "figures are medians over rounds (timing below), ratio = glassformer / Hugging Face:", "",
+        "| benchmark | glassformer | Hugging Face | ratio | ratio of best rounds | target |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+
+    def target(ratio: float, goal: float) -> str:
+        return f"≥ {goal:g}× — {'met' if ratio >= goal else 'not met'}"
+
+    for key in ("train_a", "train_b"):
+        t = g[key]
+        s = t["shape"]
+        label = (f"GPT training ({key[-1]}) {s['n_layers']}L d{s['d_model']}, block {s['block']}, "
+                 f"batch {s['batch']}, tok/s")
+        lines.append(f"| {label} | {num(t['tokens_per_s']['ours']['median'])} (MFU {100 * t['mfu']['ours']:.0f}%) | "
+                     f"{num(t['tokens_per_s']['hf']['median'])} (MFU {100 * t['mfu']['hf']:.0f}%) | "
+                     f"{t['ratio']['median']:.2f}× | {t['ratio']['best']:.2f}× | "
+                     f"{target(t['ratio']['median'], t['target_ratio'])} |")
+    gen = g["generate_b"]
+    rate = gen["tokens_per_s"]
+    lines.append(f"| GPT greedy generation (b), batch {gen['batch']}, {gen['new_tokens']} tokens, cached, tok/s | "
+                 f"{num(rate['ours_cached']['median'], 1)} (uncached: {num(rate['ours_uncached']['median'])}) | "
+                 f"{num(rate['hf_cached']['median'], 1)} | {gen['ratio']['median']:.2f}× | {gen['ratio']['best']:.2f}× | "
+                 f"{target(gen['ratio']['median'], gen['target_ratio'])} |")
+    setup, mem, sps = b["setup"], b["memory"], b["sentences_per_s"]
+    lines.append(f"| Marian-shaped beam {setup['beam']}, batch {setup['batch']}, {setup['new_tokens']} tokens, "
+                 f"sentences/s | {num(sps['ours']['median'], 1)} (peak +{mem['ours']['peak_growth_mib']:.1f} MiB) | "
+                 f"{num(sps['hf']['median'], 1)} (peak +{mem['hf']['peak_growth_mib']:.1f} MiB) | "
+                 f"{b['ratio']['median']:.2f}× | {b['ratio']['best']:.2f}× | "
+                 f"{target(b['ratio']['median'], b['target_ratio'])} |")
+    ms = gen["ms_per_token"]
+    goal = gen["target_ratio"]
+    lines += [
+        "",
+        f"GPT: {measured_on(g['machine'])}; training timed in {timing(g['train_a']['protocol'])}; generation in "
+        f"{timing(gen['protocol'])}.  Beam: {measured_on(b['machine'])}; {timing(b['protocol'])}.", "",
+        f"MFU is against this machine's {peak['dtype']} matrix-multiply throughput measured in the same run "
+        f"({peak['n']}×{peak['n']} products, {len(peak['samples_gflops'])} samples): median "
+        f"{peak['median_gflops']:.0f} GFLOP/s (best {peak['best_gflops']:.0f}).", "",
+        ("Beam outputs are token-for-token identical to" if b["identical_tokens"] else
+         "**Beam outputs differ** from") + f" `MarianMTModel.generate(num_beams={setup['beam']})` "
+        "with the same weights and Hugging Face's length normalisation (`length_penalty_kind=\"hf\"`); our default is "
+        "GNMT's penalty `((5+|Y|)/6)^α`, the one the paper used — see `docs/decoding.md`.", "",
+        f"At batch {gen['batch']} a cached step of shape (b) costs {ms['linears_only']:.2f} ms in matrix products "
+        f"alone (memory-bound: all weights are read once per token) and {ms['ours_cached']:.2f} ms in all "
+        f"(Hugging Face: {ms['hf_cached']:.2f} ms); {goal:g}× Hugging Face would need "
+        f"{ms['hf_cached'] / goal:.2f} ms per token.",
+    ]
+    return "\n".join(lines)
+
+
+def render_lm_quality(results: Path) -> str:
+    r = load(results, "lm_quality")
+    runs, variants = r["runs"], r["variants"]
+    seeds = sorted({x["seed"] for x in runs})
+    target = r["target_val_loss"]
+    lines = [f"{quick_warning(r)}**Language-model quality** ([results](benchmarks/results/lm_quality.md)): "
+             f"{r['setting']}, {num(r['steps'])} steps on Tiny Shakespeare; validation loss over "
+             f"{r['final_eval_windows']} windows.  Target ≤ {target:g} ({r['target_source']}).  "
+             f"*{measured_on(r['machine']).capitalize()}.*", "",
+             "| variant | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | target |",
+             "| --- | " + " | ".join("---:" for _ in seeds) + " | ---: | --- |"]
+    for name in ("default", "no bias"):
+        v = variants.get(name)
+        if v is None:
+            lines.append(f"| {name} | " + " | ".join("—" for _ in seeds) + " | not measured yet | |")
+            continue
+        loss = {x["seed"]: x["val_loss"] for x in runs if x["variant"] == name}
+        cells = [f"{loss[s]:.4f}" if s in loss else "—" for s in seeds]
+        gap = v["val_loss_mean"] - target
+        verdict = "met" if gap <= 0 else f"missed by {gap:.3f}"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | **{v['val_loss_mean']:.4f}** | {verdict} |")
+    walls = [x["wall_s"] for x in runs]
+    threads = sorted({x["threads"] for x in runs})
+    lines += ["", f"A run takes {num(min(walls))}–{num(max(walls))} s (median {num(statistics.median(walls))} s) on "
+              f"{'/'.join(map(str, threads))} thread(s) of a shared CPU."]
+    return "\n".join(lines)
+
+
+BLOCKS: dict[str, Callable[[Path], str]] = {
+    "demo": render_demo,
+    "decoding": render_decoding,
+    "params": render_params,
+    "vs-hf": render_gpt_beam,
+    "lm-quality": render_lm_quality,
+}
+SCRIPTS = {
+    "demo": "benchmarks/bench_quickstart.py",
+    "decoding": "benchmarks/bench_numbers_decoding.py",
+    "params": "benchmarks/param_counts.py",
+    "vs-hf": "benchmarks/bench_gpt.py and benchmarks/bench_beam.py",
+    "lm-quality": "benchmarks/lm_quality.py",
+}
+
+
+def render_block(name: str, results: Path = RESULTS) -> str:
+    """One block's Markdown; a note in place of figures when its results are missing or unreadable."""
+    try:
+        return BLOCKS[name](results)
+    except NotMeasured as e:
+        return f"*Not measured yet: {e}; `{SCRIPTS[name]}` writes it (`make bench`).*"
+    except (KeyError, TypeError, ValueError) as e:
+        return (f"*Not measured yet: the results of `{SCRIPTS[name]}` are in an older format "
+                f"(missing {e}); rerun it (`make bench`).*")
+
+
+def render_all(results: Path = RESULTS) -> dict[str, str]:
+    return {name: render_block(name, results) for name in BLOCKS}
+
+
+# ---------------------------------------------------------------------------------------------
+# the README
+
+
+def blocks_in(text: str) -> dict[str, str]:
+    """The blocks present in ``text``: name -> body (between the markers, blank edges stripped)."""
+    return {m["name"]: m["body"].strip("\n") for m in _BLOCK.finditer(text)}
+
+
+def apply(text: str, rendered: dict[str, str]) -> str:
+    """``text`` with every block's body replaced by its rendering (markers kept)."""
+    def body(m: re.Match) -> str:
+        name = m["name"]
+        if name not in rendered:
+            return m.group(0)
+        return f"{BEGIN.format(name=name)}\n{rendered[name]}\n{END.format(name=name)}"
+
+    return _BLOCK.sub(body, text)
+
+
+def results_section(text: str) -> str:
+    start = text.find(SECTION_START)
+    end = text.find(SECTION_END, start + 1)
+    if start < 0 or end < 0:
+        raise ValueError(f"README has no section between {SECTION_START!r} and {SECTION_END!r}")
+    return text[start:end]
+
+
+_FIGURE = re.compile(r"(?<![\w\-./:#])\d[\d,.]*")
+
+
+def figures_outside_blocks(text: str) -> list[str]:
+    """Numbers in the Results section that no block renders (code spans, link targets and
+    marker comments excepted): each is a figure typed by hand."""
+    section = _BLOCK.sub("", results_section(text))
+    section = re.sub(r"`[^`]*`", "", section)                 # code spans
+    section = re.sub(r"\]\([^)]*\)", "]", section)            # link targets
+    section = re.sub(r"<!--.*?-->", "", section, flags=re.S)
+    out = []
+    for line in section.splitlines():
+        found = _FIGURE.findall(line.removeprefix(SECTION_START))
+        if found:
+            out.append(f"{', '.join(found)} in: {line.strip()}")
+    return out
+
+
+def check(readme: Path = README, results: Path = RESULTS) -> list[str]:
+    """Every difference between the README's results and what the results files render; [] if none."""
+    text = readme.read_text(encoding="utf-8")
+    present = blocks_in(text)
+    problems = [f"block {name!r}: markers {BEGIN.format(name=name)} ... {END.format(name=name)} missing from the README"
+                for name in BLOCKS if name not in present]
+    problems += [f"block {name!r} in the README is not one this script renders" for name in present if name not in BLOCKS]
+    section = results_section(text)
+    problems += [f"block {name!r} is outside the Results section" for name in present
+                 if name in BLOCKS and BEGIN.format(name=name) not in section]
+    for name, want in render_all(results).items():
+        have = present.get(name)
+        if have is not None and have != want:
+            diff = difflib.unified_diff(have.splitlines(), want.splitlines(), "README.md", "rendered", lineterm="", n=0)
+            problems.append(f"block {name!r} differs from its results:\n" + "\n".join(diff))
+    problems += [f"figure outside a generated block: {x}" for x in figures_outside_blocks(text)]
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--write", action="store_true", help="rewrite the README's result blocks")
+    action.add_argument("--check", action="store_true", help="exit 1 if the README differs from the results")
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results directory (default benchmarks/results)")
+    args = parser.parse_args(argv)
+    if args.check:
+        problems = check(args.readme, args.results)
+        for p in problems:
+            print(p, file=sys.stderr)
+        print(f"README results: {'up to date' if not problems else f'{len(problems)} difference(s)'}")
+        return 1 if problems else 0
+    rendered = render_all(args.results)
+    if args.write:
+        text = args.readme.read_text(encoding="utf-8")
+        missing = [name for name in BLOCKS if name not in blocks_in(text)]
+        if missing:
+            print(f"README lacks the markers of: {', '.join(missing)}; add "
+                  f"{BEGIN.format(name='NAME')} / {END.format(name='NAME')} pairs first", file=sys.stderr)
+            return 1
+        new = apply(text, rendered)
+        if new != text:
+            tmp = args.readme.with_name(f".{args.readme.name}.tmp")
+            tmp.write_text(new, encoding="utf-8")
+            tmp.replace(args.readme)
+        print(f"{args.readme}: {'updated' if new != text else 'already up to date'}")
+        outside = figures_outside_blocks(new)
+        for x in outside:
+            print(f"figure outside a generated block: {x}", file=sys.stderr)
+        return 1 if outside else 0
+    for name, body in rendered.items():
+        print(f"{BEGIN.format(name=name)}\n{body}\n{END.format(name=name)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

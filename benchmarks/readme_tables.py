@@ -94,13 +94,17 @@ def measured_on(machine: dict[str, Any], extra: str = "") -> str:
     return ", ".join(parts) + (f"; {extra}" if extra else "")
 
 
+def sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def timing(protocol: dict[str, Any]) -> str:
     """How a comparison was timed, from the protocol stored with it."""
     text = (f"{protocol['schedule']} order, {protocol['warmup']} warm-up and {protocol['rounds']} timed "
             f"round{'s' if protocol['rounds'] != 1 else ''} of {protocol['calls_per_round']} "
             f"call{'s' if protocol['calls_per_round'] != 1 else ''} each")
     if protocol.get("inference_mode"):
-        text += ", `torch.inference_mode()` on both sides"
+        text += ", every call under `torch.inference_mode()`"
     if protocol.get("grad_mode"):
         text += f", {protocol['grad_mode']}"
     if protocol.get("bf16"):
@@ -193,7 +197,7 @@ def render_demo(results: Path) -> str:
             else "`glassformer quickstart` wall time (in a checkout, no installation)")
     rows.append((what, wall))
     machine = r.get("machine") if isinstance(r.get("machine"), dict) else {}
-    lines = [f"{quick_warning(r)}*{measured_on(machine).capitalize()}; [results](benchmarks/results/quickstart.md).*",
+    lines = [f"{quick_warning(r)}*{sentence(measured_on(machine))}; [results](benchmarks/results/quickstart.md).*",
              "", "| | measured |", "| --- | --- |"]
     lines += [f"| {label} | {value} |" for label, value in rows]
     return "\n".join(lines)
@@ -307,7 +311,7 @@ def render_lm_quality(results: Path) -> str:
     lines = [f"{quick_warning(r)}**Language-model quality** ([results](benchmarks/results/lm_quality.md)): "
              f"{r['setting']}, {num(r['steps'])} steps on Tiny Shakespeare; validation loss over "
              f"{r['final_eval_windows']} windows.  Target ≤ {target:g} ({r['target_source']}).  "
-             f"*{measured_on(r['machine']).capitalize()}.*", "",
+             f"*{sentence(measured_on(r['machine']))}.*", "",
              "| variant | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | target |",
              "| --- | " + " | ".join("---:" for _ in seeds) + " | ---: | --- |"]
     for name in ("default", "no bias"):
@@ -351,7 +355,7 @@ def render_block(name: str, results: Path = RESULTS) -> str:
         return f"*Not measured yet: {e}; `{SCRIPTS[name]}` writes it (`make bench`).*"
     except (KeyError, TypeError, ValueError) as e:
         return (f"*Not measured yet: the results of `{SCRIPTS[name]}` are in an older format "
-                f"(missing {e}); rerun it (`make bench`).*")
+                f"(missing {e}); rerun (`make bench`).*")
 
 
 def render_all(results: Path = RESULTS) -> dict[str, str]:

@@ -32,8 +32,9 @@ def library_greedy(model_dir, prompt, n):
     loaded = load_model_dir(model_dir)
     tok = loaded.tokenizer
     cache, first = loaded.model.start_decoding([tok.encode(prompt)], n, tok.pad_id)
-    out = generate(loaded.model, cache, first, SamplingOptions(max_new_tokens=n, eos_id=tok.eos_id,
-                                                               pad_id=tok.pad_id))[0].tolist()
+    options = SamplingOptions(max_new_tokens=n, eos_id=tok.eos_id, pad_id=tok.pad_id,
+                              banned_ids=(tok.pad_id, tok.bos_id, tok.unk_id))    # never generated
+    out = generate(loaded.model, cache, first, options)[0].tolist()
     out = out[: out.index(tok.eos_id)] if tok.eos_id in out else out
     return tok.decode(out)
 

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError, InputError
-from .common import fresh_output_dir
+from .common import (DEVICE_HELP, fresh_output_dir, non_negative_int, positive_float, positive_int, preset_help,
+                     setting_defaults)
 
 
 def register(subparsers) -> None:
@@ -15,45 +16,54 @@ def register(subparsers) -> None:
     g.add_argument("model_dir")
     g.add_argument("prompt", nargs="*", help="prompt text; several prompts are generated as one batch")
     g.add_argument("--prompts-file", help="a UTF-8 file of prompts, one per line (batch mode, JSON lines out)")
-    g.add_argument("--max-new-tokens", type=int, default=None,
+    g.add_argument("--max-new-tokens", type=positive_int, default=None, metavar="N",
                    help="tokens to generate per prompt (default: 200, at most half the model's context)")
     g.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature; 0 = greedy (default: the model directory's setting, else 1)")
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass, in (0, 1]")
-    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--top-k", type=positive_int, default=None, metavar="K",
+                   help="sample among the K most likely tokens (default: the model directory's setting, else all)")
+    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass, in (0, 1] (default: 1)")
+    g.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL repetition penalty (1 = off)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same text)")
     g.add_argument("--stop", default=None, help="stop a row when its generated text contains STRING (cut before it)")
     g.add_argument("--truncate-left", action="store_true",
                    help="drop the start of prompts that do not fit in the context instead of refusing them")
-    g.add_argument("--batch-size", type=int, default=32, help="prompts decoded together in batch mode")
-    g.add_argument("--beam", type=int, default=1, help="beam search with this many beams (1 = sample/greedy)")
+    g.add_argument("--batch-size", type=positive_int, default=32, help="prompts decoded together in batch mode")
+    g.add_argument("--beam", type=positive_int, default=1, metavar="N",
+                   help="beam search with this many beams (1 = sample/greedy)")
     g.add_argument("--alpha", type=float, default=0.6, help="beam length penalty α (GNMT); 0 = raw log-probability")
-    g.add_argument("--n-best", type=int, default=1, help="with --beam: print the N best continuations")
-    g.add_argument("--device", default="auto")
+    g.add_argument("--n-best", type=positive_int, default=1, metavar="N",
+                   help="with --beam: print the N best continuations")
+    g.add_argument("--device", default="auto", help=DEVICE_HELP)
     g.set_defaults(func=generate_cmd)
 
 
 def register_train(train_subparsers) -> None:
+    from ..training.lm import LMSettings
+
+    d = setting_defaults(LMSettings)
     t = train_subparsers.add_parser("lm", help="train a GPT language model on text")
     t.add_argument("--data", required=True,
                    help="a text file, a folder of text files, or 'python-stdlib' (this Python's standard library)")
-    t.add_argument("--tokenizer", choices=["char", "bpe"], default=None, help="characters or byte-level BPE")
-    t.add_argument("--vocab-size", type=int, help="BPE vocabulary size")
-    t.add_argument("--preset", default=None, help="a GPT preset (default gpt-mini)")
+    t.add_argument("--tokenizer", choices=["char", "bpe"], default=None,
+                   help=f"characters or byte-level BPE (default: {d['tokenizer']})")
+    t.add_argument("--vocab-size", type=positive_int, help=f"BPE vocabulary size (default: {d['vocab_size']})")
+    t.add_argument("--preset", default=None, help=preset_help("gpt", d["preset"]))
     t.add_argument("--config", help="JSON file of training settings; its 'model' object overrides preset fields")
-    t.add_argument("--block-size", type=int, help="tokens per training window (at most the model's positions)")
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--grad-accum", type=int, help="batches per optimiser step")
-    t.add_argument("--steps", type=int)
-    t.add_argument("--lr", type=float, help="peak learning rate (cosine schedule with linear warm-up)")
-    t.add_argument("--warmup", type=int)
-    t.add_argument("--weight-decay", type=float)
-    t.add_argument("--eval-every", type=int)
-    t.add_argument("--time-limit", type=float, help="stop training after this many seconds")
+    t.add_argument("--block-size", type=positive_int,
+                   help="tokens per training window, at most the model's positions (default: min(positions, 256))")
+    t.add_argument("--batch-size", type=positive_int, help=f"windows per batch (default: {d['batch_size']})")
+    t.add_argument("--grad-accum", type=positive_int, help=f"batches per optimiser step (default: {d['grad_accum']})")
+    t.add_argument("--steps", type=positive_int, help=f"optimiser steps (default: {d['steps']})")
+    t.add_argument("--lr", type=positive_float,
+                   help=f"peak learning rate, cosine schedule with linear warm-up (default: {d['lr']:g})")
+    t.add_argument("--warmup", type=non_negative_int, help=f"warm-up steps (default: {d['warmup']})")
+    t.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default: {d['weight_decay']:g})")
+    t.add_argument("--eval-every", type=positive_int, help=f"steps between validations (default: {d['eval_every']})")
+    t.add_argument("--time-limit", type=positive_float, help="stop training after this many seconds (default: no limit)")
     t.add_argument("--out", default="runs/lm", help="run directory (model in OUT/best and OUT/last)")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--device")
+    t.add_argument("--seed", type=int, help=f"random seed (default: {d['seed']})")
+    t.add_argument("--device", help=f"{DEVICE_HELP} (default: {d['device']})")
     t.set_defaults(func=train_lm_cmd)
 
 
@@ -62,6 +72,7 @@ _FLAGS = ("tokenizer", "vocab_size", "preset", "block_size", "batch_size", "grad
 
 
 def train_lm_cmd(args) -> int:
+    from ..devices import pick_device
     from ..models.config import load_config_file
     from ..training.lm import LMSettings, train_lm
 
@@ -69,12 +80,14 @@ def train_lm_cmd(args) -> int:
     if not isinstance(settings, dict):
         raise ConfigError(f"{args.config} must hold a JSON object of settings")
     settings.update({k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None})
-    settings = LMSettings.from_dict(settings)
+    settings = LMSettings.from_dict(settings)          # checks types, ranges, the preset and its fields
+    pick_device(settings.device)
     with fresh_output_dir(args.out):
         run = train_lm(args.data, settings, args.out)
     best = min(run.result.history, key=lambda m: m["loss"])
-    print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s; best validation loss {best['loss']:.4f} "
-          f"(perplexity {best['ppl']:.2f}); model saved to {Path(args.out) / 'best'}")
+    stop = f"; {run.result.stop_note}" if run.result.stop_note else ""
+    print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s{stop}; best validation loss "
+          f"{best['loss']:.4f} (perplexity {best['ppl']:.2f}); model saved to {Path(args.out) / 'best'}")
     return 0
 
 
@@ -101,12 +114,11 @@ def generate_cmd(args) -> int:
     from ..model_dir import load_model_dir
     from ..devices import pick_device
 
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size={args.batch_size} is invalid; it must be a positive integer")
+    device = pick_device(args.device)
     if args.stop == "":
         raise InputError("--stop needs a non-empty string")
     prompts = _read_prompts(args)
-    loaded = load_model_dir(args.model_dir, pick_device(args.device))
+    loaded = load_model_dir(args.model_dir, device)
     if loaded.config.family != "gpt":
         raise CheckpointError(f"{args.model_dir} holds a {loaded.config.family!r} model; generate needs a GPT "
                               "('gpt') model directory")
@@ -116,6 +128,9 @@ def generate_cmd(args) -> int:
     temperature = args.temperature if args.temperature is not None else loaded.generation.get("temperature", 1.0)
     top_k = args.top_k if args.top_k is not None else (loaded.generation.get("top_k") if args.temperature is None
                                                         else None)
+    if args.beam != 1 or args.n_best != 1:     # the search is deterministic: no sampling defaults (explicit ones are refused)
+        temperature = args.temperature or 0.0
+        top_k = args.top_k
     model, context = loaded.model, loaded.config.max_len
     if args.max_new_tokens is None:
         args.max_new_tokens = min(200, context // 2)
@@ -123,6 +138,7 @@ def generate_cmd(args) -> int:
                               top_p=args.top_p, repetition_penalty=args.repetition_penalty,
                               eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, seed=args.seed)
     ids = [prompt_ids(tokenizer, p, context, args.max_new_tokens, args.truncate_left) for p in prompts]
+    _warn_unknown_characters(tokenizer, prompts)
     batch_mode = len(prompts) > 1 or bool(args.prompts_file)
 
     if args.beam != 1 or args.n_best != 1:
@@ -141,23 +157,30 @@ def generate_cmd(args) -> int:
     return 0
 
 
+def _warn_unknown_characters(tokenizer, prompts: list[str]) -> None:
+    """One line on stderr naming the prompt characters the model cannot see (they would vanish silently)."""
+    per_prompt = [tokenizer.unknown_characters(p) for p in prompts]
+    unknown = list(dict.fromkeys(ch for chars in per_prompt for ch in chars))
+    if unknown:
+        where = f" (in {sum(map(bool, per_prompt))} of {len(prompts)} prompts)" if len(prompts) > 1 else ""
+        print(f"glassformer: warning: characters not in the model's vocabulary are dropped from the prompt{where}: "
+              + " ".join(repr(ch) for ch in unknown), file=sys.stderr)
+
+
 def _beam_generate(args, model, tokenizer, prompts, ids, options, batch_mode) -> int:
-    """Beam search over the same decoding interface (not streamed: the best beam is known only at the end)."""
-    from ..generation import decode
-    from ..generation.text import cut_at_stop
+    """Beam search (not streamed: the best beam is known only at the end)."""
+    from ..generation.text import beam_complete
 
     for start in range(0, len(prompts), args.batch_size):
         chunk = list(range(start, min(start + args.batch_size, len(prompts))))
-        cache, first = model.start_decoding([ids[i] for i in chunk], options.max_new_tokens, tokenizer.pad_id)
-        out = decode(model, cache, first, options, beam=args.beam, alpha=args.alpha, n_best=args.n_best)
-        for i, hyps, scores in zip(chunk, out.tokens, out.scores):
-            texts = [tokenizer.decode(h) for h in hyps]
-            texts = [cut_at_stop(t, args.stop) for t in texts]
+        results = beam_complete(model, tokenizer, [ids[i] for i in chunk], options, beam=args.beam, alpha=args.alpha,
+                                n_best=args.n_best, stop=args.stop)
+        for i, hyps in zip(chunk, results):
             if batch_mode or args.n_best > 1:
-                print(json.dumps({"prompt": prompts[i], "completions": texts, "scores": [round(x, 4) for x in scores]},
-                                 ensure_ascii=False), flush=True)
+                print(json.dumps({"prompt": prompts[i], "completions": [t for t, _ in hyps],
+                                  "scores": [round(x, 4) for _, x in hyps]}, ensure_ascii=False), flush=True)
             else:
-                print(prompts[i] + texts[0])
+                print(prompts[i] + hyps[0][0])
     return 0
 
 

@@ -53,6 +53,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..nn import KVCache
+from .processors import apply_bans, check_rules, penalise_repetition, token_history
 
 LENGTH_PENALTIES = ("gnmt", "hf")
 STOPPING_RULES = ("exact", "heuristic", "first")
@@ -90,22 +91,19 @@ class BeamOptions:
     max_new_tokens: int = 64
     min_new_tokens: int = 0
     no_repeat_ngram_size: int = 0
+    repetition_penalty: float = 1.0
     eos_id: int | None = 2
     pad_id: int = 0
+    banned_ids: tuple[int, ...] = ()
     stopping: str = "exact"
 
     def __post_init__(self) -> None:
-        def integer(name: str, low: int) -> int:
+        self.banned_ids = tuple(self.banned_ids)
+        check_rules(self)
+        for name in ("beam", "n_best"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"{name}={value!r} is invalid; it must be an integer >= {low}")
-            return value
-
-        integer("beam", 1)
-        integer("n_best", 1)
-        integer("max_new_tokens", 1)
-        integer("min_new_tokens", 0)
-        integer("no_repeat_ngram_size", 0)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name}={value!r} is invalid; it must be an integer >= 1")
         if self.n_best > self.beam:
             raise ConfigError(f"n_best={self.n_best} is invalid with beam={self.beam}; the search keeps only "
                               f"beam hypotheses, so n_best must be between 1 and {self.beam}")
@@ -117,9 +115,6 @@ class BeamOptions:
                               f"{list(LENGTH_PENALTIES)}")
         if self.stopping not in STOPPING_RULES:
             raise ConfigError(f"stopping={self.stopping!r} is invalid; choose one of {list(STOPPING_RULES)}")
-        if self.min_new_tokens > self.max_new_tokens:
-            raise ConfigError(f"min_new_tokens={self.min_new_tokens} is larger than max_new_tokens="
-                              f"{self.max_new_tokens}; no hypothesis could satisfy both")
 
     def check_vocab(self, vocab_size: int) -> None:
         """Raise :class:`ConfigError` if the beam is wider than the vocabulary."""
@@ -153,25 +148,6 @@ class BeamOutput(NamedTuple):
     log_probs: Tensor
 
 
-def _ban_repeated_ngrams(log_probs: Tensor, history: Tensor, n: int) -> Tensor:
-    """Set to -inf every token that would complete an n-gram already in ``history``.
-
-    log_probs: (rows, vocab); history: (rows, L) token ids, -1 where there is no token.
-    """
-    rows, length = history.shape
-    if length < n:
-        return log_probs
-    windows = history.unfold(1, n, 1)                                   # (rows, L-n+1, n)
-    suffix = history[:, length - n + 1:]                                # (rows, n-1): the n-gram being written
-    match = (windows[:, :, : n - 1] == suffix[:, None, :]).all(dim=-1)  # (rows, L-n+1)
-    vocab = log_probs.shape[-1]
-    follower = windows[:, :, n - 1]
-    banned = torch.where(match & (follower >= 0), follower, vocab)      # index `vocab` = "ban nothing"
-    ban = torch.zeros(rows, vocab + 1, dtype=torch.bool, device=log_probs.device)
-    ban.scatter_(1, banned, True)
-    return log_probs.masked_fill(ban[:, :vocab], float("-inf"))
-
-
 @torch.inference_mode()     # no autograd bookkeeping at all: a few percent per step on CPU
 def beam_search(
     model,
@@ -191,7 +167,7 @@ def beam_search(
     """
     device = first_tokens.device
     batch, t0 = first_tokens.shape
-    beam, n = options.beam, options.no_repeat_ngram_size
+    beam = options.beam
     eos = options.eos_id
     inf = float("-inf")
     limits = torch.full((batch,), options.max_new_tokens, dtype=torch.long, device=device)
@@ -202,10 +178,7 @@ def beam_search(
     lp_at_limit = lp[limits]                                            # (batch,)
 
     # Every row's tokens so far: the prompt (-1 for left padding), then what it generated.
-    history = torch.full((batch, t0 + horizon), -1, dtype=torch.long, device=device)
-    history[:, :t0] = first_tokens
-    if cache.key_padding is not None:
-        history[:, :t0].masked_fill_(~cache.key_padding[:, :t0], -1)
+    history = token_history(first_tokens, cache.key_padding, horizon)
 
     # The finished hypotheses kept aside, `beam` per sentence, best first.  These (like
     # everything below) cover the sentences still in the batch; a finished sentence
@@ -228,14 +201,13 @@ def beam_search(
     feed = first_tokens
     for t in range(horizon):                            # t tokens generated so far
         width = running.shape[1]                        # 1 at the first step, then `beam`
-        log_probs = torch.log_softmax(model.decode_step(feed, cache), dim=-1)   # (batch * width, vocab)
-        vocab = log_probs.shape[-1]
+        logits = model.decode_step(feed, cache)        # (batch * width, vocab)
+        vocab = logits.shape[-1]
         if t == 0:
             options.check_vocab(vocab)
-        if eos is not None and t < options.min_new_tokens:
-            log_probs[:, eos] = inf
-        if n > 0:
-            log_probs = _ban_repeated_ngrams(log_probs, history[:, : t0 + t], n)
+        so_far = history[:, : t0 + t]
+        log_probs = torch.log_softmax(penalise_repetition(logits, so_far, options.repetition_penalty), dim=-1)
+        log_probs = apply_bans(log_probs, so_far, t, options)
 
         # 2. the best 2*beam continuations of each sentence, over all its beams
         total = (running[:, :, None] + log_probs.view(batch, width, vocab)).view(batch, width * vocab)

@@ -10,15 +10,17 @@ and library users call :func:`decode` with a fresh cache from
 * otherwise: the greedy / sampling loop of :mod:`.sampling` (``sampling`` says which).
 
 ``sampling`` is the one source of the shared settings: ``max_new_tokens``,
-``min_new_tokens``, ``eos_id``, ``pad_id`` (and, for sampling, temperature,
-top-k/p, seed).  ``max_lengths`` (batch,) optionally limits each output
+``min_new_tokens``, ``eos_id``, ``pad_id``, ``banned_ids``, ``repetition_penalty``,
+``no_repeat_ngram_size`` (and, for sampling, temperature, top-k/p, seed).  Sampling
+settings given with beam search are refused: the search is deterministic and
+would ignore them.  ``max_lengths`` (batch,) optionally limits each output
 separately, e.g. ``length_limits(src, pad_id, a=1, b=50)`` for the paper's
 "input length + 50"; ``start_decoding`` must then be given ``int(max_lengths.max())``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -65,7 +67,7 @@ def decode(
     n_best: int = 1,
     length_penalty_kind: str = "gnmt",
     stopping: str = "exact",
-    no_repeat_ngram_size: int = 0,
+    no_repeat_ngram_size: int | None = None,
     max_lengths: Tensor | None = None,
     mbr: bool = False,
     mbr_candidates: int = 16,
@@ -75,11 +77,18 @@ def decode(
 ) -> Decoded:
     """Decode a batch from a fresh ``cache`` / ``first_tokens`` (``model.start_decoding``)."""
     # Validate every option before any work, whatever the strategy.
+    if no_repeat_ngram_size is not None:
+        sampling = replace(sampling, no_repeat_ngram_size=no_repeat_ngram_size)
+    searching = (beam > 1 and not mbr) or (mbr and mbr_source == "beam")
+    if searching and (not sampling.greedy or sampling.top_k is not None or sampling.top_p is not None):
+        raise ConfigError("temperature, top_k and top_p choose how to sample; beam search is deterministic and "
+                          "would ignore them: use beam=1 to sample, or leave them unset")
     beam_options = BeamOptions(
         beam=max(beam, mbr_candidates) if mbr and mbr_source == "beam" else beam, alpha=alpha,
         n_best=1 if mbr else n_best, length_penalty_kind=length_penalty_kind, stopping=stopping,
         max_new_tokens=sampling.max_new_tokens, min_new_tokens=sampling.min_new_tokens,
-        no_repeat_ngram_size=no_repeat_ngram_size, eos_id=sampling.eos_id, pad_id=sampling.pad_id,
+        no_repeat_ngram_size=sampling.no_repeat_ngram_size, repetition_penalty=sampling.repetition_penalty,
+        eos_id=sampling.eos_id, pad_id=sampling.pad_id, banned_ids=sampling.banned_ids,
     )
     if mbr:
         check_utility(mbr_utility)

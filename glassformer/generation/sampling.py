@@ -1,4 +1,4 @@
-"""Greedy decoding and sampling (temperature, top-k, nucleus/top-p, repetition penalty) — one loop.
+"""Greedy decoding and sampling (temperature, top-k, nucleus/top-p, and the shared penalties and bans) — one loop.
 
 The loop runs the model one new token per step over a :class:`KVCache`, so
 the cost of a step does not grow with what was generated, beyond attention
@@ -16,65 +16,64 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..nn import KVCache
+from .processors import (
+    apply_bans,
+    apply_temperature,
+    check_rules,
+    keep_top_k,
+    keep_top_p,
+    penalise_repetition,
+    token_history,
+)
 
 
 @dataclass
 class SamplingOptions:
-    """How to choose each next token.  ``temperature=0`` means greedy (argmax)."""
+    """How to choose each next token.  ``temperature=0`` means greedy (argmax).
+
+    ``banned_ids``: tokens that may never be generated (padding, the start token,
+    ``<unk>``: the text-level helpers pass the tokenizer's).  ``repetition_penalty``,
+    ``no_repeat_ngram_size``, ``min_new_tokens`` and ``eos_id`` are shared with beam
+    search (see :mod:`.processors`)."""
 
     max_new_tokens: int = 64
     temperature: float = 0.0
     top_k: int | None = None
     top_p: float | None = None
     repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
     min_new_tokens: int = 0
     eos_id: int | None = None
     pad_id: int = 0
+    banned_ids: tuple[int, ...] = ()
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens={self.max_new_tokens!r} is invalid; it must be a positive integer")
-        if self.temperature < 0:
+        self.banned_ids = tuple(self.banned_ids)
+        check_rules(self)
+        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
             raise ConfigError(f"temperature={self.temperature} is invalid; it must be > 0 (or 0 for greedy decoding)")
-        if self.top_k is not None and self.top_k < 1:
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
             raise ConfigError(f"top_k={self.top_k} is invalid; it must be a positive integer")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"top_p={self.top_p} is invalid; it must be in (0, 1]")
-        if self.repetition_penalty <= 0:
-            raise ConfigError(f"repetition_penalty={self.repetition_penalty} is invalid; it must be > 0 (1 = off)")
-        if self.min_new_tokens < 0:
-            raise ConfigError(f"min_new_tokens={self.min_new_tokens} is invalid; it must be >= 0")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
 
-def adjust_scores(scores: Tensor, seen: Tensor | None, step: int, options: SamplingOptions) -> Tensor:
-    """Apply the options to next-token log-probabilities (batch, vocab); returns new scores."""
-    if options.repetition_penalty != 1.0 and seen is not None:
-        # CTRL (Keskar et al. 2019): make tokens already present less likely.
-        penalised = torch.where(scores > 0, scores / options.repetition_penalty, scores * options.repetition_penalty)
-        scores = torch.where(seen, penalised, scores)
-    if options.eos_id is not None and step < options.min_new_tokens:
-        scores = scores.clone()
-        scores[:, options.eos_id] = float("-inf")
+def adjust_scores(logits: Tensor, history: Tensor, step: int, options: SamplingOptions) -> Tensor:
+    """Next-token logits (batch, vocab) -> the scores to choose from, in Hugging Face's order:
+    repetition penalty, bans (forbidden tokens, repeated n-grams, EOS before the minimum
+    length), then — when sampling — temperature, top-k, top-p."""
+    scores = penalise_repetition(logits, history, options.repetition_penalty)
+    scores = apply_bans(scores, history, step, options)
     if options.greedy:
         return scores
-    scores = scores / options.temperature
-    if options.top_k is not None and options.top_k < scores.shape[-1]:
-        kth = scores.topk(options.top_k, dim=-1).values[:, -1:]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if options.top_p is not None and options.top_p < 1.0:
-        # Nucleus sampling (Holtzman et al. 2020): the smallest set whose probability reaches top_p.
-        sorted_scores, order = scores.sort(dim=-1, descending=True)
-        probs = sorted_scores.softmax(dim=-1)
-        before = probs.cumsum(dim=-1) - probs          # probability mass ranked above each token
-        drop_sorted = before >= options.top_p           # the top token always has before = 0
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        scores = scores.masked_fill(drop, float("-inf"))
-    return scores
+    scores = apply_temperature(scores, options.temperature)
+    scores = keep_top_k(scores, options.top_k)
+    return keep_top_p(scores, options.top_p)
 
 
 def choose(scores: Tensor, options: SamplingOptions, generator: torch.Generator | None) -> Tensor:
@@ -102,35 +101,28 @@ def generate_stream(
     generator = None
     if options.seed is not None and not options.greedy:
         generator = torch.Generator(device=first_tokens.device).manual_seed(options.seed)
-    batch = first_tokens.shape[0]
-    penalise = options.repetition_penalty != 1.0
-    seen = None                 # (batch, vocab): tokens already in each row, for the repetition penalty
+    batch, t0 = first_tokens.shape
+    history = token_history(first_tokens, cache.key_padding, options.max_new_tokens)
     finished = torch.zeros(batch, dtype=torch.bool, device=first_tokens.device)
     prefix = first_tokens
     feed = first_tokens
     for step in range(options.max_new_tokens):
         if use_cache:
-            scores = torch.log_softmax(model.decode_step(feed, cache), dim=-1)
+            logits = model.decode_step(feed, cache)
         else:
-            scores = torch.log_softmax(model.decode_step(prefix, cache.cleared()), dim=-1)
-        if penalise and seen is None:       # the vocabulary size is known from the first scores
-            seen = torch.zeros_like(scores, dtype=torch.bool)
-            seen.scatter_(1, first_tokens, first_tokens != options.pad_id)
-        scores = adjust_scores(scores, seen, step, options)
+            logits = model.decode_step(prefix, cache.cleared())
+        scores = adjust_scores(logits, history[:, : t0 + step], step, options)
         token = choose(scores, options, generator)
         if options.eos_id is not None:
             token = token.masked_fill(finished, options.pad_id)
             finished = finished | (token == options.eos_id)
-        if seen is not None:
-            seen.scatter_(1, token[:, None], True)
+        history[:, t0 + step] = token
         yield token
         if options.eos_id is not None and bool(finished.all()):
             return
         feed = token[:, None]
         if not use_cache:
             prefix = torch.cat([prefix, feed], dim=1)
-
-
 @torch.inference_mode()
 def generate(model, cache: KVCache, first_tokens: Tensor, options: SamplingOptions, *, use_cache: bool = True) -> Tensor:
     """All new tokens at once: (batch, n_new), ``pad_id`` after a row's EOS."""

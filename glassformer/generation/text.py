@@ -14,9 +14,11 @@ until the next token decides it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterator, Sequence
 
 from ..errors import ConfigError, InputError
+from .decode import decode
 from .sampling import SamplingOptions, generate_stream
 
 
@@ -40,6 +42,18 @@ def prompt_ids(tokenizer, text: str, context: int, max_new_tokens: int, truncate
     return ids
 
 
+def never_generated(tokenizer) -> tuple[int, ...]:
+    """Tokens a continuation never contains: padding, the start-of-sequence token and ``<unk>``
+    (the end-of-text token stays: it ends the continuation)."""
+    return tuple(sorted({tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id} - {tokenizer.eos_id, None}))
+
+
+def text_options(tokenizer, options: SamplingOptions) -> SamplingOptions:
+    """``options`` with the tokenizer's end-of-text, padding and never-generated tokens filled in."""
+    banned = tuple(sorted(set(options.banned_ids) | set(never_generated(tokenizer))))
+    return replace(options, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, banned_ids=banned)
+
+
 def held_back(text: str, stop: str | None) -> int:
     """How many final characters of streamed text to hold back: a half-decoded character
     (byte-level BPE splits some characters over tokens) or the start of the stop string."""
@@ -61,6 +75,7 @@ def stream_completion(model, tokenizer, ids: Sequence[int], options: SamplingOpt
                       stop: str | None = None) -> Iterator[str]:
     """Pieces of the completion of one prompt, each final when yielded; ends at EOS, at
     ``stop`` (not included) or after ``options.max_new_tokens``."""
+    options = text_options(tokenizer, options)
     cache, first = model.start_decoding([list(ids)], options.max_new_tokens, tokenizer.pad_id)
     generated: list[int] = []
     written = 0                                  # characters of the completion already yielded
@@ -85,6 +100,7 @@ def stream_completion(model, tokenizer, ids: Sequence[int], options: SamplingOpt
 def complete_batch(model, tokenizer, ids: Sequence[Sequence[int]], options: SamplingOptions,
                    stop: str | None = None) -> list[str]:
     """Completions of prompts decoded together (left-padded); each equals what the prompt gives alone."""
+    options = text_options(tokenizer, options)
     cache, first = model.start_decoding([list(i) for i in ids], options.max_new_tokens, tokenizer.pad_id)
     rows: list[list[int]] = [[] for _ in ids]
     done = [False] * len(ids)
@@ -103,4 +119,16 @@ def complete_batch(model, tokenizer, ids: Sequence[Sequence[int]], options: Samp
     return [cut_at_stop(tokenizer.decode(r), stop) for r in rows]
 
 
-__all__ = ["prompt_ids", "stream_completion", "complete_batch", "held_back", "cut_at_stop"]
+def beam_complete(model, tokenizer, ids: Sequence[Sequence[int]], options: SamplingOptions, *, beam: int,
+                  alpha: float = 0.6, n_best: int = 1, stop: str | None = None) -> list[list[tuple[str, float]]]:
+    """Beam-search continuations of prompts decoded together: for each, up to ``n_best``
+    (text, score) pairs, best first (score = log P / length penalty; see ``generation.beam``)."""
+    options = text_options(tokenizer, options)
+    cache, first = model.start_decoding([list(i) for i in ids], options.max_new_tokens, tokenizer.pad_id)
+    out = decode(model, cache, first, options, beam=beam, alpha=alpha, n_best=n_best)
+    return [[(cut_at_stop(tokenizer.decode(h), stop), score) for h, score in zip(hyps, scores)]
+            for hyps, scores in zip(out.tokens, out.scores)]
+
+
+__all__ = ["prompt_ids", "beam_complete", "stream_completion", "complete_batch", "held_back", "cut_at_stop", "never_generated",
+           "text_options"]

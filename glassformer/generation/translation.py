@@ -76,11 +76,17 @@ def translate_nbest(
     return outputs
 
 
-SAMPLING_KEYS = ("temperature", "top_k", "top_p", "seed", "repetition_penalty", "min_new_tokens")
+SAMPLING_KEYS = ("temperature", "top_k", "top_p", "seed", "repetition_penalty", "min_new_tokens", "no_repeat_ngram_size")
+
+
+def never_generated(config) -> tuple[int, ...]:
+    """Target tokens a translation never contains: padding, the start token(s) and ``<unk>``."""
+    return tuple(sorted({config.pad_id, config.bos_id, config.start_id, config.unk_id} - {config.eos_id}))
 
 
 def sampling_options(max_new_tokens: int, config, options: dict[str, Any]) -> SamplingOptions:
     return SamplingOptions(max_new_tokens=max_new_tokens, eos_id=config.eos_id, pad_id=config.pad_id,
+                           banned_ids=never_generated(config),
                            **{k: v for k, v in options.items() if k in SAMPLING_KEYS and v is not None})
 
 

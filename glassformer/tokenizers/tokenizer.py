@@ -85,8 +85,10 @@ class Tokenizer:
         return [head + e.ids + tail for e in encodings]
 
     def decode(self, ids: Sequence[int]) -> str:
-        """Token ids -> text, special tokens dropped."""
-        return self.backend.decode([int(i) for i in ids], skip_special_tokens=True)
+        """Token ids -> text, special tokens dropped (whether or not the backend marks them special:
+        a character vocabulary holds them as plain entries)."""
+        special = {self.pad_id, self.bos_id, self.eos_id, self.unk_id}
+        return self.backend.decode([int(i) for i in ids if int(i) not in special], skip_special_tokens=True)
 
     def token_to_id(self, token: str) -> int | None:
         return self.backend.token_to_id(token)
@@ -111,6 +113,15 @@ class Tokenizer:
         if missing:
             raise CheckpointError(f"tokenizer {path} lacks the special tokens {missing}; glassformer needs {SPECIAL_TOKENS}")
         return cls(backend)
+
+    def unknown_characters(self, text: str) -> list[str]:
+        """The characters of ``text`` this tokenizer cannot represent (they become ``<unk>``, which
+        decoding drops), each once, in order of appearance; ``[]`` for byte-level BPE."""
+        encoding = self.backend.encode(text, add_special_tokens=False)
+        spans = [text[start:end] for idx, (start, end) in zip(encoding.ids, encoding.offsets) if idx == self.unk_id]
+        candidates = dict.fromkeys(ch for span in spans for ch in span)
+        # A span can cover a known character next to an unknown one; keep those that are unknown alone.
+        return [ch for ch in candidates if self.unk_id in self.backend.encode(ch, add_special_tokens=False).ids]
 
     def check_known(self, text: str, what: str = "text") -> None:
         """Refuse text whose tokens are all unknown (a char tokenizer seeing another alphabet)."""

@@ -1,20 +1,121 @@
-"""Helpers shared by the command modules."""
+"""Helpers shared by the command modules: argument types, help texts and the run directory."""
 
+from __future__ import annotations
+
+import argparse
+import dataclasses
 import shutil
+import sys
+import tempfile
 from pathlib import Path
+
+from ..errors import ConfigError
+
+DEVICE_HELP = "where to run: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
+
+
+# -- argument types: a bad number is refused by argparse, before any work ------------------------
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is invalid; it must be a positive integer")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is invalid; it must be 0 or more")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is invalid; it must be a number > 0")
+    return value
+
+
+# -- help texts ----------------------------------------------------------------------------------
+def preset_help(family: str, default: str) -> str:
+    """Help of ``--preset``: the presets of one family, and the default."""
+    from ..models.config import preset_names
+
+    return f"model preset, one of: {', '.join(preset_names(family))} (default: {default})"
+
+
+def setting_defaults(settings_cls) -> dict:
+    """Field name -> default of a settings dataclass, for help texts (the dataclass is the one source)."""
+    return {f.name: f.default for f in dataclasses.fields(settings_cls) if f.default is not dataclasses.MISSING}
+
+
+def note(message: str) -> None:
+    """One line on stderr that is not an error (the output on stdout stays clean)."""
+    print(f"glassformer: note: {message}", file=sys.stderr)
+
+
+# -- the run directory ---------------------------------------------------------------------------
+def saved_models(path: Path) -> list[Path]:
+    """Model directories (with a config.json) under ``path``; temporary ``.name.tmp-*`` ones do not count:
+    a model directory is renamed into place only once it is complete."""
+    if not path.is_dir():
+        return []
+    return sorted(c.parent for c in path.rglob("config.json")
+                  if not any(part.startswith(".") for part in c.relative_to(path).parts))
 
 
 class fresh_output_dir:
-    """Remove an output directory this command created if it fails: nothing half-written is left."""
+    """The run directory of a command that writes one: created (with a clear error when it cannot be
+    written) on entry; removed again if the command fails or is interrupted *before it saved any
+    model*.  A directory that holds a saved model (``best/``, ``last/``, a checkpoint) is never removed:
+    an interrupt after an hour of training keeps what the hour produced."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.existed = self.path.exists()
+        # The topmost directory this command creates (--out a/b/c with no a/ creates a/).
+        self.created = None
+        for candidate in [self.path, *self.path.parents]:
+            if candidate.exists():
+                break
+            self.created = candidate
 
-    def __enter__(self):
+    def __enter__(self) -> Path:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=self.path).close()     # writable, not only present
+        except OSError as e:
+            self._clean_up()
+            reason = e.strerror or type(e).__name__
+            if isinstance(e, FileExistsError) or (self.path.exists() and not self.path.is_dir()):
+                reason = "it is a file, not a directory"
+            raise ConfigError(f"cannot write the run directory --out {self.path}: {reason}") from None
         return self.path
 
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None and not self.existed:
-            shutil.rmtree(self.path, ignore_errors=True)
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None or self.created is None:
+            return False
+        models = saved_models(self.created)
+        if not models:
+            self._clean_up()
+        else:
+            names = ", ".join(str(m.relative_to(self.path)) if m.is_relative_to(self.path) else str(m) for m in models[:3])
+            why = "interrupt" if issubclass(exc_type, KeyboardInterrupt) else "error"
+            note(f"{self.path} keeps the models saved before the {why} ({names}{', ...' if len(models) > 3 else ''})")
         return False
+
+    def _clean_up(self) -> None:
+        if self.created is not None:
+            shutil.rmtree(self.created, ignore_errors=True)
+
+
+__all__ = ["fresh_output_dir", "saved_models", "positive_int", "non_negative_int", "positive_float", "preset_help",
+           "setting_defaults", "note", "DEVICE_HELP"]

@@ -10,19 +10,27 @@ import time
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError, InputError
-from .common import fresh_output_dir
+from .common import (DEVICE_HELP, fresh_output_dir, non_negative_int, note, positive_float, positive_int,
+                     preset_help, setting_defaults)
 
 
 def register(subparsers) -> None:
+    from ..training.quickstart import QUICKSTART_SETTINGS, QUICKSTART_TIME_LIMIT as QUICKSTART_LIMIT
+    from ..training.translation import TranslationSettings
+
+    QUICKSTART_STEPS = QUICKSTART_SETTINGS["steps"]
+    defaults = setting_defaults(TranslationSettings)
     p = subparsers.add_parser("quickstart", help="build the number corpus, train a small translator, evaluate it")
     p.add_argument("--out", default="runs/quickstart", help="run directory (model in OUT/best)")
-    p.add_argument("--src-lang", default="de")
-    p.add_argument("--tgt-lang", default="en")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: the quickstart setting)")
-    p.add_argument("--time-limit", type=float, default=None, help="stop training after this many seconds")
-    p.add_argument("--n-test", type=int, default=2000, help="held-out test numbers")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--src-lang", default="de", help="source language of the number corpus")
+    p.add_argument("--tgt-lang", default="en", help="target language of the number corpus")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help=f"training steps (default: {QUICKSTART_STEPS}, the quickstart setting)")
+    p.add_argument("--time-limit", type=positive_float, default=None,
+                   help=f"stop training after this many seconds (default: {QUICKSTART_LIMIT:g})")
+    p.add_argument("--n-test", type=positive_int, default=2000, help="held-out test numbers")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the corpus split, training and sampling")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     add_decoding_args(p, seed=False)
     p.set_defaults(func=quickstart)
 
@@ -33,20 +41,22 @@ def register(subparsers) -> None:
     t.add_argument("--tgt", help="target text file aligned with --src")
     t.add_argument("--valid-src", help="validation source file (default: hold out --valid-fraction of training)")
     t.add_argument("--valid-tgt", help="validation target file")
-    t.add_argument("--valid-fraction", type=float, default=0.02)
-    t.add_argument("--preset", default="vaswani-small")
+    t.add_argument("--valid-fraction", type=float, default=0.02, help="share of the pairs held out for validation")
+    t.add_argument("--preset", help=preset_help("transformer", defaults["preset"]))
     t.add_argument("--config", help="JSON file of training settings; its 'model' object overrides preset fields")
     t.add_argument("--out", default="runs/translation", help="run directory (model in OUT/best and OUT/last)")
-    t.add_argument("--steps", type=int)
-    t.add_argument("--max-tokens", type=int, help="tokens per batch")
-    t.add_argument("--max-sentences", type=int, help="sentence pairs per batch at most")
-    t.add_argument("--vocab-size", type=int)
+    t.add_argument("--steps", type=positive_int, help=f"optimiser steps (default: {defaults['steps']})")
+    t.add_argument("--max-tokens", type=positive_int, help=f"tokens per batch (default: {defaults['max_tokens']})")
+    t.add_argument("--max-sentences", type=positive_int, help="sentence pairs per batch at most (default: no limit)")
+    t.add_argument("--vocab-size", type=positive_int, help=f"BPE vocabulary size (default: {defaults['vocab_size']})")
     t.add_argument("--separate-vocab", action="store_true", help="one BPE per language instead of a shared one")
-    t.add_argument("--eval-every", type=int, help="steps between validations (default: once per epoch)")
-    t.add_argument("--time-limit", type=float, help="stop training after this many seconds (evaluating first)")
-    t.add_argument("--keep-checkpoints", type=int, help="keep the last K evaluation checkpoints (for averaging)")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--device")
+    t.add_argument("--eval-every", type=positive_int, help="steps between validations (default: once per epoch)")
+    t.add_argument("--time-limit", type=positive_float,
+                   help="stop training after this many seconds, evaluating first (default: no limit)")
+    t.add_argument("--keep-checkpoints", type=non_negative_int,
+                   help=f"keep the last K evaluation checkpoints, for averaging (default: {defaults['keep_checkpoints']})")
+    t.add_argument("--seed", type=int, help=f"random seed (default: {defaults['seed']})")
+    t.add_argument("--device", help=f"{DEVICE_HELP} (default: {defaults['device']})")
     t.set_defaults(func=train_translation_cmd)
     if importlib.util.find_spec(f"{__package__}.lm") is not None:
         lm = importlib.import_module(f"{__package__}.lm")
@@ -55,8 +65,9 @@ def register(subparsers) -> None:
 
     tr = subparsers.add_parser("translate", help="translate text with a model directory")
     tr.add_argument("model_dir")
-    tr.add_argument("text", nargs="*", help="sentences to translate (default: read lines from stdin)")
-    tr.add_argument("--device", default="auto")
+    tr.add_argument("text", nargs="*",
+                    help="sentences to translate (default: read lines from stdin; blank lines give blank lines)")
+    tr.add_argument("--device", default="auto", help=DEVICE_HELP)
     add_decoding_args(tr)
     tr.set_defaults(func=translate_cmd)
 
@@ -65,47 +76,63 @@ def register(subparsers) -> None:
     ev.add_argument("--src", required=True, help="source file, one sentence per line")
     ev.add_argument("--ref", required=True, help="reference translations aligned with --src")
     ev.add_argument("--hyp-out", help="also write the hypotheses to this file")
-    ev.add_argument("--device", default="auto")
+    ev.add_argument("--device", default="auto", help=DEVICE_HELP)
     add_decoding_args(ev)
     ev.set_defaults(func=evaluate_cmd)
 
 
 def add_decoding_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
+    import inspect
+
+    from ..generation import decode
+
+    mbr_default = {k: v.default for k, v in inspect.signature(decode).parameters.items() if k.startswith("mbr_")}
     g = p.add_argument_group("decoding")
-    g.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
+    g.add_argument("--beam", type=positive_int, default=1, metavar="N", help="beam size (1 = greedy)")
     g.add_argument("--alpha", type=float, default=0.6, help="length penalty α (GNMT); 0 = raw log-probability")
-    g.add_argument("--n-best", type=int, default=1, help="print the N best hypotheses per input (translate)")
+    g.add_argument("--n-best", type=positive_int, default=1, metavar="N", help="print the N best hypotheses per input (translate)")
     g.add_argument("--mbr", action="store_true", help="minimum Bayes risk decoding")
-    g.add_argument("--mbr-candidates", type=int, default=16)
-    g.add_argument("--mbr-utility", default="bleu", help="bleu or chrf")
+    g.add_argument("--mbr-candidates", type=positive_int, default=None,
+                   help=f"with --mbr: candidates to choose from (default: {mbr_default['mbr_candidates']})")
+    g.add_argument("--mbr-utility", choices=["bleu", "chrf"], default=None,
+                   help=f"with --mbr: the similarity to maximise (default: {mbr_default['mbr_utility']})")
     g.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0 = greedy)")
-    g.add_argument("--top-k", type=int)
-    g.add_argument("--top-p", type=float)
+    g.add_argument("--top-k", type=positive_int, help="sample among the K most likely tokens (default: all)")
+    g.add_argument("--top-p", type=float, help="nucleus sampling mass, in (0, 1] (default: 1)")
     g.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL repetition penalty (1 = off)")
     if seed:
-        g.add_argument("--seed", type=int, default=None, help="sampling seed")
-    g.add_argument("--batch-size", type=int, default=64)
+        g.add_argument("--seed", type=int, default=None, help="sampling seed (default: none, a new sample each run)")
+    g.add_argument("--batch-size", type=positive_int, default=64, help="sentences decoded together")
     g.add_argument("--max-len-a", type=float, default=1.0, help="output length limit a·|source| + b")
-    g.add_argument("--max-len-b", type=int, default=50)
-    g.add_argument("--min-length", type=int, default=0, help="no EOS before this many tokens")
-    g.add_argument("--no-repeat-ngram-size", type=int, default=0, help="never repeat an n-gram of this size (beam)")
+    g.add_argument("--max-len-b", type=non_negative_int, default=50, help="output length limit a·|source| + b")
+    g.add_argument("--min-length", type=non_negative_int, default=0, help="no EOS before this many tokens")
+    g.add_argument("--no-repeat-ngram-size", type=non_negative_int, default=0,
+                   help="never repeat an n-gram of this size (beam; 0 = off)")
 
 
 def decoding_options(args) -> dict:
+    """The decoding flags as ``decode`` options; refuses MBR settings given without ``--mbr``."""
+    given = [flag for flag, value in (("--mbr-candidates", args.mbr_candidates), ("--mbr-utility", args.mbr_utility))
+             if value is not None]
+    if given and not args.mbr:
+        raise ConfigError(f"{' and '.join(given)} only apply with --mbr; add --mbr or leave them out")
     opts = {"beam": args.beam, "alpha": args.alpha, "n_best": args.n_best, "mbr": args.mbr,
-            "mbr_candidates": args.mbr_candidates, "mbr_utility": args.mbr_utility,
             "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-            "repetition_penalty": args.repetition_penalty, "min_new_tokens": args.min_length, "no_repeat_ngram_size": args.no_repeat_ngram_size}
-    if args.seed is not None:
+            "repetition_penalty": args.repetition_penalty, "min_new_tokens": args.min_length,
+            "no_repeat_ngram_size": args.no_repeat_ngram_size}
+    if args.mbr_candidates is not None:
+        opts["mbr_candidates"] = args.mbr_candidates
+    if args.mbr_utility is not None:
+        opts["mbr_utility"] = args.mbr_utility
+    if getattr(args, "seed", None) is not None:
         opts["seed"] = args.seed
     return opts
 
 
-def _load_translator(model_dir: str, device: str):
+def _load_translator(model_dir: str, device):
     from ..model_dir import load_model_dir
-    from ..devices import pick_device
 
-    loaded = load_model_dir(model_dir, pick_device(device))
+    loaded = load_model_dir(model_dir, device)
     if loaded.config.family != "transformer":
         raise CheckpointError(f"{model_dir} holds a {loaded.config.family!r} model; translation needs an "
                               "encoder-decoder ('transformer') model directory")
@@ -114,32 +141,49 @@ def _load_translator(model_dir: str, device: str):
     return loaded
 
 
-def _translate_kwargs(args) -> dict:
+def _translate_kwargs(args, decode_options: dict) -> dict:
     return dict(batch_size=args.batch_size, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
-                decode_options=decoding_options(args))
+                decode_options=decode_options)
+
+
+def _read_stdin_lines() -> list[str]:
+    if sys.stdin.isatty():
+        raise InputError("give sentences as arguments or pipe them on stdin, one per line")
+    try:
+        lines = sys.stdin.read().splitlines()
+    except UnicodeDecodeError:
+        raise InputError("standard input is not UTF-8 text") from None
+    if not any(line.strip() for line in lines):
+        raise InputError("standard input held no lines to translate" + (" (only blank ones)" if lines else ""))
+    return lines
 
 
 def translate_cmd(args) -> int:
+    from ..devices import pick_device
     from ..generation.translation import translate_nbest
 
-    texts = args.text
-    if not texts:
-        if sys.stdin.isatty():
-            raise InputError("give sentences as arguments or pipe them on stdin, one per line")
-        try:
-            texts = sys.stdin.read().splitlines()
-        except UnicodeDecodeError:
-            raise InputError("standard input is not UTF-8 text") from None
-        if not texts:
-            raise InputError("standard input held no lines to translate")
-    loaded = _load_translator(args.model_dir, args.device)
-    results = translate_nbest(loaded.model, loaded.src_tokenizer, loaded.tokenizer, texts, **_translate_kwargs(args))
-    for hyps in results:
+    device = pick_device(args.device)
+    options = decoding_options(args)
+    lines = args.text or _read_stdin_lines()
+    # Arguments are translated as given (an empty one is an error); blank stdin lines are skipped and
+    # answered with a blank line, so that line N of the output belongs to line N of the input.
+    blank = set() if args.text else {i for i, line in enumerate(lines) if not line.strip()}
+    texts = [line for i, line in enumerate(lines) if i not in blank]
+    loaded = _load_translator(args.model_dir, device)
+    results = iter(translate_nbest(loaded.model, loaded.src_tokenizer, loaded.tokenizer, texts,
+                                   **_translate_kwargs(args, options)))
+    for i in range(len(lines)):
+        if i in blank:
+            print()
+            continue
+        hyps = next(results)
         if args.n_best > 1:
             for rank, (text, score) in enumerate(hyps, 1):
                 print(f"{rank}\t{score:.4f}\t{text}")
         else:
             print(hyps[0][0])
+    if blank:
+        note(f"skipped {len(blank)} blank input line(s); each is answered with a blank output line")
     return 0
 
 
@@ -147,11 +191,15 @@ def evaluate_cmd(args) -> int:
     from ..data.parallel import read_parallel
     from ..generation.translation import score, translate
 
+    from ..devices import pick_device
+
+    device = pick_device(args.device)
+    options = decoding_options(args)
     pairs = read_parallel(args.src, args.ref)
-    loaded = _load_translator(args.model_dir, args.device)
+    loaded = _load_translator(args.model_dir, device)
     start = time.perf_counter()
     hyps = translate(loaded.model, loaded.src_tokenizer, loaded.tokenizer, [s for s, _ in pairs],
-                     **_translate_kwargs(args))
+                     **_translate_kwargs(args, options))
     result = score(hyps, [r for _, r in pairs])
     result["seconds"] = round(time.perf_counter() - start, 2)
     if args.hyp_out:
@@ -166,7 +214,7 @@ def evaluate_cmd(args) -> int:
 
 def train_translation_cmd(args) -> int:
     from ..data.parallel import read_parallel
-    from ..models import preset
+    from ..devices import pick_device
     from ..models.config import load_config_file
     from ..training.translation import TranslationSettings, train_translation
 
@@ -175,39 +223,42 @@ def train_translation_cmd(args) -> int:
     settings_dict = load_config_file(args.config) if args.config else {}
     if not isinstance(settings_dict, dict):
         raise ConfigError(f"{args.config} must hold a JSON object of settings")
-    for key in ("steps", "max_tokens", "max_sentences", "vocab_size", "keep_checkpoints", "seed", "device",
+    for key in ("preset", "steps", "max_tokens", "max_sentences", "vocab_size", "keep_checkpoints", "seed", "device",
                 "eval_every", "time_limit"):
         if getattr(args, key) is not None:
             settings_dict[key] = getattr(args, key)
-    settings_dict.setdefault("preset", args.preset)
     if args.separate_vocab:
         settings_dict["shared_vocab"] = False
-    settings = TranslationSettings.from_dict(settings_dict)
-    preset(settings.preset, **settings.model)          # validate the model config before reading data
+    settings = TranslationSettings.from_dict(settings_dict)     # checks types, ranges, the preset and its fields
+    pick_device(settings.device)
+    if not (args.valid_src or args.valid_tgt) and not 0.0 < args.valid_fraction < 1.0:
+        raise InputError(f"--valid-fraction={args.valid_fraction} must be in (0, 1)")
     pairs = read_parallel(args.src, args.tgt)
     if args.valid_src or args.valid_tgt:
         if not (args.valid_src and args.valid_tgt):
             raise InputError("give both --valid-src and --valid-tgt, or neither")
         train, valid = pairs, read_parallel(args.valid_src, args.valid_tgt)
     else:
-        if not 0.0 < args.valid_fraction < 1.0:
-            raise InputError(f"--valid-fraction={args.valid_fraction} must be in (0, 1)")
         n_valid = max(1, int(len(pairs) * args.valid_fraction))
         if len(pairs) - n_valid < 1:
             raise InputError(f"{len(pairs)} sentence pairs are too few to hold out a validation set")
         train, valid = pairs[n_valid:], pairs[:n_valid]
     with fresh_output_dir(args.out):
         run = train_translation(train, valid, settings, args.out)
-    print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s; best validation loss "
+    stop = f"; {run.result.stop_note}" if run.result.stop_note else ""
+    print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s{stop}; best validation loss "
           f"{run.result.best_loss:.4f}; model saved to {Path(args.out) / 'best'}")
     return 0
 
 
 def quickstart(args) -> int:
+    from ..devices import pick_device
     from ..training.quickstart import run_quickstart
 
+    pick_device(args.device)
+    options = decoding_options(args)
     with fresh_output_dir(args.out):
         run_quickstart(out_dir=args.out, src_lang=args.src_lang, tgt_lang=args.tgt_lang, steps=args.steps,
                        time_limit=args.time_limit, n_test=args.n_test, seed=args.seed, device=args.device,
-                       decode_options=decoding_options(args))
+                       decode_options=options)
     return 0

@@ -31,6 +31,7 @@ from ..models import GPT, build_model, preset
 from ..models.config import dataclass_from_dict
 from ..tokenizers import Tokenizer
 from ..model_dir import save_model_dir
+from .checks import check_positive_int, check_preset, check_range, check_types
 from .optim import adamw
 from .schedules import cosine_schedule
 from ..devices import pick_device
@@ -65,18 +66,21 @@ class LMSettings:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.tokenizer not in TOKENIZERS:
             raise ConfigError(f"tokenizer={self.tokenizer!r} is invalid; choose one of {list(TOKENIZERS)}")
-        for name in ("batch_size", "grad_accum", "steps", "eval_every", "eval_batches", "vocab_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}={value!r} is invalid; it must be a positive integer")
-        if self.block_size is not None and self.block_size < 1:
-            raise ConfigError(f"block_size={self.block_size} is invalid; it must be a positive integer")
-        if not self.lr > 0:
-            raise ConfigError(f"lr={self.lr} is invalid; it must be > 0")
-        if self.warmup < 0 or self.weight_decay < 0:
-            raise ConfigError("warmup and weight_decay must be >= 0")
+        check_positive_int(self, "batch_size", "grad_accum", "steps", "eval_every", "eval_batches", "vocab_size")
+        check_positive_int(self, "block_size", optional=True)
+        check_range(self, "lr", 0, low_open=True)
+        check_range(self, "min_lr_ratio", 0, 1)
+        check_range(self, "warmup", 0)
+        check_range(self, "weight_decay", 0)
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas={list(self.betas)} is invalid; each must be in [0, 1)")
+        self.betas = tuple(self.betas)
+        check_range(self, "clip_norm", 0, low_open=True, optional=True)
+        check_range(self, "time_limit", 0, low_open=True, optional=True)
+        check_preset(self, "gpt")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LMSettings":

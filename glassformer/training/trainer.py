@@ -52,10 +52,20 @@ class TrainerConfig:
 
 @dataclass
 class TrainResult:
-    steps: int
+    steps: int                       # optimiser steps done
     best_loss: float
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    max_steps: int = 0               # steps asked for
+    time_limit: float | None = None  # seconds allowed, if any
+    time_limited: bool = False       # the time limit stopped training before max_steps
+
+    @property
+    def stop_note(self) -> str:
+        """Why training ended early, for a summary line ("" when every step asked for was done)."""
+        if not self.time_limited:
+            return ""
+        return f"stopped by the time limit of {self.time_limit:g} s after {self.steps} of {self.max_steps} steps"
 
 
 class Trainer:
@@ -101,7 +111,7 @@ class Trainer:
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "log.jsonl").unlink(missing_ok=True)       # a new run starts a new log
-        result = TrainResult(steps=0, best_loss=math.inf)
+        result = TrainResult(steps=0, best_loss=math.inf, max_steps=cfg.max_steps, time_limit=cfg.time_limit)
         start = time.perf_counter()
         bar = tqdm(total=cfg.max_steps, disable=not cfg.progress, unit="step", dynamic_ncols=True)
         window_tokens, window_start, running = 0, time.perf_counter(), None
@@ -120,7 +130,8 @@ class Trainer:
             if step % cfg.eval_every == 0 or step == cfg.max_steps or out_of_time:
                 self._evaluate_and_save(step, result, bar)
             result.steps = step
-            if out_of_time:
+            if out_of_time and step < cfg.max_steps:
+                result.time_limited = True
                 bar.write(f"time limit of {cfg.time_limit:.0f}s reached after {step} steps")
                 break
         bar.close()

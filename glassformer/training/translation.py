@@ -27,6 +27,7 @@ from ..models import Transformer, build_model, preset
 from ..models.config import dataclass_from_dict
 from ..tokenizers import Tokenizer
 from ..model_dir import save_model_dir
+from .checks import check_positive_int, check_preset, check_range, check_types
 from .losses import LabelSmoothedCrossEntropy
 from .optim import paper_adam
 from .schedules import noam_schedule
@@ -56,6 +57,17 @@ class TranslationSettings:
     device: str = "auto"
     time_limit: float | None = None
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_positive_int(self, "vocab_size", "max_tokens", "steps", "warmup", "grad_accum")
+        check_positive_int(self, "max_sentences", "eval_every", optional=True)
+        check_range(self, "keep_checkpoints", 0)
+        check_range(self, "lr_factor", 0, low_open=True)
+        check_range(self, "label_smoothing", 0, 1, high_open=True)
+        check_range(self, "clip_norm", 0, low_open=True, optional=True)
+        check_range(self, "time_limit", 0, low_open=True, optional=True)
+        check_preset(self, "transformer")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TranslationSettings":

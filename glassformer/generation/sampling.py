@@ -105,7 +105,7 @@ def generate_stream(
     history = token_history(first_tokens, cache.key_padding, options.max_new_tokens)
     finished = torch.zeros(batch, dtype=torch.bool, device=first_tokens.device)
     prefix = first_tokens
-    feed = first_tokens
+    feed = first_tokens.clone()     # an inference tensor like every later feed: one compiled graph serves all
     for step in range(options.max_new_tokens):
         if use_cache:
             logits = model.decode_step(feed, cache)

@@ -14,7 +14,7 @@ from .common import (DEVICE_HELP, fresh_output_dir, non_negative_int, positive_f
 def register(subparsers) -> None:
     g = subparsers.add_parser("generate", help="continue text with a GPT model directory (streams tokens)")
     g.add_argument("model_dir")
-    g.add_argument("prompt", nargs="*", help="prompt text; several prompts are generated as one batch")
+    g.add_argument("prompt", nargs="*", default=[], help="prompt text; several prompts are generated as one batch")
     g.add_argument("--prompts-file", help="a UTF-8 file of prompts, one per line (batch mode, JSON lines out)")
     g.add_argument("--max-new-tokens", type=positive_int, default=None, metavar="N",
                    help="tokens to generate per prompt (default: 200, at most half the model's context)")

@@ -65,7 +65,7 @@ def register(subparsers) -> None:
 
     tr = subparsers.add_parser("translate", help="translate text with a model directory")
     tr.add_argument("model_dir")
-    tr.add_argument("text", nargs="*",
+    tr.add_argument("text", nargs="*", default=[],
                     help="sentences to translate (default: read lines from stdin; blank lines give blank lines)")
     tr.add_argument("--device", default="auto", help=DEVICE_HELP)
     add_decoding_args(tr)
@@ -115,7 +115,8 @@ def decoding_options(args) -> dict:
     given = [flag for flag, value in (("--mbr-candidates", args.mbr_candidates), ("--mbr-utility", args.mbr_utility))
              if value is not None]
     if given and not args.mbr:
-        raise ConfigError(f"{' and '.join(given)} only apply with --mbr; add --mbr or leave them out")
+        verb = "apply" if len(given) > 1 else "applies"
+        raise ConfigError(f"{' and '.join(given)} {verb} only with --mbr; add --mbr or leave {'them' if len(given) > 1 else 'it'} out")
     opts = {"beam": args.beam, "alpha": args.alpha, "n_best": args.n_best, "mbr": args.mbr,
             "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
             "repetition_penalty": args.repetition_penalty, "min_new_tokens": args.min_length,

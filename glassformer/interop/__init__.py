@@ -10,5 +10,12 @@ from .hf_gpt2 import (
     load_hf_gpt2,
     state_dict_from_hf_gpt2,
 )
+from .hf_llama import (
+    config_from_hf_llama,
+    convert_hf_llama,
+    load_hf_llama,
+    state_dict_from_hf_llama,
+)
 
-__all__ = ["config_from_hf_gpt2", "convert_hf_gpt2", "load_hf_gpt2", "state_dict_from_hf_gpt2"]
+__all__ = ["config_from_hf_gpt2", "convert_hf_gpt2", "load_hf_gpt2", "state_dict_from_hf_gpt2",
+           "config_from_hf_llama", "convert_hf_llama", "load_hf_llama", "state_dict_from_hf_llama"]

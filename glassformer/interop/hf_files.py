@@ -1,4 +1,5 @@
-"""Reading a Hugging Face model directory: ``config.json`` and ``model.safetensors`` (never pickles)."""
+"""What every Hugging Face family shares: reading a model directory (``config.json`` and
+``model.safetensors``, never pickles) and the names of activation functions."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..files import read_json
 
 
@@ -28,3 +29,22 @@ def read_hf_directory(path: str | Path, family: str) -> tuple[dict[str, Any], di
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{weights_file} is corrupt ({str(e).splitlines()[0]})") from None
     return hf_config, weights, weights_file
+
+
+# Hugging Face's activation names (``transformers.activations.ACT2FN``) -> ours (``glassformer.nn.ACTIVATIONS``):
+# the one place the two vocabularies meet.
+_ACTIVATIONS = {
+    "relu": "relu",
+    "gelu": "gelu",                      # exact (erf) GELU
+    "gelu_new": "gelu_tanh",             # GPT-2's tanh approximation ...
+    "gelu_pytorch_tanh": "gelu_tanh",    # ... and PyTorch's implementation of the same
+    "silu": "silu",                      # Llama
+    "swish": "swish",                    # Marian's name for SiLU
+}
+
+
+def activation_from_hf(name: str, field: str = "activation_function") -> str:
+    """Our name for the Hugging Face activation ``name`` (read from the config field ``field``)."""
+    if name not in _ACTIVATIONS:
+        raise ConfigError(f"{field}={name!r} is not supported; known: {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]

@@ -19,10 +19,7 @@ from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
 from ..models.gpt import GPT, GPTConfig
-from .hf_files import read_hf_directory
-
-_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu",
-                "silu": "swish", "swish": "swish"}
+from .hf_files import activation_from_hf, read_hf_directory
 
 # Per-layer names: ours <- theirs, and whether the matrix is a Conv1D (transposed).
 _LAYER_MAP = [
@@ -51,15 +48,13 @@ def config_from_hf_gpt2(hf: dict) -> GPTConfig:
         unsupported["scale_attn_weights"] = False
     if unsupported:
         raise ConfigError(f"GPT-2 options {unsupported} are not supported by glassformer's GPT")
-    activation = hf.get("activation_function", "gelu_new")
-    if activation not in _ACTIVATIONS:
-        raise ConfigError(f"activation_function={activation!r} is not supported; known: {sorted(_ACTIVATIONS)}")
+    activation = activation_from_hf(hf.get("activation_function", "gelu_new"))
     try:
         return GPTConfig(
             vocab_size=hf["vocab_size"], n_layers=hf["n_layer"], n_heads=hf["n_head"], d_model=hf["n_embd"],
             d_ff=hf.get("n_inner") or 4 * hf["n_embd"], max_len=hf["n_positions"],
             dropout=float(hf.get("resid_pdrop", 0.1)), norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
-            activation=_ACTIVATIONS[activation], bias=True, tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+            activation=activation, bias=True, tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
         )
     except KeyError as e:
         raise ConfigError(f"GPT-2 config lacks the field {e.args[0]!r}") from None

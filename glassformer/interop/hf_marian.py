@@ -37,10 +37,7 @@ from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
 from ..models.transformer import Transformer, TransformerConfig
-from .hf_files import read_hf_directory
-
-_ACTIVATIONS = {"swish": "swish", "silu": "swish", "gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh",
-                "gelu_pytorch_tanh": "gelu_tanh"}
+from .hf_files import activation_from_hf, read_hf_directory
 
 # Per-layer names: ours <- theirs (q/k/v are fused separately, below).
 _LAYER_MAP = [
@@ -69,9 +66,7 @@ def config_from_hf_marian(hf: dict) -> TransformerConfig:
                               f"d_ff {ffn}/{hf.get('decoder_ffn_dim')})")
         if hf.get("normalize_before", False):
             raise ConfigError("normalize_before=True (pre-norm) is not a Marian layout glassformer maps")
-        activation = hf.get("activation_function", "gelu")
-        if activation not in _ACTIVATIONS:
-            raise ConfigError(f"activation_function={activation!r} is not supported; known: {sorted(_ACTIVATIONS)}")
+        activation = activation_from_hf(hf.get("activation_function", "gelu"))
         vocab = hf["vocab_size"]
         shared = hf.get("share_encoder_decoder_embeddings", True)
         tgt_vocab = vocab if shared else (hf.get("decoder_vocab_size") or vocab)
@@ -87,7 +82,7 @@ def config_from_hf_marian(hf: dict) -> TransformerConfig:
             src_vocab_size=vocab, tgt_vocab_size=tgt_vocab, d_model=hf["d_model"], n_heads=heads,
             encoder_layers=hf["encoder_layers"], decoder_layers=hf["decoder_layers"], d_ff=ffn,
             dropout=float(hf.get("dropout", 0.1)), attention_dropout=float(hf.get("attention_dropout", 0.0)),
-            activation_dropout=float(hf.get("activation_dropout", 0.0)), activation=_ACTIVATIONS[activation],
+            activation_dropout=float(hf.get("activation_dropout", 0.0)), activation=activation,
             norm_first=False, norm_eps=1e-5, max_len=hf.get("max_position_embeddings", 1024),
             positional="sinusoidal-split", scale_embedding=bool(hf.get("scale_embedding", False)),
             tie_embeddings="all" if shared else ("decoder" if hf.get("tie_word_embeddings", True) else "none"),

@@ -1,0 +1,142 @@
+"""Llama checkpoints in the Hugging Face layout -> :class:`glassformer.models.GPT` with Llama's options.
+
+    HF_DIR/config.json        LlamaConfig fields: hidden_size, num_hidden_layers, num_attention_heads,
+                              num_key_value_heads, intermediate_size, rms_norm_eps, rope_parameters, ...
+    HF_DIR/model.safetensors  model.embed_tokens / model.layers.{i}.{input_layernorm,
+                              self_attn.{q,k,v,o}_proj, post_attention_layernorm,
+                              mlp.{gate,up,down}_proj} / model.norm  (+ lm_head when untied)
+
+A Llama is our GPT with other options, so no new module is needed — only the right
+:class:`GPTConfig`: RMSNorm before each sublayer and at the end, rotary positions in
+the half-split layout (the one Hugging Face's ``rotate_half`` uses, so q_proj and
+k_proj need no permutation), a SwiGLU feed-forward, grouped-query attention, no
+biases (unless ``attention_bias``/``mlp_bias``) and usually an untied output.
+
+The separate projections are concatenated into our fused ones: q/k/v_proj into
+``qkv_proj`` ([Q; K; V]), gate/up_proj into the gated ``linear1`` ([gate; up]).
+Both ``rope_parameters`` (transformers 5) and the older top-level ``rope_theta`` /
+``rope_scaling`` are read.  What is refused with a :class:`ConfigError`: rotary
+scaling of any kind (linear, dynamic, YaRN, Llama 3.1's "llama3"), a partial rotary
+dimension, a ``head_dim`` other than hidden_size / num_attention_heads, and biases
+on attention but not on the feed-forward (or the reverse).  Llama trains without
+dropout; ``attention_dropout`` is not carried over.  Nothing here imports
+``transformers``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import CheckpointError, ConfigError
+from ..models.gpt import GPT, GPTConfig
+from ..nn import RotaryEmbedding
+from .hf_files import activation_from_hf, read_hf_directory
+
+# Per-layer names, ours <- theirs: the norms (a weight only), the linear layers (a weight and, with
+# ``bias``, a bias) and the fused linear layers, each the concatenation of theirs along its output.
+_NORMS = [("self_attention_norm", "input_layernorm"), ("feed_forward_norm", "post_attention_layernorm")]
+_LINEARS = [("self_attention.out_proj", ["self_attn.o_proj"]),
+            ("self_attention.qkv_proj", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),
+            ("feed_forward.linear1", ["mlp.gate_proj", "mlp.up_proj"]),
+            ("feed_forward.linear2", ["mlp.down_proj"])]
+
+
+def _rope_theta(hf: dict[str, Any]) -> float:
+    """The rotary base frequency, refusing any rotary scaling we do not implement."""
+    rope = hf.get("rope_parameters") or {}
+    scaling = hf.get("rope_scaling")
+    kind = rope.get("rope_type", "default")
+    if scaling or kind != "default":
+        raise ConfigError(f"rope scaling {scaling or rope} is not supported; glassformer's rotary positions are "
+                          "the default (unscaled) kind")
+    if rope.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ConfigError(f"partial_rotary_factor={rope['partial_rotary_factor']} is not supported; "
+                          "glassformer rotates the whole head")
+    return float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
+
+
+def config_from_hf_llama(hf: dict[str, Any]) -> GPTConfig:
+    """A :class:`GPTConfig` with Llama's options from the fields of a Hugging Face ``LlamaConfig`` (a dict)."""
+    if hf.get("model_type", "llama") != "llama":
+        raise ConfigError(f"model_type={hf.get('model_type')!r} is not a Llama checkpoint (expected 'llama')")
+    try:
+        d_model, n_heads = hf["hidden_size"], hf["num_attention_heads"]
+        head_dim = hf.get("head_dim")
+        if head_dim is not None and head_dim * n_heads != d_model:
+            raise ConfigError(f"head_dim={head_dim} differs from hidden_size/num_attention_heads = "
+                              f"{d_model}/{n_heads}; glassformer's heads split d_model evenly")
+        attention_bias, mlp_bias = bool(hf.get("attention_bias", False)), bool(hf.get("mlp_bias", False))
+        if attention_bias != mlp_bias:
+            raise ConfigError(f"attention_bias={attention_bias} with mlp_bias={mlp_bias} is not supported; "
+                              "glassformer's GPT has one bias option for every linear layer")
+        return GPTConfig(
+            vocab_size=hf["vocab_size"], n_layers=hf["num_hidden_layers"], n_heads=n_heads,
+            n_kv_heads=hf.get("num_key_value_heads") or n_heads, d_model=d_model, d_ff=hf["intermediate_size"],
+            max_len=hf.get("max_position_embeddings", 2048), dropout=0.0,
+            norm="rmsnorm", norm_bias=False, norm_eps=float(hf.get("rms_norm_eps", 1e-6)), norm_first=True,
+            positional="rotary", rope_theta=_rope_theta(hf),
+            activation=activation_from_hf(hf.get("hidden_act", "silu"), "hidden_act"), gated=True,
+            bias=attention_bias, tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        )
+    except KeyError as e:
+        raise ConfigError(f"the Llama config lacks the field {e.args[0]!r}") from None
+
+
+def state_dict_from_hf_llama(weights: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+    """Rename (and fuse) Hugging Face Llama tensors into a state dict of :class:`GPT`."""
+    # Checkpoints saved from LlamaModel lack the "model." prefix; accept both.
+    hf = {k.removeprefix("model."): v for k, v in weights.items()}
+
+    def take(name: str) -> Tensor:
+        if name not in hf:
+            raise CheckpointError(f"the Llama checkpoint lacks the tensor {name!r}")
+        return hf[name]
+
+    params = ("weight", "bias") if config.bias else ("weight",)
+    ours = {"embed.token.weight": take("embed_tokens.weight"), "decoder.final_norm.weight": take("norm.weight")}
+    for i in range(config.n_layers):
+        mine, theirs = f"decoder.layers.{i}", f"layers.{i}"
+        for m, t in _NORMS:
+            ours[f"{mine}.{m}.weight"] = take(f"{theirs}.{t}.weight")
+        for m, parts in _LINEARS:
+            for p in params:
+                tensors = [take(f"{theirs}.{t}.{p}") for t in parts]
+                ours[f"{mine}.{m}.{p}"] = torch.cat(tensors, dim=0) if len(tensors) > 1 else tensors[0]
+    ours["lm_head.weight"] = ours["embed.token.weight"] if config.tie_embeddings else take("lm_head.weight")
+    return ours
+
+
+def load_hf_llama(path: str | Path, dtype: torch.dtype = torch.float32) -> GPT:
+    """A :class:`GPT` with the weights of a Hugging Face Llama directory (config.json + model.safetensors)."""
+    hf_config, weights, weights_file = read_hf_directory(path, "Llama")
+    config = config_from_hf_llama(hf_config)
+    with torch.device("meta"):                  # no time spent initialising weights we overwrite
+        model = GPT(config)
+    state = state_dict_from_hf_llama(weights, config)
+    try:
+        model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{weights_file} does not match its config.json ({str(e).splitlines()[0]})") from None
+    if config.tie_embeddings:                   # assign=True replaced the tied Parameter: tie again
+        model.lm_head.weight = model.embed.token.weight
+    # The rotary tables are buffers computed from the config, not weights: built on the
+    # meta device above, they are computed here for real.
+    model.rotary = RotaryEmbedding(config.d_model // config.n_heads, config.max_len, config.rope_theta)
+    return model.eval()
+
+
+def convert_hf_llama(path: str | Path, out_dir: str | Path, tokenizer=None) -> Path:
+    """Write a Hugging Face Llama directory as a glassformer model directory (config.json,
+    model.safetensors with tied matrices stored once).  Llama's tokenizers lack glassformer's
+    special tokens, so none is carried over; pass ``tokenizer`` (a
+    :class:`glassformer.tokenizers.Tokenizer`) to save one with the model."""
+    from ..model_dir import save_model_dir
+
+    return save_model_dir(out_dir, load_hf_llama(path), tokenizer)
+
+
+__all__ = ["config_from_hf_llama", "state_dict_from_hf_llama", "load_hf_llama", "convert_hf_llama"]

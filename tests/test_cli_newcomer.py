@@ -360,3 +360,10 @@ def test_debug_after_the_command_shows_the_traceback(tmp_path):
 def test_train_without_a_task_shows_help(capsys):
     code, out, _ = run_cli(capsys, "train")
     assert code == 2 and "lm" in out and "translation" in out
+
+
+def test_missing_model_directory_names_only_what_is_missing(capsys):
+    for command in ("translate", "generate"):
+        code, _, err = run_cli(capsys, command)
+        one_line_error(code, err, "model_dir")
+        assert "text" not in err and "prompt" not in err

@@ -6,12 +6,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
 from ..files import read_json
+
+
+def model_with_weights(model_cls, config, state: dict[str, Tensor], source: str | Path,
+                       dtype: torch.dtype = torch.float32):
+    """``model_cls(config)`` holding ``state``, in eval mode, without initialising weights that are
+    overwritten: built on the meta device, loaded strictly with ``assign=True``, tied again (the
+    assignment replaced the shared Parameters), and its config-derived buffers (positional
+    tables) computed for real.  A mismatch is a CheckpointError naming ``source``."""
+    with torch.device("meta"):
+        model = model_cls(config)
+    try:
+        model.load_state_dict({k: v.detach().to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{source} does not match its config.json ({str(e).splitlines()[0]})") from None
+    model.tie_weights()
+    for module in model.modules():
+        if hasattr(module, "reset_buffers"):
+            module.reset_buffers()
+    return model.eval()
 
 
 def read_hf_directory(path: str | Path, family: str) -> tuple[dict[str, Any], dict[str, Tensor], Path]:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
 from ..models.gpt import GPT, GPTConfig
-from .hf_files import activation_from_hf, read_hf_directory
+from .hf_files import activation_from_hf, model_with_weights, read_hf_directory
 
 # Per-layer names: ours <- theirs, and whether the matrix is a Conv1D (transposed).
 _LAYER_MAP = [
@@ -87,16 +87,7 @@ def load_hf_gpt2(path: str | Path, dtype: torch.dtype = torch.float32) -> GPT:
     """A :class:`GPT` with the weights of a Hugging Face GPT-2 directory (config.json + model.safetensors)."""
     hf_config, weights, weights_file = read_hf_directory(path, "GPT-2")
     config = config_from_hf_gpt2(hf_config)
-    with torch.device("meta"):                  # no time spent initialising weights we overwrite
-        model = GPT(config)
-    state = state_dict_from_hf_gpt2(weights, config)
-    try:
-        model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{weights_file} does not match its config.json ({str(e).splitlines()[0]})") from None
-    if config.tie_embeddings:                   # assign=True replaced the tied Parameter: tie again
-        model.lm_head.weight = model.embed.token.weight
-    return model.eval()
+    return model_with_weights(GPT, config, state_dict_from_hf_gpt2(weights, config), weights_file, dtype)
 
 
 def convert_hf_gpt2(path: str | Path, out_dir: str | Path) -> Path:

@@ -33,8 +33,7 @@ from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
 from ..models.gpt import GPT, GPTConfig
-from ..nn import RotaryEmbedding
-from .hf_files import activation_from_hf, read_hf_directory
+from .hf_files import activation_from_hf, model_with_weights, read_hf_directory
 
 # Per-layer names, ours <- theirs: the norms (a weight only), the linear layers (a weight and, with
 # ``bias``, a bias) and the fused linear layers, each the concatenation of theirs along its output.
@@ -114,19 +113,7 @@ def load_hf_llama(path: str | Path, dtype: torch.dtype = torch.float32) -> GPT:
     """A :class:`GPT` with the weights of a Hugging Face Llama directory (config.json + model.safetensors)."""
     hf_config, weights, weights_file = read_hf_directory(path, "Llama")
     config = config_from_hf_llama(hf_config)
-    with torch.device("meta"):                  # no time spent initialising weights we overwrite
-        model = GPT(config)
-    state = state_dict_from_hf_llama(weights, config)
-    try:
-        model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{weights_file} does not match its config.json ({str(e).splitlines()[0]})") from None
-    if config.tie_embeddings:                   # assign=True replaced the tied Parameter: tie again
-        model.lm_head.weight = model.embed.token.weight
-    # The rotary tables are buffers computed from the config, not weights: built on the
-    # meta device above, they are computed here for real.
-    model.rotary = RotaryEmbedding(config.d_model // config.n_heads, config.max_len, config.rope_theta)
-    return model.eval()
+    return model_with_weights(GPT, config, state_dict_from_hf_llama(weights, config), weights_file, dtype)
 
 
 def convert_hf_llama(path: str | Path, out_dir: str | Path, tokenizer=None) -> Path:

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
 from ..models.transformer import Transformer, TransformerConfig
-from .hf_files import activation_from_hf, read_hf_directory
+from .hf_files import activation_from_hf, model_with_weights, read_hf_directory
 
 # Per-layer names: ours <- theirs (q/k/v are fused separately, below).
 _LAYER_MAP = [
@@ -138,13 +138,8 @@ def transformer_from_hf_marian(hf_config: dict, weights: dict[str, Tensor],
                                dtype: torch.dtype = torch.float32) -> Transformer:
     """A :class:`Transformer` with the weights of a Marian model (config dict + state dict), in eval mode."""
     config = config_from_hf_marian(hf_config)
-    model = Transformer(config)
-    state = {k: v.detach().to(dtype) for k, v in state_dict_from_hf_marian(weights, config).items()}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"the Marian weights do not match their config ({str(e).splitlines()[0]})") from None
-    return model.to(dtype).eval()
+    return model_with_weights(Transformer, config, state_dict_from_hf_marian(weights, config), "the Marian weights",
+                              dtype)
 
 
 def load_hf_marian(path: str | Path, dtype: torch.dtype = torch.float32) -> Transformer:

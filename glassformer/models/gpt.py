@@ -137,7 +137,11 @@ class GPT(DecodingMixin, nn.Module):
         )
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self.reset_parameters()
-        if c.tie_embeddings:
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """The output projection shares the token-embedding matrix (Press & Wolf 2017) if the config ties them."""
+        if self.config.tie_embeddings:
             self.lm_head.weight = self.embed.token.weight
 
     def reset_parameters(self) -> None:

@@ -143,11 +143,14 @@ class Transformer(DecodingMixin, nn.Module):
         self.decoder = TransformerStack(c.decoder_layers, c.d_model, cross_attention=True, **layer)
         self.generator = Generator(c.d_model, c.tgt_vocab_size, bias=c.final_logits_bias)
         self.reset_parameters()
-        # Weight tying (§3.4, Press & Wolf 2017): one matrix for source embedding,
-        # target embedding and the pre-softmax projection.
-        if c.tie_embeddings in ("decoder", "all"):
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Weight tying (§3.4, Press & Wolf 2017): one matrix for the target embedding and the
+        pre-softmax projection (``decoder``), and the source embedding too (``all``)."""
+        if self.config.tie_embeddings in ("decoder", "all"):
             self.generator.proj.weight = self.tgt_embed.token.weight
-        if c.tie_embeddings == "all":
+        if self.config.tie_embeddings == "all":
             self.src_embed.token.weight = self.tgt_embed.token.weight
 
     def reset_parameters(self) -> None:

@@ -47,7 +47,13 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def __init__(self, d_model: int, max_len: int, layout: str = "interleaved"):
         super().__init__()
-        self.register_buffer("table", sinusoidal_table(max_len, d_model, layout), persistent=False)
+        self.d_model, self.max_len, self.layout = d_model, max_len, layout
+        self.reset_buffers()
+
+    def reset_buffers(self, device: torch.device | str | None = None) -> None:
+        """(Re)compute the table, e.g. for a model built on the meta device and loaded from weights."""
+        self.register_buffer("table", sinusoidal_table(self.max_len, self.d_model, self.layout).to(device),
+                             persistent=False)
 
     def forward(self, positions: Tensor) -> Tensor:
         """positions: (seq,) or (batch, seq) int  ->  (…, seq, d_model)"""
@@ -80,11 +86,17 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         if d_head % 2:
             raise ConfigError(f"rotary positions need an even head dimension, got d_head={d_head}")
-        inv_freq = 1.0 / theta ** (torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)   # (d_head/2,)
-        angles = torch.arange(max_len, dtype=torch.float64)[:, None] * inv_freq[None, :]      # (max_len, d_head/2)
+        self.d_head, self.max_len, self.theta = d_head, max_len, theta
+        self.reset_buffers()
+
+    def reset_buffers(self, device: torch.device | str | None = None) -> None:
+        """(Re)compute the tables, e.g. for a model built on the meta device and loaded from weights."""
+        d = self.d_head
+        inv_freq = 1.0 / self.theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d)        # (d_head/2,)
+        angles = torch.arange(self.max_len, dtype=torch.float64)[:, None] * inv_freq[None, :]  # (max_len, d_head/2)
         angles = torch.cat([angles, angles], dim=-1)                                           # (max_len, d_head)
-        self.register_buffer("cos", angles.cos().float(), persistent=False)
-        self.register_buffer("sin", angles.sin().float(), persistent=False)
+        self.register_buffer("cos", angles.cos().float().to(device), persistent=False)
+        self.register_buffer("sin", angles.sin().float().to(device), persistent=False)
 
     def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         """positions: (seq,) or (batch, seq) -> (cos, sin), each (1 or batch, 1, seq, d_head):

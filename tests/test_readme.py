@@ -33,3 +33,7 @@ def test_readme_python_examples(tmp_path, monkeypatch, capsys):
     exec(compile(blocks[1], "README-example-2", "exec"), scope)
     assert tuple(scope["weights"].shape) == (2, 8, 10, 10)
     assert scope["out"].shape == scope["x"].shape
+    scope = {}
+    exec(compile(blocks[2], "README-example-3", "exec"), scope)
+    assert tuple(scope["tokens"].shape) == (1, 8)
+    assert capsys.readouterr().out.split() == ["rmsnorm", "rotary", "2", "True"]

@@ -1,12 +1,15 @@
-"""Decoding, model-agnostic: any model with ``decode_step(tokens, cache) -> log-probs`` works.
+"""Decoding, model-agnostic: any model with the decoding interface of ``glassformer.models.decoding`` works.
 
-The decoding interface a model provides:
+The interface a model provides:
 
-* ``decode_step(tokens (batch, t), cache: KVCache) -> (batch, vocab)`` log-probabilities
-  of the token after the last of ``tokens``, given everything already in ``cache``;
-  it appends the new positions to the cache.
-* encoder–decoders also ``start_decoding(src, max_new_tokens) -> (cache, first_tokens)``,
-  which encodes the source once.
+* ``start_decoding(...) -> (cache, first_tokens)``: a fresh :class:`~glassformer.nn.KVCache`
+  (an encoder–decoder encodes the source once here);
+* ``decode_step(tokens (batch, t), cache) -> (batch, vocab)`` float32 logits of the token after
+  the last of ``tokens``, given everything already in ``cache``; it appends the new positions;
+* ``reorder_cache(cache, rows, sources=None)``: keep decoder rows ``rows`` (beams selected) and,
+  for an encoder–decoder, encoder rows ``sources`` (finished sentences dropped).
+
+What the searches do to each step's logits (penalties, bans, warps) is in :mod:`.processors`.
 """
 
 from .beam import BeamOptions, BeamOutput, beam_search, length_penalty

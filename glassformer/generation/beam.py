@@ -2,14 +2,15 @@
 
 The paper (§6.1) decodes with a beam of 4 and a length penalty α = 0.6 (Wu et
 al. 2016, "GNMT"), with outputs up to the input length + 50.  This module is that
-search, for any model with ``decode_step(tokens, cache) -> log-probs`` (the
+search, for any model with ``decode_step(tokens, cache) -> logits`` (the
 encoder–decoder :class:`~glassformer.models.Transformer` and the decoder-only
 GPT alike).
 
 One step, for ``batch`` sentences × ``beam`` hypotheses (rows sentence-major,
 row = sentence * beam + b):
 
-1. ``decode_step`` gives next-token log-probabilities for every live hypothesis.
+1. ``decode_step`` gives next-token logits for every live hypothesis; the repetition penalty
+   applies to them, then the log-softmax, then the bans (``processors.py``).
 2. Each sentence ranks its ``beam × vocab`` continuations by summed log-probability
    and keeps the best ``2 × beam`` (so at least ``beam`` survive even if all of
    the first ``beam`` end with EOS).

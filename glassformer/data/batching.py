@@ -48,16 +48,24 @@ def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, bos_id: i
 
 
 def token_budget_batches(lengths: Sequence[int], max_tokens: int, *, seed: int = 0, epoch: int = 0,
-                         shuffle: bool = True, max_sentences: int | None = None) -> list[list[int]]:
+                         shuffle: bool = True, max_sentences: int | None = None,
+                         by_length: bool = True) -> list[list[int]]:
     """Group example indices into batches of at most ``max_tokens`` padded tokens
     (and at most ``max_sentences`` examples, if given).
 
     Examples are sorted by length (ties broken randomly per epoch), cut into
     batches greedily, and the batch order is shuffled.  Without a sentence cap,
     very short examples end up in a few huge batches, i.e. in few optimiser steps.
+    ``by_length=False`` skips the sort: every batch is a random mix of lengths
+    (more padding, but short examples reach every step, not a few).
     """
     rng = random.Random(seed * 100_003 + epoch)
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random() if shuffle else i))
+    if by_length:
+        order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random() if shuffle else i))
+    else:
+        order = list(range(len(lengths)))
+        if shuffle:
+            rng.shuffle(order)
     batches, current, longest = [], [], 0
     for i in order:
         longest_if_added = max(longest, lengths[i])
@@ -85,14 +93,16 @@ class ParallelDataset:
         return len(self.pairs)
 
     def batches(self, max_tokens: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True,
-                max_sentences: int | None = None) -> list[TranslationBatch]:
+                max_sentences: int | None = None, by_length: bool = True) -> list[TranslationBatch]:
         return [collate([self.pairs[i] for i in idx], self.pad_id, self.bos_id, self.eos_id)
                 for idx in token_budget_batches(self.lengths, max_tokens, seed=seed, epoch=epoch, shuffle=shuffle,
-                                                max_sentences=max_sentences)]
+                                                max_sentences=max_sentences, by_length=by_length)]
 
-    def forever(self, max_tokens: int, *, seed: int = 0, max_sentences: int | None = None) -> Iterator[TranslationBatch]:
+    def forever(self, max_tokens: int, *, seed: int = 0, max_sentences: int | None = None,
+                by_length: bool = True) -> Iterator[TranslationBatch]:
         """Epoch after epoch, reshuffled each time."""
         epoch = 0
         while True:
-            yield from self.batches(max_tokens, seed=seed, epoch=epoch, max_sentences=max_sentences)
+            yield from self.batches(max_tokens, seed=seed, epoch=epoch, max_sentences=max_sentences,
+                                    by_length=by_length)
             epoch += 1

@@ -6,6 +6,14 @@ compound read units-before-tens ("vier-und-dreißig"), the English is split into
 words tens-before-units: exactly the reordering and segmentation attention
 has to learn.  Text comes from the ``num2words`` package, so the corpus is
 built on any machine, deterministically from a seed.
+
+The splits are stratified by magnitude (0–99, 100–999, 1,000–9,999, ...).  A
+uniform draw of 2,000 test numbers from 0..99,999 holds about 2 numbers below
+100 and 18 below 1,000, too few to say anything about the inputs people type
+first; so each range gets its proportional share of the test set, raised to a
+floor (``min_test_per_range``, at most ``max_test_fraction`` of the range).  The
+test figures per range are then measured on numbers never seen in training,
+and the overall test figure is a slightly small-number-heavy mix of them.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from ..errors import ConfigError
 
 @dataclass
 class NumberCorpus:
-    """Parallel splits; train, valid and test hold disjoint numbers."""
+    """Parallel splits; train, valid and test hold disjoint numbers (``numbers[split]`` aligned with the pairs)."""
 
     train: list[tuple[str, str]]
     valid: list[tuple[str, str]]
@@ -32,6 +40,42 @@ def spell(n: int, lang: str) -> str:
     return num2words(n, lang=lang)
 
 
+def number_ranges(max_number: int) -> list[range]:
+    """Ranges by magnitude: 0–99, 100–999, 1,000–9,999, ..., the last one ending at ``max_number``."""
+    if max_number < 0:
+        raise ConfigError(f"max_number={max_number} is negative; give a number >= 0")
+    ranges, low, high = [], 0, 100
+    while low <= max_number:
+        ranges.append(range(low, min(high, max_number + 1)))
+        low, high = high, high * 10
+    return ranges
+
+
+def range_label(numbers: range) -> str:
+    """``range(100, 1000)`` -> ``"100-999"`` (the key used in results files)."""
+    return f"{numbers.start}-{numbers.stop - 1}"
+
+
+def stratified_sizes(sizes: list[int], n: int, min_per_range: int = 0, max_fraction: float = 1.0) -> list[int]:
+    """How many of ``n`` draws each range gets: its proportional share of ``n`` (largest remainders),
+    raised to ``min(min_per_range, max_fraction × its size, n // len(sizes))``; the largest range gives up
+    what the raised ones took.  The result sums to ``n`` and never exceeds a range's size."""
+    total = sum(sizes)
+    if not 0 <= n <= total:
+        raise ConfigError(f"cannot draw {n} numbers from {total}")
+    exact = [n * s / total for s in sizes]
+    shares = [int(x) for x in exact]
+    for i in sorted(range(len(sizes)), key=lambda i: shares[i] - exact[i])[: n - sum(shares)]:
+        shares[i] += 1
+    floors = [min(min_per_range, int(max_fraction * s), n // len(sizes), s) for s in sizes]
+    out = [max(f, s) for f, s in zip(floors, shares)]
+    largest = max(range(len(sizes)), key=lambda i: sizes[i])
+    out[largest] -= sum(out) - n
+    if out[largest] < floors[largest]:
+        raise ConfigError(f"cannot draw {n} numbers with at least {min_per_range} from each of {len(sizes)} ranges")
+    return out
+
+
 def number_corpus(
     src_lang: str = "de",
     tgt_lang: str = "en",
@@ -40,11 +84,19 @@ def number_corpus(
     n_train: int | None = None,
     n_valid: int = 1000,
     n_test: int = 2000,
+    min_test_per_range: int = 50,
+    max_test_fraction: float = 0.2,
     seed: int = 0,
 ) -> NumberCorpus:
     """Draw disjoint sets of numbers from [0, max_number] and spell each in both languages.
 
-    ``n_train=None`` uses every number not in valid or test.
+    Test: per range of :func:`number_ranges`, its share of ``n_test`` by
+    :func:`stratified_sizes` (with the defaults and ``n_test=2000``: 20 of 0–99,
+    50 of 100–999, 180 of 1,000–9,999, 1,750 of 10,000–99,999).  Validation: a
+    proportional share of each range of the rest, so it costs the small ranges
+    (nearly) nothing.  Train: every remaining number, or a uniform draw of
+    ``n_train`` of them.  Each split is in a seeded random order; the same
+    arguments give the same corpus.
     """
     for lang in (src_lang, tgt_lang):
         if lang not in CONVERTER_CLASSES:
@@ -52,13 +104,26 @@ def number_corpus(
                               f"{', '.join(sorted(CONVERTER_CLASSES))}")
     if src_lang == tgt_lang:
         raise ConfigError(f"source and target language are both {src_lang!r}; choose two different languages")
+    if not 0.0 <= max_test_fraction <= 1.0:
+        raise ConfigError(f"max_test_fraction={max_test_fraction} must be between 0 and 1")
     population = max_number + 1
     n_train = population - n_valid - n_test if n_train is None else n_train
     if min(n_train, n_valid, n_test) < 1 or n_train + n_valid + n_test > population:
         raise ConfigError(f"cannot draw {n_train}+{n_valid}+{n_test} disjoint numbers from 0..{max_number}")
-    order = list(range(population))
-    random.Random(seed).shuffle(order)
-    parts = {"test": order[:n_test], "valid": order[n_test:n_test + n_valid],
-             "train": order[n_test + n_valid:n_test + n_valid + n_train]}
+    rng = random.Random(seed)
+    ranges = [list(r) for r in number_ranges(max_number)]
+    for numbers in ranges:
+        rng.shuffle(numbers)
+    sizes = [len(r) for r in ranges]
+    test_sizes = stratified_sizes(sizes, n_test, min_test_per_range, max_test_fraction)
+    valid_sizes = stratified_sizes([s - t for s, t in zip(sizes, test_sizes)], n_valid)
+    parts = {
+        "test": [n for r, t in zip(ranges, test_sizes) for n in r[:t]],
+        "valid": [n for r, t, v in zip(ranges, test_sizes, valid_sizes) for n in r[t:t + v]],
+        "train": [n for r, t, v in zip(ranges, test_sizes, valid_sizes) for n in r[t + v:]],
+    }
+    for numbers in parts.values():
+        rng.shuffle(numbers)
+    parts["train"] = parts["train"][:n_train]
     pairs = {name: [(spell(n, src_lang), spell(n, tgt_lang)) for n in nums] for name, nums in parts.items()}
     return NumberCorpus(pairs["train"], pairs["valid"], pairs["test"], parts)

@@ -1,35 +1,95 @@
 """``glassformer quickstart``: the built-in number-translation task, end to end.
 
 Builds the German→English number corpus (train, validation and test hold
-disjoint numbers), trains a small Transformer with the paper's recipe (label
-smoothing, Adam with the warm-up schedule, token-budget batches), then
-reports exact match and sacreBLEU on held-out test numbers and saves the model.
+disjoint numbers; the test set is stratified by magnitude, see
+:mod:`glassformer.data.numbers`), trains a small Transformer with the paper's
+recipe (label smoothing, Adam with the warm-up schedule), then reports exact
+match and sacreBLEU on the held-out test numbers, exact match per range
+(0–99, 100–999, ...) on numbers seen in training and on held-out ones, and
+saves the model.
+
+The recipe's constants below were chosen by measurement; the figures live in
+``benchmarks/results/quickstart.json`` (``benchmarks/bench_quickstart.py``).
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
-from ..data.numbers import number_corpus
+from ..data.numbers import NumberCorpus, number_corpus, number_ranges, range_label
 from ..files import write_text_atomically
 from ..model_dir import load_model_dir
 from ..generation.translation import score, translate
 from .translation import TranslationSettings, train_translation
 
-# Chosen by measurement on a 2-core CPU (see the README's results): 100% exact match on held-out
-# numbers after ~560 steps; 800 steps leave a margin.  A larger peak learning rate (lr_factor 1.5)
-# plateaued at 87% in the same time.
 QUICKSTART_MODEL = dict(d_model=128, n_heads=4, encoder_layers=3, decoder_layers=3, d_ff=512, dropout=0.1,
                         max_len=64)
-QUICKSTART_SETTINGS = dict(preset="vaswani-small", vocab_size=600, max_tokens=4096, max_sentences=512, steps=800, warmup=400,
-                           lr_factor=0.6)                  # evaluated once per epoch (~170 steps)
-SMALL_NUMBER_REPEATS = 20
-QUICKSTART_TIME_LIMIT = 540.0       # seconds of training at most, so the demo stays within its budget
+# Batches mix sentence lengths (length_buckets=False): with a 600-token BPE every number is 2-7 tokens, so
+# sorting by length saves little padding but puts the short numbers into a few batches of their own, which
+# the model forgets in between.
+QUICKSTART_SETTINGS = dict(preset="vaswani-small", vocab_size=600, max_tokens=4096, max_sentences=512,
+                           length_buckets=False, steps=800, warmup=400, lr_factor=0.6)
+# Numbers below 1,000 are 1% of 0..99,999 but the first ones people try ("vierzig"): a training number below
+# each limit is present this many times (validation and test are untouched and stay disjoint from training).
+SMALL_NUMBER_COPIES = {100: 21, 1000: 21}
+QUICKSTART_TIME_LIMIT = 540.0       # seconds of training at most, a safety net so the demo stays within its budget
+SEEN_PER_RANGE = 500                # seen-in-training numbers evaluated per range (all of a range that has fewer)
+
+
+def training_pairs(corpus: NumberCorpus, copies: dict[int, int] | None = None) -> list[tuple[str, str]]:
+    """The training pairs, those of small numbers several times: a number below the smallest limit of
+    ``copies`` that exceeds it is present ``copies[limit]`` times (default :data:`SMALL_NUMBER_COPIES`)."""
+    copies = SMALL_NUMBER_COPIES if copies is None else copies
+    limits = sorted(copies)
+    extra = []
+    for pair, n in zip(corpus.train, corpus.numbers["train"]):
+        limit = next((limit for limit in limits if n < limit), None)
+        if limit is not None:
+            extra += [pair] * (copies[limit] - 1)
+    return list(corpus.train) + extra
+
+
+def seen_numbers(corpus: NumberCorpus, ranges: Sequence[range], per_range: int = SEEN_PER_RANGE,
+                 seed: int = 0) -> tuple[list[int], list[tuple[str, str]]]:
+    """Training numbers to check the model on what it was taught: every one of a range with at most
+    ``per_range`` of them (all of 0–99 and 100–999 in training), a seeded uniform sample of ``per_range``
+    from a larger one.  Returns (numbers, pairs), ordered by range."""
+    by_range: list[list[int]] = [[] for _ in ranges]
+    pair_of = dict(zip(corpus.numbers["train"], corpus.train))
+    for n in corpus.numbers["train"]:
+        for i, r in enumerate(ranges):
+            if n in r:
+                by_range[i].append(n)
+                break
+    rng = random.Random(seed)
+    chosen = [sorted(nums) if len(nums) <= per_range else sorted(rng.sample(nums, per_range)) for nums in by_range]
+    numbers = [n for nums in chosen for n in nums]
+    return numbers, [pair_of[n] for n in numbers]
+
+
+def exact_match_by_range(numbers: Sequence[int], hypotheses: Sequence[str], references: Sequence[str],
+                         ranges: Sequence[range]) -> dict[str, dict[str, float]]:
+    """Exact match (%) per range: ``{"0-99": {"n": 20, "exact_match": 95.0}, ...}``; a range with no
+    numbers gets ``n=0`` and ``exact_match=None``.  Numbers outside every range are an error."""
+    if not len(numbers) == len(hypotheses) == len(references):
+        raise ValueError(f"{len(numbers)} numbers, {len(hypotheses)} hypotheses and {len(references)} references; "
+                         "they must align")
+    right = [0] * len(ranges)
+    count = [0] * len(ranges)
+    for n, hyp, ref in zip(numbers, hypotheses, references):
+        i = next((i for i, r in enumerate(ranges) if n in r), None)
+        if i is None:
+            raise ValueError(f"number {n} is in none of the ranges {[range_label(r) for r in ranges]}")
+        count[i] += 1
+        right[i] += hyp.strip() == ref.strip()
+    return {range_label(r): {"n": c, "exact_match": round(100.0 * k / c, 2) if c else None}
+            for r, c, k in zip(ranges, count, right)}
 
 
 def run_quickstart(
@@ -40,46 +100,74 @@ def run_quickstart(
     steps: int | None = None,
     time_limit: float | None = None,
     n_test: int = 2000,
+    max_number: int = 99_999,
     seed: int = 0,
     device: str = "auto",
     decode_options: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
+    """Build the corpus of 0..``max_number`` (smaller only for quick checks), train, evaluate, save.
+
+    Returns what ``out_dir/results.json`` holds: the test set's exact match, BLEU and chrF, training and
+    decoding times, ``train_steps`` of ``max_steps`` (``time_limited`` if the time limit cut training)
+    and ``by_range``: exact match per range on numbers seen in training (all of those below 1,000, a
+    sample of the larger ranges, see :func:`seen_numbers`) and on the held-out test numbers.
+    """
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    print(f"Building the {src_lang}→{tgt_lang} number corpus (0..99,999; train/valid/test disjoint) ...", flush=True)
-    corpus = number_corpus(src_lang, tgt_lang, n_valid=500, n_test=n_test, seed=seed)
+    print(f"Building the {src_lang}→{tgt_lang} number corpus (0..{max_number:,}; train/valid/test disjoint) ...",
+          flush=True)
+    corpus = number_corpus(src_lang, tgt_lang, max_number=max_number, n_valid=min(500, (max_number + 1) // 10),
+                           n_test=n_test, seed=seed)
+    ranges = number_ranges(max_number)
     print(f"  {len(corpus.train):,} training, {len(corpus.valid):,} validation, {len(corpus.test):,} test pairs, e.g.")
     for src, tgt in corpus.train[:2]:
         print(f"    {src}  →  {tgt}")
     settings = TranslationSettings(**{**QUICKSTART_SETTINGS, "model": QUICKSTART_MODEL, "seed": seed, "device": device,
                                       "time_limit": QUICKSTART_TIME_LIMIT if time_limit is None else time_limit,
                                       "progress": progress,
-                                      **({"steps": steps} if steps else {})})
-    # Numbers below 1,000 are 1% of 0..99,999 but the first ones people try ("vierzig"); drawn
-    # uniformly, the model rarely sees a sentence that starts with one.  Repeat them in training
-    # (validation and test are untouched and stay disjoint from training).
-    small = [pair for pair, n in zip(corpus.train, corpus.numbers["train"]) if n < 1000]
-    train = corpus.train + small * SMALL_NUMBER_REPEATS
-    run = train_translation(train, corpus.valid, settings, out_dir)
+                                      **({"steps": steps} if steps is not None else {})})
+    run = train_translation(training_pairs(corpus), corpus.valid, settings, out_dir)
+
     best = load_model_dir(out_dir / "best", device=next(run.model.parameters()).device)
-    sources = [s for s, _ in corpus.test]
-    references = [t for _, t in corpus.test]
+    seen, seen_pairs = seen_numbers(corpus, ranges, seed=seed)
+    pairs = corpus.test + seen_pairs
+    references = [t for _, t in pairs]
+    # A hypothesis longer than every reference cannot be right: decoding stops a few tokens past the longest one
+    # (an undertrained model would otherwise run each sentence to the model's maximum length).
+    longest = max(len(ids) for ids in best.tokenizer.encode_batch(references))
     t0 = time.perf_counter()
-    hypotheses = translate(best.model, best.src_tokenizer, best.tokenizer, sources, decode_options=decode_options)
+    hypotheses = translate(best.model, best.src_tokenizer, best.tokenizer, [s for s, _ in pairs], batch_size=256,
+                           max_len_a=0.0, max_len_b=longest + 8, decode_options=decode_options)
     decode_seconds = time.perf_counter() - t0
-    result = score(hypotheses, references)
-    result.update(train_steps=run.result.steps, train_seconds=round(run.result.seconds, 1),
-                  decode_seconds=round(decode_seconds, 2), total_seconds=round(time.perf_counter() - started, 1),
+    n = len(corpus.test)
+    result = score(hypotheses[:n], references[:n])
+    held_out = exact_match_by_range(corpus.numbers["test"], hypotheses[:n], references[:n], ranges)
+    seen_scores = exact_match_by_range(seen, hypotheses[n:], references[n:], ranges)
+    result.update(train_steps=run.result.steps, max_steps=run.result.max_steps, time_limited=run.result.time_limited,
+                  train_seconds=round(run.result.seconds, 1), decode_seconds=round(decode_seconds, 2),
+                  total_seconds=round(time.perf_counter() - started, 1),
                   best_valid_loss=round(run.result.best_loss, 4), threads=torch.get_num_threads(),
-                  decoding={k: v for k, v in (decode_options or {}).items() if v is not None})
+                  decoding={k: v for k, v in (decode_options or {}).items() if v is not None},
+                  by_range={label: {"seen": seen_scores[label], "held_out": held_out[label]} for label in held_out})
+
     print(f"\nTest set ({result['sentences']:,} numbers never seen in training):")
     print(f"  exact match {result['exact_match']:.2f}%   sacreBLEU {result['bleu']:.2f}   chrF {result['chrf']:.2f}")
+    print("Exact match by range (seen in training / held out):")
+    for label, parts in result["by_range"].items():
+        print(f"  {label:>12}  " + "   ".join(f"{_percent(parts[k])} of {parts[k]['n']:>4}" for k in ("seen", "held_out")))
     print("Some translations:")
+    sources = [s for s, _ in corpus.test]
     for src, ref, hyp in list(zip(sources, references, hypotheses))[:6]:
         mark = "✓" if hyp == ref else "✗"
         print(f"  {mark} {src}\n      → {hyp}" + ("" if hyp == ref else f"\n      (reference: {ref})"))
     write_text_atomically(out_dir / "results.json", json.dumps(result, indent=2) + "\n")
     print(f"\nModel saved to {out_dir / 'best'}  (try: glassformer translate {out_dir / 'best'} \"{sources[0]}\")")
+    if run.result.time_limited:
+        print(f"Training was {run.result.stop_note}; the figures above are for that shorter training.")
     print(f"Total time {result['total_seconds']:.0f}s")
     return result
+
+
+def _percent(part: dict[str, Any]) -> str:
+    return "     -" if part["exact_match"] is None else f"{part['exact_match']:6.2f}%"

@@ -45,6 +45,7 @@ class TranslationSettings:
     shared_vocab: bool = True            # one BPE for both sides (needed for three-way tying)
     max_tokens: int = 4096               # tokens per batch, padding included
     max_sentences: int | None = None     # and at most this many sentence pairs per batch
+    length_buckets: bool = True          # batch sentences of similar length (False: random mixes of lengths)
     steps: int = 4000
     warmup: int = 4000
     lr_factor: float = 1.0               # multiplies the paper's schedule
@@ -143,7 +144,8 @@ def train_translation(
     criterion = LabelSmoothedCrossEntropy(settings.label_smoothing, ignore_index=config.pad_id)
     valid_batches = valid.batches(settings.max_tokens, shuffle=False)
     steps_per_epoch = len(token_budget_batches(train.lengths, settings.max_tokens, seed=settings.seed,
-                                               max_sentences=settings.max_sentences))
+                                               max_sentences=settings.max_sentences,
+                                               by_length=settings.length_buckets))
     eval_every = settings.eval_every or steps_per_epoch
     out_dir = Path(out_dir)
 
@@ -160,5 +162,6 @@ def train_translation(
         out_dir, device,
     )
     result = trainer.fit(iter(train.forever(settings.max_tokens, seed=settings.seed,
-                                            max_sentences=settings.max_sentences)))
+                                            max_sentences=settings.max_sentences,
+                                            by_length=settings.length_buckets)))
     return TranslationRun(model, tgt_tok, src_tok, result, out_dir)

@@ -1,0 +1,121 @@
+"""The demo's figures: ``make demo`` in a fresh clone, timed, with what its quickstart measured.
+
+Clones this repository (committed work only) into a temporary directory and
+runs ``make demo`` there, so the wall time covers what a newcomer waits for:
+venv creation, installation (torch first, then glassformer), the corpus,
+training and evaluation.  Then reads the run's ``runs/quickstart/results.json``
+and writes ``benchmarks/results/quickstart.{json,md}``: wall time, training
+time and steps, whether the time limit cut training, exact match / BLEU /
+chrF on the held-out test set, exact match per range on numbers seen in
+training and on held-out ones, and the machine (CPU, threads, torch, load).
+
+    python benchmarks/bench_quickstart.py              # fresh clone + make demo (the README's figures)
+    python benchmarks/bench_quickstart.py --no-clone   # glassformer quickstart in this checkout (a quick check)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import RESULTS, ROOT, finish_machine_info, machine_info, machine_line, write_results
+
+
+def run_logged(cmd: list[str], cwd: Path, log: Path) -> float:
+    """Run ``cmd`` in ``cwd``, its output shown and kept in ``log``; returns the wall seconds."""
+    start = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as f:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            f.write(line)
+        code = proc.wait()
+    seconds = time.perf_counter() - start
+    if code != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit code {code} after {seconds:.0f}s; see {log}")
+    return seconds
+
+
+def torch_version(python: Path) -> str:
+    return subprocess.run([str(python), "-c", "import torch; print(torch.__version__)"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def markdown(result: dict[str, Any]) -> str:
+    q, info = result["quickstart"], result["machine"]
+    how = ("`make demo` in a fresh clone (venv, installation, corpus, training, evaluation)" if result["fresh_clone"]
+           else "`glassformer quickstart` in the current checkout (no installation)")
+    limited = (f", **cut by the time limit** after {q['train_steps']} of {q['max_steps']} steps" if q["time_limited"]
+               else f" of {q['max_steps']} (not cut by the time limit)")
+    lines = [
+        f"# The quickstart demo ({how})", "",
+        f"{machine_line(info)}; load average {info.get('load_average_start')} before, "
+        f"{info.get('load_average_end')} after (the machine is shared: timings are as seen).", "",
+        "| | measured |", "| --- | --- |",
+        f"| wall time | **{result['wall_seconds']:.0f} s** (quickstart itself {q['total_seconds']:.0f} s) |",
+        f"| training | {q['train_steps']} steps{limited}, {q['train_seconds']:.0f} s, {q['threads']} threads |",
+        f"| held-out test set ({q['sentences']:,} numbers) | exact match **{q['exact_match']:.2f}%**, "
+        f"sacreBLEU {q['bleu']:.2f}, chrF {q['chrf']:.2f} |", "",
+        "Exact match by range, on numbers seen in training and on held-out numbers (never in training):", "",
+        "| range | seen: exact match % | seen: numbers | held out: exact match % | held out: numbers |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, parts in q["by_range"].items():
+        s, h = parts["seen"], parts["held_out"]
+        fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+        lines.append(f"| {label} | {fmt(s['exact_match'])} | {s['n']:,} | {fmt(h['exact_match'])} | {h['n']:,} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-clone", action="store_true",
+                    help="run glassformer quickstart in this checkout instead of make demo in a fresh clone")
+    ap.add_argument("--repo", default=str(ROOT), help="repository to clone (default: this one)")
+    ap.add_argument("--out", default=str(RESULTS), help="directory for quickstart.json/.md")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary clone (its path is printed)")
+    args = ap.parse_args()
+
+    info = machine_info()
+    work = Path(tempfile.mkdtemp(prefix="glassformer-demo-"))
+    log = work / "demo.log"
+    try:
+        if args.no_clone:
+            checkout = ROOT
+            run_dir = work / "runs" / "quickstart"
+            python = Path(sys.executable)
+            cmd = [str(python), "-m", "glassformer", "quickstart", "--out", str(run_dir)]
+        else:
+            checkout = work / "glassformer"
+            subprocess.run(["git", "clone", "--quiet", args.repo, str(checkout)], check=True)
+            run_dir = checkout / "runs" / "quickstart"
+            python = checkout / ".venv" / "bin" / "python"
+            cmd = ["make", "demo"]
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        env_threads = os.environ.get("OMP_NUM_THREADS")
+        wall = run_logged(cmd, checkout, log)
+        quickstart = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+        info["torch"] = torch_version(python)          # the demo's torch, not this script's
+        info["threads"] = quickstart["threads"]
+        info["git_commit"] = commit
+        result = {"fresh_clone": not args.no_clone, "command": " ".join(cmd), "wall_seconds": round(wall, 1),
+                  "OMP_NUM_THREADS": env_threads, "quickstart": quickstart, "machine": finish_machine_info(info)}
+        write_results(args.out, "quickstart", result, markdown(result))
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

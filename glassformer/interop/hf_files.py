@@ -34,6 +34,18 @@ def model_with_weights(model_cls, config, state: dict[str, Tensor], source: str 
     return model.eval()
 
 
+def tensor_taker(weights: dict[str, Tensor], family: str, prefix: str):
+    """``take(name)``: the checkpoint tensor ``name`` (with or without the leading ``prefix``, which
+    checkpoints saved from the bare model lack), or a CheckpointError naming it."""
+    hf = {k.removeprefix(prefix): v for k, v in weights.items()}
+
+    def take(name: str) -> Tensor:
+        if name not in hf:
+            raise CheckpointError(f"the {family} checkpoint lacks the tensor {name!r}")
+        return hf[name]
+    return take
+
+
 def read_hf_directory(path: str | Path, family: str) -> tuple[dict[str, Any], dict[str, Tensor], Path]:
     """(config dict, weights by name, weights file) of a Hugging Face ``family`` directory."""
     path = Path(path)

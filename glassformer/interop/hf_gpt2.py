@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..models.gpt import GPT, GPTConfig
-from .hf_files import activation_from_hf, model_with_weights, read_hf_directory
+from .hf_files import activation_from_hf, model_with_weights, read_hf_directory, tensor_taker
 
 # Per-layer names: ours <- theirs, and whether the matrix is a Conv1D (transposed).
 _LAYER_MAP = [
@@ -63,12 +63,10 @@ def config_from_hf_gpt2(hf: dict) -> GPTConfig:
 def state_dict_from_hf_gpt2(weights: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
     """Rename (and transpose) Hugging Face GPT-2 tensors into a state dict of :class:`GPT`."""
     # Checkpoints saved from GPT2Model lack the "transformer." prefix; accept both.
-    hf = {k.removeprefix("transformer."): v for k, v in weights.items()}
+    take_tensor = tensor_taker(weights, "GPT-2", "transformer.")
 
-    def take(name: str, transpose: bool = False) -> Tensor:
-        if name not in hf:
-            raise CheckpointError(f"the GPT-2 checkpoint lacks the tensor {name!r}")
-        tensor = hf[name]
+    def take(name: str, transpose: bool = False) -> Tensor:     # GPT-2's Conv1D matrices are transposed
+        tensor = take_tensor(name)
         return tensor.t().contiguous() if transpose else tensor
 
     ours = {"embed.token.weight": take("wte.weight"), "embed.position.weight": take("wpe.weight"),

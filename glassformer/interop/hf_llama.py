@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..models.gpt import GPT, GPTConfig
-from .hf_files import activation_from_hf, model_with_weights, read_hf_directory
+from .hf_files import activation_from_hf, model_with_weights, read_hf_directory, tensor_taker
 
 # Per-layer names, ours <- theirs: the norms (a weight only), the linear layers (a weight and, with
 # ``bias``, a bias) and the fused linear layers, each the concatenation of theirs along its output.
@@ -87,13 +87,7 @@ def config_from_hf_llama(hf: dict[str, Any]) -> GPTConfig:
 
 def state_dict_from_hf_llama(weights: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
     """Rename (and fuse) Hugging Face Llama tensors into a state dict of :class:`GPT`."""
-    # Checkpoints saved from LlamaModel lack the "model." prefix; accept both.
-    hf = {k.removeprefix("model."): v for k, v in weights.items()}
-
-    def take(name: str) -> Tensor:
-        if name not in hf:
-            raise CheckpointError(f"the Llama checkpoint lacks the tensor {name!r}")
-        return hf[name]
+    take = tensor_taker(weights, "Llama", "model.")
 
     params = ("weight", "bias") if config.bias else ("weight",)
     ours = {"embed.token.weight": take("embed_tokens.weight"), "decoder.final_norm.weight": take("norm.weight")}

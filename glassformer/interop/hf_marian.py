@@ -37,7 +37,7 @@ from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
 from ..models.transformer import Transformer, TransformerConfig
-from .hf_files import activation_from_hf, model_with_weights, read_hf_directory
+from .hf_files import activation_from_hf, model_with_weights, read_hf_directory, tensor_taker
 
 # Per-layer names: ours <- theirs (q/k/v are fused separately, below).
 _LAYER_MAP = [
@@ -95,12 +95,8 @@ def config_from_hf_marian(hf: dict) -> TransformerConfig:
 
 def state_dict_from_hf_marian(weights: dict[str, Tensor], config: TransformerConfig) -> dict[str, Tensor]:
     """Rename (and fuse) Hugging Face Marian tensors into a state dict of :class:`Transformer`."""
-    hf = {k.removeprefix("model."): v for k, v in weights.items()}
-
-    def take(name: str) -> Tensor:
-        if name not in hf:
-            raise CheckpointError(f"the Marian checkpoint lacks the tensor {name!r}")
-        return hf[name]
+    take = tensor_taker(weights, "Marian", "model.")
+    hf = {k.removeprefix("model."): v for k, v in weights.items()}      # for the optional tensors
 
     def linear(ours: dict, mine: str, theirs: str) -> None:
         ours[f"{mine}.weight"], ours[f"{mine}.bias"] = take(f"{theirs}.weight"), take(f"{theirs}.bias")

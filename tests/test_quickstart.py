@@ -115,6 +115,8 @@ def test_run_quickstart_toy_scale_reports_ranges(tmp_path, capsys):
     assert saved == json.loads(json.dumps(result))
     assert saved["sentences"] == 40 and saved["train_steps"] == 2 and saved["max_steps"] == 2
     assert saved["time_limited"] is False
+    assert saved["model"] == "average of the checkpoints of steps 2"          # the one evaluated and saved as best
+    assert json.loads((out / "best" / "generation.json").read_text(encoding="utf-8"))["averaged_from"]
     assert set(saved["by_range"]) == {"0-99", "100-199"}
     assert saved["by_range"]["0-99"]["held_out"]["n"] == 20 and saved["by_range"]["100-199"]["held_out"]["n"] == 20
     in_valid = stratified_sizes([80, 80], 20)                                  # validation's share of the rest

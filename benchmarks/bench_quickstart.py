@@ -51,27 +51,30 @@ def torch_version(python: Path) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     q, info = result["quickstart"], result["machine"]
-    how = ("`make demo` in a fresh clone (venv, installation, corpus, training, evaluation)" if result["fresh_clone"]
-           else "`glassformer quickstart` in the current checkout (no installation)")
+    how = (f"`make demo` in a fresh clone of commit {info['git_commit']} (venv creation, installation, corpus, "
+           "training, evaluation)" if result["fresh_clone"]
+           else f"`glassformer quickstart` in the checkout at {info['git_commit']} (no installation)")
     limited = (f", **cut by the time limit** after {q['train_steps']} of {q['max_steps']} steps" if q["time_limited"]
                else f" of {q['max_steps']} (not cut by the time limit)")
+    fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
     lines = [
-        f"# The quickstart demo ({how})", "",
-        f"{machine_line(info)}; load average {info.get('load_average_start')} before, "
+        "# The quickstart demo", "",
+        f"{how}; {machine_line(info)}; load average {info.get('load_average_start')} before, "
         f"{info.get('load_average_end')} after (the machine is shared: timings are as seen).", "",
         "| | measured |", "| --- | --- |",
-        f"| wall time | **{result['wall_seconds']:.0f} s** (quickstart itself {q['total_seconds']:.0f} s) |",
+        f"| wall time | **{result['wall_seconds']:.0f} s**, of which the quickstart {q['total_seconds']:.0f} s |",
         f"| training | {q['train_steps']} steps{limited}, {q['train_seconds']:.0f} s, {q['threads']} threads |",
+        f"| model evaluated (saved as runs/quickstart/best) | {q.get('model', 'lowest validation loss')} |",
         f"| held-out test set ({q['sentences']:,} numbers) | exact match **{q['exact_match']:.2f}%**, "
         f"sacreBLEU {q['bleu']:.2f}, chrF {q['chrf']:.2f} |", "",
         "Exact match by range, on numbers seen in training and on held-out numbers (never in training):", "",
-        "| range | seen: exact match % | seen: numbers | held out: exact match % | held out: numbers |",
+        "| range | seen in training: exact match % | numbers | held out: exact match % | numbers |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for label, parts in q["by_range"].items():
-        s, h = parts["seen"], parts["held_out"]
-        fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
-        lines.append(f"| {label} | {fmt(s['exact_match'])} | {s['n']:,} | {fmt(h['exact_match'])} | {h['n']:,} |")
+        seen, held = parts["seen"], parts["held_out"]
+        lines.append(f"| {label} | {fmt(seen['exact_match'])} | {seen['n']:,} | {fmt(held['exact_match'])} | "
+                     f"{held['n']:,} |")
     return "\n".join(lines)
 
 
@@ -105,6 +108,7 @@ def main() -> None:
         wall = run_logged(cmd, checkout, log)
         quickstart = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
         info["torch"] = torch_version(python)          # the demo's torch, not this script's
+        info["transformers"] = None                     # not used by the demo
         info["threads"] = quickstart["threads"]
         info["git_commit"] = commit
         result = {"fresh_clone": not args.no_clone, "command": " ".join(cmd), "wall_seconds": round(wall, 1),

@@ -61,6 +61,15 @@ def test_corpus_is_determined_by_its_seed(corpus):
     assert set(other.numbers["test"]) != set(corpus.numbers["test"])
 
 
+def test_zero_is_never_held_out():
+    """"null"/"zero" occur in no other number: holding 0 out would test luck, not generalisation."""
+    held = lambda c: set(c.numbers["test"]) | set(c.numbers["valid"])  # noqa: E731
+    small = dict(max_number=99, n_valid=10, n_test=40)
+    assert all(0 not in held(number_corpus("de", "en", seed=s, **small)) for s in range(10))
+    assert all(0 in number_corpus("de", "en", seed=s, **small).numbers["train"] for s in range(3))
+    assert any(0 in held(number_corpus("de", "en", seed=s, always_train=(), **small)) for s in range(10))
+
+
 def test_corpus_n_train_draws_from_the_rest():
     c = number_corpus("de", "en", max_number=999, n_train=100, n_valid=50, n_test=60, seed=1)
     assert len(c.train) == 100

@@ -14,12 +14,19 @@ first; so each range gets its proportional share of the test set, raised to a
 floor (``min_test_per_range``, at most ``max_test_fraction`` of the range).  The
 test figures per range are then measured on numbers never seen in training,
 and the overall test figure is a slightly small-number-heavy mix of them.
+
+Zero is always in training: "null" / "zero" occur in no other number, so no
+model could translate it without having seen it, and holding it out would
+test luck, not generalisation.  Every other number's words also occur inside
+larger numbers ("elf" in "dreihundertelf"), which is what a held-out small
+number tests.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Sequence
 
 from num2words import CONVERTER_CLASSES, num2words
 
@@ -86,6 +93,7 @@ def number_corpus(
     n_test: int = 2000,
     min_test_per_range: int = 50,
     max_test_fraction: float = 0.2,
+    always_train: Sequence[int] = (0,),
     seed: int = 0,
 ) -> NumberCorpus:
     """Draw disjoint sets of numbers from [0, max_number] and spell each in both languages.
@@ -95,8 +103,9 @@ def number_corpus(
     50 of 100–999, 180 of 1,000–9,999, 1,750 of 10,000–99,999).  Validation: a
     proportional share of each range of the rest, so it costs the small ranges
     (nearly) nothing.  Train: every remaining number, or a uniform draw of
-    ``n_train`` of them.  Each split is in a seeded random order; the same
-    arguments give the same corpus.
+    ``n_train`` of them.  ``always_train`` numbers are never drawn for test or
+    validation (and are in train unless ``n_train`` leaves them out).  Each
+    split is in a seeded random order; the same arguments give the same corpus.
     """
     for lang in (src_lang, tgt_lang):
         if lang not in CONVERTER_CLASSES:
@@ -111,16 +120,20 @@ def number_corpus(
     if min(n_train, n_valid, n_test) < 1 or n_train + n_valid + n_test > population:
         raise ConfigError(f"cannot draw {n_train}+{n_valid}+{n_test} disjoint numbers from 0..{max_number}")
     rng = random.Random(seed)
-    ranges = [list(r) for r in number_ranges(max_number)]
+    kept = set(always_train)
+    ranges = [[n for n in r if n not in kept] for r in number_ranges(max_number)]   # those that may be held out
     for numbers in ranges:
         rng.shuffle(numbers)
-    sizes = [len(r) for r in ranges]
+    sizes = [len(r) for r in number_ranges(max_number)]
     test_sizes = stratified_sizes(sizes, n_test, min_test_per_range, max_test_fraction)
     valid_sizes = stratified_sizes([s - t for s, t in zip(sizes, test_sizes)], n_valid)
+    if any(t + v > len(r) for r, t, v in zip(ranges, test_sizes, valid_sizes)):
+        raise ConfigError(f"cannot hold out {n_test}+{n_valid} numbers of 0..{max_number} besides {sorted(kept)}")
     parts = {
         "test": [n for r, t in zip(ranges, test_sizes) for n in r[:t]],
         "valid": [n for r, t, v in zip(ranges, test_sizes, valid_sizes) for n in r[t:t + v]],
-        "train": [n for r, t, v in zip(ranges, test_sizes, valid_sizes) for n in r[t + v:]],
+        "train": [n for r, t, v in zip(ranges, test_sizes, valid_sizes) for n in r[t + v:]]
+        + sorted(n for n in kept if 0 <= n <= max_number),
     }
     for numbers in parts.values():
         rng.shuffle(numbers)

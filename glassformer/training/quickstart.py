@@ -52,7 +52,7 @@ AVERAGE_LAST = 5
 # each limit is present this many times (validation and test are untouched and stay disjoint from training).
 SMALL_NUMBER_COPIES = {100: 101, 1000: 21}
 QUICKSTART_TIME_LIMIT = 480.0       # seconds of training at most: a safety net for a busy machine, not the plan
-SEEN_PER_RANGE = 500                # seen-in-training numbers evaluated per range (all of a range that has fewer)
+SEEN_PER_RANGE = 1000               # seen numbers evaluated per range: all of 0-99 and 100-999, a sample of larger ones
 
 
 def training_pairs(corpus: NumberCorpus, copies: dict[int, int] | None = None) -> list[tuple[str, str]]:

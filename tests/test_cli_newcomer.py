@@ -326,7 +326,8 @@ def test_help_shows_defaults_and_the_familys_presets(capsys, monkeypatch):
     assert all(n in text for n, make in PRESETS.items() if make().family == "transformer") and "gpt" not in text
 
     text = help_text(capsys, monkeypatch, "quickstart")
-    assert "--steps STEPS training steps (default: 800" in text and "(default: auto)" in text
+    from glassformer.training.quickstart import QUICKSTART_SETTINGS
+    assert f"--steps STEPS training steps (default: {QUICKSTART_SETTINGS['steps']}" in text and "(default: auto)" in text
     text = help_text(capsys, monkeypatch, "translate")
     assert "beam size (1 = greedy) (default: 1)" in text and "(default: 16)" in text and "(default: bleu)" in text
     assert "(default: auto)" in help_text(capsys, monkeypatch, "generate")

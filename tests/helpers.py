@@ -40,3 +40,17 @@ def port_mha(ours: MultiHeadAttention, theirs: nn.MultiheadAttention) -> None:
             ours.qkv_proj.bias.copy_(theirs.in_proj_bias)
         ours.out_proj.weight.copy_(theirs.out_proj.weight)
         ours.out_proj.bias.copy_(theirs.out_proj.bias)
+
+
+def untrained_translator(path, corpus, vocab_size: int, max_len: int):
+    """A model directory of a freshly initialised vaswani-tiny with a BPE trained on ``corpus.train``
+    (for CLI behaviour, not translation quality)."""
+    from glassformer.model_dir import save_model_dir
+    from glassformer.models import build_model, preset
+    from glassformer.tokenizers import Tokenizer
+
+    torch.manual_seed(0)
+    tok = Tokenizer.train_bpe([t for pair in corpus.train for t in pair], vocab_size)
+    config = preset("vaswani-tiny", src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size, max_len=max_len)
+    save_model_dir(path, build_model(config), tok)
+    return path

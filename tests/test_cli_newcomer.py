@@ -9,7 +9,7 @@ import pathlib
 
 import pytest
 import torch
-from helpers import one_line_error, run_cli
+from helpers import one_line_error, run_cli, untrained_translator
 
 from glassformer.cli.common import fresh_output_dir
 from glassformer.data.numbers import number_corpus
@@ -28,12 +28,7 @@ def corpus():
 
 @pytest.fixture(scope="module")
 def translator(tmp_path_factory, corpus):
-    torch.manual_seed(0)
-    tok = Tokenizer.train_bpe([t for pair in corpus.train for t in pair], 150)
-    config = preset("vaswani-tiny", src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size, max_len=32)
-    path = tmp_path_factory.mktemp("newcomer") / "translator"
-    save_model_dir(path, build_model(config), tok)
-    return path
+    return untrained_translator(tmp_path_factory.mktemp("newcomer") / "translator", corpus, 150, max_len=32)
 
 
 @pytest.fixture(scope="module")

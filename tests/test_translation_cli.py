@@ -4,14 +4,12 @@ import json
 
 import pytest
 import torch
-from helpers import one_line_error, run_cli
+from helpers import one_line_error, run_cli, untrained_translator
 
 from glassformer.cli.main import main
 from glassformer.data.numbers import number_corpus
 from glassformer.data.parallel import read_parallel
 from glassformer.errors import CheckpointError, InputError
-from glassformer.models import build_model, preset
-from glassformer.tokenizers import Tokenizer
 from glassformer.model_dir import load_model_dir, save_model_dir
 from glassformer.generation.translation import translate
 from glassformer.training.translation import TranslationSettings, train_translation
@@ -24,12 +22,7 @@ def corpus():
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, corpus):
-    torch.manual_seed(0)
-    tok = Tokenizer.train_bpe([t for pair in corpus.train for t in pair], 200)
-    config = preset("vaswani-tiny", src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size, max_len=24)
-    path = tmp_path_factory.mktemp("m") / "model"
-    save_model_dir(path, build_model(config), tok)
-    return path
+    return untrained_translator(tmp_path_factory.mktemp("m") / "model", corpus, 200, max_len=24)
 
 
 # -- the built-in corpus -------------------------------------------------------------

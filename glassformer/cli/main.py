@@ -20,7 +20,7 @@ import sys
 from ..errors import GlassformerError
 
 # Modules under glassformer.cli that add commands, in help order.
-COMMAND_MODULES = ["translation", "lm", "params", "search"]
+COMMAND_MODULES = ["translation", "lm", "params", "search", "plot"]
 
 
 def version() -> str:

@@ -8,6 +8,7 @@ from .attention import (
     scaled_dot_product_attention,
 )
 from .blocks import StackOutput, TransformerLayer, TransformerStack
+from .cross_entropy import linear_cross_entropy
 from .embeddings import InputEmbedding, TokenEmbedding
 from .feedforward import FeedForward
 from .masks import AttentionMask, causal_mask, combine, padding_mask, prepare_mask
@@ -26,5 +27,5 @@ __all__ = [
     "scaled_dot_product_attention", "StackOutput", "TransformerLayer", "TransformerStack", "InputEmbedding",
     "TokenEmbedding", "FeedForward", "AttentionMask", "causal_mask", "combine", "padding_mask", "prepare_mask",
     "NORMS", "make_norm", "POSITIONS", "LearnedPositionalEmbedding", "RotaryEmbedding",
-    "SinusoidalPositionalEncoding", "apply_rotary", "sinusoidal_table",
+    "SinusoidalPositionalEncoding", "apply_rotary", "sinusoidal_table", "linear_cross_entropy",
 ]

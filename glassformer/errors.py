@@ -19,3 +19,16 @@ class InputError(GlassformerError, ValueError):
 
 class CheckpointError(GlassformerError):
     """A model directory is missing, incomplete or corrupt."""
+
+
+class TrainingStopped(GlassformerError):
+    """Training stopped on purpose (a non-finite loss with ``--on-nan stop``); says at which step."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM during training: a checkpoint was saved; the message says where
+    and how to resume.  ``exit_code`` is 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code

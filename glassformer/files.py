@@ -39,22 +39,44 @@ def _give_default_modes(path: Path) -> None:
         os.chmod(path, 0o666 & ~mask)
 
 
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file, or a directory's entries) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:                      # some file systems cannot fsync a directory; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            _fsync(Path(folder) / name)
+        _fsync(Path(folder))
+
+
 def write_atomically(path: str | Path, fill: Callable[[Path], Any]) -> Path:
-    """Create directory ``path`` by calling ``fill(tmp_dir)`` on a temporary sibling, then renaming it
-    (an existing directory of that name is replaced only once the new one is complete)."""
+    """Create directory ``path`` by calling ``fill(tmp_dir)`` on a temporary sibling, flushing it to
+    the disk and renaming it (an existing directory of that name is replaced only once the new one
+    is complete; until the old one is deleted it waits in ``.NAME.old-*/x``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         fill(tmp)
         _give_default_modes(tmp)
+        _fsync_tree(tmp)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.replace(path, old / "x")
             os.replace(tmp, path)
+            _fsync(path.parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+            _fsync(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -69,6 +91,8 @@ def write_text_atomically(path: str | Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         _give_default_modes(Path(tmp))
         os.replace(tmp, path)
     except BaseException:

@@ -84,7 +84,7 @@ def test_failure_before_any_save_leaves_nothing(tmp_path):
 def test_cli_interrupt_during_training_keeps_saved_models(tmp_path, capsys, monkeypatch, text_file):
     import glassformer.training.lm as lm
 
-    def interrupted_training(source, settings, out_dir):       # 165 steps in, with evaluations saved
+    def interrupted_training(source, settings, out_dir, **_):       # 165 steps in, with evaluations saved
         save_tiny_model(pathlib.Path(out_dir) / "best")
         save_tiny_model(pathlib.Path(out_dir) / "last")
         raise KeyboardInterrupt
@@ -100,7 +100,7 @@ def test_cli_interrupt_during_training_keeps_saved_models(tmp_path, capsys, monk
 def test_cli_interrupt_before_any_save_leaves_nothing(tmp_path, capsys, monkeypatch, pairs_file):
     import glassformer.training.translation as translation
 
-    def interrupted_early(train, valid, settings, out_dir):
+    def interrupted_early(train, valid, settings, out_dir, **_):
         (pathlib.Path(out_dir) / "log.jsonl").write_text("", encoding="utf-8")
         raise KeyboardInterrupt
 

@@ -59,6 +59,51 @@ def note(message: str) -> None:
     print(f"glassformer: note: {message}", file=sys.stderr)
 
 
+# -- how a training run runs (shared by every `train` task) ------------------------------------------
+RUN_FLAGS = ("precision", "compile", "on_nan", "distributed", "log_every", "tensorboard")
+
+
+def add_run_flags(parser, defaults: dict) -> None:
+    """--resume, --precision, --compile, --on-nan, --distributed, --log-every, --tensorboard."""
+    from ..training.distributed import KINDS
+    from ..training.precision import PRECISIONS
+    from ..training.trainer import ON_NAN
+
+    parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR (default: --out) exactly where its last checkpoint stopped; "
+                             "its saved settings are the defaults")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help=f"numeric precision (default: {defaults['precision']}: bf16 on a GPU that has it, else fp32)")
+    parser.add_argument("--compile", action="store_true", default=None, help="compile the model with torch.compile")
+    parser.add_argument("--on-nan", choices=ON_NAN,
+                        help=f"a non-finite loss or gradient skips the step or stops training (default: {defaults['on_nan']})")
+    parser.add_argument("--distributed", choices=KINDS,
+                        help="data-parallel (ddp) or sharded (fsdp) training over the processes torchrun starts")
+    parser.add_argument("--log-every", type=positive_int, help=f"steps between progress lines (default: {defaults['log_every']})")
+    parser.add_argument("--tensorboard", action="store_true", default=None,
+                        help="also write TensorBoard scalars to OUT/tensorboard (pip install 'glassformer[tensorboard]')")
+
+
+def run_flags(args) -> dict:
+    return {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
+
+
+def resume_dir(args) -> tuple[Path, bool]:
+    """(the run directory, whether to resume it) from --out and --resume [RUN_DIR]."""
+    if args.resume is None:
+        return Path(args.out), False
+    return Path(args.out if args.resume is True else args.resume), True
+
+
+def saved_run(run_dir: Path) -> dict:
+    """The fingerprint of the run saved in ``run_dir``: its "settings" (the defaults of its
+    resumption), "model" config and "data"."""
+    from ..training.checkpoints import find_checkpoint, read_training_checkpoint
+
+    info, _ = read_training_checkpoint(find_checkpoint(run_dir))
+    return info.get("fingerprint", {})
+
+
 # -- the run directory ---------------------------------------------------------------------------
 def saved_models(path: Path) -> list[Path]:
     """Model directories (with a config.json) under ``path``; temporary ``.name.tmp-*`` ones do not count:
@@ -113,5 +158,5 @@ class fresh_output_dir:
             shutil.rmtree(self.created, ignore_errors=True)
 
 
-__all__ = ["fresh_output_dir", "saved_models", "positive_int", "non_negative_int", "positive_float", "preset_help",
+__all__ = ["add_run_flags", "run_flags", "resume_dir", "saved_run", "RUN_FLAGS", "fresh_output_dir", "saved_models", "positive_int", "non_negative_int", "positive_float", "preset_help",
            "setting_defaults", "note", "DEVICE_HELP"]

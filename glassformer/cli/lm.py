@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError, InputError
-from .common import (DEVICE_HELP, fresh_output_dir, non_negative_int, positive_float, positive_int, preset_help,
-                     setting_defaults)
+from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, non_negative_int, positive_float, positive_int,
+                     preset_help, resume_dir, run_flags, saved_run, setting_defaults)
 
 
 def register(subparsers) -> None:
+    from .translation import add_inference_args
+
     g = subparsers.add_parser("generate", help="continue text with a GPT model directory (streams tokens)")
     g.add_argument("model_dir")
     g.add_argument("prompt", nargs="*", default=[], help="prompt text; several prompts are generated as one batch")
@@ -35,6 +37,7 @@ def register(subparsers) -> None:
     g.add_argument("--n-best", type=positive_int, default=1, metavar="N",
                    help="with --beam: print the N best continuations")
     g.add_argument("--device", default="auto", help=DEVICE_HELP)
+    add_inference_args(g)
     g.set_defaults(func=generate_cmd)
 
 
@@ -43,17 +46,19 @@ def register_train(train_subparsers) -> None:
 
     d = setting_defaults(LMSettings)
     t = train_subparsers.add_parser("lm", help="train a GPT language model on text")
-    t.add_argument("--data", required=True,
-                   help="a text file, a folder of text files, or 'python-stdlib' (this Python's standard library)")
+    t.add_argument("--data",
+                   help="a text file, a folder of text files, or 'python-stdlib' (this Python's standard library); "
+                        "with --resume, the run's own by default")
     t.add_argument("--tokenizer", choices=["char", "bpe"], default=None,
                    help=f"characters or byte-level BPE (default: {d['tokenizer']})")
     t.add_argument("--vocab-size", type=positive_int, help=f"BPE vocabulary size (default: {d['vocab_size']})")
     t.add_argument("--preset", default=None, help=preset_help("gpt", d["preset"]))
     t.add_argument("--config", help="JSON file of training settings; its 'model' object overrides preset fields")
     t.add_argument("--block-size", type=positive_int,
-                   help="tokens per training window, at most the model's positions (default: min(positions, 256))")
-    t.add_argument("--batch-size", type=positive_int, help=f"windows per batch (default: {d['batch_size']})")
-    t.add_argument("--grad-accum", type=positive_int, help=f"batches per optimiser step (default: {d['grad_accum']})")
+                   help="tokens per training window, at most the model's positions (default: the model's context)")
+    t.add_argument("--batch-size", type=positive_int, help=f"windows per micro-batch (default: {d['batch_size']})")
+    t.add_argument("--grad-accum", type=positive_int,
+                   help=f"micro-batches per optimiser step, over all processes (default: {d['grad_accum']})")
     t.add_argument("--steps", type=positive_int, help=f"optimiser steps (default: {d['steps']})")
     t.add_argument("--lr", type=positive_float,
                    help=f"peak learning rate, cosine schedule with linear warm-up (default: {d['lr']:g})")
@@ -63,12 +68,15 @@ def register_train(train_subparsers) -> None:
     t.add_argument("--time-limit", type=positive_float, help="stop training after this many seconds (default: no limit)")
     t.add_argument("--out", default="runs/lm", help="run directory (model in OUT/best and OUT/last)")
     t.add_argument("--seed", type=int, help=f"random seed (default: {d['seed']})")
+    t.add_argument("--keep-checkpoints", type=non_negative_int,
+                   help=f"keep the last K evaluation checkpoints, for averaging (default: {d['keep_checkpoints']})")
     t.add_argument("--device", help=f"{DEVICE_HELP} (default: {d['device']})")
+    add_run_flags(t, d)
     t.set_defaults(func=train_lm_cmd)
 
 
 _FLAGS = ("tokenizer", "vocab_size", "preset", "block_size", "batch_size", "grad_accum", "steps", "lr", "warmup",
-          "weight_decay", "eval_every", "time_limit", "seed", "device")
+          "weight_decay", "eval_every", "time_limit", "seed", "device", "keep_checkpoints")
 
 
 def train_lm_cmd(args) -> int:
@@ -76,18 +84,27 @@ def train_lm_cmd(args) -> int:
     from ..models.config import load_config_file
     from ..training.lm import LMSettings, train_lm
 
-    settings = load_config_file(args.config) if args.config else {}
-    if not isinstance(settings, dict):
-        raise ConfigError(f"{args.config} must hold a JSON object of settings")
+    out, resume = resume_dir(args)
+    saved = saved_run(out) if resume else {}
+    settings = dict(saved.get("settings", {}))
+    data = args.data or saved.get("data", {}).get("source")
+    if not data:
+        raise InputError("give --data: a text file, a folder of text files, or 'python-stdlib'")
+    if args.config:
+        loaded = load_config_file(args.config)
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{args.config} must hold a JSON object of settings")
+        settings.update(loaded)
     settings.update({k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None})
+    settings.update(run_flags(args))
     settings = LMSettings.from_dict(settings)          # checks types, ranges, the preset and its fields
     pick_device(settings.device)
-    with fresh_output_dir(args.out):
-        run = train_lm(args.data, settings, args.out)
+    with fresh_output_dir(out):
+        run = train_lm(data, settings, out, resume=resume)
     best = min(run.result.history, key=lambda m: m["loss"])
     stop = f"; {run.result.stop_note}" if run.result.stop_note else ""
     print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s{stop}; best validation loss "
-          f"{best['loss']:.4f} (perplexity {best['ppl']:.2f}); model saved to {Path(args.out) / 'best'}")
+          f"{best['loss']:.4f} (perplexity {best['ppl']:.2f}); model saved to {out / 'best'}")
     return 0
 
 
@@ -112,13 +129,14 @@ def generate_cmd(args) -> int:
     from ..generation import SamplingOptions
     from ..generation.text import complete_batch, prompt_ids, stream_completion
     from ..model_dir import load_model_dir
-    from ..devices import pick_device
+    from ..devices import pick_device, pick_dtype
 
     device = pick_device(args.device)
+    dtype = pick_dtype(args.dtype, device)
     if args.stop == "":
         raise InputError("--stop needs a non-empty string")
     prompts = _read_prompts(args)
-    loaded = load_model_dir(args.model_dir, device)
+    loaded = load_model_dir(args.model_dir, device, dtype)
     if loaded.config.family != "gpt":
         raise CheckpointError(f"{args.model_dir} holds a {loaded.config.family!r} model; generate needs a GPT "
                               "('gpt') model directory")
@@ -144,15 +162,18 @@ def generate_cmd(args) -> int:
     if args.beam != 1 or args.n_best != 1:
         return _beam_generate(args, model, tokenizer, prompts, ids, options, batch_mode)
     if not batch_mode:                           # one prompt: print each piece of text as it is produced
-        sys.stdout.write(prompts[0])
-        for piece in stream_completion(model, tokenizer, ids[0], options, args.stop):
+        pieces = stream_completion(model, tokenizer, ids[0], options, args.stop, compile=args.compile)
+        first = next(pieces, "")                 # the first step (and a compile) may fail: then nothing is printed
+        sys.stdout.write(prompts[0] + first)
+        for piece in pieces:
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
         return 0
     for start in range(0, len(prompts), args.batch_size):
         chunk = list(range(start, min(start + args.batch_size, len(prompts))))
-        for i, text in zip(chunk, complete_batch(model, tokenizer, [ids[i] for i in chunk], options, args.stop)):
+        texts = complete_batch(model, tokenizer, [ids[i] for i in chunk], options, args.stop, compile=args.compile)
+        for i, text in zip(chunk, texts):
             print(json.dumps({"prompt": prompts[i], "completion": text}, ensure_ascii=False), flush=True)
     return 0
 
@@ -174,7 +195,7 @@ def _beam_generate(args, model, tokenizer, prompts, ids, options, batch_mode) ->
     for start in range(0, len(prompts), args.batch_size):
         chunk = list(range(start, min(start + args.batch_size, len(prompts))))
         results = beam_complete(model, tokenizer, [ids[i] for i in chunk], options, beam=args.beam, alpha=args.alpha,
-                                n_best=args.n_best, stop=args.stop)
+                                n_best=args.n_best, stop=args.stop, compile=args.compile)
         for i, hyps in zip(chunk, results):
             if batch_mode or args.n_best > 1:
                 print(json.dumps({"prompt": prompts[i], "completions": [t for t, _ in hyps],

@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args) or 0
-    except KeyboardInterrupt:
-        print("glassformer: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:         # Ctrl-C, or training's TrainingInterrupted (which says what it saved)
+        print(f"glassformer: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     except BrokenPipeError:
         return 0
     except Exception as e:  # noqa: BLE001 - the CLI's one place that turns errors into a line

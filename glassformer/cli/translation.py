@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError, InputError
-from .common import (DEVICE_HELP, fresh_output_dir, non_negative_int, note, positive_float, positive_int,
-                     preset_help, setting_defaults)
+from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, non_negative_int, note, positive_float,
+                     positive_int, preset_help, resume_dir, run_flags, saved_run, setting_defaults)
 
 
 def register(subparsers) -> None:
@@ -57,6 +57,7 @@ def register(subparsers) -> None:
                    help=f"keep the last K evaluation checkpoints, for averaging (default: {defaults['keep_checkpoints']})")
     t.add_argument("--seed", type=int, help=f"random seed (default: {defaults['seed']})")
     t.add_argument("--device", help=f"{DEVICE_HELP} (default: {defaults['device']})")
+    add_run_flags(t, defaults)
     t.set_defaults(func=train_translation_cmd)
     if importlib.util.find_spec(f"{__package__}.lm") is not None:
         lm = importlib.import_module(f"{__package__}.lm")
@@ -68,6 +69,7 @@ def register(subparsers) -> None:
     tr.add_argument("text", nargs="*", default=[],
                     help="sentences to translate (default: read lines from stdin; blank lines give blank lines)")
     tr.add_argument("--device", default="auto", help=DEVICE_HELP)
+    add_inference_args(tr)
     add_decoding_args(tr)
     tr.set_defaults(func=translate_cmd)
 
@@ -77,8 +79,21 @@ def register(subparsers) -> None:
     ev.add_argument("--ref", required=True, help="reference translations aligned with --src")
     ev.add_argument("--hyp-out", help="also write the hypotheses to this file")
     ev.add_argument("--device", default="auto", help=DEVICE_HELP)
+    add_inference_args(ev)
     add_decoding_args(ev)
     ev.set_defaults(func=evaluate_cmd)
+
+
+def add_inference_args(p: argparse.ArgumentParser) -> None:
+    """``--dtype`` and ``--compile``, shared by ``generate``, ``translate`` and ``evaluate``."""
+    from ..devices import DTYPE_NAMES
+
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="auto",
+                   help="precision of the weights while decoding: auto (bf16 on a CUDA GPU that supports it, "
+                        "else fp32), fp32, bf16, or fp16 (GPU only)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the decoding step with torch.compile (CUDA graphs on a GPU): faster per token after "
+                        "a one-off compile of seconds to a minute, the same output; needs a C++ compiler on a CPU")
 
 
 def add_decoding_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
@@ -130,10 +145,11 @@ def decoding_options(args) -> dict:
     return opts
 
 
-def _load_translator(model_dir: str, device):
+def _load_translator(model_dir: str, device, dtype_name: str = "auto"):
+    from ..devices import pick_dtype
     from ..model_dir import load_model_dir
 
-    loaded = load_model_dir(model_dir, device)
+    loaded = load_model_dir(model_dir, device, pick_dtype(dtype_name, device))
     if loaded.config.family != "transformer":
         raise CheckpointError(f"{model_dir} holds a {loaded.config.family!r} model; translation needs an "
                               "encoder-decoder ('transformer') model directory")
@@ -144,7 +160,7 @@ def _load_translator(model_dir: str, device):
 
 def _translate_kwargs(args, decode_options: dict) -> dict:
     return dict(batch_size=args.batch_size, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
-                decode_options=decode_options)
+                decode_options=decode_options, compile=args.compile)
 
 
 def _read_stdin_lines() -> list[str]:
@@ -160,17 +176,18 @@ def _read_stdin_lines() -> list[str]:
 
 
 def translate_cmd(args) -> int:
-    from ..devices import pick_device
+    from ..devices import pick_device, pick_dtype
     from ..generation.translation import translate_nbest
 
     device = pick_device(args.device)
+    pick_dtype(args.dtype, device)               # a dtype the device cannot run is refused before any reading
     options = decoding_options(args)
     lines = args.text or _read_stdin_lines()
     # Arguments are translated as given (an empty one is an error); blank stdin lines are skipped and
     # answered with a blank line, so that line N of the output belongs to line N of the input.
     blank = set() if args.text else {i for i, line in enumerate(lines) if not line.strip()}
     texts = [line for i, line in enumerate(lines) if i not in blank]
-    loaded = _load_translator(args.model_dir, device)
+    loaded = _load_translator(args.model_dir, device, args.dtype)
     results = iter(translate_nbest(loaded.model, loaded.src_tokenizer, loaded.tokenizer, texts,
                                    **_translate_kwargs(args, options)))
     for i in range(len(lines)):
@@ -192,12 +209,13 @@ def evaluate_cmd(args) -> int:
     from ..data.parallel import read_parallel
     from ..generation.translation import score, translate
 
-    from ..devices import pick_device
+    from ..devices import pick_device, pick_dtype
 
     device = pick_device(args.device)
+    pick_dtype(args.dtype, device)               # a dtype the device cannot run is refused before any reading
     options = decoding_options(args)
     pairs = read_parallel(args.src, args.ref)
-    loaded = _load_translator(args.model_dir, device)
+    loaded = _load_translator(args.model_dir, device, args.dtype)
     start = time.perf_counter()
     hyps = translate(loaded.model, loaded.src_tokenizer, loaded.tokenizer, [s for s, _ in pairs],
                      **_translate_kwargs(args, options))
@@ -221,15 +239,20 @@ def train_translation_cmd(args) -> int:
 
     if not args.src:
         raise InputError("give --src FILE and --tgt FILE (aligned text files), or --src FILE.tsv/.jsonl")
-    settings_dict = load_config_file(args.config) if args.config else {}
-    if not isinstance(settings_dict, dict):
-        raise ConfigError(f"{args.config} must hold a JSON object of settings")
+    out, resume = resume_dir(args)
+    settings_dict = dict(saved_run(out).get("settings", {})) if resume else {}
+    if args.config:
+        loaded = load_config_file(args.config)
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{args.config} must hold a JSON object of settings")
+        settings_dict.update(loaded)
     for key in ("preset", "steps", "max_tokens", "max_sentences", "vocab_size", "keep_checkpoints", "seed", "device",
                 "eval_every", "time_limit"):
         if getattr(args, key) is not None:
             settings_dict[key] = getattr(args, key)
     if args.separate_vocab:
         settings_dict["shared_vocab"] = False
+    settings_dict.update(run_flags(args))
     settings = TranslationSettings.from_dict(settings_dict)     # checks types, ranges, the preset and its fields
     pick_device(settings.device)
     if not (args.valid_src or args.valid_tgt) and not 0.0 < args.valid_fraction < 1.0:
@@ -244,11 +267,11 @@ def train_translation_cmd(args) -> int:
         if len(pairs) - n_valid < 1:
             raise InputError(f"{len(pairs)} sentence pairs are too few to hold out a validation set")
         train, valid = pairs[n_valid:], pairs[:n_valid]
-    with fresh_output_dir(args.out):
-        run = train_translation(train, valid, settings, args.out)
+    with fresh_output_dir(out):
+        run = train_translation(train, valid, settings, out, resume=resume)
     stop = f"; {run.result.stop_note}" if run.result.stop_note else ""
     print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s{stop}; best validation loss "
-          f"{run.result.best_loss:.4f}; model saved to {Path(args.out) / 'best'}")
+          f"{run.result.best_loss:.4f}; model saved to {out / 'best'}")
     return 0
 
 

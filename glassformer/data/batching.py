@@ -26,8 +26,16 @@ class TranslationBatch:
     n_tokens: int        # real target tokens (the loss normaliser)
 
     def to(self, device) -> "TranslationBatch":
-        return TranslationBatch(self.src.to(device, non_blocking=True), self.tgt_in.to(device, non_blocking=True),
-                                self.tgt_out.to(device, non_blocking=True), self.n_tokens)
+        return TranslationBatch(to_device(self.src, device), to_device(self.tgt_in, device),
+                                to_device(self.tgt_out, device), self.n_tokens)
+
+
+def to_device(tensor: Tensor, device) -> Tensor:
+    """Copy a CPU batch tensor to ``device``; to a GPU through pinned memory, without waiting for the copy."""
+    device = torch.device(device)
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> Tensor:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from .batching import to_device
 from .parallel import read_text
 
 PYTHON_STDLIB = "python-stdlib"
@@ -107,7 +108,7 @@ class LMBatch:
         return self.y.numel()
 
     def to(self, device) -> "LMBatch":
-        return LMBatch(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True))
+        return LMBatch(to_device(self.x, device), to_device(self.y, device))
 
 
 class LMData:
@@ -145,10 +146,13 @@ class LMData:
 
     def batch(self, split: str, batch_size: int, generator: torch.Generator) -> LMBatch:
         """``batch_size`` windows at random starts of ``split`` ("train" or "val")."""
+        starts = torch.randint(len(self.splits[split]) - self.block_size, (batch_size,), generator=generator)
+        return self.windows(split, starts.tolist())
+
+    def windows(self, split: str, starts: list[int]) -> LMBatch:
+        """The windows of ``split`` beginning at ``starts``: x = ids[i : i+block], y = ids[i+1 : i+block+1]."""
         data = self.splits[split]
-        starts = torch.randint(len(data) - self.block_size, (batch_size,), generator=generator).tolist()
-        windows = np.stack([data[i: i + self.block_size + 1] for i in starts]).astype(np.int64)
-        windows = torch.from_numpy(windows)
+        windows = torch.from_numpy(np.stack([data[i: i + self.block_size + 1] for i in starts]).astype(np.int64))
         return LMBatch(windows[:, :-1].contiguous(), windows[:, 1:].contiguous())
 
     def batches(self, split: str, batch_size: int, seed: int):

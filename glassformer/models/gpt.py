@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, InputError
 from ..nn import ACTIVATIONS, NORMS, POSITIONS, InputEmbedding, KVCache, RotaryEmbedding, TransformerStack
+from ..nn.cross_entropy import linear_cross_entropy
 from ..nn.masks import prepare_mask
 from .config import ModelConfig, register_family, register_preset
 from .decoding import DecodingMixin
@@ -55,6 +56,13 @@ class GPTConfig(ModelConfig):
     rope_theta: float = 10000.0          # rotary base frequency
     n_kv_heads: int | None = None        # key/value heads (grouped-query attention); None = n_heads
     gated: bool = False                  # gated feed-forward: SwiGLU with activation "silu" (Llama)
+    vocab_multiple: int = 1              # embedding rows padded to a multiple of this (64: faster matmuls);
+                                         # the pad rows are never predicted
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the token embedding: ``vocab_size`` rounded up to a multiple of ``vocab_multiple``."""
+        return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
     def __post_init__(self) -> None:
         if self.d_ff is None:
@@ -62,7 +70,7 @@ class GPTConfig(ModelConfig):
         super().__post_init__()
 
     def validate(self) -> None:
-        self._positive("vocab_size", "n_layers", "n_heads", "d_model", "d_ff", "max_len")
+        self._positive("vocab_size", "n_layers", "n_heads", "d_model", "d_ff", "max_len", "vocab_multiple")
         self._heads_divide()
         self._kv_heads_divide()
         self._probability("dropout")
@@ -126,7 +134,7 @@ class GPT(DecodingMixin, nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = c = config
-        self.embed = InputEmbedding(c.vocab_size, c.d_model, c.max_len, positional=c.positional,
+        self.embed = InputEmbedding(c.padded_vocab_size, c.d_model, c.max_len, positional=c.positional,
                                     scale_embedding=False, dropout=c.dropout)
         self.rotary = RotaryEmbedding(c.d_model // c.n_heads, c.max_len, c.rope_theta) \
             if c.positional == "rotary" else None
@@ -135,7 +143,7 @@ class GPT(DecodingMixin, nn.Module):
             n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, d_ff=c.d_ff, dropout=c.dropout, attention_dropout=c.dropout,
             activation=c.activation, gated=c.gated, bias=c.bias,
         )
-        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.lm_head = nn.Linear(c.d_model, c.padded_vocab_size, bias=False)
         self.reset_parameters()
         self.tie_weights()
 
@@ -181,19 +189,30 @@ class GPT(DecodingMixin, nn.Module):
         return self._positions(tokens, positions, None, is_causal=True, need_weights=need_weights,
                                use_fused=use_fused)
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        """tokens: (batch, seq) -> logits of the next token at every position (batch, seq, vocab)."""
-        return self.lm_head(self.hidden_states(tokens).hidden)
+    @property
+    def output_weight(self) -> Tensor:
+        """The output projection's rows for the real vocabulary (vocab, d_model): the pad rows of a
+        padded embedding are never predicted."""
+        return self.lm_head.weight[: self.config.vocab_size]
+
+    def forward(self, tokens: Tensor, targets: Tensor | None = None, *, reduction: str = "mean",
+                ignore_index: int = -100) -> Tensor:
+        """tokens: (batch, seq) -> logits of the next token at every position (batch, seq, vocab).
+
+        With ``targets`` (batch, seq), the next-token ids already shifted, it returns instead their
+        cross-entropy ("mean" per target token or "sum"), computed with the output projection in
+        chunks (:func:`~glassformer.nn.linear_cross_entropy`): the batch × seq × vocab logits are
+        never held at once.  Training goes through ``forward`` so that wrappers (DDP, FSDP,
+        ``torch.compile``) see the whole computation."""
+        hidden = self.hidden_states(tokens).hidden
+        if targets is None:
+            return F.linear(hidden, self.output_weight)
+        total = linear_cross_entropy(hidden, self.output_weight, targets, ignore_index=ignore_index)
+        return total if reduction == "sum" else total / (targets != ignore_index).sum().clamp_min(1)
 
     def loss(self, tokens: Tensor, targets: Tensor, *, reduction: str = "mean", ignore_index: int = -100) -> Tensor:
-        """Cross-entropy of ``targets`` (batch, seq) given ``tokens`` (batch, seq): the
-        next-token targets, already shifted, so no shifted copy of the logits is made.
-        The logits exist once, (batch·seq, vocab); cross-entropy takes their
-        log-softmax itself, so no separate log-probability tensor is kept.
-        ``reduction``: "mean" over target tokens or "sum"."""
-        hidden = self.hidden_states(tokens).hidden
-        logits = self.lm_head(hidden).flatten(0, 1).float()   # a no-op in fp32; fp32 loss under autocast
-        return F.cross_entropy(logits, targets.flatten(), ignore_index=ignore_index, reduction=reduction)
+        """Cross-entropy of ``targets`` given ``tokens``: ``self(tokens, targets, ...)``."""
+        return self(tokens, targets, reduction=reduction, ignore_index=ignore_index)
 
     # -- the decoding interface used by glassformer.generation ------------------------
     def start_decoding(
@@ -244,7 +263,7 @@ class GPT(DecodingMixin, nn.Module):
             positions = (positions[None, :] - cache.position_offset[:, None]).clamp_min(0)
         mask = prepare_mask(cache.step_mask(tokens.shape[1]))
         hidden = self._positions(tokens, positions, mask, cache=cache).hidden
-        return self.lm_head(hidden[:, -1]).float()
+        return F.linear(hidden[:, -1], self.output_weight).float()
 
     @property
     def max_positions(self) -> int:

@@ -28,6 +28,7 @@ from ..nn import (
     TransformerStack,
     padding_mask,
 )
+from ..nn.cross_entropy import linear_cross_entropy
 from ..nn.masks import prepare_mask
 from .config import ModelConfig, register_family, register_preset
 from .decoding import DecodingMixin
@@ -205,11 +206,25 @@ class Transformer(DecodingMixin, nn.Module):
         return self.decoder(x, mask, is_causal=is_causal, rotary=self._rotary(positions), memory=memory,
                             memory_mask=memory_mask, cache=cache, need_weights=need_weights, use_fused=use_fused)
 
-    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
+    def forward(self, src: Tensor, tgt: Tensor, targets: Tensor | None = None, *, label_smoothing: float = 0.0,
+                reduction: str = "mean") -> Tensor:
         """Teacher forcing.  src: (batch, src_len); tgt: (batch, tgt_len) decoder inputs
-        -> logits of the next target token (batch, tgt_len, tgt_vocab)."""
+        -> logits of the next target token (batch, tgt_len, tgt_vocab).
+
+        With ``targets`` (batch, tgt_len; ``pad_id`` = padding) it returns instead the
+        label-smoothed cross-entropy (§5.4) over the real target tokens ("mean" per token, or
+        "sum"), computed with the generator's projection in chunks
+        (:func:`~glassformer.nn.linear_cross_entropy`): the logits are never held whole.
+        Training goes through ``forward`` so that wrappers (DDP, FSDP, ``torch.compile``)
+        see the whole computation."""
         enc = self.encode(src)
-        return self.generator(self.decode(tgt, enc.memory, enc.mask).hidden)
+        hidden = self.decode(tgt, enc.memory, enc.mask).hidden
+        if targets is None:
+            return self.generator(hidden)
+        pad = self.config.pad_id
+        total = linear_cross_entropy(hidden, self.generator.proj.weight, targets, bias=self.generator.proj.bias,
+                                     ignore_index=pad, label_smoothing=label_smoothing)
+        return total if reduction == "sum" else total / (targets != pad).sum().clamp_min(1)
 
     # -- the decoding interface used by glassformer.generation ------------------------
     def start_decoding(self, src: Tensor, max_new_tokens: int) -> tuple[KVCache, Tensor]:

@@ -12,8 +12,9 @@ validation loss and perplexity are measured and the model saved.
 
     run_dir/
       tokens.npy      the corpus as token ids (uint16/uint32), memory-mapped
-      best/ last/     model directories (config.json, model.safetensors, tokenizer.json, generation.json)
-      log.jsonl       one line per evaluation
+      last/           training checkpoint (a model directory + the state to resume from)
+      best/           model directory with the lowest validation loss
+      log.jsonl       training and evaluation records (``glassformer plot RUN_DIR`` draws them)
 """
 
 from __future__ import annotations
@@ -25,32 +26,35 @@ from typing import Any
 
 import torch
 
-from ..data.lm import LMBatch, LMData, read_corpus
+from ..data.lm import LMBatch, LMData, read_corpus, read_ids
+from ..data.streams import WindowStream
 from ..errors import ConfigError
 from ..models import GPT, build_model, preset
 from ..models.config import dataclass_from_dict
 from ..tokenizers import Tokenizer
-from ..model_dir import save_model_dir
+from ..model_dir import TOKENIZER, save_model_dir
 from .checks import check_positive_int, check_preset, check_range, check_types
 from .optim import adamw
 from .schedules import cosine_schedule
-from ..devices import pick_device
-from .trainer import StepLoss, Trainer, TrainerConfig, TrainResult
+from .checkpoints import find_checkpoint
+from .distributed import barrier
+from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
+from .trainer import StepLoss, Trainer, TrainResult
 
 TOKENIZERS = ("char", "bpe")
 
 
 @dataclass
-class LMSettings:
-    """Everything a language-model training run needs besides the text."""
+class LMSettings(RunSettings):
+    """Everything a language-model training run needs besides the text (and how it runs: RunSettings)."""
 
     preset: str = "gpt-mini"
     model: dict[str, Any] = field(default_factory=dict)   # overrides of the preset's fields
     tokenizer: str = "char"              # "char" | "bpe" (byte-level, GPT-2 style)
     vocab_size: int = 4096               # BPE only
-    block_size: int | None = None        # tokens per training window; None = min(context, 256)
-    batch_size: int = 12
-    grad_accum: int = 1
+    block_size: int | None = None        # tokens per training window; None = the model's context
+    batch_size: int = 12                 # windows per micro-batch
+    grad_accum: int = 1                  # micro-batches per step, over all processes (a multiple of their number)
     steps: int = 2000
     lr: float = 1e-3
     min_lr_ratio: float = 0.1            # the cosine ends at lr * min_lr_ratio
@@ -60,10 +64,8 @@ class LMSettings:
     clip_norm: float | None = 1.0
     eval_every: int = 250
     eval_batches: int = 20
+    keep_checkpoints: int = 0            # step-* model directories kept (for checkpoint averaging)
     seed: int = 0
-    device: str = "auto"
-    time_limit: float | None = None
-    progress: bool = True
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -80,6 +82,8 @@ class LMSettings:
         self.betas = tuple(self.betas)
         check_range(self, "clip_norm", 0, low_open=True, optional=True)
         check_range(self, "time_limit", 0, low_open=True, optional=True)
+        check_range(self, "keep_checkpoints", 0)
+        self.check_run_settings()
         check_preset(self, "gpt")
 
     @classmethod
@@ -102,8 +106,9 @@ def build_tokenizer(texts: list[str], kind: str, vocab_size: int) -> Tokenizer:
     return Tokenizer.train_byte_bpe(texts, vocab_size)
 
 
-def lm_loss(model: GPT, batch: LMBatch) -> StepLoss:
-    return StepLoss(model.loss(batch.x, batch.y, reduction="sum"), batch.n_tokens)
+def lm_loss(module, batch: LMBatch) -> StepLoss:
+    """The summed next-token loss of ``batch``, through the (possibly wrapped) model's forward."""
+    return StepLoss(module(batch.x, batch.y, reduction="sum"), batch.n_tokens)
 
 
 @torch.no_grad()
@@ -112,53 +117,71 @@ def evaluate_lm(model: GPT, batches: list[LMBatch], device) -> dict[str, float]:
     total = tokens = 0.0
     for batch in batches:
         batch = batch.to(device)
-        total += float(model.loss(batch.x, batch.y, reduction="sum"))
+        total += float(model(batch.x, batch.y, reduction="sum"))
         tokens += batch.n_tokens
     loss = total / tokens
     return {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
 
 
-def prepare(source: str | Path, settings: LMSettings):
+def prepare(source: str | Path, settings: LMSettings, tokenizer: Tokenizer | None = None):
     """Read and tokenize the corpus and check the settings against the model, before anything
-    is written: returns (tokenizer, config, block_size, texts)."""
+    is written: returns (tokenizer, config, block_size, texts).  ``tokenizer``: an existing one
+    (a resumed run's) instead of training one."""
     texts = read_corpus(source)
-    tokenizer = build_tokenizer(texts, settings.tokenizer, settings.vocab_size)
+    tokenizer = tokenizer or build_tokenizer(texts, settings.tokenizer, settings.vocab_size)
     config = preset(settings.preset, **{**settings.model, "vocab_size": tokenizer.vocab_size})
     if config.family != "gpt":
         raise ConfigError(f"preset {settings.preset!r} is a {config.family} model; train lm needs a GPT preset")
-    block = settings.block_size or min(config.max_len, 256)
+    block = settings.block_size or config.max_len
     if block > config.max_len:
         raise ConfigError(f"block size {block} is more than the model's {config.max_len} positions "
                           f"(preset {settings.preset!r}); use --block-size <= {config.max_len}")
     return tokenizer, config, block, texts
 
 
-def train_lm(source: str | Path, settings: LMSettings, out_dir: str | Path) -> LMRun:
+def train_lm(source: str | Path, settings: LMSettings, out_dir: str | Path, *, resume: bool = False) -> LMRun:
     """Train a GPT on the text of ``source`` (file, folder or "python-stdlib"); save
-    ``out_dir/best`` and ``out_dir/last`` model directories."""
-    tokenizer, config, block, texts = prepare(source, settings)
-    out_dir = Path(out_dir)
-    data = LMData.build(texts, tokenizer, out_dir / "tokens.npy", block)
+    ``out_dir/best`` and ``out_dir/last`` model directories.  ``resume``: continue the run in
+    ``out_dir`` exactly where its last checkpoint stopped."""
+    run = start_run(settings, out_dir, resume)
+    saved_tokenizer = Tokenizer.load(find_checkpoint(run.out_dir) / TOKENIZER) if resume else None
+    tokenizer, config, block, texts = prepare(source, settings, saved_tokenizer)
+    fp = fingerprint(settings, config, source=str(source), block_size=block)
+    check_resume(run, fp)
+    tokens_file = run.out_dir / "tokens.npy"
+    if run.world.main:
+        data = LMData.build(texts, tokenizer, tokens_file, block)
+    barrier(run.world)
+    if not run.world.main:
+        data = LMData(read_ids(tokens_file), block)
     torch.manual_seed(settings.seed)
-    device = pick_device(settings.device)
-    model = build_model(config).to(device)
-    optimizer = adamw(model, settings.lr, settings.weight_decay, settings.betas)
-    scheduler = cosine_schedule(optimizer, settings.warmup, settings.steps, settings.min_lr_ratio)
+    model = build_model(config)
     val_generator = torch.Generator().manual_seed(settings.seed + 1)
     val_batches = [data.batch("val", settings.batch_size, val_generator) for _ in range(settings.eval_batches)]
 
-    def save(path: Path) -> None:
+    def save(path: Path, model: GPT) -> None:
         save_model_dir(path, model, tokenizer, generation={"task": "lm", "temperature": 0.8, "top_k": 200,
                                                             "block_size": block})
 
     trainer = Trainer(
-        model, optimizer, scheduler, lm_loss, lambda m: evaluate_lm(m, val_batches, device), save,
-        TrainerConfig(max_steps=settings.steps, eval_every=settings.eval_every, grad_accum=settings.grad_accum,
-                      clip_norm=settings.clip_norm, progress=settings.progress, time_limit=settings.time_limit),
-        out_dir, device,
+        model,
+        lambda m: adamw(m, settings.lr, settings.weight_decay, settings.betas),
+        lambda opt: cosine_schedule(opt, settings.warmup, settings.steps, settings.min_lr_ratio),
+        lm_loss, lambda m: evaluate_lm(m, val_batches, run.device), save,
+        trainer_config(settings, run, max_steps=settings.steps, eval_every=settings.eval_every,
+                       grad_accum=settings.grad_accum, clip_norm=settings.clip_norm,
+                       keep_checkpoints=settings.keep_checkpoints),
+        run.out_dir, run.device, world=run.world, fingerprint=fp,
+        summary=summary("gpt", model, run, data=f"{len(data.splits['train']):,} training and "
+                        f"{len(data.splits['val']):,} validation tokens",
+                        batch=f"batch {settings.batch_size} × {block} tokens × {settings.grad_accum} micro-batches = "
+                              f"{settings.batch_size * block * settings.grad_accum:,} tokens per step",
+                        steps=settings.steps),
     )
-    result = trainer.fit(data.batches("train", settings.batch_size, settings.seed))
-    return LMRun(model, tokenizer, data, result, out_dir)
+    stream = WindowStream(data, "train", settings.batch_size, settings.seed, rank=run.world.rank,
+                          world=run.world.size)
+    result = trainer.fit(stream, resume=resume)
+    return LMRun(trainer.model, tokenizer, data, result, run.out_dir)
 
 
 __all__ = ["LMSettings", "LMRun", "train_lm", "prepare", "evaluate_lm", "lm_loss", "build_tokenizer"]

@@ -8,7 +8,7 @@ from torch import nn
 
 def paper_adam(model: nn.Module, lr: float = 1.0) -> torch.optim.Adam:
     """Adam with β1 = 0.9, β2 = 0.98, ε = 1e-9 (the learning rate comes from the schedule)."""
-    return torch.optim.Adam(_unique(model.parameters()), lr=lr, betas=(0.9, 0.98), eps=1e-9)
+    return torch.optim.Adam(_unique(model.parameters()), lr=lr, betas=(0.9, 0.98), eps=1e-9, fused=_fused(model))
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -25,11 +25,17 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def adamw(model: nn.Module, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95)) -> torch.optim.AdamW:
     """AdamW over :func:`decay_groups`; the fused kernel where the device supports it."""
-    device = next(model.parameters()).device
-    # The fused kernel wherever PyTorch has one, CPU included: the update of every parameter in a
-    # few kernels rather than a loop over tensors (benchmarks/bench_gpt.py measures training with it).
-    fused = device.type in ("cuda", "mps", "cpu") or None
-    return torch.optim.AdamW(decay_groups(model, weight_decay), lr=lr, betas=betas, fused=fused)
+    return torch.optim.AdamW(decay_groups(model, weight_decay), lr=lr, betas=betas, fused=_fused(model))
+
+
+def _fused(model: nn.Module) -> bool | None:
+    """The fused kernel wherever PyTorch has one, CPU included: the update of every parameter in a few
+    kernels rather than a loop over tensors, and a step that a non-finite gradient can skip on the
+    device (see training.trainer).  Not for sharded (FSDP) parameters, which it does not take."""
+    param = next(model.parameters())
+    if type(param).__name__ == "DTensor" and param.device.type == "cpu":
+        return None
+    return param.device.type in ("cuda", "mps", "cpu") or None
 
 
 def _unique(params):

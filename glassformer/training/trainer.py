@@ -1,38 +1,71 @@
 """One training loop for every family.
 
-The loop is the same whatever the model: take a step's batches (several with
-gradient accumulation), compute the loss normalised per target token, back-
-propagate, clip, step the optimiser and the schedule, show progress; every
-``eval_every`` steps evaluate, keep the best model (by validation loss) and the
-last one as model directories.
+The loop is the same whatever the model: take a step's micro-batches (several with gradient
+accumulation, shared between processes under data parallelism), compute the loss through the
+model's ``forward`` normalised per target token over the *whole* step, back-propagate, clip, step
+the optimiser and the schedule; every ``eval_every`` steps evaluate and save.
 
     run_dir/
-      best/                  model directory with the lowest validation loss
-      last/                  model directory after the last evaluation
+      last/          training checkpoint: a model directory + optimiser, schedule, random generators,
+                     data position (see training.checkpoints); ``--resume`` continues from it exactly
+      best/          model directory with the lowest validation loss
       checkpoints/step-00001000/ ...   the last ``keep_checkpoints`` evaluations (for averaging)
-      log.jsonl              one JSON line per evaluation
+      log.jsonl      one JSON line per log interval ("train") and per evaluation ("eval")
+
+What makes a step trustworthy and fast:
+
+* **Per-token normalisation.**  Each micro-batch's summed loss is divided by the number of target
+  tokens in the whole step (summed over micro-batches and processes), so k micro-batches of any
+  padding give the gradient of one big batch.
+* **Non-finite steps.**  A step whose gradient norm (or loss) is not finite is skipped — its update
+  is not applied — or, with ``on_nan="stop"``, training stops naming the step.  With a fused
+  optimiser the skip is decided on the device (the optimiser's ``found_inf``), so the step needs no
+  host synchronisation; the count of skipped steps is read at the next log line.
+* **No host synchronisation per step.**  Losses, token counts and norms stay tensors; they are read
+  every ``log_every`` steps.
+* **Precision and compilation.**  Forward passes run under autocast for bf16/fp16 (fp16 with a
+  gradient scaler); ``compile`` wraps the model in ``torch.compile``.
+* **Signals.**  SIGTERM or Ctrl-C finish the current step, save ``last/`` and raise
+  :class:`~glassformer.errors.TrainingInterrupted` (the CLI exits 130 or 143).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..devices import pick_device  # noqa: F401  (re-exported: it was defined here)
+from ..errors import CheckpointError, ConfigError, TrainingInterrupted, TrainingStopped
+from . import distributed
+from .checkpoints import (
+    check_fingerprint,
+    find_checkpoint,
+    read_training_checkpoint,
+    rng_state,
+    save_training_checkpoint,
+    set_rng_state,
+)
+from .distributed import World
+from .metrics import MetricsLog
+from .precision import autocast, enable_tf32, grad_scaler
+
+ON_NAN = ("skip", "stop")
 
 
 @dataclass
 class StepLoss:
-    """What a loss function returns for one batch: the summed loss and how many tokens it covers."""
+    """What a loss function returns for one micro-batch: the summed loss and how many tokens it covers."""
 
     total: Tensor          # scalar, summed over target tokens
     n_tokens: int          # target tokens in the batch (the normaliser)
@@ -42,12 +75,20 @@ class StepLoss:
 class TrainerConfig:
     max_steps: int
     eval_every: int
-    grad_accum: int = 1
+    grad_accum: int = 1                  # micro-batches per optimiser step, over all processes together
     clip_norm: float | None = 1.0
     log_every: int = 10
-    keep_checkpoints: int = 0        # step-* directories kept for checkpoint averaging
+    keep_checkpoints: int = 0            # step-* directories kept for checkpoint averaging
     progress: bool = True
-    time_limit: float | None = None  # seconds; stop early (with a final evaluation) if exceeded
+    time_limit: float | None = None      # seconds; stop early (with a final evaluation) if exceeded
+    precision: str = "fp32"              # fp32 | bf16 | fp16 (resolved: see training.precision)
+    compile: bool = False                # torch.compile the model
+    on_nan: str = "skip"                 # skip | stop
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        if self.on_nan not in ON_NAN:
+            raise ConfigError(f"on_nan={self.on_nan!r} is invalid; choose one of {list(ON_NAN)}")
 
 
 @dataclass
@@ -59,6 +100,8 @@ class TrainResult:
     max_steps: int = 0               # steps asked for
     time_limit: float | None = None  # seconds allowed, if any
     time_limited: bool = False       # the time limit stopped training before max_steps
+    skipped_steps: int = 0           # steps skipped for a non-finite loss or gradient
+    resumed_from: int = 0            # the step this run resumed at (0 for a fresh run)
 
     @property
     def stop_note(self) -> str:
@@ -69,90 +112,348 @@ class TrainResult:
 
 
 class Trainer:
-    """Runs the loop.  ``loss_fn(model, batch) -> StepLoss``; batches have ``n_tokens``
-    (the target tokens, for the normaliser) and ``to(device)``; ``evaluate(model) -> dict``
-    with at least ``"loss"``; ``save(path)`` writes a model directory."""
+    """Runs the loop.
+
+    ``model``: the plain model (its ``forward`` computes the loss when given targets);
+    ``make_optimizer(model)`` and ``make_scheduler(optimizer)`` are called once the model is
+    placed and wrapped (FSDP replaces the parameters); ``loss_fn(module, batch) -> StepLoss``
+    calls ``module(...)`` (the wrapped module: DDP's hooks must see the forward);
+    ``evaluate(model) -> dict`` with at least ``"loss"``; ``save(path, model)`` writes a model
+    directory of ``model``; ``fingerprint``: what a resumed run must share with this one.
+    """
 
     def __init__(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scheduler,
+        make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+        make_scheduler: Callable[[torch.optim.Optimizer], Any] | None,
         loss_fn: Callable[[nn.Module, Any], StepLoss],
         evaluate: Callable[[nn.Module], dict[str, float]],
-        save: Callable[[Path], Any],
+        save: Callable[[Path, nn.Module], Any],
         config: TrainerConfig,
         run_dir: str | Path,
         device: torch.device | str = "cpu",
+        *,
+        world: World | None = None,
+        fingerprint: dict[str, Any] | None = None,
+        summary: str = "",
     ):
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.loss_fn, self.evaluate, self.save = loss_fn, evaluate, save
         self.config, self.run_dir, self.device = config, Path(run_dir), torch.device(device)
-        self.params = list({id(p): p for p in model.parameters()}.values())
+        self.world = world or World()
+        self.loss_fn, self.evaluate, self.save = loss_fn, evaluate, save
+        self.fingerprint, self.summary = fingerprint or {}, summary
+        if config.grad_accum % self.world.size:
+            raise ConfigError(f"grad_accum={config.grad_accum} micro-batches per step cannot be shared equally "
+                              f"between {self.world.size} processes; use a multiple of {self.world.size}")
+        self.micro_batches = config.grad_accum // self.world.size      # this process's share of a step
+        enable_tf32(self.device)
+        self.model = model.to(self.device)
+        self.module, self.model = distributed.wrap(self.model, self.world, self.device)
+        if config.compile:
+            self.module = torch.compile(self.module)
+        self.optimizer = make_optimizer(self.model)
+        self.scheduler = make_scheduler(self.optimizer) if make_scheduler else None
+        self.scaler = grad_scaler(config.precision, self.device)
+        self.params = [p for p in dict.fromkeys(self.model.parameters()) if p.requires_grad]
+        # A fused optimiser can skip a step on the device (found_inf), without a host synchronisation.
+        self._device_skip = bool(getattr(self.optimizer, "_step_supports_amp_scaling", False)) and self.scaler is None
+        self._skipped = torch.zeros((), dtype=torch.long, device=self.device)      # steps skipped so far
+        self._last_bad = torch.zeros((), dtype=torch.long, device=self.device)     # the last one
+        self._signal: int | None = None
+        self.step = 0
+        self.result = TrainResult(steps=0, best_loss=math.inf, max_steps=config.max_steps,
+                                  time_limit=config.time_limit)
 
-    def train_step(self, batches: list) -> tuple[Tensor, int]:
-        """One optimiser step over ``batches`` (gradient accumulation); returns (mean loss, tokens)."""
-        self.model.train()
-        n_tokens = sum(int(b.n_tokens) for b in batches)
+    # -- one step --------------------------------------------------------------------------
+    def accumulate(self, batches: list) -> tuple[Tensor, Tensor]:
+        """Forward and backward over this process's micro-batches of one step, each loss divided by
+        the step's target tokens over every micro-batch and process; returns (the summed loss of
+        these batches, the step's token count) as tensors on the device."""
+        local = torch.tensor(float(sum(int(b.n_tokens) for b in batches)), device=self.device)
+        n_tokens = distributed.all_sum(local, self.world)          # every process's tokens, without a sync
+        # DDP and FSDP average gradients over the processes; the loss is scaled so they sum them.
+        scale = self.world.size / n_tokens
         total = torch.zeros((), device=self.device)
-        for batch in batches:
-            out = self.loss_fn(self.model, batch.to(self.device))
-            (out.total / n_tokens).backward()        # per-token normalisation over the whole step
-            total += out.total.detach()
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            with distributed.gradient_sync(self.module, self.world, last):
+                with autocast(self.config.precision, self.device):
+                    out = self.loss_fn(self.module, batch.to(self.device))
+                loss = out.total.float() * scale
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            total += out.total.detach().float()
+        return total, n_tokens
+
+    def train_step(self, batches: list) -> tuple[Tensor, Tensor, Tensor]:
+        """One optimiser step over ``batches``; returns (this process's mean loss per token, the
+        gradient norm, whether the step was applied) as device tensors."""
+        self.model.train()
+        total, n_tokens = self.accumulate(batches)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         if self.config.clip_norm:
-            torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_norm)
-        self.optimizer.step()
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_norm)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        if hasattr(norm, "full_tensor"):                         # a DTensor under FSDP
+            norm = norm.full_tensor()
+        finite = torch.isfinite(norm)
+        if not self.world.active:                                # (ranks may differ in their own loss)
+            finite = finite & torch.isfinite(total)
+        if self.config.on_nan == "stop" and not bool(finite):    # stop: one host check per step
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingStopped(f"step {self.step + 1}: the loss or gradient is not finite (loss "
+                                  f"{float(total / n_tokens):.4g}, gradient norm {float(norm):.4g}); training "
+                                  f"stopped, {self.run_dir / 'last'} holds the last saved checkpoint")
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)                     # skips the step itself on inf/NaN gradients
+            self.scaler.update()
+        elif self._device_skip:
+            self.optimizer.found_inf = (~finite).float()         # the fused kernel skips the update on 1
+            self.optimizer.grad_scale = None
+            self.optimizer.step()
+            del self.optimizer.found_inf, self.optimizer.grad_scale
+        elif bool(finite):                                       # an unfused optimiser: decide on the host
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None:
             self.scheduler.step()
-        return total / n_tokens, n_tokens
+        bad = (~finite).long()
+        self._skipped += bad
+        self._last_bad = torch.where(finite, self._last_bad, torch.tensor(self.step + 1, device=self.device))
+        return total / n_tokens * self.world.size, norm, finite
 
-    def fit(self, batches: Iterator) -> TrainResult:
-        cfg = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "log.jsonl").unlink(missing_ok=True)       # a new run starts a new log
-        result = TrainResult(steps=0, best_loss=math.inf, max_steps=cfg.max_steps, time_limit=cfg.time_limit)
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self, stream, *, resume: bool = False) -> TrainResult:
+        """Train on ``stream`` (an endless iterator of micro-batches with ``state_dict``) until
+        ``max_steps``; with ``resume``, first restore everything from ``run_dir/last``."""
+        cfg, result = self.config, self.result
+        main = self.world.main
+        self.stream = stream
+        if resume:
+            self._restore(stream)
+        elif main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log = MetricsLog(self.run_dir, tensorboard=cfg.tensorboard) if main else None
+        if resume and self.log:
+            self.log.truncate_after(self.step)
+        if main and self.summary:
+            print(self.summary + (f"; resuming at step {self.step}" if resume else ""), flush=True)
         start = time.perf_counter()
-        bar = tqdm(total=cfg.max_steps, disable=not cfg.progress, unit="step", dynamic_ncols=True)
-        window_tokens, window_start, running = 0, time.perf_counter(), None
-        for step in range(1, cfg.max_steps + 1):
-            loss, n_tokens = self.train_step([next(batches) for _ in range(cfg.grad_accum)])
-            running = loss if running is None else 0.9 * running + 0.1 * loss   # stays on device: no sync
-            window_tokens += n_tokens
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                now = time.perf_counter()
-                lr = self.optimizer.param_groups[0]["lr"]
-                bar.set_postfix(loss=f"{running.item():.3f}", lr=f"{lr:.2e}",
-                                tok_s=f"{window_tokens / max(now - window_start, 1e-9):,.0f}")
-                window_tokens, window_start = 0, now
-            out_of_time = cfg.time_limit is not None and time.perf_counter() - start > cfg.time_limit
-            if step % cfg.eval_every == 0 or step == cfg.max_steps or out_of_time:
-                self._evaluate_and_save(step, result, bar)
-            result.steps = step
-            if out_of_time and step < cfg.max_steps:
-                result.time_limited = True
-                bar.write(f"time limit of {cfg.time_limit:.0f}s reached after {step} steps")
-                break
+        plain = not sys.stderr.isatty()                 # a log file or CI: plain lines, not a redrawn bar
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and main and not plain),
+                   unit="step", dynamic_ncols=True)
+        window_tokens, window_start, running = 0.0, time.perf_counter(), None
+        skipped_seen = int(self._skipped)
+        with _signals_saved(self):
+            while self.step < cfg.max_steps:
+                batches = [next(stream) for _ in range(self.micro_batches)]
+                try:
+                    loss, norm, _ = self.train_step(batches)
+                except Exception as e:                          # the first compiled step compiles
+                    if cfg.compile and self.step == result.resumed_from and _is_compile_failure(e):
+                        raise ConfigError(f"--compile failed ({_first_line(e)}); run without --compile") from None
+                    raise
+                self.step += 1
+                running = loss if running is None else 0.9 * running + 0.1 * loss   # stays on the device
+                window_tokens += sum(int(b.n_tokens) for b in batches) * self.world.size
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    now = time.perf_counter()
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    loss_value = float(distributed.all_sum(running, self.world)) / self.world.size
+                    record = {"loss": loss_value, "lr": lr, "grad_norm": float(norm),
+                              "tokens_per_s": window_tokens / max(now - window_start, 1e-9),
+                              "elapsed": now - start}
+                    skipped = int(self._skipped)
+                    if skipped > skipped_seen and main:
+                        bar.write(f"step {int(self._last_bad)}: non-finite loss or gradient; the step was skipped "
+                                  f"({skipped} skipped so far)")
+                    skipped_seen = skipped
+                    if main:
+                        self.log.write("train", self.step, **record, skipped=skipped)
+                        if cfg.progress and plain:
+                            print(f"step {self.step}/{cfg.max_steps}  loss {loss_value:.4f}  lr {lr:.3g}  "
+                                  f"grad norm {record['grad_norm']:.3g}  {record['tokens_per_s']:,.0f} tok/s",
+                                  flush=True)
+                        bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}",
+                                        tok_s=f"{record['tokens_per_s']:,.0f}")
+                    window_tokens, window_start = 0.0, now
+                out_of_time = cfg.time_limit is not None and time.perf_counter() - start > cfg.time_limit
+                if self.world.active:      # every process must agree to stop at the same step
+                    out_of_time = bool(distributed.all_sum(torch.tensor(float(out_of_time), device=self.device),
+                                                           self.world) > 0)
+                if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps or out_of_time:
+                    self._evaluate_and_save(bar)
+                result.steps = self.step
+                if self._stop_requested():
+                    if self.step % cfg.eval_every and self.step != cfg.max_steps and not out_of_time:
+                        self.save_checkpoint()
+                    bar.close()
+                    code = 128 + self._signal if self._signal else 130
+                    raise TrainingInterrupted(f"at step {self.step}; the checkpoint is {self.run_dir / 'last'}; "
+                                              f"continue with --resume {self.run_dir}", code)
+                if out_of_time and self.step < cfg.max_steps:
+                    result.time_limited = True
+                    if main:
+                        bar.write(f"time limit of {cfg.time_limit:.0f}s reached after {self.step} steps")
+                    break
         bar.close()
+        result.skipped_steps = int(self._skipped)
         result.seconds = time.perf_counter() - start
+        if self.log:
+            self.log.close()
         return result
 
-    def _evaluate_and_save(self, step: int, result: TrainResult, bar) -> None:
+    def _stop_requested(self) -> bool:
+        if not self.world.active:
+            return self._signal is not None
+        if self.step % self.config.log_every:               # processes agree on a stop every log interval
+            return False
+        flag = torch.tensor(float(self._signal is not None), device=self.device)
+        return bool(distributed.all_sum(flag, self.world) > 0)
+
+    # -- evaluation and saving ---------------------------------------------------------------
+    def _evaluate_and_save(self, bar) -> None:
         self.model.eval()
-        with torch.no_grad():
-            metrics = {"step": step, **self.evaluate(self.model)}
+        with torch.no_grad(), autocast(self.config.precision, self.device):
+            metrics = {"step": self.step, **self.evaluate(self.model)}
         self.model.train()
-        result.history.append(metrics)
-        with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(metrics) + "\n")
-        bar.write("eval " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
-        self.save(self.run_dir / "last")
-        if metrics["loss"] < result.best_loss:
-            result.best_loss = metrics["loss"]
-            self.save(self.run_dir / "best")
-        if self.config.keep_checkpoints > 0:
-            ckpts = self.run_dir / "checkpoints"
-            self.save(ckpts / f"step-{step:08d}")
-            for old in sorted(ckpts.glob("step-*"))[: -self.config.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+        self.result.history.append(metrics)
+        if self.world.main:
+            self.log.write("eval", self.step, **{k: v for k, v in metrics.items() if k != "step"})
+            bar.write("eval " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                          for k, v in metrics.items()))
+        improved = math.isfinite(metrics["loss"]) and metrics["loss"] < self.result.best_loss
+        if improved:
+            self.result.best_loss = metrics["loss"]
+        self.save_checkpoint(best=improved, keep=self.config.keep_checkpoints > 0)
+
+    def save_checkpoint(self, *, best: bool = False, keep: bool = False) -> Path:
+        """Write ``last/`` (a training checkpoint), and ``best/`` and a ``checkpoints/step-*`` model
+        directory where asked.  Every process calls this together; only the main one writes."""
+        weights = distributed.full_state_dict(self.model, self.world)
+        optim = distributed.optimizer_state(self.model, self.optimizer, self.world)
+        rngs = distributed.gather(rng_state(), self.world)
+        last = self.run_dir / "last"
+        if self.world.main:
+            if not all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()):
+                raise TrainingStopped(f"step {self.step}: the weights are not finite; nothing was saved "
+                                      f"({last} holds the last good checkpoint)")
+            model = self._model_for_saving(weights)
+            info = {"step": self.step, "best_loss": _json_number(self.result.best_loss), "world_size": self.world.size,
+                    "fingerprint": self.fingerprint, "history": self.result.history,
+                    "skipped_steps": int(self._skipped)}
+            state = {"optimizer": optim, "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                     "scaler": self.scaler.state_dict() if self.scaler else None, "rng": rngs,
+                     "stream": self.stream.state_dict(),
+                     "skipped": self._skipped.cpu(), "last_bad": self._last_bad.cpu()}
+            save_training_checkpoint(last, lambda tmp: self.save(tmp, model), info, state)
+            if best:
+                self.save(self.run_dir / "best", model)
+            if keep:
+                ckpts = self.run_dir / "checkpoints"
+                self.save(ckpts / f"step-{self.step:08d}", model)
+                for old in sorted(ckpts.glob("step-*"))[: -self.config.keep_checkpoints]:
+                    shutil.rmtree(old, ignore_errors=True)
+        distributed.barrier(self.world)
+        return last
+
+    def _model_for_saving(self, weights: dict[str, Tensor]) -> nn.Module:
+        """A module holding ``weights`` that ``save`` can write: the model itself, or (under FSDP,
+        whose parameters are shards) a CPU copy built from its config."""
+        if self.world.kind != "fsdp":
+            return self.model
+        from ..models import build_model
+
+        copy = build_model(self.model.config)
+        copy.load_state_dict(weights)
+        return copy
+
+    def _restore(self, stream) -> None:
+        """Load ``run_dir/last`` (weights, optimiser, schedule, scaler, generators, data position)."""
+        path = find_checkpoint(self.run_dir)
+        info, state = read_training_checkpoint(path)
+        check_fingerprint(info.get("fingerprint", {}), self.fingerprint, path)
+        if info.get("world_size", 1) != self.world.size:
+            raise CheckpointError(f"cannot resume from {path}: it was trained by {info.get('world_size')} "
+                                  f"processes, this run has {self.world.size}; resume with the same number")
+        from safetensors.torch import load_file
+
+        from ..model_dir import WEIGHTS
+
+        weights = load_file(str(path / WEIGHTS))
+        if self.world.kind == "fsdp":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            set_model_state_dict(self.model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
+        else:
+            missing, unexpected = self.model.load_state_dict(weights, strict=False)
+            tied = {k for k in missing if k.endswith("weight")}   # tied copies are stored once
+            if unexpected or set(missing) - tied:
+                raise CheckpointError(f"{path / WEIGHTS} does not fit this model: missing {sorted(missing)[:3]}, "
+                                      f"unexpected {sorted(unexpected)[:3]}")
+            if hasattr(self.model, "tie_weights"):
+                self.model.tie_weights()
+        distributed.load_optimizer_state(self.model, self.optimizer, state["optimizer"], self.world)
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"][self.world.rank])
+        stream.load_state_dict(state["stream"])
+        self._skipped = state["skipped"].to(self.device)
+        self._last_bad = state["last_bad"].to(self.device)
+        self.step = int(info["step"])
+        self.result.steps = self.result.resumed_from = self.step
+        best = info.get("best_loss")
+        self.result.best_loss = math.inf if best is None else float(best)
+        self.result.history = list(info.get("history", []))
+
+
+# -- signals --------------------------------------------------------------------------------
+class _signals_saved:
+    """While training: the first SIGTERM or SIGINT asks the loop to save and stop after the current
+    step; a second one interrupts at once."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer, self.previous = trainer, {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.trainer._signal is not None:
+            raise KeyboardInterrupt
+        self.trainer._signal = signum
+        if self.trainer.world.main:
+            print(f"\nglassformer: {signal.Signals(signum).name}: saving a checkpoint after this step "
+                  "(again to stop at once)", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def _is_compile_failure(e: Exception) -> bool:
+    try:
+        from torch._dynamo.exc import BackendCompilerFailed, TorchDynamoException
+    except ImportError:                                 # pragma: no cover
+        return False
+    return isinstance(e, (BackendCompilerFailed, TorchDynamoException))
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _json_number(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+__all__ = ["StepLoss", "Trainer", "TrainerConfig", "TrainResult", "ON_NAN"]

@@ -13,6 +13,7 @@ Used by ``glassformer train translation``, ``translate``, ``evaluate`` and
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,18 +27,20 @@ from ..generation.translation import score, translate, translate_nbest  # noqa: 
 from ..models import Transformer, build_model, preset
 from ..models.config import dataclass_from_dict
 from ..tokenizers import Tokenizer
-from ..model_dir import save_model_dir
+from ..model_dir import SOURCE_TOKENIZER, TOKENIZER, save_model_dir
+from ..data.streams import EpochStream
 from .checks import check_positive_int, check_preset, check_range, check_types
 from .losses import LabelSmoothedCrossEntropy
 from .optim import paper_adam
 from .schedules import noam_schedule
-from ..devices import pick_device
-from .trainer import StepLoss, Trainer, TrainerConfig, TrainResult
+from .checkpoints import find_checkpoint
+from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
+from .trainer import StepLoss, Trainer, TrainResult
 
 
 @dataclass
-class TranslationSettings:
-    """Everything a translation training run needs besides the data."""
+class TranslationSettings(RunSettings):
+    """Everything a translation training run needs besides the data (and how it runs: RunSettings)."""
 
     preset: str = "vaswani-small"
     model: dict[str, Any] = field(default_factory=dict)   # overrides of the preset's fields
@@ -51,13 +54,10 @@ class TranslationSettings:
     lr_factor: float = 1.0               # multiplies the paper's schedule
     label_smoothing: float = 0.1
     clip_norm: float | None = 1.0
-    grad_accum: int = 1
+    grad_accum: int = 1                  # batches per step, over all processes (a multiple of their number)
     eval_every: int | None = None        # steps between evaluations; None = once per epoch
     keep_checkpoints: int = 0
     seed: int = 0
-    device: str = "auto"
-    time_limit: float | None = None
-    progress: bool = True
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -68,6 +68,7 @@ class TranslationSettings:
         check_range(self, "label_smoothing", 0, 1, high_open=True)
         check_range(self, "clip_norm", 0, low_open=True, optional=True)
         check_range(self, "time_limit", 0, low_open=True, optional=True)
+        self.check_run_settings()
         check_preset(self, "transformer")
 
     @classmethod
@@ -98,15 +99,17 @@ def encode_pairs(pairs, src_tok: Tokenizer, tgt_tok: Tokenizer) -> list[tuple[li
     return list(zip(src, tgt))
 
 
-def translation_loss(criterion: LabelSmoothedCrossEntropy):
-    def loss_fn(model: Transformer, batch: TranslationBatch) -> StepLoss:
-        out = criterion(model(batch.src, batch.tgt_in), batch.tgt_out)
-        return StepLoss(out.total, batch.n_tokens)
+def translation_loss(label_smoothing: float):
+    """The summed label-smoothed loss of a batch, through the (possibly wrapped) model's forward."""
+    def loss_fn(module, batch: TranslationBatch) -> StepLoss:
+        total = module(batch.src, batch.tgt_in, batch.tgt_out, label_smoothing=label_smoothing, reduction="sum")
+        return StepLoss(total, batch.n_tokens)
     return loss_fn
 
 
-def validation(model: Transformer, batches: list[TranslationBatch], criterion, device) -> dict[str, float]:
+def validation(model: Transformer, batches: list[TranslationBatch], label_smoothing: float, device) -> dict[str, float]:
     """Label-smoothed loss (what is optimised) and perplexity (from the un-smoothed NLL) per target token."""
+    criterion = LabelSmoothedCrossEntropy(label_smoothing, ignore_index=model.config.pad_id)
     total = nll = tokens = 0.0
     for batch in batches:
         batch = batch.to(device)
@@ -122,11 +125,18 @@ def train_translation(
     valid_pairs: Sequence[tuple[str, str]],
     settings: TranslationSettings,
     out_dir: str | Path,
+    *,
+    resume: bool = False,
 ) -> TranslationRun:
-    """Train tokenizers and a Transformer; save ``out_dir/best`` and ``out_dir/last`` model directories."""
-    torch.manual_seed(settings.seed)
-    device = pick_device(settings.device)
-    src_tok, tgt_tok = build_tokenizers(train_pairs, settings.vocab_size, settings.shared_vocab)
+    """Train tokenizers and a Transformer; save ``out_dir/best`` and ``out_dir/last`` model
+    directories.  ``resume``: continue the run in ``out_dir`` exactly where its last checkpoint stopped."""
+    run = start_run(settings, out_dir, resume)
+    if resume:
+        saved = find_checkpoint(run.out_dir)
+        tgt_tok = Tokenizer.load(saved / TOKENIZER)
+        src_tok = Tokenizer.load(saved / SOURCE_TOKENIZER) if (saved / SOURCE_TOKENIZER).exists() else tgt_tok
+    else:
+        src_tok, tgt_tok = build_tokenizers(train_pairs, settings.vocab_size, settings.shared_vocab)
     overrides = {"src_vocab_size": src_tok.vocab_size, "tgt_vocab_size": tgt_tok.vocab_size,
                  "pad_id": tgt_tok.pad_id, "bos_id": tgt_tok.bos_id, "eos_id": tgt_tok.eos_id, "unk_id": tgt_tok.unk_id}
     if not settings.shared_vocab:
@@ -138,30 +148,42 @@ def train_translation(
     if too_long > config.max_len:
         raise InputError(f"a training sentence has {too_long} tokens but the model takes at most "
                          f"max_len={config.max_len}; raise max_len or filter long sentences")
-    model = build_model(config).to(device)
-    optimizer = paper_adam(model)
-    scheduler = noam_schedule(optimizer, config.d_model, settings.warmup, settings.lr_factor)
-    criterion = LabelSmoothedCrossEntropy(settings.label_smoothing, ignore_index=config.pad_id)
+    fp = fingerprint(settings, config, pairs=len(train_pairs), digest=_digest(train_pairs))
+    check_resume(run, fp)
+    torch.manual_seed(settings.seed)
+    model = build_model(config)
     valid_batches = valid.batches(settings.max_tokens, shuffle=False)
     steps_per_epoch = len(token_budget_batches(train.lengths, settings.max_tokens, seed=settings.seed,
                                                max_sentences=settings.max_sentences,
                                                by_length=settings.length_buckets))
     eval_every = settings.eval_every or steps_per_epoch
-    out_dir = Path(out_dir)
 
-    def save(path: Path) -> None:
+    def save(path: Path, model: Transformer) -> None:
         save_model_dir(path, model, tgt_tok, source_tokenizer=None if settings.shared_vocab else src_tok,
                        generation={"task": "translation", "beam": 4, "alpha": 0.6, "max_len_a": 1.0, "max_len_b": 50})
 
     trainer = Trainer(
-        model, optimizer, scheduler, translation_loss(criterion),
-        lambda m: validation(m, valid_batches, criterion, device), save,
-        TrainerConfig(max_steps=settings.steps, eval_every=eval_every, grad_accum=settings.grad_accum,
-                      clip_norm=settings.clip_norm, keep_checkpoints=settings.keep_checkpoints,
-                      progress=settings.progress, time_limit=settings.time_limit),
-        out_dir, device,
+        model, paper_adam, lambda opt: noam_schedule(opt, config.d_model, settings.warmup, settings.lr_factor),
+        translation_loss(settings.label_smoothing),
+        lambda m: validation(m, valid_batches, settings.label_smoothing, run.device), save,
+        trainer_config(settings, run, max_steps=settings.steps, eval_every=eval_every,
+                       grad_accum=settings.grad_accum, clip_norm=settings.clip_norm,
+                       keep_checkpoints=settings.keep_checkpoints),
+        run.out_dir, run.device, world=run.world, fingerprint=fp,
+        summary=summary("transformer", model, run, data=f"{len(train):,} training and {len(valid):,} validation "
+                        "sentence pairs", batch=f"batches of up to {settings.max_tokens:,} tokens × "
+                        f"{settings.grad_accum} per step ({steps_per_epoch:,} batches per epoch)",
+                        steps=settings.steps),
     )
-    result = trainer.fit(iter(train.forever(settings.max_tokens, seed=settings.seed,
-                                            max_sentences=settings.max_sentences,
-                                            by_length=settings.length_buckets)))
-    return TranslationRun(model, tgt_tok, src_tok, result, out_dir)
+    stream = EpochStream(train, settings.max_tokens, settings.seed, max_sentences=settings.max_sentences,
+                         by_length=settings.length_buckets, rank=run.world.rank, world=run.world.size)
+    result = trainer.fit(stream, resume=resume)
+    return TranslationRun(trainer.model, tgt_tok, src_tok, result, run.out_dir)
+
+
+def _digest(pairs: Sequence[tuple[str, str]]) -> str:
+    """A short fingerprint of the training pairs (a resumed run must read the same data)."""
+    h = hashlib.sha256()
+    for src, tgt in pairs:
+        h.update(src.encode("utf-8") + b"\t" + tgt.encode("utf-8") + b"\n")
+    return h.hexdigest()[:16]

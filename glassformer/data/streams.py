@@ -1,0 +1,98 @@
+"""Training batch streams that can say where they are, so a resumed run reads exactly what the
+uninterrupted run would have read next, and that split one global stream between processes.
+
+A stream is an endless iterator of micro-batches with ``state_dict()`` / ``load_state_dict()``.
+Every process of a data-parallel run walks the *same* seeded global sequence of micro-batches
+and keeps every ``world``-th one, starting at its ``rank``:
+
+    global micro-batches:   m0  m1  m2  m3  m4  m5 ...
+    world 1, grad_accum 2:  [m0 m1] [m2 m3] [m4 m5]      one process, two micro-batches per step
+    world 2, grad_accum 1:  rank 0: m0 m2 m4 ...   rank 1: m1 m3 m5 ...
+
+so the ranks see disjoint data and a step of ``world`` processes × ``grad_accum`` micro-batches
+covers the same examples as one process with ``world × grad_accum`` micro-batches: the number of
+processes does not change what a run learns.  Only a process's own micro-batches are collated
+(for the language model, only its own windows are read).
+
+* :class:`WindowStream`: random windows of a token array (language modelling); its state is the
+  seeded generator's.
+* :class:`EpochStream`: token-budget batches of a parallel corpus, reshuffled each epoch
+  (translation); its state is (epoch, position in the epoch).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .batching import ParallelDataset, TranslationBatch, collate, token_budget_batches
+from .lm import LMBatch, LMData
+
+
+class WindowStream:
+    """Micro-batches of ``batch_size`` random windows of ``data``'s ``split``, from ``seed``."""
+
+    def __init__(self, data: LMData, split: str, batch_size: int, seed: int, *, rank: int = 0, world: int = 1):
+        self.data, self.split, self.batch_size = data, split, batch_size
+        self.rank, self.world = rank, world
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self) -> "WindowStream":
+        return self
+
+    def __next__(self) -> LMBatch:
+        ours = None
+        for r in range(self.world):            # every rank draws every rank's starts, keeps its own
+            starts = torch.randint(len(self.data.splits[self.split]) - self.data.block_size, (self.batch_size,),
+                                   generator=self.generator)
+            if r == self.rank:
+                ours = starts
+        return self.data.windows(self.split, ours.tolist())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+class EpochStream:
+    """Token-budget batches of ``dataset``, epoch after epoch, each epoch's order from (seed, epoch)."""
+
+    def __init__(self, dataset: ParallelDataset, max_tokens: int, seed: int, *, max_sentences: int | None = None,
+                 by_length: bool = True, rank: int = 0, world: int = 1):
+        self.dataset, self.max_tokens, self.seed = dataset, max_tokens, seed
+        self.max_sentences, self.by_length = max_sentences, by_length
+        self.rank, self.world = rank, world
+        self.epoch, self.position = 0, rank     # the global index (within the epoch) of this rank's next batch
+        self._order: list[list[int]] | None = None
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The example indices of every batch of ``epoch``, in that epoch's order."""
+        return token_budget_batches(self.dataset.lengths, self.max_tokens, seed=self.seed, epoch=epoch,
+                                    max_sentences=self.max_sentences, by_length=self.by_length)
+
+    def __iter__(self) -> "EpochStream":
+        return self
+
+    def __next__(self) -> TranslationBatch:
+        if self._order is None:
+            self._order = self.epoch_batches(self.epoch)
+        while self.position >= len(self._order):       # past this epoch's end: carry into the next
+            self.position -= len(self._order)
+            self.epoch += 1
+            self._order = self.epoch_batches(self.epoch)
+        indices = self._order[self.position]
+        self.position += self.world
+        d = self.dataset
+        return collate([d.pairs[i] for i in indices], d.pad_id, d.bos_id, d.eos_id)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.position, self._order = int(state["epoch"]), int(state["position"]), None
+
+
+__all__ = ["WindowStream", "EpochStream"]

@@ -1,0 +1,160 @@
+"""Training on several processes with PyTorch's own engines: DDP and FSDP2, launched by ``torchrun``.
+
+    torchrun --nproc-per-node 8 -m glassformer train lm ... --distributed ddp          # one machine
+    torchrun --nnodes 2 --node-rank R --nproc-per-node 8 --rdzv-endpoint HOST:29500 \\
+        -m glassformer train lm ... --distributed fsdp                                  # two machines
+
+* ``ddp``: every process holds the whole model; ``DistributedDataParallel`` averages the
+  gradients across processes during the backward pass.
+* ``fsdp``: ``torch.distributed.fsdp.fully_shard`` (FSDP2) on every block and on the model:
+  each process holds a shard of every parameter, gradient and optimiser state; a block's
+  parameters are gathered just before it runs.
+
+What the trainer needs from here: the process's rank and the world size (:class:`World`), the
+wrapped module, the gradient-synchronisation switch for accumulation (synchronise only on a
+step's last micro-batch), a sum across processes, and whole (unsharded) state dicts to save
+and load.  The backend is NCCL on CUDA and gloo on a CPU, which is how the tests run two
+processes on one machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+
+KINDS = ("ddp", "fsdp")
+
+
+@dataclass
+class World:
+    """This process's place among the training processes."""
+
+    kind: str | None = None        # None (one process) | "ddp" | "fsdp"
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """The process that logs, evaluates aloud and writes files."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.kind is not None and dist.is_available() and dist.is_initialized()
+
+
+def setup(kind: str | None, device: torch.device) -> tuple[World, torch.device]:
+    """Join the process group that ``torchrun`` describes in the environment (RANK, WORLD_SIZE,
+    MASTER_ADDR, ...); returns the world and this process's device (``cuda:LOCAL_RANK`` on GPUs).
+    Without ``kind`` (or outside torchrun with a world of one) training runs in this process."""
+    if kind is None:
+        return World(), device
+    if kind not in KINDS:
+        raise ConfigError(f"distributed={kind!r} is invalid; choose one of {list(KINDS)} (or none)")
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise ConfigError(f"--distributed {kind} runs under torchrun, which sets RANK and WORLD_SIZE: "
+                          f"torchrun --nproc-per-node N -m glassformer train ... --distributed {kind}")
+    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return World(kind, rank, size, local_rank), device
+
+
+def wrap(model: nn.Module, world: World, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """(the module to train through, the module that holds the parameters).  For FSDP both are
+    the model itself (``fully_shard`` shards it in place); for DDP the first is the wrapper."""
+    if world.kind == "ddp":
+        ids = [device.index] if device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids), model
+    if world.kind == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for module in model.modules():               # each Transformer layer is one unit of gathering
+            if type(module).__name__ == "TransformerLayer":
+                fully_shard(module)
+        fully_shard(model)
+        return model, model
+    return model, model
+
+
+def gradient_sync(module: nn.Module, world: World, enabled: bool):
+    """A context in which the backward pass does (``enabled``) or does not average gradients
+    across processes: accumulation synchronises only on a step's last micro-batch."""
+    if world.kind == "ddp" and not enabled:
+        return module.no_sync()
+    if world.kind == "fsdp":
+        module.set_requires_gradient_sync(enabled)
+    return contextlib.nullcontext()
+
+
+def all_sum(tensor: Tensor, world: World) -> Tensor:
+    """The sum of ``tensor`` over the processes (itself with one process); no host synchronisation."""
+    if world.active:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def barrier(world: World) -> None:
+    if world.active:
+        dist.barrier()
+
+
+def gather(obj, world: World) -> list:
+    """``obj`` of every process, in rank order (picklable objects made by this program only)."""
+    if not world.active:
+        return [obj]
+    out = [None] * world.size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def full_state_dict(model: nn.Module, world: World) -> dict[str, Tensor]:
+    """The model's whole state dict on the CPU (gathered from the shards under FSDP; every
+    process must call this together)."""
+    if world.kind == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, world: World) -> dict:
+    """The optimiser's state to save (whole, keyed by parameter name under FSDP)."""
+    if world.kind == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(model, optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return optimizer.state_dict()
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, world: World) -> None:
+    if world.kind == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer, optim_state_dict=state,
+                                 options=StateDictOptions(full_state_dict=True))
+    else:
+        optimizer.load_state_dict(state)
+
+
+def shutdown(world: World) -> None:
+    if world.active:
+        dist.destroy_process_group()
+
+
+__all__ = ["KINDS", "World", "setup", "wrap", "gradient_sync", "all_sum", "barrier", "gather", "full_state_dict",
+           "optimizer_state", "load_optimizer_state", "shutdown"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -127,6 +128,13 @@ def run_quickstart(
     sample of the larger ranges, see :func:`seen_numbers`) and on the held-out test numbers.
     """
     out_dir = Path(out_dir)
+    if (out_dir / "results.json").is_file() and (out_dir / "last").is_dir():
+        # The demo is meant to be run again: a previous quickstart run (recognised by its results) is replaced.
+        # Any other run directory is refused by the trainer, as for `train translation`.
+        print(f"Replacing the previous quickstart run in {out_dir}", flush=True)
+        for name in ("best", "last", "checkpoints", "log.jsonl", "results.json"):
+            target = out_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     started = time.perf_counter()
     print(f"Building the {src_lang}→{tgt_lang} number corpus (0..{max_number:,}; train/valid/test disjoint) ...",
           flush=True)

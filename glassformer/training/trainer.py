@@ -232,6 +232,9 @@ class Trainer:
         self.stream = stream
         if resume:
             self._restore(stream)
+            if main:                                    # what a save killed half-way left behind
+                for partial in self.run_dir.glob(".*.tmp-*"):
+                    shutil.rmtree(partial, ignore_errors=True)
         elif main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = MetricsLog(self.run_dir, tensorboard=cfg.tensorboard) if main else None

@@ -37,14 +37,27 @@ GPT3_TOTALS = {"gpt3-small": 125e6, "gpt3-medium": 350e6, "gpt3-large": 760e6, "
                "gpt3-2.7b": 2.7e9, "gpt3-6.7b": 6.7e9, "gpt3-13b": 13e9, "gpt3-175b": 175e9}
 
 
-def meta_count(name: str) -> int:
+def meta_count(name: str, **overrides) -> int:
     with torch.device("meta"):
-        return num_parameters(build_model(preset(name)))
+        return num_parameters(build_model(preset(name, **overrides)))
 
 
 @pytest.mark.parametrize("name", sorted(GPT2_TOTALS))
 def test_gpt2_presets_match_the_released_checkpoints(name):
-    assert meta_count(name) == GPT2_TOTALS[name]
+    # the released checkpoints have the unpadded 50,257-row embedding; the preset pads it to 50,304
+    assert meta_count(name, vocab_multiple=1) == GPT2_TOTALS[name]
+    d_model = preset(name).d_model
+    assert meta_count(name) - GPT2_TOTALS[name] == (50_304 - 50_257) * d_model
+
+
+def test_the_padded_vocabulary_is_never_predicted():
+    torch.manual_seed(0)
+    model = build_model(preset("gpt-tiny", vocab_size=50, vocab_multiple=64))
+    assert model.embed.token.weight.shape[0] == 64
+    tokens = torch.randint(0, 50, (2, 7))
+    assert model(tokens).shape == (2, 7, 50)                  # logits over the real vocabulary only
+    model(tokens[:, :-1], tokens[:, 1:]).backward()
+    assert model.embed.token.weight.grad[50:].abs().max() == 0   # the pad rows learn nothing
 
 
 @pytest.mark.parametrize("name", sorted(GPT3_TOTALS))

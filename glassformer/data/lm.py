@@ -105,7 +105,8 @@ class LMBatch:
 
     @property
     def n_tokens(self) -> int:
-        return self.y.numel()
+        """Target tokens that count (ids of -100 are ignored, as by cross-entropy)."""
+        return int((self.y != -100).sum())
 
     def to(self, device) -> "LMBatch":
         return LMBatch(to_device(self.x, device), to_device(self.y, device))

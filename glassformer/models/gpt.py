@@ -86,11 +86,17 @@ def _preset(**kw):
     return lambda: GPTConfig(**kw)
 
 
+# Presets for pretraining at scale train without dropout (as GPT-3-era recipes and nanoGPT do; ask
+# for it with model overrides) and pad the vocabulary to a multiple of 64 (50,257 -> 50,304 rows),
+# which keeps the output matmul on fast tile sizes.
+_AT_SCALE = dict(dropout=0.0, vocab_multiple=64)
+
+
 # GPT-2 (Radford et al. 2019, Table 2; sizes of the released checkpoints).
-register_preset("gpt2", _preset())                                                     # 124M
-register_preset("gpt2-medium", _preset(n_layers=24, n_heads=16, d_model=1024))         # 355M
-register_preset("gpt2-large", _preset(n_layers=36, n_heads=20, d_model=1280))          # 774M
-register_preset("gpt2-xl", _preset(n_layers=48, n_heads=25, d_model=1600))             # 1.56B
+register_preset("gpt2", _preset(**_AT_SCALE))                                                     # 124M
+register_preset("gpt2-medium", _preset(**_AT_SCALE, n_layers=24, n_heads=16, d_model=1024))         # 355M
+register_preset("gpt2-large", _preset(**_AT_SCALE, n_layers=36, n_heads=20, d_model=1280))          # 774M
+register_preset("gpt2-xl", _preset(**_AT_SCALE, n_layers=48, n_heads=25, d_model=1600))             # 1.56B
 
 # GPT-3 (Brown et al. 2020, Table 2.1): n_ctx = 2048, d_ff = 4 * d_model, the GPT-2
 # vocabulary.  (GPT-3 alternates dense and locally banded sparse attention layers;
@@ -109,7 +115,7 @@ _GPT3 = {
     "gpt3-175b": (96, 96, 12288),
 }
 for _name, (_layers, _heads, _d) in _GPT3.items():
-    register_preset(_name, _preset(n_layers=_layers, n_heads=_heads, d_model=_d, max_len=2048))
+    register_preset(_name, _preset(**_AT_SCALE, n_layers=_layers, n_heads=_heads, d_model=_d, max_len=2048))
 
 # Small ones for characters on one CPU, and for the tests.  "gpt-mini" is benchmark
 # shape (a), "gpt-char" shape (b) (nanoGPT's Shakespeare-character model).

@@ -179,9 +179,9 @@ class Trainer:
             with distributed.gradient_sync(self.module, self.world, last):
                 with autocast(self.config.precision, self.device):
                     out = self.loss_fn(self.module, batch.to(self.device))
-                loss = out.total.float() * scale
+                loss = out.total * scale
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
-            total += out.total.detach().float()
+            total += out.total.detach()
         return total, n_tokens
 
     def train_step(self, batches: list) -> tuple[Tensor, Tensor, Tensor]:

@@ -101,6 +101,8 @@ def train_lm_cmd(args) -> int:
     pick_device(settings.device)
     with fresh_output_dir(out):
         run = train_lm(data, settings, out, resume=resume)
+    if not run.result.main_process:                  # another process of a distributed run: rank 0 reports
+        return 0
     best = min(run.result.history, key=lambda m: m["loss"])
     stop = f"; {run.result.stop_note}" if run.result.stop_note else ""
     print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s{stop}; best validation loss "

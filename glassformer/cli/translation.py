@@ -269,6 +269,8 @@ def train_translation_cmd(args) -> int:
         train, valid = pairs[n_valid:], pairs[:n_valid]
     with fresh_output_dir(out):
         run = train_translation(train, valid, settings, out, resume=resume)
+    if not run.result.main_process:                  # another process of a distributed run: rank 0 reports
+        return 0
     stop = f"; {run.result.stop_note}" if run.result.stop_note else ""
     print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s{stop}; best validation loss "
           f"{run.result.best_loss:.4f}; model saved to {out / 'best'}")

@@ -37,7 +37,7 @@ from .checks import check_positive_int, check_preset, check_range, check_types
 from .optim import adamw
 from .schedules import cosine_schedule
 from .checkpoints import find_checkpoint
-from .distributed import barrier
+from .distributed import barrier, shutdown
 from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
 from .trainer import StepLoss, Trainer, TrainResult
 
@@ -180,7 +180,10 @@ def train_lm(source: str | Path, settings: LMSettings, out_dir: str | Path, *, r
     )
     stream = WindowStream(data, "train", settings.batch_size, settings.seed, rank=run.world.rank,
                           world=run.world.size)
-    result = trainer.fit(stream, resume=resume)
+    try:
+        result = trainer.fit(stream, resume=resume)
+    finally:
+        shutdown(run.world)
     return LMRun(trainer.model, tokenizer, data, result, run.out_dir)
 
 

@@ -102,6 +102,7 @@ class TrainResult:
     time_limited: bool = False       # the time limit stopped training before max_steps
     skipped_steps: int = 0           # steps skipped for a non-finite loss or gradient
     resumed_from: int = 0            # the step this run resumed at (0 for a fresh run)
+    main_process: bool = True        # False on the other processes of a distributed run (they print nothing)
 
     @property
     def stop_note(self) -> str:
@@ -162,7 +163,7 @@ class Trainer:
         self._signal: int | None = None
         self.step = 0
         self.result = TrainResult(steps=0, best_loss=math.inf, max_steps=config.max_steps,
-                                  time_limit=config.time_limit)
+                                  time_limit=config.time_limit, main_process=self.world.main)
 
     # -- one step --------------------------------------------------------------------------
     def accumulate(self, batches: list) -> tuple[Tensor, Tensor]:

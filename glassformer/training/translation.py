@@ -34,6 +34,7 @@ from .losses import LabelSmoothedCrossEntropy
 from .optim import paper_adam
 from .schedules import noam_schedule
 from .checkpoints import find_checkpoint
+from .distributed import shutdown
 from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
 from .trainer import StepLoss, Trainer, TrainResult
 
@@ -177,7 +178,10 @@ def train_translation(
     )
     stream = EpochStream(train, settings.max_tokens, settings.seed, max_sentences=settings.max_sentences,
                          by_length=settings.length_buckets, rank=run.world.rank, world=run.world.size)
-    result = trainer.fit(stream, resume=resume)
+    try:
+        result = trainer.fit(stream, resume=resume)
+    finally:
+        shutdown(run.world)
     return TranslationRun(trainer.model, tgt_tok, src_tok, result, run.out_dir)
 
 

@@ -1,0 +1,121 @@
+"""Two processes (torchrun, gloo on the CPU) learn what one process learns from the same global batch.
+
+The CLI is run as a user runs it: ``torchrun --nproc-per-node 2 -m glassformer train ... --distributed
+ddp|fsdp`` against ``glassformer train ... --grad-accum 2`` in one process; the saved weights agree
+within 1e-5.  An FSDP run stopped part-way resumes to the same weights.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from glassformer.data.numbers import number_corpus
+from helpers import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or TORCHRUN is None,
+                                reason="torch.distributed or torchrun is not available")
+
+
+def glassformer(*args: str, processes: int = 1) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    if processes == 1:
+        cmd = [sys.executable, "-m", "glassformer", *args]
+    else:
+        cmd = [TORCHRUN, "--standalone", "--nproc-per-node", str(processes), "-m", "glassformer", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=150)
+    assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-3000:]
+    return result
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "last" / "model.safetensors"))
+
+
+def assert_close_weights(a: Path, b: Path, atol: float = 1e-5) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    worst = max((wa[k] - wb[k]).abs().max().item() for k in wa)
+    assert worst <= atol, f"largest difference {worst:.3g}"
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "text.txt"
+    path.write_text("".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(300)))
+    return path
+
+
+def lm_args(text: Path, out: Path, steps: int = 6) -> list[str]:
+    return ["train", "lm", "--data", str(text), "--preset", "gpt-tiny", "--block-size", "16", "--batch-size", "2",
+            "--grad-accum", "2", "--steps", str(steps), "--eval-every", "3", "--device", "cpu", "--lr", "0.01",
+            "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def one_process(text, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("single") / "run"
+    glassformer(*lm_args(text, out))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["ddp", "fsdp"])
+def test_two_processes_learn_what_one_does(kind, text, one_process, tmp_path):
+    out = tmp_path / "run"
+    result = glassformer(*lm_args(text, out), "--distributed", kind, processes=2)
+    assert f"× 2 processes ({kind})" in result.stdout
+    assert result.stdout.count("trained 6 steps") == 1          # rank 0 reports; the other is silent
+    assert_close_weights(one_process, out)
+
+
+def test_an_fsdp_run_resumes(text, one_process, tmp_path):
+    out = tmp_path / "run"
+    stopped = glassformer(*lm_args(text, out), "--distributed", "fsdp", "--time-limit", "0.000001", processes=2)
+    assert "stopped by the time limit" in stopped.stdout
+    resumed = glassformer(*lm_args(text, out), "--distributed", "fsdp", "--resume", processes=2)
+    assert "resuming at step 1" in resumed.stdout
+    assert_close_weights(one_process, out)
+
+
+def test_ddp_translation_matches_one_process(tmp_path):
+    corpus = number_corpus("de", "en", max_number=299, n_valid=20, n_test=20, seed=0)
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("".join(f"{s}\t{t}\n" for s, t in corpus.train))
+    args = ["train", "translation", "--src", str(tsv), "--preset", "vaswani-tiny", "--vocab-size", "150",
+            "--max-tokens", "200", "--steps", "4", "--eval-every", "2", "--device", "cpu"]
+    glassformer(*args, "--config", str(_config(tmp_path)), "--out", str(tmp_path / "one"))
+    glassformer(*args, "--config", str(_config(tmp_path)), "--out", str(tmp_path / "two"), "--distributed", "ddp",
+                processes=2)
+    assert_close_weights(tmp_path / "one", tmp_path / "two")
+
+
+def _config(tmp_path: Path) -> Path:
+    path = tmp_path / "settings.json"
+    path.write_text('{"grad_accum": 2, "warmup": 2}')
+    return path
+
+
+def test_bad_distributed_settings_are_one_line(text, tmp_path, capsys):
+    code, _, err = run_cli(capsys, *lm_args(text, tmp_path / "a"), "--distributed", "ddp")
+    assert code == 2 and "runs under torchrun" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_world_that_does_not_divide_the_step_is_refused(tmp_path):
+    from glassformer.errors import ConfigError
+    from glassformer.models import build_model, preset
+    from glassformer.training.distributed import World
+    from glassformer.training.trainer import Trainer, TrainerConfig
+
+    with pytest.raises(ConfigError, match="grad_accum=3 micro-batches per step cannot be shared equally between 2"):
+        Trainer(build_model(preset("gpt-tiny")), None, None, None, None, None,
+                TrainerConfig(max_steps=1, eval_every=1, grad_accum=3), tmp_path, world=World("ddp", 0, 2))

@@ -198,3 +198,23 @@ def test_model_loss_is_the_plain_cross_entropy_in_float64():
     torch.testing.assert_close(fused, plain, atol=1e-10, rtol=1e-10)
     paper_adam(model)                                    # the paper's optimiser takes the fused path (CPU too)
     assert getattr(paper_adam(model), "_step_supports_amp_scaling", False)
+
+
+def test_compile_without_a_working_compiler_is_one_line(tmp_path, capsys, monkeypatch):
+    """Where the compiler is missing (simulated: inductor's entry point fails), --compile says so
+    in one line and the run directory is not left behind."""
+    import torch._inductor.compile_fx as compile_fx
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Compiler: cc is not found")
+
+    monkeypatch.setattr(compile_fx, "compile_fx", no_compiler)
+    torch._dynamo.reset()
+    text = tmp_path / "t.txt"
+    text.write_text("hello world " * 200)
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "lm", "--data", str(text), "--preset", "gpt-tiny", "--block-size", "8",
+                           "--steps", "2", "--compile", "--out", str(out), "--device", "cpu")
+    torch._dynamo.reset()
+    assert code == 2 and "--compile failed" in err and "run without --compile" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()

@@ -8,7 +8,8 @@
       generation.json          decoding defaults and what the run recorded (optional)
 
 A directory is written to a temporary sibling and renamed into place, so an
-interrupted save never leaves a half-written model behind.
+interrupted save never leaves a half-written model behind.  Loading may cast the
+weights to an inference dtype (bf16 / fp16): the file is the same either way.
 """
 
 from __future__ import annotations
@@ -101,13 +102,20 @@ def load_weights(model: torch.nn.Module, file: str | Path) -> None:
                               f"unexpected {sorted(unexpected)[:5]}")
 
 
-def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> ModelDir:
-    """Load a model directory written by :func:`save_model_dir` (weights checked against the config)."""
+def load_model_dir(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> ModelDir:
+    """Load a model directory written by :func:`save_model_dir` (weights checked against the config).
+
+    ``dtype``: the floating-point type to hold the weights in for inference (``torch.float32``,
+    ``torch.bfloat16`` or ``torch.float16``; ``glassformer.devices.pick_dtype`` parses names);
+    None keeps float32.  The file's weights are read in float32 and cast once.  A model in a
+    lower precision still returns float32 next-token logits from its decoding step."""
     path = Path(path)
+    if dtype is not None and dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ConfigError(f"dtype {dtype} is invalid for inference; use torch.float32, torch.bfloat16 or torch.float16")
     config = read_config(path)
     model = build_model(config)
     load_weights(model, path / WEIGHTS)
-    model.to(device).eval()
+    model.to(device=device, dtype=dtype).eval()
     tokenizer = Tokenizer.load(path / TOKENIZER) if (path / TOKENIZER).exists() else None
     source = Tokenizer.load(path / SOURCE_TOKENIZER) if (path / SOURCE_TOKENIZER).exists() else None
     generation = read_json(path / GENERATION, what="generation settings", error=CheckpointError) \

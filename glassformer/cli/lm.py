@@ -1,4 +1,8 @@
-"""Commands of the language-model task: ``train lm`` and ``generate``."""
+"""Commands of the language-model task: ``train lm`` and ``generate``.
+
+``generate --dtype/--compile`` only pass on to the library: the weights' dtype to
+``load_model_dir`` (parsed by ``devices.pick_dtype``), ``compile`` to ``generation.text``.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""Commands of the translation task: quickstart, train translation, translate, evaluate."""
+"""Commands of the translation task: quickstart, train translation, translate, evaluate.
+
+``translate`` / ``evaluate`` ``--dtype/--compile`` only pass on to the library: the weights'
+dtype to ``load_model_dir`` (parsed by ``devices.pick_dtype``), ``compile`` to
+``generation.translation``.
+"""
 
 from __future__ import annotations
 
@@ -89,11 +94,11 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     from ..devices import DTYPE_NAMES
 
     p.add_argument("--dtype", choices=DTYPE_NAMES, default="auto",
-                   help="precision of the weights while decoding: auto (bf16 on a CUDA GPU that supports it, "
-                        "else fp32), fp32, bf16, or fp16 (GPU only)")
+                   help="precision of the weights while decoding: fp32, bf16, fp16 (GPU only), or auto = bf16 on a "
+                        "CUDA GPU that supports it, else fp32")
     p.add_argument("--compile", action="store_true",
                    help="compile the decoding step with torch.compile (CUDA graphs on a GPU): faster per token after "
-                        "a one-off compile of seconds to a minute, the same output; needs a C++ compiler on a CPU")
+                        "a one-off compile of seconds to a minute; needs a C++ compiler on a CPU")
 
 
 def add_decoding_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:

@@ -22,7 +22,8 @@ row = sentence * beam + b):
 5. A sentence is done when it holds ``beam`` finished hypotheses and no live
    one can still beat the worst of them (see ``stopping``), or at its length limit.
    Done sentences leave the batch (their decoder rows and encoder output are
-   dropped from the cache), so the remaining steps cost only what is still live.
+   dropped from the cache), so the remaining steps cost only what is still live —
+   unless the batch is kept static (below).
 
 Only the decoder side is batched ``batch × beam``: the encoder output (and its
 cross-attention keys/values) is computed once per sentence and shared by its
@@ -42,6 +43,19 @@ EOS has |Y| = that limit.  This is also what Hugging Face's ``generate`` divides
 
 α = 0 ranks by raw log-probability under both.  The search is deterministic:
 no randomness, so the same inputs give the same outputs on the same machine.
+
+**Static shapes for a compiled step** (``static_batch``, on by default when
+``model.decoding_compiled``): done sentences stay in the batch instead of leaving
+it; their rows are still computed and their results ignored (nothing more is merged
+into their finished hypotheses).  The decoder batch is then ``batch × beam`` at every
+step after the first, so a compiled step needs exactly two graphs (the first step's
+``batch`` rows, then ``batch × beam``) and never recompiles as sentences finish, and
+the cache's buffers keep their addresses (a reorder of the same size copies in
+place), which CUDA graphs need.  Without it, each distinct number of live sentences
+would be one more compile.  The outputs are the same either way.
+
+**Host syncs**: a few per step (has a candidate finished, is every sentence done,
+did one just finish), to decide what to merge, what to drop and when to stop.
 """
 
 from __future__ import annotations
@@ -157,6 +171,7 @@ def beam_search(
     options: BeamOptions,
     *,
     max_lengths: Tensor | None = None,
+    static_batch: bool | None = None,
 ) -> BeamOutput:
     """Beam search from a fresh ``cache`` (as ``model.start_decoding`` returns it).
 
@@ -164,8 +179,11 @@ def beam_search(
     (encoder–decoder) or the left-padded prompts (decoder-only).  The cache must
     hold ``options.max_new_tokens`` new positions (pass the same number to
     ``start_decoding``).  max_lengths: optional (batch,) per-sentence limit on |Y|
-    (e.g. source length + 50), capped at ``options.max_new_tokens``.
+    (e.g. source length + 50), capped at ``options.max_new_tokens``.  static_batch:
+    keep done sentences in the batch (default: when ``model.decoding_compiled``; see above).
     """
+    if static_batch is None:
+        static_batch = bool(getattr(model, "decoding_compiled", False))
     device = first_tokens.device
     batch, t0 = first_tokens.shape
     beam = options.beam
@@ -191,6 +209,7 @@ def beam_search(
     out_scores, out_log_probs = fin_scores.clone(), fin_log_probs.clone()
     out_lengths, out_tokens = fin_lengths.clone(), fin_tokens.clone()
     active = torch.arange(batch, device=device)        # which input each sentence in the batch is
+    retired = torch.zeros(batch, dtype=torch.bool, device=device)   # done, kept in a static batch
 
     def retire(which: Tensor) -> None:
         rows = active[which]
@@ -199,7 +218,7 @@ def beam_search(
 
     running = torch.zeros(batch, 1, device=device)      # summed log-probs of live hypotheses (batch, width)
     sentence = torch.arange(batch, device=device)[:, None]
-    feed = first_tokens
+    feed = first_tokens.clone()     # an inference tensor like every later feed: no recompile of a compiled step
     for t in range(horizon):                            # t tokens generated so far
         width = running.shape[1]                        # 1 at the first step, then `beam`
         logits = model.decode_step(feed, cache)        # (batch * width, vocab)
@@ -219,7 +238,7 @@ def beam_search(
         at_limit = (t + 1 >= limits)[:, None]           # (batch, 1)
 
         # 3. finished candidates (ranked in the first `beam`) join the kept-aside ones
-        finishing = (ends | at_limit) & (top_scores > inf)
+        finishing = (ends | at_limit) & (top_scores > inf) & ~retired[:, None]
         finishing[:, beam:] = False
         if bool(finishing.any()):
             parent = (sentence * width + origin).view(-1)
@@ -244,7 +263,7 @@ def beam_search(
             best_live = top_scores.masked_fill(ends, inf).max(dim=-1).values
             bound = best_live / (lp_at_limit if options.stopping == "exact" else lp[t + 1])
             done = full & ~(bound > fin_scores[:, -1])
-        done = done | at_limit[:, 0]
+        done = done | at_limit[:, 0] | retired
         if bool(done.all()):
             break
 
@@ -253,13 +272,18 @@ def beam_search(
         parents = sentence * width + origin.gather(1, pick)                         # rows they extend
         next_token = token.gather(1, pick)
         kept = None
-        if bool(done.any()):            # drop finished sentences: later steps cost less
+        if static_batch:                # done sentences stay: their rows run on, ignored
+            newly = done & ~retired
+            if bool(newly.any()):
+                retire(newly)
+                retired = retired | newly
+        elif bool(done.any()):          # drop finished sentences: later steps cost less
             retire(done)
             kept = (~done).nonzero().squeeze(1)
             alive_scores, parents, next_token = alive_scores[kept], parents[kept], next_token[kept]
             fin_scores, fin_log_probs = fin_scores[kept], fin_log_probs[kept]
             fin_lengths, fin_tokens = fin_lengths[kept], fin_tokens[kept]
-            limits, lp_at_limit, active = limits[kept], lp_at_limit[kept], active[kept]
+            limits, lp_at_limit, active, retired = limits[kept], lp_at_limit[kept], active[kept], retired[kept]
             batch = kept.shape[0]
             sentence = torch.arange(batch, device=device)[:, None]
         rows = parents.view(-1)                                                      # (batch * beam,)
@@ -269,7 +293,7 @@ def beam_search(
         running = alive_scores
         feed = next_token.view(-1, 1)
 
-    retire(torch.ones(batch, dtype=torch.bool, device=device))
+    retire(~retired)
     n_best = options.n_best
     used = max(int(out_lengths[:, :n_best].max()), 1)
     return BeamOutput(out_tokens[:, :n_best, :used], out_lengths[:, :n_best], out_scores[:, :n_best],

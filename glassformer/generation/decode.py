@@ -16,6 +16,11 @@ settings given with beam search are refused: the search is deterministic and
 would ignore them.  ``max_lengths`` (batch,) optionally limits each output
 separately, e.g. ``length_limits(src, pad_id, a=1, b=50)`` for the paper's
 "input length + 50"; ``start_decoding`` must then be given ``int(max_lengths.max())``.
+
+The strategies keep their decisions on the device (see :mod:`.sampling` and
+:mod:`.beam` for where each reads back); :func:`decode` itself reads the tokens back
+once, at the end.  :func:`ensure_compiled` compiles a model's decoding step once
+(``model.compile_decoding()``) for the callers that offer ``compile=True``.
 """
 
 from __future__ import annotations
@@ -46,6 +51,13 @@ class Decoded:
     texts: list[list[str]] | None
     scores: list[list[float]] | None
     strategy: str
+
+
+def ensure_compiled(model) -> None:
+    """Make ``model`` decode through its compiled step (``model.compile_decoding()``, CUDA graphs on a
+    GPU), unless it already does.  A compiler that fails raises :class:`ConfigError` at the first step."""
+    if not model.decoding_compiled:
+        model.compile_decoding()
 
 
 def length_limits(src: Tensor, pad_id: int, a: float = 1.0, b: int = 50, cap: int | None = None) -> Tensor:
@@ -122,4 +134,4 @@ def decode(
     return Decoded(hyps, texts, None, "greedy" if sampling.greedy else "sample")
 
 
-__all__ = ["Decoded", "decode", "length_limits"]
+__all__ = ["Decoded", "decode", "ensure_compiled", "length_limits"]

@@ -4,6 +4,20 @@ The loop runs the model one new token per step over a :class:`KVCache`, so
 the cost of a step does not grow with what was generated, beyond attention
 over the cache.  With ``use_cache=False`` it re-runs the whole prefix each
 step: the slow reference the tests compare against.
+
+**No host sync per token.**  Everything a step decides stays on the device: the
+scores, the chosen token (sampling draws with the device generator; no
+``torch.multinomial``, whose argument check reads back to the host), the bans
+(token ids turned into a device mask once per call, not copied from a Python list
+every step) and the mask of finished rows.  On a GPU the host can therefore queue
+step after step without waiting for one to end.  The loop reads a device value back
+only every ``check_every`` tokens, to stop once every row has finished: by default
+every :data:`CHECK_EVERY` tokens on an accelerator, and after every token on the CPU,
+where reading a value back waits for nothing and stopping early saves whole steps.
+:func:`generate` reads back once more at the end, to cut the padding steps after the
+last end-of-sequence, so its tokens are exactly those of a loop that checked after
+every token.  A consumer of :func:`generate_stream` that looks at each
+token as it comes (printing it, stopping at a string) syncs for itself: its choice.
 """
 
 from __future__ import annotations
@@ -17,14 +31,26 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..nn import KVCache
 from .processors import (
+    NEG_INF,
     apply_bans,
     apply_temperature,
+    ban_repeated_ngrams,
     check_rules,
     keep_top_k,
     keep_top_p,
     penalise_repetition,
     token_history,
 )
+
+CHECK_EVERY = 16
+"""Tokens between the loop's checks whether every row has finished, on an accelerator (each check is
+one host sync; on the CPU, where it costs nothing, the loop checks after every token)."""
+
+
+def default_check_every(device: torch.device) -> int:
+    """How often the loop looks whether every row has finished, by default: :data:`CHECK_EVERY` tokens on
+    an accelerator (each look waits for the device), every token on the CPU (a look costs nothing there)."""
+    return 1 if torch.device(device).type == "cpu" else CHECK_EVERY
 
 
 @dataclass
@@ -63,12 +89,20 @@ class SamplingOptions:
         return self.temperature == 0.0
 
 
-def adjust_scores(logits: Tensor, history: Tensor, step: int, options: SamplingOptions) -> Tensor:
+def adjust_scores(logits: Tensor, history: Tensor, step: int, options: SamplingOptions,
+                  banned: Tensor | None = None) -> Tensor:
     """Next-token logits (batch, vocab) -> the scores to choose from, in Hugging Face's order:
     repetition penalty, bans (forbidden tokens, repeated n-grams, EOS before the minimum
-    length), then — when sampling — temperature, top-k, top-p."""
+    length), then — when sampling — temperature, top-k, top-p.
+
+    ``banned``: optional (vocab,) bool device mask of the forbidden tokens at this step
+    (:func:`ban_mask`), which the loop builds once; without it the token ids of ``options``
+    are applied as given (the bans of :func:`~.processors.apply_bans`, the same result)."""
     scores = penalise_repetition(logits, history, options.repetition_penalty)
-    scores = apply_bans(scores, history, step, options)
+    if banned is None:
+        scores = apply_bans(scores, history, step, options)
+    else:
+        scores = ban_repeated_ngrams(scores.masked_fill(banned, NEG_INF), history, options.no_repeat_ngram_size)
     if options.greedy:
         return scores
     scores = apply_temperature(scores, options.temperature)
@@ -76,11 +110,26 @@ def adjust_scores(logits: Tensor, history: Tensor, step: int, options: SamplingO
     return keep_top_p(scores, options.top_p)
 
 
+def ban_mask(options: SamplingOptions, vocab: int, device: torch.device, *, with_eos: bool) -> Tensor:
+    """(vocab,) bool on ``device``: ``options.banned_ids``, and with ``with_eos`` the end-of-sequence
+    token too (forbidden before ``min_new_tokens``).  Ids beyond the vocabulary are ignored."""
+    ids = set(options.banned_ids) | ({options.eos_id} if with_eos and options.eos_id is not None else set())
+    mask = torch.zeros(vocab, dtype=torch.bool)
+    mask[[i for i in sorted(ids) if i < vocab]] = True
+    return mask.to(device)
+
+
 def choose(scores: Tensor, options: SamplingOptions, generator: torch.Generator | None) -> Tensor:
-    """(batch, vocab) adjusted scores -> (batch,) next tokens, on the scores' device."""
+    """(batch, vocab) adjusted scores -> (batch,) next tokens, on the scores' device.
+
+    Sampling uses the exponential race: argmax(p / q) with q ~ Exp(1) draws from p — what
+    ``torch.multinomial(p, 1)`` computes, token for token with the same generator, without the
+    host sync of its argument check."""
     if options.greedy:
         return scores.argmax(dim=-1)
-    return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+    probs = scores.softmax(dim=-1)
+    race = torch.empty_like(probs).exponential_(1, generator=generator)
+    return probs.div_(race).argmax(dim=-1)
 
 
 @torch.inference_mode()   # no autograd bookkeeping: less work per step
@@ -91,19 +140,28 @@ def generate_stream(
     options: SamplingOptions,
     *,
     use_cache: bool = True,
+    check_every: int | None = None,
 ) -> Iterator[Tensor]:
-    """Yield the next token of every row, (batch,), step by step.
+    """Yield the next token of every row, (batch,) on the device, step by step.
 
     ``first_tokens`` (batch, t): what to feed first (the prompt, or the decoder
-    start token).  Rows that produced ``eos_id`` yield ``pad_id`` afterwards;
-    the loop stops when every row has finished or after ``max_new_tokens``.
+    start token).  Rows that produced ``eos_id`` yield ``pad_id`` afterwards.  The
+    loop ends after ``max_new_tokens`` or at the first of its checks, every
+    ``check_every`` tokens (default: :func:`default_check_every`), that finds every row
+    finished — so up to ``check_every - 1`` steps of padding may follow the last row's
+    EOS (``check_every=1``: none, at one host sync per token).
     """
+    if check_every is None:
+        check_every = default_check_every(first_tokens.device)
+    if not isinstance(check_every, int) or check_every < 1:
+        raise ConfigError(f"check_every={check_every!r} is invalid; it must be a positive integer")
     generator = None
     if options.seed is not None and not options.greedy:
         generator = torch.Generator(device=first_tokens.device).manual_seed(options.seed)
     batch, t0 = first_tokens.shape
     history = token_history(first_tokens, cache.key_padding, options.max_new_tokens)
     finished = torch.zeros(batch, dtype=torch.bool, device=first_tokens.device)
+    bans: dict[bool, Tensor] = {}            # the forbidden tokens as device masks, built at the first step
     prefix = first_tokens
     feed = first_tokens.clone()     # an inference tensor like every later feed: one compiled graph serves all
     for step in range(options.max_new_tokens):
@@ -111,20 +169,38 @@ def generate_stream(
             logits = model.decode_step(feed, cache)
         else:
             logits = model.decode_step(prefix, cache.cleared())
-        scores = adjust_scores(logits, history[:, : t0 + step], step, options)
+        eos_banned = options.eos_id is not None and step < options.min_new_tokens
+        if eos_banned not in bans:
+            bans[eos_banned] = ban_mask(options, logits.shape[-1], logits.device, with_eos=eos_banned)
+        scores = adjust_scores(logits, history[:, : t0 + step], step, options, bans[eos_banned])
         token = choose(scores, options, generator)
         if options.eos_id is not None:
             token = token.masked_fill(finished, options.pad_id)
             finished = finished | (token == options.eos_id)
         history[:, t0 + step] = token
         yield token
-        if options.eos_id is not None and bool(finished.all()):
-            return
+        if options.eos_id is not None and (step + 1) % check_every == 0 and bool(finished.all()):
+            return                  # the one host sync of the loop, every `check_every` tokens
         feed = token[:, None]
         if not use_cache:
             prefix = torch.cat([prefix, feed], dim=1)
+
+
 @torch.inference_mode()
-def generate(model, cache: KVCache, first_tokens: Tensor, options: SamplingOptions, *, use_cache: bool = True) -> Tensor:
-    """All new tokens at once: (batch, n_new), ``pad_id`` after a row's EOS."""
-    steps = list(generate_stream(model, cache, first_tokens, options, use_cache=use_cache))
-    return torch.stack(steps, dim=1)
+def generate(model, cache: KVCache, first_tokens: Tensor, options: SamplingOptions, *, use_cache: bool = True,
+             check_every: int | None = None) -> Tensor:
+    """All new tokens at once: (batch, n_new), ``pad_id`` after a row's EOS; ``n_new`` ends with the
+    step at which the last row finished (or at ``max_new_tokens``), whatever ``check_every`` is."""
+    steps = list(generate_stream(model, cache, first_tokens, options, use_cache=use_cache, check_every=check_every))
+    return cut_after_last_eos(torch.stack(steps, dim=1), options.eos_id)
+
+
+def cut_after_last_eos(tokens: Tensor, eos_id: int | None) -> Tensor:
+    """(batch, n) generated tokens -> the first n' columns, n' = the column of the last row's first
+    ``eos_id`` + 1, or n if some row never ended (the padding steps a late check leaves are cut)."""
+    if eos_id is None:
+        return tokens
+    ended = tokens == eos_id
+    n = tokens.shape[1]
+    first = torch.where(ended.any(dim=1), ended.to(torch.uint8).argmax(dim=1), n)   # argmax: the first True
+    return tokens[:, : min(int(first.max()) + 1, n)]

@@ -10,6 +10,13 @@ The CLI's ``generate`` is argument parsing over these::
 Streaming prints text as soon as it is final: a character that byte-level BPE
 splits over several tokens, or the beginning of a stop string, is held back
 until the next token decides it.
+
+Where the host waits for the device: :func:`stream_completion` reads every token
+back as it comes (it has to, to print it); :func:`complete_batch` reads the tokens
+back in chunks of ``check_every`` steps on a GPU (to see EOS and stop strings), not
+token by token; :func:`beam_complete` as beam search does.  ``compile=True`` decodes through
+the model's compiled step (``torch.compile``; CUDA graphs on a GPU), see
+:mod:`glassformer.models.decoding`.
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterator, Sequence
 
+import torch
+
 from ..errors import ConfigError, InputError
-from .decode import decode
-from .sampling import SamplingOptions, generate_stream
+from .decode import decode, ensure_compiled
+from .sampling import SamplingOptions, default_check_every, generate_stream
 
 
 def prompt_ids(tokenizer, text: str, context: int, max_new_tokens: int, truncate_left: bool = False) -> list[int]:
@@ -72,10 +81,12 @@ def cut_at_stop(text: str, stop: str | None) -> str:
 
 
 def stream_completion(model, tokenizer, ids: Sequence[int], options: SamplingOptions,
-                      stop: str | None = None) -> Iterator[str]:
+                      stop: str | None = None, *, compile: bool = False) -> Iterator[str]:
     """Pieces of the completion of one prompt, each final when yielded; ends at EOS, at
     ``stop`` (not included) or after ``options.max_new_tokens``."""
     options = text_options(tokenizer, options)
+    if compile:
+        ensure_compiled(model)
     cache, first = model.start_decoding([list(ids)], options.max_new_tokens, tokenizer.pad_id)
     generated: list[int] = []
     written = 0                                  # characters of the completion already yielded
@@ -98,32 +109,55 @@ def stream_completion(model, tokenizer, ids: Sequence[int], options: SamplingOpt
 
 
 def complete_batch(model, tokenizer, ids: Sequence[Sequence[int]], options: SamplingOptions,
-                   stop: str | None = None) -> list[str]:
-    """Completions of prompts decoded together (left-padded); each equals what the prompt gives alone."""
+                   stop: str | None = None, *, compile: bool = False, check_every: int | None = None) -> list[str]:
+    """Completions of prompts decoded together (left-padded); each equals what the prompt gives alone.
+
+    The tokens are read back every ``check_every`` steps (default: ``sampling.default_check_every``,
+    every 16 on a GPU), not every token: often enough to stop soon after every row has ended (EOS
+    or ``stop``), rarely enough not to stall the device."""
     options = text_options(tokenizer, options)
+    if compile:
+        ensure_compiled(model)
     cache, first = model.start_decoding([list(i) for i in ids], options.max_new_tokens, tokenizer.pad_id)
+    if check_every is None:
+        check_every = default_check_every(first.device)
     rows: list[list[int]] = [[] for _ in ids]
     done = [False] * len(ids)
-    for token in generate_stream(model, cache, first, options):
-        for r, t in enumerate(token.tolist()):
-            if done[r]:
-                continue
-            if t == tokenizer.eos_id:
-                done[r] = True
-                continue
-            rows[r].append(t)
-            if stop and stop in tokenizer.decode(rows[r][-len(stop) * 4:]):
-                done[r] = True
-        if all(done):
-            break
+    pending: list = []                           # (batch,) device tensors not read back yet
+
+    def read_back() -> None:
+        for r, chunk in enumerate(torch.stack(pending, dim=1).tolist()):
+            for t in chunk:
+                if done[r]:
+                    break
+                if t == tokenizer.eos_id:
+                    done[r] = True
+                    break
+                rows[r].append(t)
+                if stop and stop in tokenizer.decode(rows[r][-len(stop) * 4:]):
+                    done[r] = True
+        pending.clear()
+
+    for token in generate_stream(model, cache, first, options, check_every=check_every):
+        pending.append(token)
+        if len(pending) == check_every:
+            read_back()
+            if all(done):
+                break
+    if pending:
+        read_back()
     return [cut_at_stop(tokenizer.decode(r), stop) for r in rows]
 
 
 def beam_complete(model, tokenizer, ids: Sequence[Sequence[int]], options: SamplingOptions, *, beam: int,
-                  alpha: float = 0.6, n_best: int = 1, stop: str | None = None) -> list[list[tuple[str, float]]]:
+                  alpha: float = 0.6, n_best: int = 1, stop: str | None = None,
+                  compile: bool = False) -> list[list[tuple[str, float]]]:
     """Beam-search continuations of prompts decoded together: for each, up to ``n_best``
-    (text, score) pairs, best first (score = log P / length penalty; see ``generation.beam``)."""
+    (text, score) pairs, best first (score = log P / length penalty; see ``generation.beam``).
+    With ``compile`` the batch keeps its shape as prompts finish (``beam_search(static_batch=...)``)."""
     options = text_options(tokenizer, options)
+    if compile:
+        ensure_compiled(model)
     cache, first = model.start_decoding([list(i) for i in ids], options.max_new_tokens, tokenizer.pad_id)
     out = decode(model, cache, first, options, beam=beam, alpha=alpha, n_best=n_best)
     return [[(cut_at_stop(tokenizer.decode(h), stop), score) for h, score in zip(hyps, scores)]

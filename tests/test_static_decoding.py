@@ -320,4 +320,5 @@ def test_ban_mask_bans_what_the_token_ids_ban():
                               repetition_penalty=1.2, no_repeat_ngram_size=2)
     for step in (0, 1, 2, 5):
         mask = ban_mask(options, 20, logits.device, with_eos=step < options.min_new_tokens)
-        assert torch.equal(adjust_scores(logits, history, step, options, mask), adjust_scores(logits, history, step, options))
+        with_ids = adjust_scores(logits, history, step, options)
+        assert torch.equal(adjust_scores(logits, history, step, options, mask), with_ids)

@@ -14,8 +14,8 @@ until the next token decides it.
 Where the host waits for the device: :func:`stream_completion` reads every token
 back as it comes (it has to, to print it); :func:`complete_batch` reads the tokens
 back in chunks of ``check_every`` steps on a GPU (to see EOS and stop strings), not
-token by token; :func:`beam_complete` as beam search does.  ``compile=True`` decodes through
-the model's compiled step (``torch.compile``; CUDA graphs on a GPU), see
+token by token; :func:`beam_complete` as beam search does.  ``compile=True`` decodes
+through the model's compiled step (``torch.compile``; CUDA graphs on a GPU), see
 :mod:`glassformer.models.decoding`.
 """
 

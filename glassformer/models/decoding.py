@@ -21,7 +21,9 @@ bound the recompiles.  A step writes into the cache's buffers, and CUDA graphs c
 a graph that writes into its inputs only if those inputs have static addresses, so
 before each compiled step the cache's long-lived tensors are marked as such
 (``torch._dynamo.mark_static_address``, unguarded: a new cache — the next batch — is a
-re-recording of the graph, not a recompile).  When the compiler fails (no C++
+re-recording of the graph, not a recompile; torch allows
+``torch._inductor.config.triton.cudagraph_unexpected_rerecord_limit`` of them per graph,
+128, and then runs the compiled step without CUDA graphs).  When the compiler fails (no C++
 compiler, an unsupported platform) the first compiled step raises a
 :class:`~glassformer.errors.ConfigError` that says so in one line.
 

@@ -107,8 +107,13 @@ def test_train_lm_writes_a_model_that_generates(tmp_path, capsys):
                                 "--block-size", 32, "--steps", 60, "--eval-every", 30, "--batch-size", 8,
                                 "--lr", 3e-3, "--warmup", 5, "--out", out)
     assert code == 0, err
-    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    log = [r for r in records if r["kind"] == "eval"]
     assert [h["step"] for h in log] == [30, 60]
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train] == list(range(10, 61, 10))
+    assert all(r["lr"] > 0 and r["grad_norm"] > 0 and r["tokens_per_s"] > 0 for r in train)
+    assert train[-1]["loss"] < train[0]["loss"]
     assert log[-1]["loss"] < 2.0 < 4.3 and abs(log[-1]["ppl"] - 2.718281828 ** log[-1]["loss"]) < 1e-3 * log[-1]["ppl"]
     assert (out / "tokens.npy").exists() and (out / "best" / "tokenizer.json").exists()
     code, text, err = run_cli(capsys, "generate", out / "best", "the quick", "--max-new-tokens", 20,

@@ -303,6 +303,31 @@ def render_gpt_beam(results: Path) -> str:
     return "\n".join(lines)
 
 
+def render_train_translation(results: Path) -> str:
+    r = load(results, "train_translation")
+    s, ms, sps, tps = r["shape"], r["step_ms"], r["steps_per_s"], r["target_tokens_per_s"]
+    ratio, goal = r["ratio"], r["target_ratio"]
+    verdict = f"≥ {goal:g}× — {'met' if ratio['median'] >= goal else 'not met'}"
+    lines = [f"{quick_warning(r)}**Translation training step against Hugging Face `MarianMTModel`** "
+             f"([results](benchmarks/results/train_translation.md)): `{s['preset']}`'s shape, vocabulary "
+             f"{num(s['vocab'])} tied three ways, batch {s['batch']} × {s['src_len']} + {s['tgt_len']} tokens, "
+             f"dropout as the preset on both sides, label smoothing {r['recipe']['label_smoothing']:g}, fused Adam, "
+             f"clipping, fp32; ours through `Trainer.train_step`; both start from the same weights and compute the same "
+             "loss.", "",
+             "| | step ms | steps/s | target tokens/s | ratio | target |", "| --- | ---: | ---: | ---: | ---: | --- |",
+             f"| glassformer | {ms['ours']['median']:.1f} | {sps['ours']['median']:.2f} | "
+             f"{num(tps['ours']['median'])} | **{ratio['median']:.2f}×** | {verdict} |",
+             f"| Hugging Face | {ms['hf']['median']:.1f} | {sps['hf']['median']:.2f} | {num(tps['hf']['median'])} | | |",
+             ""]
+    text = (f"{sentence(measured_on(r['machine']))}; {timing(r['protocol'])}.  Median of each round's own ratio "
+            f"{ratio['of_paired_rounds']:.2f}×")
+    one = r.get("one_thread")
+    if one:
+        text += f"; at {one['threads']} thread: {one['ratio']['median']:.2f}×"
+    lines.append(text + ".")
+    return "\n".join(lines)
+
+
 def render_lm_quality(results: Path) -> str:
     r = load(results, "lm_quality")
     runs, variants = r["runs"], r["variants"]
@@ -336,6 +361,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "decoding": render_decoding,
     "params": render_params,
     "vs-hf": render_gpt_beam,
+    "train-translation": render_train_translation,
     "lm-quality": render_lm_quality,
 }
 SCRIPTS = {
@@ -343,6 +369,7 @@ SCRIPTS = {
     "decoding": "benchmarks/bench_numbers_decoding.py",
     "params": "benchmarks/param_counts.py",
     "vs-hf": "benchmarks/bench_gpt.py and benchmarks/bench_beam.py",
+    "train-translation": "benchmarks/bench_train_translation.py",
     "lm-quality": "benchmarks/lm_quality.py",
 }
 

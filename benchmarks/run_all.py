@@ -4,6 +4,7 @@
     python benchmarks/run_all.py --quick              # smoke run of everything, into benchmarks/out/quick
     python benchmarks/run_all.py --only gpt beam      # some of them
     python benchmarks/run_all.py --skip-demo          # all but the demo (5-10 minutes on 2 cores)
+    python benchmarks/run_all.py --only gpu           # the GPU benchmark (GPU only; never in the default set)
 
 ``decoding`` evaluates the quickstart model at runs/quickstart/best; when there is none,
 it is trained first with ``glassformer quickstart`` in this checkout (a few minutes; in
@@ -33,7 +34,13 @@ BENCHMARKS = {
                  ("--threads", "--device")),
     "gpt": ("bench_gpt.py", "GPT training and generation vs Hugging Face", ("--threads", "--device")),
     "beam": ("bench_beam.py", "beam search vs Hugging Face Marian", ("--threads", "--device")),
+    "train_translation": ("bench_train_translation.py", "translation training step vs Hugging Face Marian",
+                          ("--threads", "--device")),
     "lm_quality": ("lm_quality.py", "Tiny Shakespeare validation loss, seeds and variants", ("--threads", "--device")),
+}
+# GPU-only: not in the default set (on a CPU they measure nothing); run with --only where CUDA is present.
+GPU_ONLY = {
+    "gpu": ("bench_gpu.py", "GPT-2 training (MFU) and generation vs Hugging Face, on a CUDA GPU", ()),
 }
 QUICKSTART_MODEL = ROOT / "runs" / "quickstart" / "best"
 
@@ -46,7 +53,7 @@ def script_options(script: Path) -> str:
 
 def command(name: str, args: argparse.Namespace, out: Path) -> list[str] | str:
     """The command line for one benchmark, or the reason it is skipped."""
-    script, _, options = BENCHMARKS[name]
+    script, _, options = {**BENCHMARKS, **GPU_ONLY}[name]
     path = HERE / script
     if not path.is_file():
         return f"{path.relative_to(ROOT)} does not exist"
@@ -97,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"smoke run, into {QUICK_OUT.relative_to(ROOT)} "
                                                              "unless --out says otherwise")
-    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), metavar="NAME",
-                        help=f"run only these: {', '.join(BENCHMARKS)}")
+    parser.add_argument("--only", nargs="+", choices=[*BENCHMARKS, *GPU_ONLY], metavar="NAME",
+                        help=f"run only these: {', '.join(BENCHMARKS)}; GPU only, never run by default: "
+                             f"{', '.join(GPU_ONLY)}")
     parser.add_argument("--skip-demo", action="store_true", help="leave out the demo (5-10 minutes)")
     parser.add_argument("--out", type=Path, help="results directory (default benchmarks/results)")
     parser.add_argument("--threads", type=int, help="torch CPU threads for every benchmark (their default: 2)")
@@ -120,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n=== {name}: skipped: {cmd}", flush=True)
             summary.append((name, "skipped", 0.0, cmd))
             continue
-        print(f"\n=== {name}: {BENCHMARKS[name][1]}\n$ {' '.join(cmd)}", flush=True)
+        print(f"\n=== {name}: {({**BENCHMARKS, **GPU_ONLY})[name][1]}\n$ {' '.join(cmd)}", flush=True)
         start = time.time()
         code = train_quickstart(args, out) if name == "decoding" else 0
         if code == 0:

@@ -102,14 +102,14 @@ class LMBatch:
 
     x: Tensor
     y: Tensor
+    n_tokens: int = -1     # target tokens that count (ids of -100 are ignored, as by cross-entropy)
 
-    @property
-    def n_tokens(self) -> int:
-        """Target tokens that count (ids of -100 are ignored, as by cross-entropy)."""
-        return int((self.y != -100).sum())
+    def __post_init__(self) -> None:
+        if self.n_tokens < 0:   # counted once, where the batch is made (on the CPU): reading it costs no sync
+            self.n_tokens = int((self.y != -100).sum())
 
     def to(self, device) -> "LMBatch":
-        return LMBatch(to_device(self.x, device), to_device(self.y, device))
+        return LMBatch(to_device(self.x, device), to_device(self.y, device), self.n_tokens)
 
 
 class LMData:

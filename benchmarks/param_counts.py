@@ -35,7 +35,8 @@ def count(name: str, vocab: int | None) -> dict:
     config = with_vocab(preset(name), vocab, None, None)
     table = param_table(config)                     # built on the meta device
     vocab_size = getattr(config, "vocab_size", None) or config.tgt_vocab_size
-    return {"preset": name, "family": config.family, "vocab": vocab_size, "params": table.total,
+    padded = getattr(config, "padded_vocab_size", vocab_size)   # embedding rows (GPT presets pad to a multiple of 64)
+    return {"preset": name, "family": config.family, "vocab": vocab_size, "padded_vocab": padded, "params": table.total,
             "by_kind": table.by_kind, "tie_embeddings": getattr(config, "tie_embeddings", None)}
 
 
@@ -55,7 +56,8 @@ def markdown(r: dict) -> str:
     for m in r["models"]:
         paper = m.get("paper_params")
         difference = f"{100 * m['difference_vs_paper']:+.1f}%" if paper else "—"
-        lines.append(f"| `{m['preset']}` | {m['vocab']:,} | {m['params']:,} ({human(m['params'])}) | "
+        vocab = f"{m['vocab']:,}" + (f" (padded to {m['padded_vocab']:,})" if m.get("padded_vocab", m["vocab"]) != m["vocab"] else "")
+        lines.append(f"| `{m['preset']}` | {vocab} | {m['params']:,} ({human(m['params'])}) | "
                      f"{human_paper(paper) if paper else '—'} | {difference} | {m.get('paper_source') or ''} |")
     return "\n".join(lines)
 

@@ -242,7 +242,9 @@ def render_params(results: Path) -> str:
         written = f"{p / 1e9:.1f}B" if p >= 1e9 else f"{p / 1e6:g}M"
         return f" (paper: {written}, {signed(100 * m['difference_vs_paper'])}%)"
 
-    parts = [f"`{m['preset']}` at vocabulary {num(m['vocab'])}: {human(m['params'])}{paper(m)}" for m in r["models"]]
+    parts = [f"`{m['preset']}` at vocabulary {num(m['vocab'])}"
+             + (f" (padded to {num(m['padded_vocab'])})" if m.get("padded_vocab", m["vocab"]) != m["vocab"] else "")
+             + f": {human(m['params'])}{paper(m)}" for m in r["models"]]
     return ("**Parameters** (`glassformer params`, built on the meta device, tied matrices once; "
             "[results](benchmarks/results/params.md)): " + "; ".join(parts) + ".")
 

@@ -79,7 +79,8 @@ def test_two_processes_learn_what_one_does(kind, text, one_process, tmp_path):
 
 def test_an_fsdp_run_resumes(text, one_process, tmp_path):
     out = tmp_path / "run"
-    stopped = glassformer(*lm_args(text, out), "--distributed", "fsdp", "--time-limit", "0.000001", processes=2)
+    stopped = glassformer(*lm_args(text, out), "--distributed", "fsdp", "--time-limit", "0.000001", "--log-every", "1",
+                          processes=2)
     assert "stopped by the time limit" in stopped.stdout
     resumed = glassformer(*lm_args(text, out), "--distributed", "fsdp", "--resume", processes=2)
     assert "resuming at step 1" in resumed.stdout

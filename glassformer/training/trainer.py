@@ -284,9 +284,10 @@ class Trainer:
                                         tok_s=f"{record['tokens_per_s']:,.0f}")
                     window_tokens, window_start = 0.0, now
                 out_of_time = cfg.time_limit is not None and time.perf_counter() - start > cfg.time_limit
-                if self.world.active:      # every process must agree to stop at the same step
-                    out_of_time = bool(distributed.all_sum(torch.tensor(float(out_of_time), device=self.device),
-                                                           self.world) > 0)
+                if self.world.active and cfg.time_limit is not None:
+                    # the processes agree on the step to stop at, where they meet anyway: every log interval
+                    out_of_time = self.step % cfg.log_every == 0 and bool(
+                        distributed.all_sum(torch.tensor(float(out_of_time), device=self.device), self.world) > 0)
                 if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps or out_of_time:
                     self._evaluate_and_save(bar)
                 result.steps = self.step

@@ -112,6 +112,13 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu", dtype: 
     path = Path(path)
     if dtype is not None and dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ConfigError(f"dtype {dtype} is invalid for inference; use torch.float32, torch.bfloat16 or torch.float16")
+    hf_type = _hugging_face_type(path)
+    if hf_type is not None:                 # a Hugging Face directory: mapped by glassformer.interop
+        from .interop import load_hf_directory
+
+        loaded = load_hf_directory(path, hf_type)
+        loaded.model.to(device=device, dtype=dtype).eval()
+        return loaded
     config = read_config(path)
     model = build_model(config)
     load_weights(model, path / WEIGHTS)
@@ -121,3 +128,15 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu", dtype: 
     generation = read_json(path / GENERATION, what="generation settings", error=CheckpointError) \
         if (path / GENERATION).exists() else {}
     return ModelDir(model, config, tokenizer, source, generation)
+
+
+def _hugging_face_type(path: Path) -> str | None:
+    """The ``model_type`` of a Hugging Face directory (its config.json has one and no glassformer
+    ``family``), or None for a glassformer model directory."""
+    cfg = path / CONFIG
+    if not cfg.is_file():
+        return None
+    data = read_json(cfg, what="config", error=CheckpointError)
+    if isinstance(data, dict) and "family" not in data and "model_type" in data:
+        return str(data["model_type"])
+    return None

@@ -1,10 +1,11 @@
 """Model families: each a config dataclass and a thin composition of ``glassformer.nn``."""
 
+from .bert import Bert, BertConfig
 from .config import FAMILIES, PRESETS, ModelConfig, config_from_dict, preset
 from .gpt import GPT, GPTConfig
 from .transformer import Transformer, TransformerConfig, num_parameters
 
-MODEL_CLASSES = {"transformer": Transformer, "gpt": GPT}
+MODEL_CLASSES = {"transformer": Transformer, "gpt": GPT, "bert": Bert}
 
 
 def build_model(config: ModelConfig):
@@ -13,4 +14,4 @@ def build_model(config: ModelConfig):
 
 
 __all__ = ["FAMILIES", "PRESETS", "ModelConfig", "config_from_dict", "preset", "build_model",
-           "Transformer", "TransformerConfig", "GPT", "GPTConfig", "num_parameters"]
+           "Transformer", "TransformerConfig", "GPT", "GPTConfig", "Bert", "BertConfig", "num_parameters"]

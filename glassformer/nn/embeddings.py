@@ -26,7 +26,11 @@ class InputEmbedding(nn.Module):
     """x = dropout(TokenEmbedding(tokens) + PositionalEncoding(positions))   (§3.4, §3.5, §5.4).
 
     With ``positional="rotary"`` or ``"none"`` nothing is added here: rotary positions
-    are applied inside attention (see ``positions.RotaryEmbedding``)."""
+    are applied inside attention (see ``positions.RotaryEmbedding``).
+
+    BERT's options: ``segments`` > 0 adds a learned segment (token-type) embedding — which
+    sentence of a pair a token belongs to — to the sum, and ``norm_eps`` normalises the sum
+    with a LayerNorm before the dropout."""
 
     def __init__(
         self,
@@ -38,17 +42,26 @@ class InputEmbedding(nn.Module):
         scale_embedding: bool = True,
         dropout: float = 0.0,
         padding_idx: int | None = None,
+        segments: int = 0,
+        norm_eps: float | None = None,
     ):
         super().__init__()
         scale = math.sqrt(d_model) if scale_embedding else 1.0
         self.token = TokenEmbedding(vocab_size, d_model, scale=scale, padding_idx=padding_idx)
         self.position = make_positional(positional, d_model, max_len)
+        self.segment = nn.Embedding(segments, d_model) if segments else None
+        self.norm = nn.LayerNorm(d_model, eps=norm_eps) if norm_eps is not None else None
         self.dropout = nn.Dropout(dropout)
         self.max_len = max_len
 
-    def forward(self, tokens: Tensor, positions: Tensor) -> Tensor:
-        """tokens: (batch, seq); positions: (seq,) or (batch, seq)  ->  (batch, seq, d_model)"""
+    def forward(self, tokens: Tensor, positions: Tensor, segments: Tensor | None = None) -> Tensor:
+        """tokens: (batch, seq); positions: (seq,) or (batch, seq); segments: (batch, seq) segment ids
+        (0 when not given)  ->  (batch, seq, d_model)"""
         x = self.token(tokens)
         if self.position is not None:
             x = x + self.position(positions)
+        if self.segment is not None:
+            x = x + (self.segment(segments) if segments is not None else self.segment.weight[0])
+        if self.norm is not None:
+            x = self.norm(x)
         return self.dropout(x)

@@ -6,12 +6,15 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import tokenizers
-from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from ..errors import CheckpointError, InputError
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 PAD, BOS, EOS, UNK = SPECIAL_TOKENS
+# BERT's vocabulary names the same roles differently: [CLS] begins a sequence, [SEP] ends each sentence.
+BERT_SPECIAL_TOKENS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]"]
+MASK_TOKENS = ("[MASK]", "<mask>")
 
 
 class Tokenizer:
@@ -23,8 +26,13 @@ class Tokenizer:
 
     def __init__(self, backend: tokenizers.Tokenizer):
         self.backend = backend
-        ids = [backend.token_to_id(t) for t in SPECIAL_TOKENS]
+        backend.no_padding()           # a checkpoint's tokenizer.json may pad or cut; batching does that here
+        backend.no_truncation()
+        names = BERT_SPECIAL_TOKENS if backend.token_to_id("[CLS]") is not None else SPECIAL_TOKENS
+        self.special_tokens = names          # pad, begin (bos / [CLS]), end (eos / [SEP]), unknown
+        ids = [backend.token_to_id(t) for t in names]
         self.pad_id, self.bos_id, self.eos_id, self.unk_id = ids
+        self.mask_id = next((backend.token_to_id(t) for t in MASK_TOKENS if backend.token_to_id(t) is not None), None)
 
     # -- training ------------------------------------------------------------------
     @classmethod
@@ -47,6 +55,31 @@ class Tokenizer:
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
         backend.train_from_iterator(texts, trainer)
+        return cls(backend)
+
+    @classmethod
+    def train_wordpiece(cls, texts: Iterable[str], vocab_size: int = 8000, *, lowercase: bool = True,
+                        min_frequency: int = 2) -> "Tokenizer":
+        """BERT's WordPiece (Wu et al. 2016): words split on whitespace and punctuation, then into the
+        longest known pieces, continuations marked '##'; lower-cased and accents stripped if
+        ``lowercase``.  Sequences are framed as ``[CLS] A [SEP]`` or ``[CLS] A [SEP] B [SEP]``."""
+        backend = tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        _bert_pipeline(backend, lowercase=lowercase, strip_accents=lowercase)
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
+                                            special_tokens=[*BERT_SPECIAL_TOKENS, "[MASK]"])
+        backend.train_from_iterator(texts, trainer)
+        _bert_template(backend)
+        return cls(backend)
+
+    @classmethod
+    def from_wordpiece_vocab(cls, vocab_file: str | Path, *, lowercase: bool = True,
+                             strip_accents: bool | None = None) -> "Tokenizer":
+        """A BERT tokenizer from a checkpoint's ``vocab.txt`` (one piece per line, the line number is
+        the id); ``strip_accents`` None follows ``lowercase``, as BERT's tokenizer does."""
+        vocab = models.WordPiece.read_file(str(vocab_file))
+        backend = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+        _bert_pipeline(backend, lowercase=lowercase, strip_accents=strip_accents)
+        _bert_template(backend)
         return cls(backend)
 
     @classmethod
@@ -84,10 +117,27 @@ class Tokenizer:
         head, tail = ([self.bos_id] if bos else []), ([self.eos_id] if eos else [])
         return [head + e.ids + tail for e in encodings]
 
+    def encode_sentences(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
+                         max_len: int | None = None) -> tuple[list[list[int]], list[list[int]], list[bool]]:
+        """Sentences (or sentence pairs) framed for an encoder: ``[CLS] A [SEP] (B [SEP])``, with
+        each token's segment (0 for A, 1 for B).  Longer than ``max_len``: cut (the longest
+        sentence first, the frame kept).  Returns (ids, segments, which were cut)."""
+        texts = list(texts)
+        items = list(zip(texts, pairs)) if pairs is not None else texts
+        full = self.backend.encode_batch(items, add_special_tokens=True)
+        cut = [max_len is not None and len(e.ids) > max_len for e in full]
+        if any(cut):
+            self.backend.enable_truncation(max_len, strategy="longest_first")
+            try:
+                full = self.backend.encode_batch(items, add_special_tokens=True)
+            finally:
+                self.backend.no_truncation()
+        return [e.ids for e in full], [e.type_ids for e in full], cut
+
     def decode(self, ids: Sequence[int]) -> str:
         """Token ids -> text, special tokens dropped (whether or not the backend marks them special:
         a character vocabulary holds them as plain entries)."""
-        special = {self.pad_id, self.bos_id, self.eos_id, self.unk_id}
+        special = {self.pad_id, self.bos_id, self.eos_id, self.unk_id, self.mask_id}
         return self.backend.decode([int(i) for i in ids if int(i) not in special], skip_special_tokens=True)
 
     def token_to_id(self, token: str) -> int | None:
@@ -109,9 +159,11 @@ class Tokenizer:
             backend = tokenizers.Tokenizer.from_file(str(path))
         except Exception as e:  # the library raises a bare Exception on bad JSON
             raise CheckpointError(f"tokenizer file {path} is corrupt or not a tokenizer.json: {e}") from None
-        missing = [t for t in SPECIAL_TOKENS if backend.token_to_id(t) is None]
-        if missing:
-            raise CheckpointError(f"tokenizer {path} lacks the special tokens {missing}; glassformer needs {SPECIAL_TOKENS}")
+        if not any(all(backend.token_to_id(t) is not None for t in names)
+                   for names in (SPECIAL_TOKENS, BERT_SPECIAL_TOKENS)):
+            missing = [t for t in SPECIAL_TOKENS if backend.token_to_id(t) is None]
+            raise CheckpointError(f"tokenizer {path} lacks the special tokens {missing}; glassformer needs "
+                                  f"{SPECIAL_TOKENS} (or BERT's {BERT_SPECIAL_TOKENS})")
         return cls(backend)
 
     def unknown_characters(self, text: str) -> list[str]:
@@ -129,3 +181,19 @@ class Tokenizer:
         if ids and all(i == self.unk_id for i in ids):
             raise InputError(f"every character of the {what} {text[:40]!r} is unknown to this tokenizer; "
                              "use characters from the training text")
+
+
+def _bert_pipeline(backend: tokenizers.Tokenizer, *, lowercase: bool, strip_accents: bool | None) -> None:
+    """BERT's normaliser (clean text, CJK characters spaced, lower case, accents), pre-tokenizer
+    (whitespace and punctuation) and WordPiece decoder."""
+    backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                    strip_accents=strip_accents, lowercase=lowercase)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+
+
+def _bert_template(backend: tokenizers.Tokenizer) -> None:
+    cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])

@@ -1,0 +1,139 @@
+"""BERT checkpoints in the Hugging Face layout -> :class:`glassformer.models.Bert`, with their tokenizer.
+
+    HF_DIR/config.json            model_type "bert": hidden_size, num_hidden_layers, num_attention_heads,
+                                  intermediate_size, max_position_embeddings, type_vocab_size, layer_norm_eps,
+                                  hidden_act, architectures (BertModel, BertForMaskedLM, BertForSequenceClassification,
+                                  BertForTokenClassification), id2label
+    HF_DIR/model.safetensors      [bert.]embeddings.{word,position,token_type}_embeddings, embeddings.LayerNorm,
+                                  [bert.]encoder.layer.{i}.attention.self.{query,key,value},
+                                  attention.output.{dense,LayerNorm}, intermediate.dense, output.{dense,LayerNorm},
+                                  [bert.]pooler.dense, cls.predictions.{transform.dense,transform.LayerNorm,bias},
+                                  classifier
+    HF_DIR/tokenizer.json         the tokenizer (or vocab.txt + tokenizer_config.json: do_lower_case, strip_accents)
+
+The separate query/key/value projections are concatenated into our fused ``qkv_proj``.
+A sentence-transformers directory (such as all-MiniLM-L6-v2) is a BertModel directory plus
+its pooling settings; it loads as an encoder (head "none") whose sentence embedding is the mean.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..errors import CheckpointError, ConfigError
+from ..files import read_json
+from ..model_dir import ModelDir
+from ..models.bert import Bert, BertConfig
+from ..tokenizers import Tokenizer
+from .hf_files import activation_from_hf, model_with_weights, read_hf_directory, tensor_taker
+
+_HEADS = {"BertModel": "none", "BertForMaskedLM": "mlm", "BertForPreTraining": "mlm",
+          "BertForSequenceClassification": "classify", "BertForTokenClassification": "tokens"}
+
+_LAYER_MAP = [  # (ours, theirs) per layer
+    ("self_attention.out_proj", "attention.output.dense"),
+    ("self_attention_norm", "attention.output.LayerNorm"),
+    ("feed_forward.linear1", "intermediate.dense"),
+    ("feed_forward.linear2", "output.dense"),
+    ("feed_forward_norm", "output.LayerNorm"),
+]
+
+
+def config_from_hf_bert(hf: dict, weights: dict[str, Tensor] | None = None) -> BertConfig:
+    """A :class:`BertConfig` from the fields of a Hugging Face ``BertConfig`` (a dict)."""
+    if hf.get("model_type", "bert") != "bert":
+        raise ConfigError(f"model_type={hf.get('model_type')!r} is not a BERT checkpoint (expected 'bert')")
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise ConfigError(f"position_embedding_type={hf['position_embedding_type']!r} is not supported (absolute only)")
+    architecture = (hf.get("architectures") or ["BertModel"])[0]
+    head = _HEADS.get(architecture)
+    if head is None:
+        raise ConfigError(f"architecture {architecture!r} is not supported; known: {sorted(_HEADS)}")
+    labels = None
+    regression = False
+    if head in ("classify", "tokens"):
+        id2label = hf.get("id2label") or {}
+        n = hf.get("num_labels") or len(id2label) or 2
+        regression = head == "classify" and (hf.get("problem_type") == "regression" or n == 1)
+        labels = None if regression else [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
+    has_pooler = weights is None or any(k.endswith("pooler.dense.weight") for k in weights)
+    try:
+        return BertConfig(
+            vocab_size=hf["vocab_size"], n_layers=hf["num_hidden_layers"], n_heads=hf["num_attention_heads"],
+            d_model=hf["hidden_size"], d_ff=hf["intermediate_size"], max_len=hf.get("max_position_embeddings", 512),
+            segments=hf.get("type_vocab_size", 2), dropout=float(hf.get("hidden_dropout_prob", 0.1)),
+            attention_dropout=float(hf.get("attention_probs_dropout_prob", 0.1)),
+            norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
+            activation=activation_from_hf(hf.get("hidden_act", "gelu"), "hidden_act"),
+            pad_id=hf.get("pad_token_id", 0) or 0, pooler=has_pooler, head=head, labels=labels, regression=regression,
+        )
+    except KeyError as e:
+        raise ConfigError(f"the BERT config lacks the field {e.args[0]!r}") from None
+
+
+def state_dict_from_hf_bert(weights: dict[str, Tensor], config: BertConfig) -> dict[str, Tensor]:
+    """Rename (and fuse) Hugging Face BERT tensors into a state dict of :class:`Bert`."""
+    take = tensor_taker(weights, "BERT", "bert.")
+    ours: dict[str, Tensor] = {}
+
+    def linear(mine: str, theirs: str) -> None:
+        ours[f"{mine}.weight"], ours[f"{mine}.bias"] = take(f"{theirs}.weight"), take(f"{theirs}.bias")
+
+    ours["embed.token.weight"] = take("embeddings.word_embeddings.weight")
+    ours["embed.position.weight"] = take("embeddings.position_embeddings.weight")
+    ours["embed.segment.weight"] = take("embeddings.token_type_embeddings.weight")
+    linear("embed.norm", "embeddings.LayerNorm")
+    for i in range(config.n_layers):
+        prefix = f"encoder.layer.{i}.attention.self"
+        ours[f"encoder.layers.{i}.self_attention.qkv_proj.weight"] = torch.cat(
+            [take(f"{prefix}.{p}.weight") for p in ("query", "key", "value")])
+        ours[f"encoder.layers.{i}.self_attention.qkv_proj.bias"] = torch.cat(
+            [take(f"{prefix}.{p}.bias") for p in ("query", "key", "value")])
+        for mine, theirs in _LAYER_MAP:
+            linear(f"encoder.layers.{i}.{mine}", f"encoder.layer.{i}.{theirs}")
+    if config.pooler:
+        linear("pooler", "pooler.dense")
+    if config.head == "mlm":
+        linear("mlm.dense", "cls.predictions.transform.dense")
+        linear("mlm.norm", "cls.predictions.transform.LayerNorm")
+        ours["mlm.bias"] = take("cls.predictions.bias")
+    elif config.head in ("classify", "tokens"):
+        linear("classifier", "classifier")
+    return ours
+
+
+def hf_bert_tokenizer(path: str | Path) -> Tokenizer:
+    """The checkpoint's tokenizer: its ``tokenizer.json``, or WordPiece from ``vocab.txt`` with the
+    casing of ``tokenizer_config.json``."""
+    path = Path(path)
+    if (path / "tokenizer.json").is_file():
+        return Tokenizer.load(path / "tokenizer.json")
+    if (path / "vocab.txt").is_file():
+        settings = {}
+        if (path / "tokenizer_config.json").is_file():
+            settings = read_json(path / "tokenizer_config.json", what="tokenizer config", error=CheckpointError)
+        return Tokenizer.from_wordpiece_vocab(path / "vocab.txt", lowercase=bool(settings.get("do_lower_case", True)),
+                                              strip_accents=settings.get("strip_accents"))
+    raise CheckpointError(f"{path} has neither tokenizer.json nor vocab.txt; a BERT directory needs its tokenizer")
+
+
+def load_hf_bert(path: str | Path, dtype: torch.dtype = torch.float32) -> ModelDir:
+    """A :class:`Bert` with the weights of a Hugging Face BERT directory, and its tokenizer."""
+    hf_config, weights, weights_file = read_hf_directory(path, "BERT")
+    config = config_from_hf_bert(hf_config, weights)
+    model = model_with_weights(Bert, config, state_dict_from_hf_bert(weights, config), weights_file, dtype)
+    return ModelDir(model, config, hf_bert_tokenizer(path))
+
+
+def convert_hf_bert(path: str | Path, out_dir: str | Path) -> Path:
+    """Write a Hugging Face BERT directory as a glassformer model directory (tokenizer included)."""
+    from ..model_dir import save_model_dir
+
+    loaded = load_hf_bert(path)
+    return save_model_dir(out_dir, loaded.model, loaded.tokenizer, generation={"task": "encoder"})
+
+
+__all__ = ["config_from_hf_bert", "state_dict_from_hf_bert", "hf_bert_tokenizer", "load_hf_bert", "convert_hf_bert"]

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 from ..errors import GlassformerError
 
 # Modules under glassformer.cli that add commands, in help order.
-COMMAND_MODULES = ["translation", "lm", "params", "search", "plot"]
+COMMAND_MODULES = ["translation", "lm", "params", "search", "plot", "embed", "mlm", "classify"]
 
 
 def version() -> str:
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"glassformer {version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
-        importlib.import_module(f"{__package__}.{name}").register(subparsers)
+        if importlib.util.find_spec(f"{__package__}.{name}") is not None:
+            importlib.import_module(f"{__package__}.{name}").register(subparsers)
     for leaf in _leaves(parser):                 # --debug also after the command
         leaf.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                           help="show the full traceback on errors")

@@ -64,10 +64,11 @@ def register(subparsers) -> None:
     t.add_argument("--device", help=f"{DEVICE_HELP} (default: {defaults['device']})")
     add_run_flags(t, defaults)
     t.set_defaults(func=train_translation_cmd)
-    if importlib.util.find_spec(f"{__package__}.lm") is not None:
-        lm = importlib.import_module(f"{__package__}.lm")
-        if hasattr(lm, "register_train"):
-            lm.register_train(train_sub)
+    for task in ("lm", "mlm", "classify"):         # the other tasks' `train` subcommands, where they have one
+        if importlib.util.find_spec(f"{__package__}.{task}") is not None:
+            module = importlib.import_module(f"{__package__}.{task}")
+            if hasattr(module, "register_train"):
+                module.register_train(train_sub)
 
     tr = subparsers.add_parser("translate", help="translate text with a model directory")
     tr.add_argument("model_dir")

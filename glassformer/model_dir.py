@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 from .errors import CheckpointError, ConfigError
@@ -94,12 +94,28 @@ def load_weights(model: torch.nn.Module, file: str | Path) -> None:
     if not file.is_file():
         raise CheckpointError(f"{file} is missing")
     try:
+        with safe_open(str(file), "pt") as f:
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{file} is corrupt ({str(e).splitlines()[0]})") from None
+    check_shapes(model, shapes, file)
+    try:
         missing, unexpected = load_model(model, str(file), strict=False)
     except (SafetensorError, RuntimeError, OSError, ValueError) as e:
         raise CheckpointError(f"{file} is corrupt or does not match config.json ({str(e).splitlines()[0]})") from None
     if missing or unexpected:
         raise CheckpointError(f"{file} does not match config.json: missing {sorted(missing)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]}")
+
+
+def check_shapes(model: torch.nn.Module, shapes: dict[str, tuple[int, ...]], source) -> None:
+    """Every tensor of ``shapes`` that the model has must have the model's shape: a mismatch is one
+    line naming the tensor and both shapes."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for name, shape in shapes.items():
+        if name in expected and expected[name] != shape:
+            raise CheckpointError(f"{source}: tensor {name!r} has shape {list(shape)} but the config makes it "
+                                  f"{list(expected[name])}; the config and the weights do not belong together")
 
 
 def load_model_dir(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> ModelDir:

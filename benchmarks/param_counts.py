@@ -24,6 +24,8 @@ MODELS = [
     ("vaswani-big", 37000, 213e6, "Vaswani et al. 2017, Table 3 (big), shared source-target BPE of about 37,000 tokens"),
     ("gpt2", None, None, None),
     ("gpt3-175b", None, 175.0e9, "Brown et al. 2020, Table 2.1 (GPT-3 175B)"),
+    ("bert-base", None, 110e6, "Devlin et al. 2019, §3 (BERT-BASE), WordPiece vocabulary of 30,522 (30,000 in the text)"),
+    ("bert-large", None, 340e6, "Devlin et al. 2019, §3 (BERT-LARGE)"),
 ]
 
 

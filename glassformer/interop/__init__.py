@@ -31,10 +31,14 @@ def load_hf_directory(path, model_type: str):
 
     if model_type == "bert":
         return load_hf_bert(path)
+    if model_type == "vit":
+        from .hf_vit import load_hf_vit
+
+        return load_hf_vit(path)
     loaders = {"gpt2": load_hf_gpt2, "llama": load_hf_llama}
     if model_type not in loaders:
         raise ConfigError(f"{path}: Hugging Face model_type {model_type!r} is not supported; glassformer reads "
-                          f"{sorted(['bert', *loaders])} (convert Marian with glassformer.interop.hf_marian)")
+                          f"{sorted(['bert', 'vit', *loaders])} (convert Marian with glassformer.interop.hf_marian)")
     model = loaders[model_type](path)
     tokenizer_file = Path(path) / "tokenizer.json"
     return ModelDir(model, model.config, Tokenizer.load(tokenizer_file) if tokenizer_file.is_file() else None)

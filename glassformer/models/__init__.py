@@ -4,8 +4,9 @@ from .bert import Bert, BertConfig
 from .config import FAMILIES, PRESETS, ModelConfig, config_from_dict, preset
 from .gpt import GPT, GPTConfig
 from .transformer import Transformer, TransformerConfig, num_parameters
+from .vit import ViT, ViTConfig
 
-MODEL_CLASSES = {"transformer": Transformer, "gpt": GPT, "bert": Bert}
+MODEL_CLASSES = {"transformer": Transformer, "gpt": GPT, "bert": Bert, "vit": ViT}
 
 
 def build_model(config: ModelConfig):
@@ -14,4 +15,4 @@ def build_model(config: ModelConfig):
 
 
 __all__ = ["FAMILIES", "PRESETS", "ModelConfig", "config_from_dict", "preset", "build_model",
-           "Transformer", "TransformerConfig", "GPT", "GPTConfig", "Bert", "BertConfig", "num_parameters"]
+           "Transformer", "TransformerConfig", "GPT", "GPTConfig", "Bert", "BertConfig", "ViT", "ViTConfig", "num_parameters"]

@@ -9,7 +9,7 @@ from .attention import (
 )
 from .blocks import StackOutput, TransformerLayer, TransformerStack
 from .cross_entropy import linear_cross_entropy
-from .embeddings import InputEmbedding, TokenEmbedding
+from .embeddings import InputEmbedding, PatchEmbedding, TokenEmbedding
 from .feedforward import FeedForward
 from .masks import AttentionMask, causal_mask, combine, padding_mask, prepare_mask
 from .norms import NORMS, make_norm
@@ -24,7 +24,7 @@ from .positions import (
 
 __all__ = [
     "ACTIVATIONS", "activation_fn", "AttentionOutput", "KVCache", "MultiHeadAttention",
-    "scaled_dot_product_attention", "StackOutput", "TransformerLayer", "TransformerStack", "InputEmbedding",
+    "scaled_dot_product_attention", "StackOutput", "TransformerLayer", "TransformerStack", "InputEmbedding", "PatchEmbedding",
     "TokenEmbedding", "FeedForward", "AttentionMask", "causal_mask", "combine", "padding_mask", "prepare_mask",
     "NORMS", "make_norm", "POSITIONS", "LearnedPositionalEmbedding", "RotaryEmbedding",
     "SinusoidalPositionalEncoding", "apply_rotary", "sinusoidal_table", "linear_cross_entropy",

@@ -1,0 +1,104 @@
+"""Commands of the image task: ``train vit`` and ``classify-image``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ConfigError, InputError
+from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, non_negative_int, positive_float, positive_int,
+                     preset_help, resume_dir, run_flags, saved_run, setting_defaults)
+
+
+def register(subparsers) -> None:
+    c = subparsers.add_parser("classify-image", help="the class of each image with a ViT model directory")
+    c.add_argument("model_dir")
+    c.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...), square, of the model's size")
+    c.add_argument("--top-k", type=positive_int, default=1, metavar="K", help="classes shown per image (default: 1)")
+    c.add_argument("--device", default="auto", help=DEVICE_HELP)
+    c.set_defaults(func=classify_image_cmd)
+
+
+def register_train(train_subparsers) -> None:
+    from ..training.vit import ViTSettings
+
+    d = setting_defaults(ViTSettings)
+    t = train_subparsers.add_parser("vit", help="train a Vision Transformer image classifier")
+    t.add_argument("--dataset", help="'digits' (scikit-learn's 8×8 digits, offline) or a folder with one "
+                                     "sub-folder of images per class; with --resume, the run's own by default")
+    t.add_argument("--preset", help=preset_help("vit", d["preset"]))
+    t.add_argument("--config", help="JSON file of training settings; its 'model' object overrides preset fields")
+    t.add_argument("--batch-size", type=positive_int, help=f"images per batch (default: {d['batch_size']})")
+    t.add_argument("--grad-accum", type=positive_int, help=f"micro-batches per step (default: {d['grad_accum']})")
+    t.add_argument("--steps", type=positive_int, help=f"optimiser steps (default: {d['steps']})")
+    t.add_argument("--lr", type=positive_float, help=f"peak learning rate (default: {d['lr']:g})")
+    t.add_argument("--warmup", type=non_negative_int, help=f"warm-up steps (default: {d['warmup']})")
+    t.add_argument("--shift", type=non_negative_int, help=f"augmentation: shift images by up to N pixels "
+                                                          f"(default: {d['shift']})")
+    t.add_argument("--eval-every", type=positive_int, help=f"steps between validations (default: {d['eval_every']})")
+    t.add_argument("--keep-checkpoints", type=non_negative_int, help="keep the last K evaluation checkpoints")
+    t.add_argument("--time-limit", type=positive_float, help="stop training after this many seconds")
+    t.add_argument("--out", default="runs/vit", help="run directory (model in OUT/best, test accuracy in "
+                                                     "OUT/results.json)")
+    t.add_argument("--seed", type=int, help=f"random seed, also of the split (default: {d['seed']})")
+    t.add_argument("--device", help=f"{DEVICE_HELP} (default: {d['device']})")
+    add_run_flags(t, d)
+    t.set_defaults(func=train_vit_cmd)
+
+
+_FLAGS = ("preset", "batch_size", "grad_accum", "steps", "lr", "warmup", "shift", "eval_every", "keep_checkpoints",
+          "time_limit", "seed", "device")
+
+
+def train_vit_cmd(args) -> int:
+    from ..devices import pick_device
+    from ..models.config import load_config_file
+    from ..training.vit import ViTSettings, train_vit
+
+    out, resume = resume_dir(args)
+    saved = saved_run(out) if resume else {}
+    settings = dict(saved.get("settings", {}))
+    dataset = args.dataset or saved.get("data", {}).get("dataset")
+    if not dataset:
+        raise InputError("give --dataset digits, or --dataset FOLDER with one sub-folder of images per class")
+    if args.config:
+        loaded = load_config_file(args.config)
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{args.config} must hold a JSON object of settings")
+        settings.update(loaded)
+    settings.update({k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None})
+    settings.update(run_flags(args))
+    settings = ViTSettings.from_dict(settings)
+    pick_device(settings.device)
+    with fresh_output_dir(out):
+        run = train_vit(dataset, settings, out, resume=resume)
+    if not run.result.main_process:
+        return 0
+    stop = f"; {run.result.stop_note}" if run.result.stop_note else ""
+    print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s{stop}; test accuracy "
+          f"{100 * run.test_accuracy:.2f}% on the held-out images; model saved to {out / 'best'}")
+    return 0
+
+
+def classify_image_cmd(args) -> int:
+    import torch
+
+    from ..data.images import load_image
+    from ..devices import pick_device
+    from ..model_dir import load_model_dir
+
+    device = pick_device(args.device)
+    loaded = load_model_dir(args.model_dir, device=device)
+    config = loaded.config
+    if config.family != "vit":
+        raise ConfigError(f"{args.model_dir} is a {config.family} model; classify-image needs a ViT model directory")
+    images = torch.stack([load_image(p, config.channels, config.image_size) for p in args.images]).to(device)
+    with torch.inference_mode():
+        probs = loaded.model(images).float().softmax(-1)
+    names = config.class_names
+    k = min(args.top_k, len(names))
+    for path, row in zip(args.images, probs):
+        top = row.topk(k)
+        print(json.dumps({"image": str(Path(path)), "classes": [
+            {"label": names[int(i)], "probability": round(float(p), 4)} for p, i in zip(top.values, top.indices)]}))
+    return 0

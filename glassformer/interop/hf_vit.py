@@ -1,0 +1,84 @@
+"""ViT checkpoints in the Hugging Face layout -> :class:`glassformer.models.ViT`.
+
+    HF_DIR/config.json          model_type "vit": image_size, patch_size, num_channels, hidden_size,
+                                num_hidden_layers, num_attention_heads, intermediate_size, layer_norm_eps,
+                                hidden_act, id2label
+    HF_DIR/model.safetensors    vit.embeddings.{cls_token, position_embeddings, patch_embeddings.projection},
+                                vit.encoder.layer.{i}.{layernorm_before, attention.attention.{query,key,value},
+                                attention.output.dense, layernorm_after, intermediate.dense, output.dense},
+                                vit.layernorm, classifier
+
+``layernorm_before``/``layernorm_after`` are our pre-norm layer's attention and feed-forward norms;
+query/key/value are concatenated into the fused ``qkv_proj``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+from ..model_dir import ModelDir
+from ..models.vit import ViT, ViTConfig
+from .hf_files import activation_from_hf, model_with_weights, read_hf_directory, tensor_taker
+
+_LAYER_MAP = [
+    ("self_attention_norm", "layernorm_before"),
+    ("self_attention.out_proj", "attention.output.dense"),
+    ("feed_forward_norm", "layernorm_after"),
+    ("feed_forward.linear1", "intermediate.dense"),
+    ("feed_forward.linear2", "output.dense"),
+]
+
+
+def config_from_hf_vit(hf: dict) -> ViTConfig:
+    if hf.get("model_type", "vit") != "vit":
+        raise ConfigError(f"model_type={hf.get('model_type')!r} is not a ViT checkpoint (expected 'vit')")
+    id2label = hf.get("id2label") or {}
+    n = len(id2label) or hf.get("num_labels") or 2
+    labels = [str(id2label.get(str(i), id2label.get(i, i))) for i in range(n)] if id2label else None
+    try:
+        return ViTConfig(image_size=hf["image_size"], patch_size=hf["patch_size"], channels=hf.get("num_channels", 3),
+                         n_classes=n, labels=labels, n_layers=hf["num_hidden_layers"],
+                         n_heads=hf["num_attention_heads"], d_model=hf["hidden_size"], d_ff=hf["intermediate_size"],
+                         dropout=float(hf.get("hidden_dropout_prob", 0.0)),
+                         attention_dropout=float(hf.get("attention_probs_dropout_prob", 0.0)),
+                         norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
+                         activation=activation_from_hf(hf.get("hidden_act", "gelu"), "hidden_act"))
+    except KeyError as e:
+        raise ConfigError(f"the ViT config lacks the field {e.args[0]!r}") from None
+
+
+def state_dict_from_hf_vit(weights: dict[str, Tensor], config: ViTConfig) -> dict[str, Tensor]:
+    take = tensor_taker(weights, "ViT", "vit.")
+    ours: dict[str, Tensor] = {}
+
+    def linear(mine: str, theirs: str) -> None:
+        ours[f"{mine}.weight"], ours[f"{mine}.bias"] = take(f"{theirs}.weight"), take(f"{theirs}.bias")
+
+    ours["cls_token"] = take("embeddings.cls_token")
+    ours["position"] = take("embeddings.position_embeddings")
+    linear("patches.projection", "embeddings.patch_embeddings.projection")
+    for i in range(config.n_layers):
+        prefix = f"encoder.layer.{i}.attention.attention"
+        for part in ("weight", "bias"):
+            ours[f"encoder.layers.{i}.self_attention.qkv_proj.{part}"] = torch.cat(
+                [take(f"{prefix}.{p}.{part}") for p in ("query", "key", "value")])
+        for mine, theirs in _LAYER_MAP:
+            linear(f"encoder.layers.{i}.{mine}", f"encoder.layer.{i}.{theirs}")
+    linear("encoder.final_norm", "layernorm")
+    linear("head", "classifier")
+    return ours
+
+
+def load_hf_vit(path: str | Path, dtype: torch.dtype = torch.float32) -> ModelDir:
+    """A :class:`ViT` with the weights of a Hugging Face ``ViTForImageClassification`` directory."""
+    hf_config, weights, weights_file = read_hf_directory(path, "ViT")
+    config = config_from_hf_vit(hf_config)
+    return ModelDir(model_with_weights(ViT, config, state_dict_from_hf_vit(weights, config), weights_file, dtype),
+                    config)
+
+
+__all__ = ["config_from_hf_vit", "state_dict_from_hf_vit", "load_hf_vit"]

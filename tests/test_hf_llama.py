@@ -11,6 +11,7 @@ from glassformer.errors import CheckpointError, ConfigError  # noqa: E402
 from glassformer.generation import SamplingOptions, generate  # noqa: E402
 from glassformer.interop import config_from_hf_llama, convert_hf_llama, load_hf_llama  # noqa: E402
 from glassformer.model_dir import load_model_dir  # noqa: E402
+from helpers import run_cli  # noqa: E402
 
 VOCAB = 100
 
@@ -63,6 +64,32 @@ def test_tied_embeddings_and_a_rope_base(tmp_path, rng):
     x = torch.randint(0, VOCAB, (2, 30), generator=rng)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), hf(x).logits, atol=1e-4, rtol=0)
+
+
+def test_llama3_frequency_scaling(tmp_path, rng):
+    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    hf = hf_model(tmp_path, seed=2, rope_parameters=rope)
+    ours = load_hf_llama(tmp_path)
+    assert ours.config.rope_scaling == {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                        "original_max_len": 64}
+    # with a 64-position "pretraining" context every regime occurs: kept, blended and slowed pairs
+    plain = 1.0 / 500000.0 ** (torch.arange(0, 16, 2, dtype=torch.float64) / 16)
+    wavelength = 2 * torch.pi / plain
+    assert (wavelength < 16).any() and ((wavelength > 16) & (wavelength < 64)).any() and (wavelength > 64).any()
+    x = torch.randint(0, VOCAB, (2, 60), generator=rng)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), hf(x).logits, atol=1e-4, rtol=0)
+
+
+def test_llama_presets_have_the_released_sizes(capsys):
+    from glassformer.models import build_model, num_parameters, preset
+
+    with torch.device("meta"):
+        assert num_parameters(build_model(preset("llama2-70b"))) == 68_976_648_192     # "70B"
+        assert num_parameters(build_model(preset("llama3.1-8b"))) == 8_030_261_248
+    code, out, err = run_cli(capsys, "params", "llama2-70b")
+    assert code == 0 and ("68.98B" in out or "68,976,648,192" in out)
 
 
 def test_biases(tmp_path, rng):
@@ -129,7 +156,8 @@ def test_convert_writes_a_glassformer_model_directory(hf_dir, tmp_path, rng):
 
 
 @pytest.mark.parametrize("change, words", [
-    ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0}}, ["rope", "llama3"]),
+    ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0}}, ["llama3", "lacks"]),
+    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0}}, ["rope", "yarn"]),
     ({"rope_scaling": {"type": "linear", "factor": 2.0}}, ["rope", "linear"]),
     ({"head_dim": 32}, ["head_dim=32", "hidden_size"]),
     ({"attention_bias": True}, ["attention_bias=True", "mlp_bias=False"]),
@@ -156,7 +184,7 @@ def test_bad_checkpoints_are_refused(hf_dir, tmp_path):
     cfg = json.loads((path / "config.json").read_text())
     (tmp_path / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 128}))
-    with pytest.raises(CheckpointError, match="does not match"):
+    with pytest.raises(CheckpointError, match=r"has shape \[352, 64\] but the config makes it \[256, 64\]"):
         load_hf_llama(tmp_path)                        # shapes that disagree with config.json
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 3}))
     with pytest.raises(CheckpointError, match="layers.2.input_layernorm"):

@@ -15,8 +15,9 @@ biases (unless ``attention_bias``/``mlp_bias``) and usually an untied output.
 The separate projections are concatenated into our fused ones: q/k/v_proj into
 ``qkv_proj`` ([Q; K; V]), gate/up_proj into the gated ``linear1`` ([gate; up]).
 Both ``rope_parameters`` (transformers 5) and the older top-level ``rope_theta`` /
-``rope_scaling`` are read.  What is refused with a :class:`ConfigError`: rotary
-scaling of any kind (linear, dynamic, YaRN, Llama 3.1's "llama3"), a partial rotary
+``rope_scaling`` are read; Llama 3.1's frequency scaling ("llama3") maps to
+``GPTConfig.rope_scaling``.  What is refused with a :class:`ConfigError`: other rotary
+scalings (linear, dynamic, YaRN), a partial rotary
 dimension, a ``head_dim`` other than hidden_size / num_attention_heads, and biases
 on attention but not on the feed-forward (or the reverse).  Llama trains without
 dropout; ``attention_dropout`` is not carried over.  Nothing here imports
@@ -44,18 +45,28 @@ _LINEARS = [("self_attention.out_proj", ["self_attn.o_proj"]),
             ("feed_forward.linear2", ["mlp.down_proj"])]
 
 
-def _rope_theta(hf: dict[str, Any]) -> float:
-    """The rotary base frequency, refusing any rotary scaling we do not implement."""
-    rope = hf.get("rope_parameters") or {}
+def _rope(hf: dict[str, Any]) -> tuple[float, dict | None]:
+    """(the rotary base frequency, Llama 3.1's frequency scaling or None); other scalings are refused."""
+    rope = dict(hf.get("rope_parameters") or {})
     scaling = hf.get("rope_scaling")
+    if scaling:                                          # transformers 4.x: the scaling apart from the theta
+        rope = {**rope, **scaling, "rope_type": scaling.get("rope_type", scaling.get("type", "default"))}
     kind = rope.get("rope_type", "default")
-    if scaling or kind != "default":
-        raise ConfigError(f"rope scaling {scaling or rope} is not supported; glassformer's rotary positions are "
-                          "the default (unscaled) kind")
     if rope.get("partial_rotary_factor", 1.0) != 1.0:
         raise ConfigError(f"partial_rotary_factor={rope['partial_rotary_factor']} is not supported; "
                           "glassformer rotates the whole head")
-    return float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    theta = float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    if kind == "default":
+        return theta, None
+    if kind == "llama3":
+        try:
+            return theta, {"factor": float(rope["factor"]), "low_freq_factor": float(rope["low_freq_factor"]),
+                           "high_freq_factor": float(rope["high_freq_factor"]),
+                           "original_max_len": int(rope["original_max_position_embeddings"])}
+        except KeyError as e:
+            raise ConfigError(f"rope scaling llama3 lacks the field {e.args[0]!r}") from None
+    raise ConfigError(f"rope scaling {rope} is not supported; glassformer implements the default rotary "
+                      "positions and Llama 3.1's (rope_type 'llama3')")
 
 
 def config_from_hf_llama(hf: dict[str, Any]) -> GPTConfig:
@@ -77,7 +88,7 @@ def config_from_hf_llama(hf: dict[str, Any]) -> GPTConfig:
             n_kv_heads=hf.get("num_key_value_heads") or n_heads, d_model=d_model, d_ff=hf["intermediate_size"],
             max_len=hf.get("max_position_embeddings", 2048), dropout=0.0,
             norm="rmsnorm", norm_bias=False, norm_eps=float(hf.get("rms_norm_eps", 1e-6)), norm_first=True,
-            positional="rotary", rope_theta=_rope_theta(hf),
+            positional="rotary", rope_theta=_rope(hf)[0], rope_scaling=_rope(hf)[1],
             activation=activation_from_hf(hf.get("hidden_act", "silu"), "hidden_act"), gated=True,
             bias=attention_bias, tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         )

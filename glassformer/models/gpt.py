@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError, InputError
 from ..nn import ACTIVATIONS, NORMS, POSITIONS, InputEmbedding, KVCache, RotaryEmbedding, TransformerStack
 from ..nn.cross_entropy import linear_cross_entropy
+from ..nn.positions import LLAMA3_SCALING_FIELDS
 from ..nn.masks import prepare_mask
 from .config import ModelConfig, register_family, register_preset
 from .decoding import DecodingMixin
@@ -54,6 +55,8 @@ class GPTConfig(ModelConfig):
     norm_first: bool = True              # pre-norm (GPT-2 on); False = the paper's post-norm
     positional: str = "learned"          # | "sinusoidal" | "rotary" (inside attention, Llama) | "none"
     rope_theta: float = 10000.0          # rotary base frequency
+    rope_scaling: dict | None = None     # Llama 3.1's frequency scaling: factor, low_freq_factor,
+                                         # high_freq_factor, original_max_len (see nn.positions.llama3_frequencies)
     n_kv_heads: int | None = None        # key/value heads (grouped-query attention); None = n_heads
     gated: bool = False                  # gated feed-forward: SwiGLU with activation "silu" (Llama)
     vocab_multiple: int = 1              # embedding rows padded to a multiple of this (64: faster matmuls);
@@ -77,6 +80,9 @@ class GPTConfig(ModelConfig):
         self._choice("activation", ACTIVATIONS)
         self._choice("norm", NORMS)
         self._choice("positional", POSITIONS)
+        if self.rope_scaling is not None and sorted(self.rope_scaling) != sorted(LLAMA3_SCALING_FIELDS):
+            raise ConfigError(f"rope_scaling={self.rope_scaling} is invalid; it needs exactly the fields "
+                              f"{list(LLAMA3_SCALING_FIELDS)} (Llama 3.1's frequency scaling)")
         if self.positional == "rotary" and (self.d_model // self.n_heads) % 2:
             raise ConfigError(f"positional='rotary' needs an even head size, but d_model/n_heads = "
                               f"{self.d_model}/{self.n_heads} = {self.d_model // self.n_heads}")
@@ -130,6 +136,12 @@ register_preset("llama2-7b", _preset(**_LLAMA, vocab_size=32000, n_layers=32, n_
                                      max_len=4096))
 register_preset("llama3-8b", _preset(**_LLAMA, vocab_size=128256, n_layers=32, n_heads=32, n_kv_heads=8,
                                      d_model=4096, d_ff=14336, max_len=8192, rope_theta=500000.0))
+register_preset("llama2-70b", _preset(**_LLAMA, vocab_size=32000, n_layers=80, n_heads=64, n_kv_heads=8, d_model=8192,
+                                      d_ff=28672, max_len=4096))
+register_preset("llama3.1-8b", _preset(**_LLAMA, vocab_size=128256, n_layers=32, n_heads=32, n_kv_heads=8,
+                                       d_model=4096, d_ff=14336, max_len=131072, rope_theta=500000.0,
+                                       rope_scaling={"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                     "original_max_len": 8192}))
 register_preset("llama-tiny", _preset(**_LLAMA, vocab_size=64, n_layers=2, n_heads=4, n_kv_heads=2, d_model=32,
                                       d_ff=88, max_len=64))
 
@@ -142,7 +154,7 @@ class GPT(DecodingMixin, nn.Module):
         self.config = c = config
         self.embed = InputEmbedding(c.padded_vocab_size, c.d_model, c.max_len, positional=c.positional,
                                     scale_embedding=False, dropout=c.dropout)
-        self.rotary = RotaryEmbedding(c.d_model // c.n_heads, c.max_len, c.rope_theta) \
+        self.rotary = RotaryEmbedding(c.d_model // c.n_heads, c.max_len, c.rope_theta, c.rope_scaling) \
             if c.positional == "rotary" else None
         self.decoder = TransformerStack(
             c.n_layers, c.d_model, norm_first=c.norm_first, norm=c.norm, norm_eps=c.norm_eps, norm_bias=c.norm_bias,

@@ -9,6 +9,8 @@ their dot product depends only on the distance between them.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -82,17 +84,19 @@ class RotaryEmbedding(nn.Module):
     The tables are buffers computed from the config (not saved in checkpoints).
     """
 
-    def __init__(self, d_head: int, max_len: int, theta: float = 10000.0):
+    def __init__(self, d_head: int, max_len: int, theta: float = 10000.0, scaling: dict | None = None):
         super().__init__()
         if d_head % 2:
             raise ConfigError(f"rotary positions need an even head dimension, got d_head={d_head}")
-        self.d_head, self.max_len, self.theta = d_head, max_len, theta
+        self.d_head, self.max_len, self.theta, self.scaling = d_head, max_len, theta, scaling
         self.reset_buffers()
 
     def reset_buffers(self, device: torch.device | str | None = None) -> None:
         """(Re)compute the tables, e.g. for a model built on the meta device and loaded from weights."""
         d = self.d_head
         inv_freq = 1.0 / self.theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d)        # (d_head/2,)
+        if self.scaling:
+            inv_freq = llama3_frequencies(inv_freq, **self.scaling)
         angles = torch.arange(self.max_len, dtype=torch.float64)[:, None] * inv_freq[None, :]  # (max_len, d_head/2)
         angles = torch.cat([angles, angles], dim=-1)                                           # (max_len, d_head)
         self.register_buffer("cos", angles.cos().float().to(device), persistent=False)
@@ -105,6 +109,23 @@ class RotaryEmbedding(nn.Module):
         if positions.dim() == 1:
             return cos[None, None], sin[None, None]
         return cos[:, None], sin[:, None]
+
+
+LLAMA3_SCALING_FIELDS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_len")
+
+
+def llama3_frequencies(inv_freq: Tensor, factor: float, low_freq_factor: float, high_freq_factor: float,
+                       original_max_len: int) -> Tensor:
+    """Llama 3.1's frequency scaling for a longer context than pretraining's ``original_max_len``:
+    pairs whose wavelength 2π/ω is shorter than original_max_len / high_freq_factor keep their
+    frequency; those longer than original_max_len / low_freq_factor turn ``factor`` times slower;
+    in between, the two are blended linearly in original_max_len / wavelength."""
+    wavelength = 2 * math.pi / inv_freq
+    slow = inv_freq / factor
+    blend = (original_max_len / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    mixed = (1 - blend) * slow + blend * inv_freq
+    out = torch.where(wavelength > original_max_len / low_freq_factor, slow, mixed)
+    return torch.where(wavelength < original_max_len / high_freq_factor, inv_freq, out)
 
 
 def rotate_half(x: Tensor) -> Tensor:

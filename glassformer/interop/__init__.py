@@ -35,10 +35,14 @@ def load_hf_directory(path, model_type: str):
         from .hf_vit import load_hf_vit
 
         return load_hf_vit(path)
+    if model_type == "t5":
+        from .hf_t5 import load_hf_t5
+
+        return load_hf_t5(path)
     loaders = {"gpt2": load_hf_gpt2, "llama": load_hf_llama}
     if model_type not in loaders:
         raise ConfigError(f"{path}: Hugging Face model_type {model_type!r} is not supported; glassformer reads "
-                          f"{sorted(['bert', 'vit', *loaders])} (convert Marian with glassformer.interop.hf_marian)")
+                          f"{sorted(['bert', 't5', 'vit', *loaders])} (convert Marian with glassformer.interop.hf_marian)")
     model = loaders[model_type](path)
     tokenizer_file = Path(path) / "tokenizer.json"
     return ModelDir(model, model.config, Tokenizer.load(tokenizer_file) if tokenizer_file.is_file() else None)

@@ -23,6 +23,7 @@ from ..nn import (
     POSITIONS,
     InputEmbedding,
     KVCache,
+    RelativePositionBias,
     RotaryEmbedding,
     StackOutput,
     TransformerStack,
@@ -64,6 +65,11 @@ class TransformerConfig(ModelConfig):
     n_kv_heads: int | None = None        # key/value heads (grouped-query attention); None = n_heads
     scale_embedding: bool = True         # multiply embeddings by sqrt(d_model) (§3.4)
     tie_embeddings: str = "all"          # "none" | "decoder" (target emb = output) | "all" (three-way)
+                                         # | "inputs" (source = target embedding, output apart: T5 v1.1)
+    attention_scale: float | None = None # None = 1/sqrt(d_head) (§3.2.1); T5 scales by 1 (folded into init)
+    relative_buckets: int = 32           # positional="relative" (T5): buckets of key-query offsets ...
+    relative_max_distance: int = 128     # ... growing logarithmically up to this distance
+    scale_decoder_output: bool = False   # T5: decoder output × d_model^-0.5 before the (tied) projection
     final_logits_bias: bool = False      # a bias on the output projection (Marian checkpoints have one)
     pad_id: int = 0
     bos_id: int = 1
@@ -80,8 +86,8 @@ class TransformerConfig(ModelConfig):
         self._choice("activation", ACTIVATIONS)
         self._choice("positional", POSITIONS)
         self._choice("norm", NORMS)
-        self._choice("tie_embeddings", {"none", "decoder", "all"})
-        if self.tie_embeddings == "all" and self.src_vocab_size != self.tgt_vocab_size:
+        self._choice("tie_embeddings", {"none", "decoder", "all", "inputs"})
+        if self.tie_embeddings in ("all", "inputs") and self.src_vocab_size != self.tgt_vocab_size:
             raise ConfigError(
                 f"tie_embeddings='all' needs one shared vocabulary, but src_vocab_size={self.src_vocab_size} "
                 f"and tgt_vocab_size={self.tgt_vocab_size}; use tie_embeddings='decoder' or a shared vocabulary"
@@ -104,6 +110,18 @@ register_preset("vaswani-small", _preset(d_model=256, n_heads=4, encoder_layers=
                                          src_vocab_size=8000, tgt_vocab_size=8000))
 register_preset("vaswani-tiny", _preset(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64,
                                         src_vocab_size=50, tgt_vocab_size=50, max_len=64, dropout=0.0))
+
+
+# T5 (Raffel et al. 2020): pre-norm RMSNorm, no biases, relative position buckets, attention unscaled,
+# the decoder output scaled by d_model^-0.5 before the shared embedding; vocabulary of 32,128;
+# decoding starts from the pad token.  t5-small 60M, t5-base 220M (Table 14's "Small" and "Base").
+_T5 = dict(norm="rmsnorm", norm_bias=False, norm_eps=1e-6, norm_first=True, bias=False, positional="relative",
+           attention_scale=1.0, scale_embedding=False, scale_decoder_output=True, src_vocab_size=32128,
+           tgt_vocab_size=32128, pad_id=0, eos_id=1, unk_id=2, bos_id=0, decoder_start_id=0, max_len=512)
+register_preset("t5-small", _preset(**_T5, d_model=512, n_heads=8, encoder_layers=6, decoder_layers=6, d_ff=2048))
+register_preset("t5-base", _preset(**_T5, d_model=768, n_heads=12, encoder_layers=12, decoder_layers=12, d_ff=3072))
+register_preset("t5-tiny", _preset(**{**_T5, "src_vocab_size": 60, "tgt_vocab_size": 60, "max_len": 64},
+                                   d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64, dropout=0.0))
 
 
 class EncoderOutput(NamedTuple):
@@ -135,11 +153,16 @@ class Transformer(DecodingMixin, nn.Module):
         layer = dict(n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, d_ff=c.d_ff, dropout=c.dropout,
                      attention_dropout=c.attention_dropout, activation_dropout=c.activation_dropout,
                      activation=c.activation, gated=c.gated, bias=c.bias, norm=c.norm, norm_first=c.norm_first,
-                     norm_eps=c.norm_eps, norm_bias=c.norm_bias)
+                     norm_eps=c.norm_eps, norm_bias=c.norm_bias, attention_scale=c.attention_scale)
         self.src_embed = InputEmbedding(c.src_vocab_size, c.d_model, c.max_len, **embed)
         self.tgt_embed = InputEmbedding(c.tgt_vocab_size, c.d_model, c.max_len, **embed)
         self.rotary = RotaryEmbedding(c.d_model // c.n_heads, c.max_len, c.rope_theta) \
             if c.positional == "rotary" else None
+        relative = dict(buckets=c.relative_buckets, max_distance=c.relative_max_distance)
+        self.encoder_bias = RelativePositionBias(c.n_heads, **relative, bidirectional=True) \
+            if c.positional == "relative" else None
+        self.decoder_bias = RelativePositionBias(c.n_heads, **relative, bidirectional=False) \
+            if c.positional == "relative" else None
         self.encoder = TransformerStack(c.encoder_layers, c.d_model, **layer)
         self.decoder = TransformerStack(c.decoder_layers, c.d_model, cross_attention=True, **layer)
         self.generator = Generator(c.d_model, c.tgt_vocab_size, bias=c.final_logits_bias)
@@ -151,7 +174,7 @@ class Transformer(DecodingMixin, nn.Module):
         pre-softmax projection (``decoder``), and the source embedding too (``all``)."""
         if self.config.tie_embeddings in ("decoder", "all"):
             self.generator.proj.weight = self.tgt_embed.token.weight
-        if self.config.tie_embeddings == "all":
+        if self.config.tie_embeddings in ("all", "inputs"):
             self.src_embed.token.weight = self.tgt_embed.token.weight
 
     def reset_parameters(self) -> None:
@@ -177,7 +200,9 @@ class Transformer(DecodingMixin, nn.Module):
         mask = padding_mask(src, self.config.pad_id)
         positions = torch.arange(src.shape[1], device=src.device)
         x = self.src_embed(src, positions)
-        out = self.encoder(x, mask, rotary=self._rotary(positions), need_weights=need_weights, use_fused=use_fused)
+        bias = self.encoder_bias(positions, positions) if self.encoder_bias is not None else None
+        out = self.encoder(x, mask, bias=bias, rotary=self._rotary(positions), need_weights=need_weights,
+                           use_fused=use_fused)
         return EncoderOutput(out.hidden, mask, out.self_weights)
 
     def decode(
@@ -198,13 +223,18 @@ class Transformer(DecodingMixin, nn.Module):
         its step mask; the cache is not advanced here (``decode_step`` does it).
         """
         positions = torch.arange(tgt.shape[1], device=tgt.device)
-        mask, is_causal = None, True
+        mask, is_causal, keys = None, True, positions
         if cache is not None:
             positions = cache.position + positions
             mask, is_causal = prepare_mask(cache.step_mask(tgt.shape[1])), False
+            keys = torch.arange(cache.max_len, device=tgt.device)      # the whole (static) cache buffer
         x = self.tgt_embed(tgt, positions)
-        return self.decoder(x, mask, is_causal=is_causal, rotary=self._rotary(positions), memory=memory,
-                            memory_mask=memory_mask, cache=cache, need_weights=need_weights, use_fused=use_fused)
+        bias = self.decoder_bias(positions, keys) if self.decoder_bias is not None else None
+        out = self.decoder(x, mask, is_causal=is_causal, bias=bias, rotary=self._rotary(positions), memory=memory,
+                           memory_mask=memory_mask, cache=cache, need_weights=need_weights, use_fused=use_fused)
+        if self.config.scale_decoder_output:        # T5: before the projection to the vocabulary
+            out = out._replace(hidden=out.hidden * self.config.d_model ** -0.5)
+        return out
 
     def forward(self, src: Tensor, tgt: Tensor, targets: Tensor | None = None, *, label_smoothing: float = 0.0,
                 reduction: str = "mean") -> Tensor:

@@ -16,6 +16,7 @@ from .norms import NORMS, make_norm
 from .positions import (
     POSITIONS,
     LearnedPositionalEmbedding,
+    RelativePositionBias,
     RotaryEmbedding,
     SinusoidalPositionalEncoding,
     apply_rotary,
@@ -26,6 +27,6 @@ __all__ = [
     "ACTIVATIONS", "activation_fn", "AttentionOutput", "KVCache", "MultiHeadAttention",
     "scaled_dot_product_attention", "StackOutput", "TransformerLayer", "TransformerStack", "InputEmbedding", "PatchEmbedding",
     "TokenEmbedding", "FeedForward", "AttentionMask", "causal_mask", "combine", "padding_mask", "prepare_mask",
-    "NORMS", "make_norm", "POSITIONS", "LearnedPositionalEmbedding", "RotaryEmbedding",
+    "NORMS", "make_norm", "POSITIONS", "LearnedPositionalEmbedding", "RotaryEmbedding", "RelativePositionBias",
     "SinusoidalPositionalEncoding", "apply_rotary", "sinusoidal_table", "linear_cross_entropy",
 ]

@@ -140,7 +140,7 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 INPUT_POSITIONS = ("sinusoidal", "sinusoidal-split", "learned")
-POSITIONS = INPUT_POSITIONS + ("rotary", "none")
+POSITIONS = INPUT_POSITIONS + ("rotary", "relative", "none")
 
 
 def make_positional(kind: str, d_model: int, max_len: int) -> nn.Module | None:
@@ -152,10 +152,46 @@ def make_positional(kind: str, d_model: int, max_len: int) -> nn.Module | None:
         return SinusoidalPositionalEncoding(d_model, max_len, "split")
     if kind == "learned":
         return LearnedPositionalEmbedding(d_model, max_len)
-    if kind in ("rotary", "none"):
+    if kind in ("rotary", "relative", "none"):
         return None
     raise ConfigError(f"positional={kind!r} is unknown; choose one of {list(POSITIONS)}")
 
 
 __all__ = ["sinusoidal_table", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding", "RotaryEmbedding",
            "rotate_half", "apply_rotary", "make_positional", "POSITIONS", "INPUT_POSITIONS"]
+
+
+class RelativePositionBias(nn.Module):
+    """T5's relative position bias (Raffel et al. 2020, §2.1): a learned scalar per head, added to
+    the attention logit of query i and key j, chosen by the bucket of the offset j - i.
+
+    Small offsets get a bucket each; larger ones share buckets whose width grows
+    logarithmically up to ``max_distance``, beyond which all offsets share the last bucket.
+    Bidirectional (the encoder): half the buckets for keys before the query, half for keys after.
+    Causal (the decoder): only keys at or before the query are told apart.  One module serves
+    every layer of a stack (T5 keeps it in the first layer and shares it)."""
+
+    def __init__(self, n_heads: int, buckets: int = 32, max_distance: int = 128, *, bidirectional: bool):
+        super().__init__()
+        self.buckets, self.max_distance, self.bidirectional = buckets, max_distance, bidirectional
+        self.embedding = nn.Embedding(buckets, n_heads)
+
+    def bucket(self, offset: Tensor) -> Tensor:
+        """offset = key position - query position (any shape, integer) -> bucket ids."""
+        buckets, base = self.buckets, torch.zeros_like(offset)
+        if self.bidirectional:
+            buckets //= 2
+            base = (offset > 0).long() * buckets
+            distance = offset.abs()
+        else:
+            distance = (-offset).clamp_min(0)
+        exact = buckets // 2
+        # distances from `exact` to `max_distance` share the other buckets on a logarithmic scale
+        log_ratio = torch.log(distance.float().clamp_min(1) / exact) / math.log(self.max_distance / exact)
+        far = (exact + (log_ratio * (buckets - exact)).long()).clamp_max(buckets - 1)
+        return base + torch.where(distance < exact, distance, far)
+
+    def forward(self, query_positions: Tensor, key_positions: Tensor) -> Tensor:
+        """(q,) and (k,) positions -> the bias (1, heads, q, k) to add to the attention logits."""
+        offset = key_positions[None, :] - query_positions[:, None]
+        return self.embedding(self.bucket(offset)).permute(2, 0, 1)[None]

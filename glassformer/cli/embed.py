@@ -1,0 +1,192 @@
+"""Commands of sentence embeddings: ``embed`` (texts -> vectors) and ``similar`` (rank a corpus by a query).
+
+Both read a BERT-style encoder directory — ours, or a Hugging Face / sentence-transformers one
+such as all-MiniLM-L6-v2 — and call ``glassformer.generation.embeddings``.  Every input is checked
+before the model runs, and an output file is written atomically: a refused command writes nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+from ..errors import CheckpointError, InputError
+from .common import DEVICE_HELP, positive_int
+
+OUTPUT_KINDS = (".npy", ".jsonl")
+
+
+def register(subparsers) -> None:
+    e = subparsers.add_parser("embed", help="sentence embeddings of texts with a BERT-style encoder (e.g. all-MiniLM-L6-v2)")
+    e.add_argument("model_dir")
+    e.add_argument("text", nargs="*", default=[], help="texts to embed (or --file)")
+    e.add_argument("--file", help="a UTF-8 file of texts, one per line (blank lines are refused)")
+    e.add_argument("--out", metavar="FILE", help="write FILE.npy (float32, texts × dimensions) or FILE.jsonl "
+                                 '({"text": ..., "embedding": [...]} per line) instead of JSON lines on stdout')
+    e.add_argument("--no-normalize", dest="normalize", action="store_false",
+                   help="keep the mean-pooled vectors as they are (default: unit length, for cosine similarity)")
+    _add_common(e)
+    e.set_defaults(func=embed_cmd)
+
+    s = subparsers.add_parser("similar", help="rank the lines of a file by cosine similarity to a query")
+    s.add_argument("model_dir")
+    s.add_argument("--query", required=True, help="the text to compare with")
+    s.add_argument("--corpus", required=True, help="a UTF-8 file of texts, one per line (blank lines are refused)")
+    s.add_argument("--top-k", type=positive_int, default=5, metavar="K", help="how many lines to print, best first")
+    _add_common(s)
+    s.set_defaults(func=similar_cmd)
+
+
+def _add_common(p) -> None:
+    from ..devices import DTYPE_NAMES
+
+    p.add_argument("--batch-size", type=positive_int, default=32, help="texts encoded together")
+    p.add_argument("--max-len", type=positive_int, default=None, metavar="N",
+                   help="tokens per text at most, longer texts are cut with a warning (default: the model's "
+                        "max_seq_length from sentence_bert_config.json, else its positions)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="auto",
+                   help="precision of the weights: fp32, bf16, fp16 (GPU only), or auto = bf16 on a CUDA GPU that "
+                        "supports it, else fp32")
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def read_lines(path: str, what: str = "file") -> list[str]:
+    """One text per line of a UTF-8 file; a blank line is refused with its number."""
+    try:
+        content = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise InputError(f"{what} {path} is a directory; expected a text file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{what} {path} is not UTF-8 text") from None
+    lines = content.split("\n")              # not splitlines(): its extra separators would shift line numbers
+    if lines and lines[-1] == "":
+        lines.pop()
+    lines = [line.removesuffix("\r") for line in lines]
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            raise InputError(f"{what} {path} line {number} is blank; give one text per line")
+    if not lines:
+        raise InputError(f"{what} {path} holds no texts")
+    return lines
+
+
+def _load_encoder(args):
+    """(model, tokenizer, max_len) of the model directory, refused unless it holds a BERT-style encoder."""
+    from ..devices import pick_device, pick_dtype
+    from ..model_dir import load_model_dir
+
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.dtype, device)
+    loaded = load_model_dir(args.model_dir, device, dtype)
+    if loaded.config.family != "bert":
+        raise CheckpointError(f"{args.model_dir} holds a {loaded.config.family!r} model, which has no sentence "
+                              f"encoder; {args.command} needs a BERT-style encoder directory (e.g. all-MiniLM-L6-v2)")
+    if loaded.tokenizer is None:
+        raise CheckpointError(f"{args.model_dir} has no tokenizer (tokenizer.json or vocab.txt); {args.command} "
+                              "needs one to read text")
+    return loaded.model, loaded.tokenizer, args.max_len or _sentence_max_len(Path(args.model_dir))
+
+
+def _sentence_max_len(model_dir: Path) -> int | None:
+    """The ``max_seq_length`` of a sentence-transformers directory (texts are cut there when it embeds
+    them, 256 for all-MiniLM-L6-v2), or None: the model's positions."""
+    from ..files import read_json
+
+    settings = model_dir / "sentence_bert_config.json"
+    if not settings.is_file():
+        return None
+    value = read_json(settings, what="sentence-transformers settings", error=CheckpointError).get("max_seq_length")
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _embed(args, model, tokenizer, texts, max_len, normalize=True):
+    """``embed_texts``, its truncation warning printed as one line on stderr."""
+    from ..generation.embeddings import embed_texts
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vectors = embed_texts(model, tokenizer, texts, batch_size=args.batch_size, normalize=normalize,
+                              max_len=max_len)
+    for w in caught:
+        print(f"glassformer: warning: {w.message}", file=sys.stderr)
+    return vectors
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def _json_line(text: str, vector) -> str:
+    """One JSON line; each number as the shortest decimal that reads back as the same float32."""
+    return f'{{"text": {json.dumps(text, ensure_ascii=False)}, "embedding": [{", ".join(map(str, vector))}]}}'
+
+
+def _write_bytes_atomically(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` whole or is left as it was (a temporary sibling renamed into place)."""
+    from ..files import _give_default_modes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        _give_default_modes(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# -- the commands ----------------------------------------------------------------------------------
+def embed_cmd(args) -> int:
+    import numpy as np
+
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix.lower() not in OUTPUT_KINDS:
+        raise InputError(f"--out {out} has an unknown extension; use .npy (float32 array) or .jsonl (JSON lines)")
+    if out is not None and out.is_dir():
+        raise InputError(f"--out {out} is a directory; give a file name ending in .npy or .jsonl")
+    texts = list(args.text) + (read_lines(args.file, "--file") if args.file else [])
+    if not texts:
+        raise InputError("give texts to embed, or --file FILE with one text per line")
+    for i, text in enumerate(args.text):
+        if not text.strip():
+            raise InputError(f"text {i + 1} on the command line is empty")
+    model, tokenizer, max_len = _load_encoder(args)
+    vectors = _embed(args, model, tokenizer, texts, max_len, normalize=args.normalize).numpy().astype(np.float32)
+    if out is None:
+        for text, vector in zip(texts, vectors):
+            print(_json_line(text, vector))
+        return 0
+    if out.suffix.lower() == ".npy":
+        buffer = io.BytesIO()
+        np.save(buffer, vectors)
+        _write_bytes_atomically(out, buffer.getvalue())
+    else:
+        lines = "".join(_json_line(t, v) + "\n" for t, v in zip(texts, vectors))
+        _write_bytes_atomically(out, lines.encode("utf-8"))
+    print(f"{len(texts)} embeddings of {vectors.shape[1]} dimensions written to {out}")
+    return 0
+
+
+def similar_cmd(args) -> int:
+    from ..generation.embeddings import rank_by_similarity
+
+    if not args.query.strip():
+        raise InputError("--query is empty; give the text to compare with")
+    corpus = read_lines(args.corpus, "--corpus")
+    model, tokenizer, max_len = _load_encoder(args)
+    vectors = _embed(args, model, tokenizer, [args.query, *corpus], max_len)
+    for index, score in rank_by_similarity(vectors[0], vectors[1:], args.top_k):
+        print(f"{score:.4f}\t{corpus[index]}")
+    return 0
+
+
+__all__ = ["register", "read_lines", "embed_cmd", "similar_cmd", "OUTPUT_KINDS"]

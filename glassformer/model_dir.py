@@ -128,7 +128,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu", dtype: 
     path = Path(path)
     if dtype is not None and dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ConfigError(f"dtype {dtype} is invalid for inference; use torch.float32, torch.bfloat16 or torch.float16")
-    hf_type = _hugging_face_type(path)
+    hf_type = hugging_face_type(path)
     if hf_type is not None:                 # a Hugging Face directory: mapped by glassformer.interop
         from .interop import load_hf_directory
 
@@ -146,7 +146,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu", dtype: 
     return ModelDir(model, config, tokenizer, source, generation)
 
 
-def _hugging_face_type(path: Path) -> str | None:
+def hugging_face_type(path: Path) -> str | None:
     """The ``model_type`` of a Hugging Face directory (its config.json has one and no glassformer
     ``family``), or None for a glassformer model directory."""
     cfg = path / CONFIG

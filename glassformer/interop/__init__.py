@@ -48,6 +48,51 @@ def load_hf_directory(path, model_type: str):
     return ModelDir(model, model.config, Tokenizer.load(tokenizer_file) if tokenizer_file.is_file() else None)
 
 
-__all__ = ["load_hf_directory", "config_from_hf_bert", "convert_hf_bert", "load_hf_bert", "state_dict_from_hf_bert",
+def to_hugging_face(model) -> tuple[dict, dict]:
+    """(config dict, weights) of ``model`` in the Hugging Face layout of its family: BERT, ViT,
+    GPT-2 or Llama (by the GPT's options), T5 (by the encoder–decoder's)."""
+    from ..errors import ConfigError
+    from .hf_gpt2 import to_hf_gpt2
+    from .hf_llama import to_hf_llama
+    from .hf_t5 import to_hf_t5
+    from .hf_vit import to_hf_vit
+    from .hf_bert import to_hf_bert
+
+    family = model.config.family
+    if family == "bert":
+        return to_hf_bert(model)
+    if family == "vit":
+        return to_hf_vit(model)
+    if family == "gpt":
+        return to_hf_llama(model) if model.config.norm == "rmsnorm" else to_hf_gpt2(model)
+    if family == "transformer" and model.config.positional == "relative":
+        return to_hf_t5(model)
+    raise ConfigError(f"a {family} model with positional={getattr(model.config, 'positional', None)!r} has no "
+                      "Hugging Face exporter here (BERT, ViT, GPT-2, Llama and T5 have)")
+
+
+def save_hf_directory(model, out_dir, tokenizer=None):
+    """Write ``model`` as a Hugging Face directory: config.json, model.safetensors (and tokenizer.json),
+    atomically."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from ..files import write_atomically
+
+    config, weights = to_hugging_face(model)
+
+    def fill(tmp: Path) -> None:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"),
+                  metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save(tmp / "tokenizer.json")
+
+    return write_atomically(out_dir, fill)
+
+
+__all__ = ["to_hugging_face", "save_hf_directory", "load_hf_directory", "config_from_hf_bert", "convert_hf_bert", "load_hf_bert", "state_dict_from_hf_bert",
            "config_from_hf_gpt2", "convert_hf_gpt2", "load_hf_gpt2", "state_dict_from_hf_gpt2",
            "config_from_hf_llama", "convert_hf_llama", "load_hf_llama", "state_dict_from_hf_llama"]

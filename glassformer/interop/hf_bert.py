@@ -28,7 +28,7 @@ from ..files import read_json
 from ..model_dir import ModelDir
 from ..models.bert import Bert, BertConfig
 from ..tokenizers import Tokenizer
-from .hf_files import activation_from_hf, model_with_weights, read_hf_directory, tensor_taker
+from .hf_files import activation_from_hf, activation_to_hf, model_with_weights, read_hf_directory, split_rows, tensor_taker
 
 _HEADS = {"BertModel": "none", "BertForMaskedLM": "mlm", "BertForPreTraining": "mlm",
           "BertForSequenceClassification": "classify", "BertForTokenClassification": "tokens"}
@@ -105,6 +105,51 @@ def state_dict_from_hf_bert(weights: dict[str, Tensor], config: BertConfig) -> d
     return ours
 
 
+def to_hf_bert(model: Bert) -> tuple[dict, dict[str, Tensor]]:
+    """(Hugging Face config dict, weights) of ``model``: the inverse of :func:`state_dict_from_hf_bert`."""
+    c = model.config
+    architecture = {v: k for k, v in _HEADS.items() if k != "BertForPreTraining"}[c.head]
+    config = {"architectures": [architecture], "model_type": "bert", "vocab_size": c.vocab_size,
+              "hidden_size": c.d_model, "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads,
+              "intermediate_size": c.d_ff, "max_position_embeddings": c.max_len, "type_vocab_size": c.segments,
+              "hidden_dropout_prob": c.dropout, "attention_probs_dropout_prob": c.attention_dropout,
+              "layer_norm_eps": c.norm_eps, "hidden_act": activation_to_hf(c.activation), "pad_token_id": c.pad_id,
+              "position_embedding_type": "absolute"}
+    if c.head in ("classify", "tokens"):
+        names = c.labels or ["LABEL_0"]
+        config.update(num_labels=c.n_outputs, id2label={str(i): n for i, n in enumerate(names)},
+                      label2id={n: i for i, n in enumerate(names)})
+        if c.regression:
+            config["problem_type"] = "regression"
+    ours = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    prefix = "" if c.head == "none" else "bert."
+    out: dict[str, Tensor] = {}
+
+    def linear(mine: str, theirs: str) -> None:
+        out[f"{theirs}.weight"], out[f"{theirs}.bias"] = ours[f"{mine}.weight"], ours[f"{mine}.bias"]
+
+    out[f"{prefix}embeddings.word_embeddings.weight"] = ours["embed.token.weight"]
+    out[f"{prefix}embeddings.position_embeddings.weight"] = ours["embed.position.weight"]
+    out[f"{prefix}embeddings.token_type_embeddings.weight"] = ours["embed.segment.weight"]
+    linear("embed.norm", f"{prefix}embeddings.LayerNorm")
+    for i in range(c.n_layers):
+        attn = f"{prefix}encoder.layer.{i}.attention.self"
+        for part in ("weight", "bias"):
+            q, k, v = split_rows(ours[f"encoder.layers.{i}.self_attention.qkv_proj.{part}"], [c.d_model] * 3)
+            out[f"{attn}.query.{part}"], out[f"{attn}.key.{part}"], out[f"{attn}.value.{part}"] = q, k, v
+        for mine, theirs in _LAYER_MAP:
+            linear(f"encoder.layers.{i}.{mine}", f"{prefix}encoder.layer.{i}.{theirs}")
+    if c.pooler:
+        linear("pooler", f"{prefix}pooler.dense")
+    if c.head == "mlm":
+        linear("mlm.dense", "cls.predictions.transform.dense")
+        linear("mlm.norm", "cls.predictions.transform.LayerNorm")
+        out["cls.predictions.bias"] = ours["mlm.bias"]
+    elif c.head in ("classify", "tokens"):
+        linear("classifier", "classifier")
+    return config, out
+
+
 def hf_bert_tokenizer(path: str | Path) -> Tokenizer:
     """The checkpoint's tokenizer: its ``tokenizer.json``, or WordPiece from ``vocab.txt`` with the
     casing of ``tokenizer_config.json``."""
@@ -121,11 +166,13 @@ def hf_bert_tokenizer(path: str | Path) -> Tokenizer:
 
 
 def load_hf_bert(path: str | Path, dtype: torch.dtype = torch.float32) -> ModelDir:
-    """A :class:`Bert` with the weights of a Hugging Face BERT directory, and its tokenizer."""
+    """A :class:`Bert` with the weights of a Hugging Face BERT directory, and its tokenizer (None if the
+    directory has neither tokenizer.json nor vocab.txt)."""
     hf_config, weights, weights_file = read_hf_directory(path, "BERT")
     config = config_from_hf_bert(hf_config, weights)
     model = model_with_weights(Bert, config, state_dict_from_hf_bert(weights, config), weights_file, dtype)
-    return ModelDir(model, config, hf_bert_tokenizer(path))
+    has_tokenizer = (Path(path) / "tokenizer.json").is_file() or (Path(path) / "vocab.txt").is_file()
+    return ModelDir(model, config, hf_bert_tokenizer(path) if has_tokenizer else None)
 
 
 def convert_hf_bert(path: str | Path, out_dir: str | Path) -> Path:
@@ -136,4 +183,4 @@ def convert_hf_bert(path: str | Path, out_dir: str | Path) -> Path:
     return save_model_dir(out_dir, loaded.model, loaded.tokenizer, generation={"task": "encoder"})
 
 
-__all__ = ["config_from_hf_bert", "state_dict_from_hf_bert", "hf_bert_tokenizer", "load_hf_bert", "convert_hf_bert"]
+__all__ = ["config_from_hf_bert", "state_dict_from_hf_bert", "to_hf_bert", "hf_bert_tokenizer", "load_hf_bert", "convert_hf_bert"]

@@ -78,6 +78,19 @@ _ACTIVATIONS = {
 }
 
 
+def activation_to_hf(name: str) -> str:
+    """The Hugging Face name of our activation ``name`` (the first of its spellings above)."""
+    for theirs, ours in _ACTIVATIONS.items():
+        if ours == name:
+            return theirs
+    raise ConfigError(f"activation {name!r} has no Hugging Face name; known: {sorted(set(_ACTIVATIONS.values()))}")
+
+
+def split_rows(tensor: Tensor, sizes: list[int]) -> list[Tensor]:
+    """The inverse of concatenating along dim 0 (fused projections): contiguous parts."""
+    return [part.contiguous() for part in tensor.split(sizes, dim=0)]
+
+
 def activation_from_hf(name: str, field: str = "activation_function") -> str:
     """Our name for the Hugging Face activation ``name`` (read from the config field ``field``)."""
     if name not in _ACTIVATIONS:

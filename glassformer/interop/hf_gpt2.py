@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..models.gpt import GPT, GPTConfig
-from .hf_files import activation_from_hf, model_with_weights, read_hf_directory, tensor_taker
+from .hf_files import activation_from_hf, activation_to_hf, model_with_weights, read_hf_directory, tensor_taker
 
 # Per-layer names: ours <- theirs, and whether the matrix is a Conv1D (transposed).
 _LAYER_MAP = [
@@ -79,6 +79,32 @@ def state_dict_from_hf_gpt2(weights: dict[str, Tensor], config: GPTConfig) -> di
     else:
         ours["lm_head.weight"] = take("lm_head.weight")
     return ours
+
+
+def to_hf_gpt2(model: GPT) -> tuple[dict, dict[str, Tensor]]:
+    """(Hugging Face config dict, weights) of a GPT-2-shaped GPT: the inverse of :func:`state_dict_from_hf_gpt2`."""
+    c = model.config
+    if not (c.norm == "layernorm" and c.positional == "learned" and not c.gated and c.bias and c.norm_first
+            and c.n_kv_heads in (None, c.n_heads)):
+        raise ConfigError("this GPT is not GPT-2-shaped (LayerNorm pre-norm, learned positions, biases, "
+                          "plain feed-forward)")
+    config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": c.vocab_size,
+              "n_layer": c.n_layers, "n_head": c.n_heads, "n_embd": c.d_model, "n_inner": c.d_ff,
+              "n_positions": c.max_len, "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
+              "layer_norm_epsilon": c.norm_eps, "activation_function": activation_to_hf(c.activation),
+              "tie_word_embeddings": c.tie_embeddings}
+    ours = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    out = {"transformer.wte.weight": ours["embed.token.weight"][: c.vocab_size],
+           "transformer.wpe.weight": ours["embed.position.weight"],
+           "transformer.ln_f.weight": ours["decoder.final_norm.weight"],
+           "transformer.ln_f.bias": ours["decoder.final_norm.bias"]}
+    for i in range(c.n_layers):
+        for mine, theirs, conv1d in _LAYER_MAP:
+            tensor = ours[f"decoder.layers.{i}.{mine}"]
+            out[f"transformer.h.{i}.{theirs}"] = tensor.t().contiguous() if conv1d else tensor
+    if not c.tie_embeddings:
+        out["lm_head.weight"] = ours["lm_head.weight"][: c.vocab_size]
+    return config, out
 
 
 def load_hf_gpt2(path: str | Path, dtype: torch.dtype = torch.float32) -> GPT:

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..models.gpt import GPT, GPTConfig
-from .hf_files import activation_from_hf, model_with_weights, read_hf_directory, tensor_taker
+from .hf_files import activation_from_hf, activation_to_hf, model_with_weights, read_hf_directory, split_rows, tensor_taker
 
 # Per-layer names, ours <- theirs: the norms (a weight only), the linear layers (a weight and, with
 # ``bias``, a bias) and the fused linear layers, each the concatenation of theirs along its output.
@@ -114,6 +114,44 @@ def state_dict_from_hf_llama(weights: dict[str, Tensor], config: GPTConfig) -> d
     return ours
 
 
+def to_hf_llama(model: GPT) -> tuple[dict, dict[str, Tensor]]:
+    """(Hugging Face config dict, weights) of a Llama-shaped GPT: the inverse of :func:`state_dict_from_hf_llama`."""
+    c = model.config
+    if not (c.norm == "rmsnorm" and c.positional == "rotary" and c.gated and c.norm_first):
+        raise ConfigError("this GPT is not Llama-shaped (RMSNorm, rotary positions, gated feed-forward)")
+    kv = c.n_kv_heads or c.n_heads
+    rope = {"rope_type": "default", "rope_theta": c.rope_theta}
+    if c.rope_scaling:
+        s = c.rope_scaling
+        rope = {"rope_type": "llama3", "rope_theta": c.rope_theta, "factor": s["factor"],
+                "low_freq_factor": s["low_freq_factor"], "high_freq_factor": s["high_freq_factor"],
+                "original_max_position_embeddings": s["original_max_len"]}
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": c.vocab_size,
+              "hidden_size": c.d_model, "intermediate_size": c.d_ff, "num_hidden_layers": c.n_layers,
+              "num_attention_heads": c.n_heads, "num_key_value_heads": kv, "max_position_embeddings": c.max_len,
+              "rms_norm_eps": c.norm_eps, "hidden_act": activation_to_hf(c.activation), "rope_parameters": rope,
+              "attention_bias": c.bias, "mlp_bias": c.bias, "tie_word_embeddings": c.tie_embeddings,
+              "head_dim": c.d_model // c.n_heads}
+    ours = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    d_kv = kv * (c.d_model // c.n_heads)
+    sizes = {"self_attention.qkv_proj": [c.d_model, d_kv, d_kv], "feed_forward.linear1": [c.d_ff, c.d_ff]}
+    params = ("weight", "bias") if c.bias else ("weight",)
+    out = {"model.embed_tokens.weight": ours["embed.token.weight"][: c.vocab_size],
+           "model.norm.weight": ours["decoder.final_norm.weight"]}
+    for i in range(c.n_layers):
+        mine, theirs = f"decoder.layers.{i}", f"model.layers.{i}"
+        for m, t in _NORMS:
+            out[f"{theirs}.{t}.weight"] = ours[f"{mine}.{m}.weight"]
+        for m, parts in _LINEARS:
+            for p in params:
+                tensors = split_rows(ours[f"{mine}.{m}.{p}"], sizes[m]) if len(parts) > 1 else [ours[f"{mine}.{m}.{p}"]]
+                for t, tensor in zip(parts, tensors):
+                    out[f"{theirs}.{t}.{p}"] = tensor
+    if not c.tie_embeddings:
+        out["lm_head.weight"] = ours["lm_head.weight"][: c.vocab_size]
+    return config, out
+
+
 def load_hf_llama(path: str | Path, dtype: torch.dtype = torch.float32) -> GPT:
     """A :class:`GPT` with the weights of a Hugging Face Llama directory (config.json + model.safetensors)."""
     hf_config, weights, weights_file = read_hf_directory(path, "Llama")
@@ -131,4 +169,4 @@ def convert_hf_llama(path: str | Path, out_dir: str | Path, tokenizer=None) -> P
     return save_model_dir(out_dir, load_hf_llama(path), tokenizer)
 
 
-__all__ = ["config_from_hf_llama", "state_dict_from_hf_llama", "load_hf_llama", "convert_hf_llama"]
+__all__ = ["to_hf_llama", "config_from_hf_llama", "state_dict_from_hf_llama", "load_hf_llama", "convert_hf_llama"]

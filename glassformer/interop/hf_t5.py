@@ -23,7 +23,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..model_dir import ModelDir
 from ..models.transformer import Transformer, TransformerConfig
-from .hf_files import model_with_weights, read_hf_directory, tensor_taker
+from .hf_files import model_with_weights, read_hf_directory, split_rows, tensor_taker
 
 _FEED_FORWARD = {"relu": ("relu", False), "gated-gelu": ("gelu_tanh", True), "gated-silu": ("silu", True)}
 
@@ -98,6 +98,55 @@ def state_dict_from_hf_t5(weights: dict[str, Tensor], config: TransformerConfig)
     return ours
 
 
+def to_hf_t5(model: Transformer) -> tuple[dict, dict[str, Tensor]]:
+    """(Hugging Face config dict, weights) of a T5-shaped ``model``: the inverse of :func:`state_dict_from_hf_t5`."""
+    c = model.config
+    proj = {v: k for k, v in _FEED_FORWARD.items()}.get((c.activation, c.gated))
+    if c.positional != "relative" or proj is None or c.bias or c.norm != "rmsnorm" or not c.norm_first:
+        raise ConfigError("this encoder-decoder is not T5-shaped (relative positions, RMSNorm pre-norm, no biases, "
+                          "a relu or gated feed-forward); only T5 and Marian shapes export to Hugging Face")
+    config = {"architectures": ["T5ForConditionalGeneration"], "model_type": "t5", "vocab_size": c.tgt_vocab_size,
+              "d_model": c.d_model, "d_kv": c.d_model // c.n_heads, "d_ff": c.d_ff, "num_layers": c.encoder_layers,
+              "num_decoder_layers": c.decoder_layers, "num_heads": c.n_heads,
+              "relative_attention_num_buckets": c.relative_buckets,
+              "relative_attention_max_distance": c.relative_max_distance, "dropout_rate": c.dropout,
+              "layer_norm_epsilon": c.norm_eps, "feed_forward_proj": proj, "is_encoder_decoder": True,
+              "tie_word_embeddings": c.tie_embeddings == "all", "scale_decoder_outputs": c.scale_decoder_output,
+              "pad_token_id": c.pad_id, "eos_token_id": c.eos_id, "decoder_start_token_id": c.start_id}
+    ours = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    out = {"shared.weight": ours["tgt_embed.token.weight"]}
+    if c.tie_embeddings != "all":
+        out["lm_head.weight"] = ours["generator.proj.weight"]
+    for side, n_layers in (("encoder", c.encoder_layers), ("decoder", c.decoder_layers)):
+        out[f"{side}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = ours[f"{side}_bias.embedding.weight"]
+        out[f"{side}.final_layer_norm.weight"] = ours[f"{side}.final_norm.weight"]
+        for i in range(n_layers):
+            mine, theirs = f"{side}.layers.{i}", f"{side}.block.{i}.layer"
+            attn = f"{theirs}.0.SelfAttention"
+            for name, part in zip("qkv", split_rows(ours[f"{mine}.self_attention.qkv_proj.weight"], [c.d_model] * 3)):
+                out[f"{attn}.{name}.weight"] = part
+            out[f"{attn}.o.weight"] = ours[f"{mine}.self_attention.out_proj.weight"]
+            out[f"{theirs}.0.layer_norm.weight"] = ours[f"{mine}.self_attention_norm.weight"]
+            ff = 1
+            if side == "decoder":
+                cross = f"{theirs}.1.EncDecAttention"
+                out[f"{cross}.q.weight"] = ours[f"{mine}.cross_attention.q_proj.weight"]
+                out[f"{cross}.k.weight"], out[f"{cross}.v.weight"] = split_rows(
+                    ours[f"{mine}.cross_attention.kv_proj.weight"], [c.d_model] * 2)
+                out[f"{cross}.o.weight"] = ours[f"{mine}.cross_attention.out_proj.weight"]
+                out[f"{theirs}.1.layer_norm.weight"] = ours[f"{mine}.cross_attention_norm.weight"]
+                ff = 2
+            dense = f"{theirs}.{ff}.DenseReluDense"
+            if c.gated:
+                out[f"{dense}.wi_0.weight"], out[f"{dense}.wi_1.weight"] = split_rows(
+                    ours[f"{mine}.feed_forward.linear1.weight"], [c.d_ff] * 2)
+            else:
+                out[f"{dense}.wi.weight"] = ours[f"{mine}.feed_forward.linear1.weight"]
+            out[f"{dense}.wo.weight"] = ours[f"{mine}.feed_forward.linear2.weight"]
+            out[f"{theirs}.{ff}.layer_norm.weight"] = ours[f"{mine}.feed_forward_norm.weight"]
+    return config, out
+
+
 def load_hf_t5(path: str | Path, dtype: torch.dtype = torch.float32) -> ModelDir:
     """A :class:`Transformer` with the weights of a Hugging Face T5 directory (the SentencePiece
     tokenizer is carried over when the directory has a ``tokenizer.json``)."""
@@ -107,4 +156,4 @@ def load_hf_t5(path: str | Path, dtype: torch.dtype = torch.float32) -> ModelDir
     return ModelDir(model, config)
 
 
-__all__ = ["config_from_hf_t5", "state_dict_from_hf_t5", "load_hf_t5"]
+__all__ = ["config_from_hf_t5", "state_dict_from_hf_t5", "to_hf_t5", "load_hf_t5"]

@@ -22,7 +22,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..model_dir import ModelDir
 from ..models.vit import ViT, ViTConfig
-from .hf_files import activation_from_hf, model_with_weights, read_hf_directory, tensor_taker
+from .hf_files import activation_from_hf, activation_to_hf, model_with_weights, read_hf_directory, split_rows, tensor_taker
 
 _LAYER_MAP = [
     ("self_attention_norm", "layernorm_before"),
@@ -73,6 +73,36 @@ def state_dict_from_hf_vit(weights: dict[str, Tensor], config: ViTConfig) -> dic
     return ours
 
 
+def to_hf_vit(model: ViT) -> tuple[dict, dict[str, Tensor]]:
+    """(Hugging Face config dict, weights) of ``model``: the inverse of :func:`state_dict_from_hf_vit`."""
+    c = model.config
+    names = c.class_names
+    config = {"architectures": ["ViTForImageClassification"], "model_type": "vit", "image_size": c.image_size,
+              "patch_size": c.patch_size, "num_channels": c.channels, "hidden_size": c.d_model,
+              "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads, "intermediate_size": c.d_ff,
+              "hidden_dropout_prob": c.dropout, "attention_probs_dropout_prob": c.attention_dropout,
+              "layer_norm_eps": c.norm_eps, "hidden_act": activation_to_hf(c.activation), "qkv_bias": True,
+              "id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)}}
+    ours = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    out: dict[str, Tensor] = {"vit.embeddings.cls_token": ours["cls_token"],
+                              "vit.embeddings.position_embeddings": ours["position"]}
+
+    def linear(mine: str, theirs: str) -> None:
+        out[f"{theirs}.weight"], out[f"{theirs}.bias"] = ours[f"{mine}.weight"], ours[f"{mine}.bias"]
+
+    linear("patches.projection", "vit.embeddings.patch_embeddings.projection")
+    for i in range(c.n_layers):
+        prefix = f"vit.encoder.layer.{i}.attention.attention"
+        for part in ("weight", "bias"):
+            q, k, v = split_rows(ours[f"encoder.layers.{i}.self_attention.qkv_proj.{part}"], [c.d_model] * 3)
+            out[f"{prefix}.query.{part}"], out[f"{prefix}.key.{part}"], out[f"{prefix}.value.{part}"] = q, k, v
+        for mine, theirs in _LAYER_MAP:
+            linear(f"encoder.layers.{i}.{mine}", f"vit.encoder.layer.{i}.{theirs}")
+    linear("encoder.final_norm", "vit.layernorm")
+    linear("head", "classifier")
+    return config, out
+
+
 def load_hf_vit(path: str | Path, dtype: torch.dtype = torch.float32) -> ModelDir:
     """A :class:`ViT` with the weights of a Hugging Face ``ViTForImageClassification`` directory."""
     hf_config, weights, weights_file = read_hf_directory(path, "ViT")
@@ -81,4 +111,4 @@ def load_hf_vit(path: str | Path, dtype: torch.dtype = torch.float32) -> ModelDi
                     config)
 
 
-__all__ = ["config_from_hf_vit", "state_dict_from_hf_vit", "load_hf_vit"]
+__all__ = ["config_from_hf_vit", "state_dict_from_hf_vit", "to_hf_vit", "load_hf_vit"]

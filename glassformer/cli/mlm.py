@@ -1,0 +1,188 @@
+"""Commands of the masked-language-model task: ``train mlm`` and ``fill-mask``.
+
+``fill-mask`` reads a model directory with a masked-LM head: one trained by ``train mlm``,
+or a Hugging Face ``BertForMaskedLM`` directory (loaded through ``glassformer.interop``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..errors import CheckpointError, ConfigError, InputError
+from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, non_negative_int, note, positive_float,
+                     positive_int, preset_help, resume_dir, run_flags, saved_run, setting_defaults)
+
+
+def register(subparsers) -> None:
+    f = subparsers.add_parser("fill-mask", help="the most likely words for each [MASK] of a text (a BERT with a "
+                                                "masked-LM head)")
+    f.add_argument("model_dir", help="a model directory from 'train mlm', or a Hugging Face BertForMaskedLM directory")
+    f.add_argument("text", help='text with one or more [MASK], e.g. "The capital of France is [MASK]."')
+    f.add_argument("--top-k", type=positive_int, default=5, metavar="K", help="candidates shown per [MASK]")
+    f.add_argument("--truncate", action="store_true",
+                   help="cut a text longer than the model's positions (at the end) instead of refusing it")
+    f.add_argument("--json", action="store_true", help="print one JSON object (candidates and probabilities)")
+    f.add_argument("--device", default="auto", help=DEVICE_HELP)
+    f.set_defaults(func=fill_mask_cmd)
+
+
+def register_train(train_subparsers) -> None:
+    from ..training.mlm import MLMSettings
+
+    d = setting_defaults(MLMSettings)
+    t = train_subparsers.add_parser("mlm", help="pre-train a BERT by masked-language modelling on text")
+    t.add_argument("--data",
+                   help="a text file, a folder of text files, or 'python-stdlib' (this Python's standard library); "
+                        "with --resume, the run's own by default")
+    t.add_argument("--preset", default=None, help=preset_help("bert", d["preset"]))
+    t.add_argument("--config", help="JSON file of training settings; its 'model' object overrides preset fields")
+    t.add_argument("--vocab-size", type=positive_int, help=f"WordPiece vocabulary size (default: {d['vocab_size']})")
+    t.add_argument("--cased", action="store_true", default=None,
+                   help="keep case and accents (default: lower-case them, as uncased BERT does)")
+    t.add_argument("--block-size", type=positive_int,
+                   help="tokens per window, [CLS] and [SEP] included (default: 128 or the model's positions if fewer)")
+    t.add_argument("--batch-size", type=positive_int, help=f"windows per micro-batch (default: {d['batch_size']})")
+    t.add_argument("--grad-accum", type=positive_int,
+                   help=f"micro-batches per optimiser step, over all processes (default: {d['grad_accum']})")
+    t.add_argument("--steps", type=positive_int, help=f"optimiser steps (default: {d['steps']})")
+    t.add_argument("--lr", type=positive_float,
+                   help=f"peak learning rate, cosine schedule with linear warm-up (default: {d['lr']:g})")
+    t.add_argument("--warmup", type=non_negative_int, help=f"warm-up steps (default: {d['warmup']})")
+    t.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default: {d['weight_decay']:g})")
+    t.add_argument("--mask-prob", type=positive_float,
+                   help=f"share of the tokens selected for prediction, in (0, 1) (default: {d['mask_prob']:g})")
+    t.add_argument("--whole-word", action="store_true", default=None,
+                   help="mask whole words (a piece and its ## continuations) together")
+    t.add_argument("--eval-every", type=positive_int, help=f"steps between validations (default: {d['eval_every']})")
+    t.add_argument("--eval-batches", type=positive_int,
+                   help=f"validation batches per evaluation (default: {d['eval_batches']})")
+    t.add_argument("--time-limit", type=positive_float,
+                   help="stop training after this many seconds (default: no limit)")
+    t.add_argument("--out", default="runs/mlm", help="run directory (model in OUT/best and OUT/last)")
+    t.add_argument("--seed", type=int, help=f"random seed (default: {d['seed']})")
+    t.add_argument("--keep-checkpoints", type=non_negative_int,
+                   help=f"keep the last K evaluation checkpoints, for averaging (default: {d['keep_checkpoints']})")
+    t.add_argument("--device", help=f"{DEVICE_HELP} (default: {d['device']})")
+    add_run_flags(t, d)
+    t.set_defaults(func=train_mlm_cmd)
+
+
+_FLAGS = ("vocab_size", "preset", "block_size", "batch_size", "grad_accum", "steps", "lr", "warmup", "weight_decay",
+          "mask_prob", "whole_word", "eval_every", "eval_batches", "time_limit", "seed", "device", "keep_checkpoints")
+
+
+def train_mlm_cmd(args) -> int:
+    from ..devices import pick_device
+    from ..models.config import load_config_file
+    from ..training.mlm import MLMSettings, train_mlm
+
+    out, resume = resume_dir(args)
+    saved = saved_run(out) if resume else {}
+    settings = dict(saved.get("settings", {}))
+    data = args.data or saved.get("data", {}).get("source")
+    if not data:
+        raise InputError("give --data: a text file, a folder of text files, or 'python-stdlib'")
+    if args.config:
+        loaded = load_config_file(args.config)
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{args.config} must hold a JSON object of settings")
+        settings.update(loaded)
+    settings.update({k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None})
+    if args.cased is not None:
+        settings["lowercase"] = not args.cased
+    settings.update(run_flags(args))
+    settings = MLMSettings.from_dict(settings)         # checks types, ranges, the preset and its fields
+    pick_device(settings.device)
+    with fresh_output_dir(out):
+        run = train_mlm(data, settings, out, resume=resume)
+    if not run.result.main_process:                  # another process of a distributed run: rank 0 reports
+        return 0
+    stop = f"; {run.result.stop_note}" if run.result.stop_note else ""
+    if not run.result.history:
+        print(f"nothing to train: the run in {out} has done its {run.result.steps} steps{stop}")
+        return 0
+    best = min(run.result.history, key=lambda m: m["loss"])
+    print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s{stop}; best validation loss "
+          f"{best['loss']:.4f} (masked-token accuracy {best['accuracy']:.1%}); model saved to {out / 'best'}")
+    return 0
+
+
+# -- fill-mask -----------------------------------------------------------------------------------
+def mask_ids(tokenizer, text: str, max_len: int, truncate: bool) -> tuple[list[int], list[int]]:
+    """``[CLS] text [SEP]`` ids with the mask token's id wherever ``text`` says [MASK], and the
+    positions of the masks.  The text is split at each [MASK] and the pieces encoded alone, so the
+    mask is found whether or not the tokenizer treats it as a special token."""
+    mask = tokenizer.id_to_token(tokenizer.mask_id)
+    pieces = text.split(mask)
+    if len(pieces) == 1:
+        raise InputError(f"the text has no {mask}; write {mask} where a word should be filled in, "
+                         f"e.g. \"The capital of France is {mask}.\"")
+    ids = [tokenizer.bos_id]
+    for i, encoded in enumerate(tokenizer.encode_batch(pieces)):
+        ids += encoded + ([tokenizer.mask_id] if i < len(pieces) - 1 else [])
+    ids.append(tokenizer.eos_id)
+    if len(ids) > max_len:
+        if not truncate:
+            raise InputError(f"the text is {len(ids)} tokens ([CLS] and [SEP] included), more than the model's "
+                             f"{max_len} positions; shorten it or pass --truncate to cut its end")
+        n = len(ids)
+        ids = ids[: max_len - 1] + [tokenizer.eos_id]
+        if tokenizer.mask_id not in ids:
+            raise InputError(f"every {mask} lies beyond the model's {max_len} positions; nothing is left to fill in")
+        note(f"the text is {n} tokens; cut to the model's {max_len} positions")
+    return ids, [i for i, t in enumerate(ids) if t == tokenizer.mask_id]
+
+
+def fill_mask(model, tokenizer, text: str, top_k: int = 5, *, truncate: bool = False, device="cpu") -> dict:
+    """The ``top_k`` most likely tokens (with their probabilities) at each [MASK] of ``text``, and the
+    text with every [MASK] filled by its most likely token."""
+    import torch
+
+    ids, positions = mask_ids(tokenizer, text, model.config.max_len, truncate)
+    with torch.inference_mode():
+        tokens = torch.tensor([ids], device=device)
+        hidden = model.encode(tokens).hidden[0, positions]                  # (masks, d_model)
+        probs = torch.softmax(model.mlm_logits(hidden).float(), dim=-1)     # (masks, vocab)
+        top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+    filled = list(ids)
+    masks = []
+    for position, p, i in zip(positions, top.values.tolist(), top.indices.tolist()):
+        filled[position] = i[0]
+        masks.append({"position": position, "candidates": [
+            {"token": tokenizer.id_to_token(idx), "id": idx, "probability": prob} for idx, prob in zip(i, p)]})
+    return {"text": text, "filled": tokenizer.decode(filled), "masks": masks}
+
+
+def fill_mask_cmd(args) -> int:
+    from ..devices import pick_device
+    from ..model_dir import load_model_dir
+
+    device = pick_device(args.device)
+    loaded = load_model_dir(args.model_dir, device)
+    if loaded.config.family != "bert":
+        raise CheckpointError(f"{args.model_dir} holds a {loaded.config.family!r} model; fill-mask needs a BERT "
+                              "with a masked-LM head")
+    if loaded.config.head != "mlm":
+        raise CheckpointError(f"{args.model_dir} has no masked-LM head; fill-mask needs a model trained with "
+                              "train mlm or a BertForMaskedLM checkpoint")
+    tokenizer = loaded.tokenizer
+    if tokenizer is None or tokenizer.mask_id is None:
+        raise CheckpointError(f"{args.model_dir} has no tokenizer with a [MASK] token; fill-mask needs one")
+    result = fill_mask(loaded.model, tokenizer, args.text, args.top_k, truncate=args.truncate, device=device)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    several = len(result["masks"]) > 1
+    for n, mask in enumerate(result["masks"], 1):
+        if several:
+            print(f"[MASK] {n} of {len(result['masks'])}:")
+        for c in mask["candidates"]:
+            print(f"{'  ' if several else ''}{c['token']} {c['probability']:.3f}")
+    if several:
+        print(f"filled: {result['filled']}")
+    sys.stdout.flush()
+    return 0
+
+
+__all__ = ["register", "register_train", "fill_mask", "mask_ids"]

@@ -1,0 +1,202 @@
+"""Masked-language-model pre-training end to end: corpus -> WordPiece -> packed windows -> a trained BERT.
+
+Used by ``glassformer train mlm`` and usable from Python::
+
+    from glassformer.training.mlm import MLMSettings, train_mlm
+    run = train_mlm("data/wiki.txt", MLMSettings(preset="bert-small", steps=5000), "runs/mlm")
+
+The recipe is BERT's (Devlin et al. 2019, Appendix A.2) with RoBERTa's dynamic masking:
+15% of the tokens selected per batch (80% [MASK], 10% random, 10% kept; see
+``glassformer.data.mlm``), the loss only on the selected tokens — and only they are
+projected to the vocabulary — AdamW (β = 0.9, 0.999, weight decay 0.01 on matrices),
+a linear warm-up then cosine decay of the learning rate, gradient clipping at 1.0.
+Every ``eval_every`` steps the validation masked-LM loss and accuracy (the share of
+selected tokens whose most likely prediction is the original) are measured on fixed
+batches and the model saved.
+
+    run_dir/
+      windows.npy     the corpus as [CLS] ... [SEP] windows of token ids, memory-mapped
+      last/           training checkpoint (a model directory + the state to resume from)
+      best/           model directory with the lowest validation loss (``glassformer fill-mask`` reads it)
+      log.jsonl       training and evaluation records (``glassformer plot RUN_DIR`` draws them)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..data.lm import read_corpus, read_ids
+from ..data.mlm import IGNORE, Masking, MaskedWindowStream, MLMBatch, MLMData
+from ..errors import ConfigError
+from ..model_dir import TOKENIZER, save_model_dir
+from ..models import Bert, build_model, preset
+from ..models.config import dataclass_from_dict
+from ..tokenizers import Tokenizer
+from .checkpoints import find_checkpoint
+from .checks import check_positive_int, check_preset, check_range, check_types
+from .distributed import barrier, shutdown
+from .optim import adamw
+from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
+from .schedules import cosine_schedule
+from .trainer import StepLoss, Trainer, TrainResult
+
+DEFAULT_BLOCK = 128        # BERT pre-trains 90% of its steps on 128-token sequences (Appendix A.2)
+
+
+@dataclass
+class MLMSettings(RunSettings):
+    """Everything a masked-LM training run needs besides the text (and how it runs: RunSettings)."""
+
+    preset: str = "bert-small"
+    model: dict[str, Any] = field(default_factory=dict)   # overrides of the preset's fields
+    vocab_size: int = 8000               # WordPiece vocabulary size (at most; a small corpus gives fewer)
+    lowercase: bool = True               # lower-case and strip accents before WordPiece
+    block_size: int | None = None        # tokens per window, [CLS] and [SEP] included; None = min(128, positions)
+    batch_size: int = 32                 # windows per micro-batch
+    grad_accum: int = 1                  # micro-batches per step, over all processes (a multiple of their number)
+    steps: int = 2000
+    lr: float = 1e-4
+    min_lr_ratio: float = 0.1            # the cosine ends at lr * min_lr_ratio
+    warmup: int = 100
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_norm: float | None = 1.0
+    mask_prob: float = 0.15              # the share of tokens selected for prediction
+    whole_word: bool = False             # select whole words (a piece and its "##" continuations) together
+    eval_every: int = 250
+    eval_batches: int = 20
+    keep_checkpoints: int = 0            # step-* model directories kept (for checkpoint averaging)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_positive_int(self, "batch_size", "grad_accum", "steps", "eval_every", "eval_batches", "vocab_size")
+        check_positive_int(self, "block_size", optional=True)
+        if self.block_size is not None and self.block_size < 3:
+            raise ConfigError(f"block_size={self.block_size} is invalid; a window needs [CLS], a token and [SEP]: "
+                              "3 or more")
+        check_range(self, "lr", 0, low_open=True)
+        check_range(self, "min_lr_ratio", 0, 1)
+        check_range(self, "warmup", 0)
+        check_range(self, "weight_decay", 0)
+        check_range(self, "mask_prob", 0, 1, low_open=True, high_open=True)
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas={list(self.betas)} is invalid; each must be in [0, 1)")
+        self.betas = tuple(self.betas)
+        check_range(self, "clip_norm", 0, low_open=True, optional=True)
+        check_range(self, "time_limit", 0, low_open=True, optional=True)
+        check_range(self, "keep_checkpoints", 0)
+        self.check_run_settings()
+        check_preset(self, "bert")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MLMSettings":
+        return dataclass_from_dict(cls, data, "training setting")
+
+
+@dataclass
+class MLMRun:
+    model: Bert
+    tokenizer: Tokenizer
+    data: MLMData
+    result: TrainResult
+    out_dir: Path
+
+
+def mlm_loss(module, batch: MLMBatch) -> StepLoss:
+    """The summed masked-LM loss of ``batch`` over its selected positions, through the (possibly
+    wrapped) model's forward."""
+    return StepLoss(module(batch.tokens, targets=batch.targets, reduction="sum"), batch.n_tokens)
+
+
+@torch.no_grad()
+def evaluate_mlm(model: Bert, batches: list[MLMBatch], device) -> dict[str, float]:
+    """Mean cross-entropy (nats) over the selected positions of ``batches``, its perplexity, and the
+    accuracy: the share of selected positions whose most likely token is the original."""
+    total = correct = count = 0.0
+    for batch in batches:
+        batch = batch.to(device)
+        selected = batch.targets != IGNORE
+        hidden = model.encode(batch.tokens).hidden[selected]                 # (n_selected, d_model)
+        logits = model.mlm_logits(hidden).float()                           # (n_selected, vocab)
+        targets = batch.targets[selected]
+        total += float(F.cross_entropy(logits, targets, reduction="sum"))
+        correct += float((logits.argmax(-1) == targets).sum())
+        count += batch.n_tokens
+    loss = total / count
+    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "accuracy": correct / count}
+
+
+def prepare(source: str | Path, settings: MLMSettings, tokenizer: Tokenizer | None = None):
+    """Read the corpus, train (or take) the WordPiece tokenizer and check the settings against the
+    model, before anything is written: returns (tokenizer, config, block_size, texts)."""
+    texts = read_corpus(source)
+    tokenizer = tokenizer or Tokenizer.train_wordpiece(texts, settings.vocab_size, lowercase=settings.lowercase)
+    config = preset(settings.preset, **{**settings.model, "vocab_size": tokenizer.vocab_size,
+                                        "pad_id": tokenizer.pad_id, "head": "mlm"})
+    if config.family != "bert":
+        raise ConfigError(f"preset {settings.preset!r} is a {config.family} model; train mlm needs a BERT preset")
+    block = settings.block_size or min(DEFAULT_BLOCK, config.max_len)
+    if block > config.max_len:
+        raise ConfigError(f"block size {block} is more than the model's {config.max_len} positions "
+                          f"(preset {settings.preset!r}); use --block-size <= {config.max_len}")
+    return tokenizer, config, block, texts
+
+
+def train_mlm(source: str | Path, settings: MLMSettings, out_dir: str | Path, *, resume: bool = False) -> MLMRun:
+    """Pre-train a BERT with masked-language modelling on the text of ``source`` (file, folder or
+    "python-stdlib"); save ``out_dir/best`` and ``out_dir/last`` model directories (with the
+    tokenizer).  ``resume``: continue the run in ``out_dir`` exactly where its last checkpoint stopped."""
+    run = start_run(settings, out_dir, resume)
+    saved_tokenizer = Tokenizer.load(find_checkpoint(run.out_dir) / TOKENIZER) if resume else None
+    tokenizer, config, block, texts = prepare(source, settings, saved_tokenizer)
+    fp = fingerprint(settings, config, source=str(source), block_size=block)
+    check_resume(run, fp)
+    masking = Masking.from_tokenizer(tokenizer, mask_prob=settings.mask_prob, whole_word=settings.whole_word)
+    windows_file = run.out_dir / "windows.npy"
+    if run.world.main:
+        data = MLMData.build(texts, tokenizer, windows_file, block, masking)
+    barrier(run.world)
+    if not run.world.main:
+        data = MLMData(read_ids(windows_file), masking)
+    torch.manual_seed(settings.seed)
+    model = build_model(config)
+    val_batches = data.validation_batches(settings.batch_size, settings.eval_batches, settings.seed + 1)
+
+    def save(path: Path, model: Bert) -> None:
+        save_model_dir(path, model, tokenizer, generation={"task": "fill-mask"})
+
+    n_train, n_val = len(data.splits["train"]), len(data.splits["val"])
+    trainer = Trainer(
+        model,
+        lambda m: adamw(m, settings.lr, settings.weight_decay, settings.betas),
+        lambda opt: cosine_schedule(opt, settings.warmup, settings.steps, settings.min_lr_ratio),
+        mlm_loss, lambda m: evaluate_mlm(m, val_batches, run.device), save,
+        trainer_config(settings, run, max_steps=settings.steps, eval_every=settings.eval_every,
+                       grad_accum=settings.grad_accum, clip_norm=settings.clip_norm,
+                       keep_checkpoints=settings.keep_checkpoints),
+        run.out_dir, run.device, world=run.world, fingerprint=fp,
+        summary=summary("bert (masked LM)", model, run,
+                        data=f"{n_train:,} training and {n_val:,} validation windows of {block} tokens "
+                             f"(vocabulary {tokenizer.vocab_size:,})",
+                        batch=f"batch {settings.batch_size} × {block} tokens × {settings.grad_accum} micro-batches, "
+                              f"{settings.mask_prob:.0%} of the tokens masked"
+                              f"{' as whole words' if settings.whole_word else ''}",
+                        steps=settings.steps),
+    )
+    stream = MaskedWindowStream(data, "train", settings.batch_size, settings.seed, rank=run.world.rank,
+                                world=run.world.size)
+    try:
+        result = trainer.fit(stream, resume=resume)
+    finally:
+        shutdown(run.world)
+    return MLMRun(trainer.model, tokenizer, data, result, run.out_dir)
+
+
+__all__ = ["MLMSettings", "MLMRun", "train_mlm", "prepare", "evaluate_mlm", "mlm_loss"]

@@ -72,3 +72,29 @@ def test_convert_refuses_the_wrong_direction(tmp_path, capsys):
     hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
     code, _, err = run_cli(capsys, "convert", "--to", "hf", str(tmp_path / "hf"), str(tmp_path / "x"))
     assert code == 2 and "already a Hugging Face directory" in err and not (tmp_path / "x").exists()
+
+
+def test_sharded_checkpoints_load_and_bad_ones_are_one_line(tmp_path, capsys):
+    from glassformer.model_dir import load_model_dir
+
+    torch.manual_seed(0)
+    hf = FAMILIES["llama"]().eval()
+    hf.save_pretrained(tmp_path / "sharded", safe_serialization=True, max_shard_size="20KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 1
+    ours = load_model_dir(tmp_path / "sharded").model
+    x = inputs("llama")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), hf(x).logits, atol=1e-5, rtol=1e-5)
+    next((tmp_path / "sharded").glob("model-*.safetensors")).unlink()          # a shard missing
+    code, _, err = run_cli(capsys, "convert", "--from", "hf", str(tmp_path / "sharded"), str(tmp_path / "out"))
+    ours_lines = [line for line in err.splitlines() if line.startswith("glassformer")]   # (HF's save bar above)
+    assert code == 2 and "lists the shard" in err and len(ours_lines) == 1
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "empty" / "pytorch_model.bin").write_bytes(b"pickle")
+    code, _, err = run_cli(capsys, "convert", "--from", "hf", str(tmp_path / "empty"), str(tmp_path / "out"))
+    assert code == 2 and "never loads" in err and not (tmp_path / "out").exists()
+    (tmp_path / "empty" / "config.json").write_text('{"model_type": "mamba"}')
+    code, _, err = run_cli(capsys, "convert", "--from", "hf", str(tmp_path / "empty"), str(tmp_path / "out"))
+    assert code == 2 and "'mamba' is not supported" in err

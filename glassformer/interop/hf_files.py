@@ -50,20 +50,43 @@ def tensor_taker(weights: dict[str, Tensor], family: str, prefix: str):
 
 
 def read_hf_directory(path: str | Path, family: str) -> tuple[dict[str, Any], dict[str, Tensor], Path]:
-    """(config dict, weights by name, weights file) of a Hugging Face ``family`` directory."""
+    """(config dict, weights by name, weights file) of a Hugging Face ``family`` directory: one
+    ``model.safetensors``, or shards listed by ``model.safetensors.index.json`` (its ``weight_map``:
+    tensor name -> shard file), read and merged."""
     path = Path(path)
     cfg_file, weights_file = path / "config.json", path / "model.safetensors"
+    index_file = path / "model.safetensors.index.json"
     if not cfg_file.is_file():
         raise CheckpointError(f"{cfg_file} is missing; a Hugging Face {family} directory needs config.json "
                               "and model.safetensors")
-    if not weights_file.is_file():
-        raise CheckpointError(f"{weights_file} is missing (only safetensors weights are read, never pickles)")
     hf_config = read_json(cfg_file, what="Hugging Face config", error=CheckpointError)
+    if weights_file.is_file():
+        return hf_config, _read_safetensors(weights_file), weights_file
+    if not index_file.is_file():
+        pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
+        also = f" (it has {', '.join(pickles[:2])}: pickles, which glassformer never loads)" if pickles else ""
+        raise CheckpointError(f"{weights_file} is missing and there is no model.safetensors.index.json{also}")
+    index = read_json(index_file, what="shard index", error=CheckpointError)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index_file} has no weight_map (tensor name -> shard file)")
+    weights: dict[str, Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        shard_file = path / shard
+        if Path(shard).name != shard or not shard_file.is_file():
+            raise CheckpointError(f"{index_file} lists the shard {shard!r}, which is not a file in {path}")
+        weights.update(_read_safetensors(shard_file))
+    missing = sorted(set(weight_map) - set(weights))
+    if missing:
+        raise CheckpointError(f"{index_file} maps {missing[0]!r} to a shard that does not hold it")
+    return hf_config, weights, index_file
+
+
+def _read_safetensors(file: Path) -> dict[str, Tensor]:
     try:
-        weights = load_file(str(weights_file))
+        return load_file(str(file))
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{weights_file} is corrupt ({str(e).splitlines()[0]})") from None
-    return hf_config, weights, weights_file
+        raise CheckpointError(f"{file} is corrupt ({str(e).splitlines()[0]})") from None
 
 
 # Hugging Face's activation names (``transformers.activations.ACT2FN``) -> ours (``glassformer.nn.ACTIVATIONS``):

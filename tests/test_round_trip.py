@@ -30,6 +30,10 @@ FAMILIES = {
     "t5": lambda: transformers.T5ForConditionalGeneration(transformers.T5Config(
         vocab_size=60, d_model=16, d_kv=4, num_heads=4, d_ff=32, num_layers=2, feed_forward_proj="gated-gelu",
         decoder_start_token_id=0)),
+    "marian": lambda: transformers.MarianMTModel(transformers.MarianConfig(
+        vocab_size=60, d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=20,
+        pad_token_id=59, decoder_start_token_id=59, eos_token_id=0)),
     "vit": lambda: transformers.ViTForImageClassification(transformers.ViTConfig(
         image_size=8, patch_size=2, num_channels=1, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=32, num_labels=3)),
@@ -41,7 +45,7 @@ def inputs(name: str):
     if name == "vit":
         return {"pixel_values": torch.rand(2, 1, 8, 8, generator=g)}
     ids = torch.randint(1, 60, (2, 9), generator=g)
-    if name == "t5":
+    if name in ("t5", "marian"):
         return {"input_ids": ids, "decoder_input_ids": ids[:, :5]}
     return {"input_ids": ids}
 

@@ -35,6 +35,11 @@ def load_hf_directory(path, model_type: str):
         from .hf_vit import load_hf_vit
 
         return load_hf_vit(path)
+    if model_type == "marian":
+        from .hf_marian import load_hf_marian
+
+        model = load_hf_marian(path)
+        return ModelDir(model, model.config)
     if model_type == "t5":
         from .hf_t5 import load_hf_t5
 
@@ -42,7 +47,7 @@ def load_hf_directory(path, model_type: str):
     loaders = {"gpt2": load_hf_gpt2, "llama": load_hf_llama}
     if model_type not in loaders:
         raise ConfigError(f"{path}: Hugging Face model_type {model_type!r} is not supported; glassformer reads "
-                          f"{sorted(['bert', 't5', 'vit', *loaders])} (convert Marian with glassformer.interop.hf_marian)")
+                          f"{sorted(['bert', 'marian', 't5', 'vit', *loaders])}")
     model = loaders[model_type](path)
     tokenizer_file = Path(path) / "tokenizer.json"
     return ModelDir(model, model.config, Tokenizer.load(tokenizer_file) if tokenizer_file.is_file() else None)
@@ -50,7 +55,7 @@ def load_hf_directory(path, model_type: str):
 
 def to_hugging_face(model) -> tuple[dict, dict]:
     """(config dict, weights) of ``model`` in the Hugging Face layout of its family: BERT, ViT,
-    GPT-2 or Llama (by the GPT's options), T5 (by the encoder–decoder's)."""
+    GPT-2 or Llama (by the GPT's options), T5 or Marian (by the encoder–decoder's)."""
     from ..errors import ConfigError
     from .hf_gpt2 import to_hf_gpt2
     from .hf_llama import to_hf_llama
@@ -67,8 +72,12 @@ def to_hugging_face(model) -> tuple[dict, dict]:
         return to_hf_llama(model) if model.config.norm == "rmsnorm" else to_hf_gpt2(model)
     if family == "transformer" and model.config.positional == "relative":
         return to_hf_t5(model)
+    if family == "transformer":
+        from .hf_marian import to_hf_marian
+
+        return to_hf_marian(model)
     raise ConfigError(f"a {family} model with positional={getattr(model.config, 'positional', None)!r} has no "
-                      "Hugging Face exporter here (BERT, ViT, GPT-2, Llama and T5 have)")
+                      "Hugging Face exporter here (BERT, ViT, GPT-2, Llama, T5 and Marian have)")
 
 
 def save_hf_directory(model, out_dir, tokenizer=None):

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
 from ..models.transformer import Transformer, TransformerConfig
-from .hf_files import activation_from_hf, model_with_weights, read_hf_directory, tensor_taker
+from .hf_files import activation_from_hf, activation_to_hf, model_with_weights, read_hf_directory, split_rows, tensor_taker
 
 # Per-layer names: ours <- theirs (q/k/v are fused separately, below).
 _LAYER_MAP = [
@@ -130,6 +130,55 @@ def state_dict_from_hf_marian(weights: dict[str, Tensor], config: TransformerCon
     return ours
 
 
+def to_hf_marian(model: Transformer) -> tuple[dict, dict[str, Tensor]]:
+    """(Hugging Face config dict, weights) of a Marian-shaped ``model`` (post-norm, biases, the
+    split sinusoid): the inverse of :func:`state_dict_from_hf_marian`.  A model trained here is
+    one too: glassformer's translators export with their interleaved sinusoid only if it is the split one."""
+    c = model.config
+    if c.positional != "sinusoidal-split" or c.norm_first or c.norm != "layernorm" or not c.bias or c.gated:
+        raise ConfigError("this encoder-decoder is not Marian-shaped (post-norm LayerNorm, biases, the "
+                          "sin|cos positional layout 'sinusoidal-split'); Marian and T5 shapes export to Hugging Face")
+    shared = c.tie_embeddings == "all"
+    config = {"architectures": ["MarianMTModel"], "model_type": "marian", "vocab_size": c.src_vocab_size,
+              "decoder_vocab_size": c.tgt_vocab_size, "d_model": c.d_model, "encoder_layers": c.encoder_layers,
+              "decoder_layers": c.decoder_layers, "encoder_attention_heads": c.n_heads,
+              "decoder_attention_heads": c.n_heads, "encoder_ffn_dim": c.d_ff, "decoder_ffn_dim": c.d_ff,
+              "dropout": c.dropout, "attention_dropout": c.attention_dropout,
+              "activation_dropout": c.activation_dropout, "activation_function": activation_to_hf(c.activation),
+              "max_position_embeddings": c.max_len, "scale_embedding": c.scale_embedding,
+              "share_encoder_decoder_embeddings": shared, "tie_word_embeddings": c.tie_embeddings != "none",
+              "pad_token_id": c.pad_id, "eos_token_id": c.eos_id, "decoder_start_token_id": c.start_id,
+              "is_encoder_decoder": True, "normalize_before": False}
+    ours = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    out: dict[str, Tensor] = {"final_logits_bias": (ours["generator.proj.bias"] if c.final_logits_bias
+                                                    else torch.zeros(c.tgt_vocab_size))[None, :]}
+    if shared:
+        out["model.shared.weight"] = ours["tgt_embed.token.weight"]
+    else:
+        out["model.encoder.embed_tokens.weight"] = ours["src_embed.token.weight"]
+        out["model.decoder.embed_tokens.weight"] = ours["tgt_embed.token.weight"]
+        if c.tie_embeddings == "none":
+            out["lm_head.weight"] = ours["generator.proj.weight"]
+
+    def linear(mine: str, theirs: str) -> None:
+        out[f"model.{theirs}.weight"], out[f"model.{theirs}.bias"] = ours[f"{mine}.weight"], ours[f"{mine}.bias"]
+
+    for side, n_layers in (("encoder", c.encoder_layers), ("decoder", c.decoder_layers)):
+        for i in range(n_layers):
+            mine, theirs = f"{side}.layers.{i}", f"{side}.layers.{i}"
+            for part in ("weight", "bias"):
+                for name, tensor in zip("qkv", split_rows(ours[f"{mine}.self_attention.qkv_proj.{part}"],
+                                                          [c.d_model] * 3)):
+                    out[f"model.{theirs}.self_attn.{name}_proj.{part}"] = tensor
+                if side == "decoder":
+                    for name, tensor in zip("kv", split_rows(ours[f"{mine}.cross_attention.kv_proj.{part}"],
+                                                             [c.d_model] * 2)):
+                        out[f"model.{theirs}.encoder_attn.{name}_proj.{part}"] = tensor
+            for m, t in _LAYER_MAP + (_CROSS_MAP if side == "decoder" else []):
+                linear(f"{mine}.{m}", f"{theirs}.{t}")
+    return config, out
+
+
 def transformer_from_hf_marian(hf_config: dict, weights: dict[str, Tensor],
                                dtype: torch.dtype = torch.float32) -> Transformer:
     """A :class:`Transformer` with the weights of a Marian model (config dict + state dict), in eval mode."""
@@ -152,5 +201,5 @@ def convert_hf_marian(path: str | Path, out_dir: str | Path) -> Path:
     return save_model_dir(out_dir, load_hf_marian(path))
 
 
-__all__ = ["config_from_hf_marian", "state_dict_from_hf_marian", "transformer_from_hf_marian", "load_hf_marian",
+__all__ = ["config_from_hf_marian", "state_dict_from_hf_marian", "to_hf_marian", "transformer_from_hf_marian", "load_hf_marian",
            "convert_hf_marian"]

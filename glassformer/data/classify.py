@@ -1,0 +1,289 @@
+"""Labelled examples for sequence classification: reading them, naming the labels, batching them.
+
+    text,label                          {"text": "wonderful film", "label": "pos"}
+    wonderful film,pos                  {"text": "a dull hour", "label": "neg"}
+    a dull hour,neg
+
+A file is CSV (``.csv``, a header line naming the columns), TSV (``.tsv``, the same with
+tabs, no quoting) or JSON lines (``.jsonl``, one object per line); UTF-8.  Each example
+has a text, optionally a second text (``--text-pair-column``: entailment, paraphrase)
+and a label: a class name, or a number for regression.  Anything unusable is one
+:class:`InputError` naming the file, the line and what would be right.
+
+The classes are the training labels, sorted (numerically when every label is a number,
+so "2" comes before "10"); index = class id, stored as the model config's ``labels``.
+
+Batches are padded to their longest example with ``[PAD]``; the attention mask is
+True on real tokens.  :class:`ClassifyStream` deals out epochs of shuffled examples
+from a seed and can say where it is (``state_dict``), like ``data.streams``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import InputError
+from .batching import pad, to_device
+from .parallel import read_text
+
+SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+@dataclass
+class Example:
+    """One labelled example; ``where`` ("FILE: line N") locates it for error messages."""
+
+    text: str
+    label: str | float                   # a class name, or a number (regression)
+    pair: str | None = None              # the second text of a sentence-pair task
+    where: str = ""
+
+
+# -- reading -------------------------------------------------------------------------------
+def read_examples(path: str | Path, text_column: str = "text", label_column: str = "label",
+                  pair_column: str | None = None, *, regression: bool = False) -> list[Example]:
+    """The examples of a ``.csv``, ``.tsv`` or ``.jsonl`` file (labels as strings, or floats with
+    ``regression``).  Blank lines are skipped."""
+    path = Path(path)
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise InputError(f"{path}: give a .csv, .tsv or .jsonl file (the suffix says which)")
+    text = read_text(path).removeprefix("\ufeff")          # a spreadsheet's UTF-8 byte-order mark
+    columns = {"text": text_column, "label": label_column, "pair": pair_column}
+    rows = _jsonl_rows(text, path, columns) if kind == "jsonl" else _table_rows(text, path, columns, kind)
+    examples = [_example(row, line, path, columns, regression) for line, row in rows]
+    if not examples:
+        layout = ("one JSON object per line" if kind == "jsonl"
+                  else "a header line naming the columns, then one example per line")
+        raise InputError(f"{path} holds no examples; expected {layout}")
+    return examples
+
+
+_FLAGS = {"text": "--text-column", "label": "--label-column", "pair": "--text-pair-column"}
+
+
+def _table_rows(text: str, path: Path, columns: dict, kind: str):
+    """(line number, {column: value}) for each row of a CSV / TSV file; the header is checked first."""
+    if kind == "tsv":
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        header = [h.strip() for h in header]
+        for role, name in columns.items():
+            if name is not None and name not in header:
+                raise InputError(f"{path}: line 1 (the header) has no column {name!r} ({_FLAGS[role]}); "
+                                 f"its columns are {header}")
+        index = {role: header.index(name) for role, name in columns.items() if name is not None}
+        line = reader.line_num + 1
+        for row in reader:
+            if row and any(cell.strip() for cell in row):
+                if len(row) != len(header):
+                    sep = "tabs" if kind == "tsv" else "commas (quote a text that holds one)"
+                    raise InputError(f"{path}: line {line} has {len(row)} fields but the header has {len(header)}; "
+                                     f"separate exactly {len(header)} fields with {sep}")
+                yield line, {role: row[i] for role, i in index.items()}
+            line = reader.line_num + 1                    # a quoted field may span several lines
+    except csv.Error as e:
+        raise InputError(f"{path}: line {reader.line_num} is not valid {kind.upper()} ({e})") from None
+
+
+def _jsonl_rows(text: str, path: Path, columns: dict):
+    for line, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}: line {line} is not valid JSON ({e.msg}); give one object per line") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{path}: line {line} must hold a JSON object, e.g. "
+                             f"{{\"{columns['text']}\": \"...\", \"{columns['label']}\": \"...\"}}")
+        for role, name in columns.items():
+            if name is not None and name not in obj:
+                raise InputError(f"{path}: line {line} has no field {name!r} ({_FLAGS[role]}); "
+                                 f"its fields are {list(obj)}")
+        yield line, {role: obj[name] for role, name in columns.items() if name is not None}
+
+
+def _example(row: dict, line: int, path: Path, columns: dict, regression: bool) -> Example:
+    where = f"{path}: line {line}"
+    texts = {}
+    for role in ("text", "pair"):
+        if role not in row:
+            continue
+        value = row[role]
+        what = "the text" if role == "text" else "the second text"
+        if not isinstance(value, str):
+            raise InputError(f"{where}: {what} ({columns[role]!r}) must be a string, found {json.dumps(value)}")
+        if not value.strip():
+            raise InputError(f"{where}: {what} ({columns[role]!r}) is empty; every example needs one")
+        texts[role] = value
+    return Example(texts["text"], _label(row["label"], where, columns["label"], regression), texts.get("pair"), where)
+
+
+def _label(value: Any, where: str, column: str, regression: bool) -> str | float:
+    if regression:
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        if number is None or not math.isfinite(number):
+            raise InputError(f"{where}: the label ({column!r}) {json.dumps(value)} is not a finite number; "
+                             "--regression needs a number on every line")
+        return float(number)
+    name = value.strip() if isinstance(value, str) else (None if value is None else json.dumps(value))
+    if not name:
+        raise InputError(f"{where}: the label ({column!r}) is empty; every example needs a class name")
+    return name
+
+
+# -- labels --------------------------------------------------------------------------------
+def label_names(train: Sequence[Example], valid: Sequence[Example] = (), *, train_name: str = "the training data"
+                ) -> list[str]:
+    """The class names of ``train``, sorted (numerically if all are numbers); a label of ``valid``
+    that training never shows is an InputError naming it (no model could predict it)."""
+    names = sorted({str(e.label) for e in train}, key=_label_order)
+    known = set(names)
+    for e in valid:
+        if str(e.label) not in known:
+            raise InputError(f"{e.where or 'validation'}: label {e.label!r} occurs only in validation, not in "
+                             f"{train_name}; its labels are {names[:20]}{' ...' if len(names) > 20 else ''}")
+    return names
+
+
+def _label_order(name: str):
+    try:
+        return (0, float(name), name)
+    except ValueError:
+        return (1, 0.0, name)
+
+
+# -- encoding and batches ------------------------------------------------------------------------
+@dataclass
+class ClassifyBatch:
+    """Examples framed ``[CLS] A [SEP] (B [SEP])`` and padded to the longest of the batch."""
+
+    tokens: Tensor       # (batch, seq) ids, [PAD] after the end
+    segments: Tensor     # (batch, seq) 0 for the first text, 1 for the second
+    mask: Tensor         # (batch, seq) bool, True = a real token
+    targets: Tensor      # (batch,) class ids (long), or numbers (float) for regression
+    n_tokens: int        # examples in the batch (the loss normaliser; counted on the CPU)
+
+    def to(self, device) -> "ClassifyBatch":
+        return ClassifyBatch(to_device(self.tokens, device), to_device(self.segments, device),
+                             to_device(self.mask, device), to_device(self.targets, device), self.n_tokens)
+
+
+@dataclass
+class ClassifyData:
+    """Encoded examples: token ids, segments and targets, aligned."""
+
+    ids: list[list[int]]
+    segments: list[list[int]]
+    targets: list[int] | list[float]
+    pad_id: int
+    regression: bool = False
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, indices: Sequence[int]) -> ClassifyBatch:
+        tokens = pad([self.ids[i] for i in indices], self.pad_id)
+        segments = pad([self.segments[i] for i in indices], 0)
+        mask = pad([[1] * len(self.ids[i]) for i in indices], 0).bool()
+        dtype = torch.float32 if self.regression else torch.long
+        targets = torch.tensor([self.targets[i] for i in indices], dtype=dtype)
+        return ClassifyBatch(tokens, segments, mask, targets, len(indices))
+
+    def batches_in_order(self, batch_size: int) -> list[tuple[list[int], ClassifyBatch]]:
+        """Every example once, in batches of similar length (little padding): (indices, batch) pairs."""
+        order = sorted(range(len(self)), key=lambda i: len(self.ids[i]))
+        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        return [(chunk, self.batch(chunk)) for chunk in chunks]
+
+
+def encode_examples(examples: Sequence[Example], tokenizer, labels: list[str] | None, max_len: int, *,
+                    truncate: bool = True) -> tuple[ClassifyData, int]:
+    """Tokenize ``examples`` for a model of ``max_len`` positions: (data, how many were cut).
+
+    ``labels``: the class names (a label outside them is an InputError); None for regression.
+    Longer than ``max_len`` tokens ([CLS] and [SEP] included): cut (the longer text first), or
+    with ``truncate=False`` an InputError naming the first such example."""
+    if tokenizer.token_to_id("[CLS]") is None:
+        raise InputError("classification needs a BERT tokenizer (with [CLS] and [SEP]); this one has neither")
+    has_pairs = any(e.pair is not None for e in examples)
+    pairs = [e.pair or "" for e in examples] if has_pairs else None
+    ids, segments, cut = tokenizer.encode_sentences([e.text for e in examples], pairs, max_len=max_len)
+    if not truncate and any(cut):
+        first = examples[cut.index(True)]
+        full = len(tokenizer.encode_sentences([first.text], [first.pair or ""] if has_pairs else None)[0][0])
+        raise InputError(f"{first.where or 'an example'}: the text has {full} tokens, more than the {max_len} "
+                         f"positions allowed; shorten it, or let it be cut (--truncate)")
+    if labels is None:
+        targets = [float(e.label) for e in examples]
+    else:
+        index = {name: i for i, name in enumerate(labels)}
+        targets = []
+        for e in examples:
+            if str(e.label) not in index:
+                raise InputError(f"{e.where or 'an example'}: label {e.label!r} is not one of the model's labels "
+                                 f"{labels[:20]}")
+            targets.append(index[str(e.label)])
+    return ClassifyData(ids, segments, targets, tokenizer.pad_id, regression=labels is None), sum(cut)
+
+
+class ClassifyStream:
+    """Micro-batches of ``batch_size`` examples, epoch after epoch, each epoch shuffled from
+    (seed, epoch); the last batch of an epoch may be smaller.  With ``world`` processes each
+    keeps every ``world``-th batch of the one global sequence, starting at its ``rank``."""
+
+    def __init__(self, data: ClassifyData, batch_size: int, seed: int, *, rank: int = 0, world: int = 1):
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.rank, self.world = rank, world
+        self.epoch, self.position = 0, rank     # the global index (within the epoch) of this rank's next batch
+        self._order: list[list[int]] | None = None
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        order = list(range(len(self.data)))
+        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    def __iter__(self) -> "ClassifyStream":
+        return self
+
+    def __next__(self) -> ClassifyBatch:
+        if self._order is None:
+            self._order = self.epoch_batches(self.epoch)
+        while self.position >= len(self._order):       # past this epoch's end: carry into the next
+            self.position -= len(self._order)
+            self.epoch += 1
+            self._order = self.epoch_batches(self.epoch)
+        indices = self._order[self.position]
+        self.position += self.world
+        return self.data.batch(indices)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.position, self._order = int(state["epoch"]), int(state["position"]), None
+
+
+__all__ = ["Example", "read_examples", "label_names", "ClassifyBatch", "ClassifyData", "encode_examples",
+           "ClassifyStream", "SUFFIXES"]

@@ -1,0 +1,380 @@
+"""Fine-tuning a BERT to classify sequences (or to predict a number), end to end.
+
+Used by ``glassformer finetune classify`` and usable from Python::
+
+    from glassformer.data.numbers_language import number_language_corpus
+    from glassformer.training.classify import ClassifySettings, finetune_classify
+    corpus = number_language_corpus()
+    run = finetune_classify(corpus.train, corpus.valid, ClassifySettings(model="bert-small", epochs=2), "runs/cls")
+
+The model is a preset trained from scratch (its WordPiece vocabulary learned from the
+training texts) or a model directory — ours, or a Hugging Face BERT such as
+all-MiniLM-L6-v2 — whose tokenizer, embeddings and encoder are kept and topped with a
+fresh classification head (Devlin et al. 2019, §4.1):
+
+    [CLS] text [SEP] (pair [SEP]) ─► encoder (loaded) ─► pooler tanh(W·h_[CLS]) ─► dropout ─► linear (new)
+
+The recipe is BERT's fine-tuning one: AdamW (weight decay 0.01 on matrices), a linear
+warm-up over the first 10% of the steps then linear (or cosine) decay to zero, gradient
+clipping at 1.0, batches of 32; lr 5e-5 for a pretrained model, 5e-4 from scratch.
+Validation after every epoch: loss, accuracy and macro-F1 (regression: mean squared
+error and its root).  ``best/`` holds the model with the lowest validation loss.
+
+    run_dir/
+      last/          training checkpoint (a model directory + the state to resume from)
+      best/          model directory with the lowest validation loss: config.json (head "classify",
+                     the labels), model.safetensors, tokenizer.json, generation.json {"task": "classify"}
+      log.jsonl      training and evaluation records
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from ..data.classify import ClassifyBatch, ClassifyData, ClassifyStream, Example, encode_examples, label_names
+from ..errors import CheckpointError, ConfigError, InputError
+from ..model_dir import TOKENIZER, load_model_dir, save_model_dir
+from ..models import Bert, preset
+from ..models.config import PRESETS, dataclass_from_dict, preset_names
+from ..tokenizers import Tokenizer
+from .checkpoints import find_checkpoint
+from .checks import check_positive_int, check_range, check_types
+from .distributed import shutdown
+from .optim import adamw
+from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
+from .schedules import cosine_schedule
+from .trainer import StepLoss, Trainer, TrainResult
+
+SCHEDULES = ("linear", "cosine")
+PRETRAINED_LR, SCRATCH_LR = 5e-5, 5e-4
+
+
+@dataclass
+class ClassifySettings(RunSettings):
+    """Everything a fine-tuning run needs besides the examples (and how it runs: RunSettings)."""
+
+    model: str = "bert-small"            # a model directory (ours or Hugging Face BERT) or a BERT preset name
+    vocab_size: int = 8000               # a preset's WordPiece vocabulary, trained on the training texts
+    regression: bool = False             # labels are numbers: one output, squared error
+    epochs: int = 3
+    steps: int | None = None             # optimiser steps; replaces epochs when given
+    batch_size: int = 32                 # examples per micro-batch
+    grad_accum: int = 1                  # micro-batches per step, over all processes
+    lr: float | None = None              # None: 5e-5 from a model directory, 5e-4 for a preset
+    warmup: float = 0.1                  # share of the steps spent warming the learning rate up
+    schedule: str = "linear"             # decay after the warm-up: linear | cosine (both to 0)
+    weight_decay: float = 0.01
+    clip_norm: float | None = 1.0
+    max_len: int | None = None           # tokens per example, [CLS]/[SEP] included; None = the model's positions
+    truncate: bool = True                # longer examples are cut (a warning says how many); False refuses them
+    eval_every: int | None = None        # steps between validations; None = once per epoch
+    eval_batch_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_positive_int(self, "vocab_size", "epochs", "batch_size", "grad_accum", "eval_batch_size")
+        check_positive_int(self, "steps", "max_len", "eval_every", optional=True)
+        check_range(self, "lr", 0, low_open=True, optional=True)
+        check_range(self, "warmup", 0, 1, high_open=True)
+        check_range(self, "weight_decay", 0)
+        check_range(self, "clip_norm", 0, low_open=True, optional=True)
+        check_range(self, "time_limit", 0, low_open=True, optional=True)
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule={self.schedule!r} is invalid; choose one of {list(SCHEDULES)}")
+        if self.max_len is not None and self.max_len < 3:
+            raise ConfigError(f"max_len={self.max_len} is invalid; [CLS] text [SEP] needs at least 3 positions")
+        self.check_run_settings()
+        if self.from_preset:
+            preset(self.model, family="bert")            # a preset of another family is a clear error
+        elif not Path(self.model).is_dir():
+            raise ConfigError(f"model={self.model!r} is neither a model directory nor a BERT preset "
+                              f"({', '.join(preset_names('bert'))})")
+
+    @property
+    def from_preset(self) -> bool:
+        return self.model in PRESETS and not Path(self.model).is_dir()
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else (SCRATCH_LR if self.from_preset else PRETRAINED_LR)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ClassifySettings":
+        return dataclass_from_dict(cls, data, "fine-tuning setting")
+
+
+@dataclass
+class ClassifyRun:
+    model: Bert
+    tokenizer: Tokenizer
+    labels: list[str] | None             # None for regression
+    result: TrainResult
+    out_dir: Path
+
+    @property
+    def best(self) -> dict[str, float]:
+        """The validation figures of the saved ``best/`` model (the lowest validation loss)."""
+        return min(self.result.history, key=lambda m: m["loss"])
+
+
+# -- the model ---------------------------------------------------------------------------------
+def classifier_from_preset(name: str, tokenizer: Tokenizer, labels: list[str] | None, max_len: int | None,
+                           seed: int) -> Bert:
+    """A fresh BERT of preset ``name`` with a classification head (its vocabulary: ``tokenizer``'s)."""
+    overrides = {"vocab_size": tokenizer.vocab_size, "pad_id": tokenizer.pad_id, "head": "classify",
+                 "labels": labels, "regression": labels is None, "pooler": True}
+    if max_len is not None:
+        overrides["max_len"] = max_len                  # positions are learned from scratch: any number will do
+    torch.manual_seed(seed)
+    return Bert(preset(name, family="bert", **overrides))
+
+
+def classifier_from_pretrained(source: Bert, labels: list[str] | None, seed: int) -> Bert:
+    """A BERT with ``source``'s embeddings, encoder (and pooler, if it has one) and a fresh
+    classification head; every embedding and encoder tensor must be there with its shape."""
+    if not isinstance(source, Bert):
+        raise ConfigError(f"fine-tuning for classification needs a BERT encoder; this directory holds a "
+                          f"{getattr(source.config, 'family', type(source).__name__)!r} model")
+    config = dataclasses.replace(source.config, head="classify", labels=labels, regression=labels is None,
+                                 pooler=True)
+    torch.manual_seed(seed)
+    model = Bert(config)
+    theirs = source.state_dict()
+    ours = model.state_dict()
+    keep = [k for k in ours if k.startswith(("embed.", "encoder."))]
+    if source.pooler is not None:
+        keep += [k for k in ours if k.startswith("pooler.")]
+    wrong = [k for k in keep if k not in theirs or theirs[k].shape != ours[k].shape]
+    if wrong:
+        raise CheckpointError(f"the source model's weights do not fit a {config.n_layers}-layer, d_model "
+                              f"{config.d_model} BERT: {wrong[:3]} missing or of another shape")
+    model.load_state_dict({k: theirs[k].float() for k in keep}, strict=False)
+    return model
+
+
+def build_classifier(settings: ClassifySettings, train: Sequence[Example], labels: list[str] | None,
+                     tokenizer: Tokenizer | None = None) -> tuple[Bert, Tokenizer]:
+    """The model to fine-tune and its tokenizer.  ``tokenizer``: a resumed run's (a preset's
+    vocabulary is trained on the training texts otherwise)."""
+    if settings.from_preset:
+        if tokenizer is None:
+            texts = [t for e in train for t in (e.text, e.pair) if t is not None]
+            tokenizer = Tokenizer.train_wordpiece(texts, settings.vocab_size)
+        return classifier_from_preset(settings.model, tokenizer, labels, settings.max_len, settings.seed), tokenizer
+    loaded = load_model_dir(settings.model)
+    if loaded.tokenizer is None or loaded.tokenizer.token_to_id("[CLS]") is None:
+        raise CheckpointError(f"{settings.model} has no BERT tokenizer (tokenizer.json with [CLS] and [SEP], or "
+                              "vocab.txt); fine-tuning needs the one the model was trained with")
+    model = classifier_from_pretrained(loaded.model, labels, settings.seed)
+    if settings.max_len is not None and settings.max_len > model.config.max_len:
+        raise ConfigError(f"max_len={settings.max_len} is more than the model's {model.config.max_len} positions; "
+                          f"use --max-len <= {model.config.max_len}")
+    return model, loaded.tokenizer
+
+
+# -- the loss, the metrics ----------------------------------------------------------------------
+def classify_loss(module, batch: ClassifyBatch) -> StepLoss:
+    """The summed cross-entropy (or squared error) of ``batch``, normalised per example by the Trainer."""
+    total = module(batch.tokens, batch.segments, batch.mask, batch.targets, reduction="sum")
+    return StepLoss(total, batch.n_tokens)
+
+
+def macro_f1(predicted: Sequence[int] | torch.Tensor, true: Sequence[int] | torch.Tensor) -> float:
+    """The mean over classes of F1 = 2PR / (P + R), precision P = TP / predicted, recall R = TP / true;
+    0 for a class with P + R = 0.  The classes are those that occur among ``true`` or ``predicted``
+    (scikit-learn's ``f1_score(average="macro")``)."""
+    predicted, true = torch.as_tensor(predicted).long().flatten(), torch.as_tensor(true).long().flatten()
+    if predicted.shape != true.shape or not len(true):
+        raise InputError(f"macro_f1 needs as many predictions as targets, at least one ({len(predicted)}, {len(true)})")
+    n = int(max(predicted.max(), true.max())) + 1
+    confusion = torch.bincount(true * n + predicted, minlength=n * n).view(n, n).double()   # [true, predicted]
+    tp, n_predicted, n_true = confusion.diagonal(), confusion.sum(0), confusion.sum(1)
+    precision = torch.where(n_predicted > 0, tp / n_predicted.clamp_min(1), 0.0)
+    recall = torch.where(n_true > 0, tp / n_true.clamp_min(1), 0.0)
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-300), 0.0)
+    present = (n_predicted + n_true) > 0
+    return float(f1[present].mean())
+
+
+@torch.no_grad()
+def predict(model: Bert, data: ClassifyData, batch_size: int = 64, device="cpu") -> torch.Tensor:
+    """The model's outputs for every example, in order: logits (n, labels), or numbers (n,) for regression."""
+    outputs: list[torch.Tensor | None] = [None] * len(data)
+    for indices, batch in data.batches_in_order(batch_size):
+        batch = batch.to(device)
+        out = model(batch.tokens, batch.segments, batch.mask).float().cpu()
+        for i, row in zip(indices, out):
+            outputs[i] = row
+    return torch.stack(outputs)
+
+
+def scores(outputs: torch.Tensor, targets: Sequence[int] | Sequence[float], regression: bool) -> dict[str, float]:
+    """Loss and quality of ``outputs`` against ``targets``: loss (mean cross-entropy), accuracy,
+    macro-F1; for regression loss (mean squared error) and rmse."""
+    if regression:
+        mse = float(F.mse_loss(outputs, torch.tensor(targets, dtype=torch.float32)))
+        return {"loss": mse, "rmse": math.sqrt(mse)}
+    targets = torch.tensor(targets, dtype=torch.long)
+    predicted = outputs.argmax(-1)
+    return {"loss": float(F.cross_entropy(outputs, targets)), "accuracy": float((predicted == targets).double().mean()),
+            "macro_f1": macro_f1(predicted, targets)}
+
+
+def evaluate_classifier(model: Bert, data: ClassifyData, batch_size: int = 64, device="cpu") -> dict[str, float]:
+    return scores(predict(model, data, batch_size, device), data.targets, data.regression)
+
+
+def evaluate_examples(model: Bert, tokenizer: Tokenizer, examples: Sequence[Example], *, batch_size: int = 64,
+                      device="cpu") -> dict[str, float]:
+    """Scores of a fine-tuned model on labelled examples (a test set), long ones cut to its positions."""
+    data, _ = encode_examples(examples, tokenizer, None if model.config.regression else model.config.labels,
+                              model.config.max_len)
+    return evaluate_classifier(model.eval(), data, batch_size, device)
+
+
+# -- the schedule ------------------------------------------------------------------------------
+def linear_lr(step: int, warmup: int, total: int) -> float:
+    """BERT's schedule, relative to the peak: linear warm-up over ``warmup`` steps, then linear decay
+    to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def fine_tuning_schedule(optimizer: Optimizer, kind: str, warmup: int, total: int) -> LambdaLR:
+    if kind == "cosine":
+        return cosine_schedule(optimizer, warmup, total, min_ratio=0.0)
+    return LambdaLR(optimizer, lambda i: linear_lr(i, warmup, total))
+
+
+# -- the run ---------------------------------------------------------------------------------------
+def finetune_classify(
+    train_rows: Sequence[Example],
+    valid_rows: Sequence[Example],
+    settings: ClassifySettings,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    data: dict[str, Any] | None = None,
+) -> ClassifyRun:
+    """Fine-tune ``settings.model`` on ``train_rows`` and save ``out_dir/best`` and ``out_dir/last``
+    model directories.  ``resume``: continue the run in ``out_dir`` exactly where its last checkpoint
+    stopped.  ``data``: where the examples came from (files, columns), recorded with the run."""
+    if not train_rows or not valid_rows:
+        raise InputError(f"fine-tuning needs training and validation examples ({len(train_rows)} and "
+                         f"{len(valid_rows)} given)")
+    regression = settings.regression
+    if not regression and any(isinstance(e.label, float) for e in (*train_rows, *valid_rows)):
+        raise InputError("the labels are numbers read for regression; give regression=True (--regression), "
+                         "or read them as class names")
+    labels = None if regression else label_names(train_rows, valid_rows)
+    if labels is not None and len(labels) < 2:
+        raise InputError(f"the training data has one label only ({labels[0]!r}); classification needs two or more")
+    run = start_run(settings, out_dir, resume)
+    saved_tokenizer = None
+    if resume and settings.from_preset:
+        saved_tokenizer = Tokenizer.load(find_checkpoint(run.out_dir) / TOKENIZER)
+    model, tokenizer = build_classifier(settings, train_rows, labels, saved_tokenizer)
+    max_len = settings.max_len or model.config.max_len
+    train, n_cut = encode_examples(train_rows, tokenizer, labels, max_len, truncate=settings.truncate)
+    valid, v_cut = encode_examples(valid_rows, tokenizer, labels, max_len, truncate=settings.truncate)
+    if (n_cut or v_cut) and run.world.main:
+        print(f"glassformer: warning: {n_cut} of {len(train)} training and {v_cut} of {len(valid)} validation "
+              f"examples are longer than {max_len} tokens and were cut (--no-truncate refuses them)",
+              file=sys.stderr, flush=True)
+    steps_per_epoch = max(1, math.ceil(len(train) / settings.batch_size) // settings.grad_accum)
+    total = settings.steps or settings.epochs * steps_per_epoch
+    warmup = round(settings.warmup * total)
+    fp = fingerprint(settings, model.config, **(data or {}), examples=len(train_rows),
+                     digest=_digest([*train_rows, *valid_rows]))
+    check_resume(run, fp)
+    lr = settings.learning_rate
+
+    def save(path: Path, model: Bert) -> None:
+        save_model_dir(path, model, tokenizer, generation={"task": "classify", "max_len": max_len,
+                                                            "pair": any(e.pair is not None for e in train_rows)})
+
+    what = "regression" if regression else f"{len(labels)} labels"
+    trainer = Trainer(
+        model,
+        lambda m: adamw(m, lr, settings.weight_decay, (0.9, 0.999)),
+        lambda opt: fine_tuning_schedule(opt, settings.schedule, warmup, total),
+        classify_loss, lambda m: evaluate_classifier(m, valid, settings.eval_batch_size, run.device), save,
+        trainer_config(settings, run, max_steps=total, eval_every=settings.eval_every or steps_per_epoch,
+                       grad_accum=settings.grad_accum, clip_norm=settings.clip_norm),
+        run.out_dir, run.device, world=run.world, fingerprint=fp,
+        summary=summary("bert", model, run, data=f"{len(train):,} training and {len(valid):,} validation "
+                        f"examples ({what})", batch=f"batch {settings.batch_size} × {settings.grad_accum} "
+                        f"micro-batches, lr {lr:g} ({settings.schedule}, {warmup} warm-up steps), "
+                        f"{steps_per_epoch:,} steps per epoch", steps=total),
+    )
+    stream = ClassifyStream(train, settings.batch_size, settings.seed, rank=run.world.rank, world=run.world.size)
+    try:
+        result = trainer.fit(stream, resume=resume)
+    finally:
+        shutdown(run.world)
+    return ClassifyRun(trainer.model, tokenizer, labels, result, run.out_dir)
+
+
+def _digest(examples: Sequence[Example]) -> str:
+    """A short fingerprint of the examples (a resumed run must read the same data)."""
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(f"{e.text}\t{e.pair}\t{e.label}\n".encode("utf-8"))
+    return h.hexdigest()[:16]
+
+
+# -- using a fine-tuned model ---------------------------------------------------------------------
+class Prediction(NamedTuple):
+    label: str | None                    # the most likely class (None for regression)
+    probability: float | None            # its probability
+    top: list[tuple[str, float]]         # the ``top_k`` most likely classes with their probabilities
+    value: float | None = None           # the predicted number (regression)
+
+
+def check_classifier(model, where: str = "the model") -> None:
+    config = model.config
+    if getattr(config, "family", None) != "bert" or config.head != "classify":
+        head = f"head {config.head!r}" if getattr(config, "family", None) == "bert" else f"a {config.family!r} model"
+        raise CheckpointError(f"{where} has no classification head ({head}); fine-tune one with "
+                              "'glassformer finetune classify --model MODEL_DIR ...'")
+
+
+def classify_texts(model: Bert, tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
+                   top_k: int = 1, batch_size: int = 64, device="cpu", max_len: int | None = None,
+                   truncate: bool = True) -> tuple[list[Prediction], int]:
+    """Classify ``texts`` (with ``pairs``, for a pair task): (a prediction per text, how many were cut)."""
+    check_classifier(model)
+    config = model.config
+    rows = [Example(t, 0.0, None if pairs is None else p, f"text {i + 1}")
+            for i, (t, p) in enumerate(zip(texts, pairs if pairs is not None else texts))]
+    data, n_cut = encode_examples(rows, tokenizer, None, max_len or config.max_len, truncate=truncate)
+    outputs = predict(model.eval(), data, batch_size, device)
+    if config.regression:
+        return [Prediction(None, None, [], float(v)) for v in outputs], n_cut
+    probs = outputs.softmax(-1)
+    k = min(top_k, len(config.labels))
+    best_p, best_i = probs.topk(k, dim=-1)
+    predictions = []
+    for ps, ids in zip(best_p.tolist(), best_i.tolist()):
+        top = [(config.labels[i], p) for p, i in zip(ps, ids)]
+        predictions.append(Prediction(top[0][0], top[0][1], top))
+    return predictions, n_cut
+
+
+__all__ = ["ClassifySettings", "ClassifyRun", "finetune_classify", "build_classifier", "classifier_from_preset",
+           "classifier_from_pretrained", "classify_loss", "macro_f1", "predict", "scores", "evaluate_classifier",
+           "evaluate_examples", "linear_lr", "fine_tuning_schedule", "classify_texts", "check_classifier",
+           "Prediction", "SCHEDULES"]

@@ -113,6 +113,10 @@ def markdown(r: dict) -> str:
                                             for e in x["test_errors"][:12]) or "none")
            + (f" and {len(x['test_errors']) - 12} more" if len(x["test_errors"]) > 12 else "")
            for x in r["runs"]]
+    md += ["", "A preset's WordPiece vocabulary is trained afresh by each run, and the `tokenizers` WordPiece trainer "
+           "is not deterministic (ties broken in hash-map order, huggingface/tokenizers#1794), so the from-scratch "
+           "figure can move by a few test examples from one run to the next; the pretrained "
+           "model brings its own vocabulary and repeats exactly."]
     if r["quick"]:
         md += ["", "*A --quick smoke run (10 steps per model): not a result.*"]
     return "\n".join(md)

@@ -358,6 +358,44 @@ def render_lm_quality(results: Path) -> str:
     return "\n".join(lines)
 
 
+def render_bert(results: Path) -> str:
+    """Sentence embeddings and masked-LM training against Hugging Face, and fine-tuned classification."""
+    e, m, c = load(results, "embed"), load(results, "mlm"), load(results, "classify")
+    sps, ratio = e["sentences_per_s"], e["ratio"]
+    t = m["train"]
+    shape = t["shape"]
+
+    def verdict(value: float, goal: float) -> str:
+        return f"≥ {goal:g}× — {'met' if value >= goal else 'not met'}"
+
+    lines = [f"{quick_warning(e, m, c)}**BERT against Hugging Face** ([embeddings](benchmarks/results/embed.md), "
+             f"[masked LM](benchmarks/results/mlm.md)).", "",
+             "| | glassformer | Hugging Face | ratio | target |", "| --- | ---: | ---: | ---: | --- |",
+             f"| embedding {e['n_sentences']} sentences of {e['tokens']['min']}–{e['tokens']['max']} tokens with "
+             f"all-MiniLM-L6-v2 (batch {e['batch_size']}), sentences/s | {sps['ours']['median']:.1f} | "
+             f"{sps['hf']['median']:.1f} | **{ratio['ours']['median']:.2f}×** | "
+             f"{verdict(ratio['ours']['median'], e['target_ratio'])} |",
+             f"| the same without our length-sorted batches | {sps['ours_input_order']['median']:.1f} | "
+             f"{sps['hf']['median']:.1f} | {ratio['ours_input_order']['median']:.2f}× | |",
+             f"| masked-LM training ({shape['n_layers']} layers of {shape['d_model']}, vocabulary "
+             f"{num(shape['vocab'])}, batch {shape['batch']} × {shape['block']}), tokens/s | "
+             f"{num(t['tokens_per_s']['ours']['median'])} | {num(t['tokens_per_s']['hf']['median'])} | "
+             f"**{t['ratio']['median']:.2f}×** | {verdict(t['ratio']['median'], t['target_ratio'])} |", "",
+             f"Embeddings: {sentence(measured_on(e['machine']))}; {timing(e['protocol'])}; largest difference from "
+             f"Hugging Face's embeddings {e['max_abs_diff']['ours_vs_hf']:.1e}.  Masked LM: "
+             f"{measured_on(m['machine'])}; {timing(t['protocol'])}; the same first loss on both sides "
+             f"({t['first_loss']['ours']:.5f}).", "",
+             f"**Fine-tuning a classifier** ([results](benchmarks/results/classify.md)) on the built-in "
+             f"number-language task ({len(c['labels'])} languages, {num(c['sizes']['train'])} training and "
+             f"{num(c['sizes']['test'])} test numbers never seen in training):", "",
+             "| model | steps | test accuracy | macro-F1 | training time |", "| --- | ---: | ---: | ---: | ---: |"]
+    for run in c["runs"]:
+        lines.append(f"| {run['model']} | {num(run['steps'])} | **{100 * run['test_accuracy']:.2f}%** | "
+                     f"{run['test_macro_f1']:.4f} | {num(run['train_s'])} s |")
+    lines += ["", f"{sentence(measured_on(c['machine']))}."]
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "demo": render_demo,
     "decoding": render_decoding,
@@ -365,6 +403,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "vs-hf": render_gpt_beam,
     "train-translation": render_train_translation,
     "lm-quality": render_lm_quality,
+    "bert": render_bert,
 }
 SCRIPTS = {
     "demo": "benchmarks/bench_quickstart.py",
@@ -373,6 +412,7 @@ SCRIPTS = {
     "vs-hf": "benchmarks/bench_gpt.py and benchmarks/bench_beam.py",
     "train-translation": "benchmarks/bench_train_translation.py",
     "lm-quality": "benchmarks/lm_quality.py",
+    "bert": "benchmarks/bench_embed.py, benchmarks/bench_mlm.py and benchmarks/classify_accuracy.py",
 }
 
 

@@ -64,7 +64,7 @@ def register(subparsers) -> None:
     t.add_argument("--device", help=f"{DEVICE_HELP} (default: {defaults['device']})")
     add_run_flags(t, defaults)
     t.set_defaults(func=train_translation_cmd)
-    for task in ("lm", "mlm", "classify", "vit"):         # the other tasks' `train` subcommands, where they have one
+    for task in ("lm", "mlm", "classify", "vit", "caption"):  # the other tasks' `train` subcommands, where they have one
         if importlib.util.find_spec(f"{__package__}.{task}") is not None:
             module = importlib.import_module(f"{__package__}.{task}")
             if hasattr(module, "register_train"):

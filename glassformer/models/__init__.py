@@ -1,12 +1,13 @@
 """Model families: each a config dataclass and a thin composition of ``glassformer.nn``."""
 
 from .bert import Bert, BertConfig
+from .caption import CaptionConfig, CaptionModel
 from .config import FAMILIES, PRESETS, ModelConfig, config_from_dict, preset
 from .gpt import GPT, GPTConfig
 from .transformer import Transformer, TransformerConfig, num_parameters
 from .vit import ViT, ViTConfig
 
-MODEL_CLASSES = {"transformer": Transformer, "gpt": GPT, "bert": Bert, "vit": ViT}
+MODEL_CLASSES = {"transformer": Transformer, "gpt": GPT, "bert": Bert, "vit": ViT, "caption": CaptionModel}
 
 
 def build_model(config: ModelConfig):
@@ -15,4 +16,4 @@ def build_model(config: ModelConfig):
 
 
 __all__ = ["FAMILIES", "PRESETS", "ModelConfig", "config_from_dict", "preset", "build_model",
-           "Transformer", "TransformerConfig", "GPT", "GPTConfig", "Bert", "BertConfig", "ViT", "ViTConfig", "num_parameters"]
+           "Transformer", "TransformerConfig", "GPT", "GPTConfig", "Bert", "BertConfig", "ViT", "ViTConfig", "CaptionModel", "CaptionConfig", "num_parameters"]

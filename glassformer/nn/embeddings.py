@@ -71,25 +71,29 @@ class PatchEmbedding(nn.Module):
     """An image as a sequence (ViT, Dosovitskiy et al. 2021, §3.1): cut into square patches of
     ``patch_size`` pixels, each flattened and linearly projected to ``d_model``.  The projection
     of non-overlapping patches is computed as a convolution with stride = kernel = patch size,
-    which is the same linear map applied to every patch."""
+    which is the same linear map applied to every patch.
 
-    def __init__(self, image_size: int, patch_size: int, channels: int, d_model: int):
+    Images are ``image_size`` pixels high and ``width`` wide (default: square), a grid of
+    (image_size / P) × (width / P) patches."""
+
+    def __init__(self, image_size: int, patch_size: int, channels: int, d_model: int, *, width: int | None = None):
         super().__init__()
         self.image_size, self.patch_size, self.channels = image_size, patch_size, channels
-        self.grid = image_size // patch_size
+        self.width = image_size if width is None else width
+        self.grid, self.grid_width = image_size // patch_size, self.width // patch_size    # patch rows, columns
         self.projection = nn.Conv2d(channels, d_model, kernel_size=patch_size, stride=patch_size)
 
     @property
     def n_patches(self) -> int:
-        return self.grid * self.grid
+        return self.grid * self.grid_width
 
     def forward(self, images: Tensor) -> Tensor:
-        """images: (batch, channels, image_size, image_size) -> (batch, n_patches, d_model), patches in
+        """images: (batch, channels, image_size, width) -> (batch, n_patches, d_model), patches in
         reading order (row by row)."""
         from ..errors import InputError
 
-        if images.dim() != 4 or tuple(images.shape[1:]) != (self.channels, self.image_size, self.image_size):
+        if images.dim() != 4 or tuple(images.shape[1:]) != (self.channels, self.image_size, self.width):
             raise InputError(f"images of shape {list(images.shape[1:])} do not fit the model, which takes "
-                             f"{self.channels} channel(s) of {self.image_size}×{self.image_size} pixels "
-                             f"({self.grid}×{self.grid} patches of {self.patch_size})")
+                             f"{self.channels} channel(s) of {self.image_size}×{self.width} pixels "
+                             f"({self.grid}×{self.grid_width} patches of {self.patch_size})")
         return self.projection(images).flatten(2).transpose(1, 2)

@@ -1,0 +1,109 @@
+"""Commands of the image-to-text task: ``train caption`` and ``caption``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ConfigError, InputError
+from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, non_negative_int, positive_float, positive_int,
+                     preset_help, resume_dir, run_flags, saved_run, setting_defaults)
+
+
+def register(subparsers) -> None:
+    c = subparsers.add_parser("caption", help="describe images in words with a caption model directory")
+    c.add_argument("model_dir")
+    c.add_argument("images", nargs="+", help="image files (PNG, ...) of the model's height and at most its width "
+                                             "(narrower ones are padded on the right with blank)")
+    c.add_argument("--device", default="auto", help=DEVICE_HELP)
+    c.set_defaults(func=caption_cmd)
+
+
+def register_train(train_subparsers) -> None:
+    from ..training.caption import CaptionSettings
+
+    d = setting_defaults(CaptionSettings)
+    t = train_subparsers.add_parser("caption", help="train an image-to-text model (ViT encoder, Transformer decoder)")
+    t.add_argument("--dataset", help="'digits': strips of scikit-learn's 8×8 digits captioned with their names "
+                                     "(offline); with --resume, the run's own by default")
+    t.add_argument("--preset", help=preset_help("caption", d["preset"]))
+    t.add_argument("--config", help="JSON file of training settings; its 'model' object overrides preset fields")
+    t.add_argument("--min-digits", type=positive_int, help=f"fewest digits per strip (default: {d['min_digits']})")
+    t.add_argument("--max-digits", type=positive_int, help=f"most digits per strip (default: {d['max_digits']})")
+    t.add_argument("--batch-size", type=positive_int, help=f"strips per batch (default: {d['batch_size']})")
+    t.add_argument("--grad-accum", type=positive_int, help=f"micro-batches per step (default: {d['grad_accum']})")
+    t.add_argument("--steps", type=positive_int, help=f"optimiser steps (default: {d['steps']})")
+    t.add_argument("--lr", type=positive_float, help=f"peak learning rate (default: {d['lr']:g})")
+    t.add_argument("--warmup", type=non_negative_int, help=f"warm-up steps (default: {d['warmup']})")
+    t.add_argument("--label-smoothing", type=float, help=f"label smoothing (default: {d['label_smoothing']})")
+    t.add_argument("--shift", type=non_negative_int, help=f"augmentation: shift strips by up to N pixels "
+                                                          f"(default: {d['shift']})")
+    t.add_argument("--eval-every", type=positive_int, help=f"steps between validations (default: {d['eval_every']})")
+    t.add_argument("--keep-checkpoints", type=non_negative_int, help="keep the last K evaluation checkpoints")
+    t.add_argument("--time-limit", type=positive_float, help="stop training after this many seconds")
+    t.add_argument("--out", default="runs/caption", help="run directory (model in OUT/best, test exact match in "
+                                                         "OUT/results.json)")
+    t.add_argument("--seed", type=int, help=f"random seed, also of the split and the strips (default: {d['seed']})")
+    t.add_argument("--device", help=f"{DEVICE_HELP} (default: {d['device']})")
+    add_run_flags(t, d)
+    t.set_defaults(func=train_caption_cmd)
+
+
+_FLAGS = ("preset", "min_digits", "max_digits", "batch_size", "grad_accum", "steps", "lr", "warmup", "label_smoothing",
+          "shift", "eval_every", "keep_checkpoints", "time_limit", "seed", "device")
+
+
+def train_caption_cmd(args) -> int:
+    from ..devices import pick_device
+    from ..models.config import load_config_file
+    from ..training.caption import CaptionSettings, train_caption
+
+    out, resume = resume_dir(args)
+    saved = saved_run(out) if resume else {}
+    settings = dict(saved.get("settings", {}))
+    dataset = args.dataset or saved.get("data", {}).get("dataset")
+    if not dataset:
+        raise InputError("give --dataset digits")
+    if args.config:
+        loaded = load_config_file(args.config)
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{args.config} must hold a JSON object of settings")
+        settings.update(loaded)
+    settings.update({k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None})
+    settings.update(run_flags(args))
+    settings = CaptionSettings.from_dict(settings)
+    pick_device(settings.device)
+    with fresh_output_dir(out):
+        run = train_caption(dataset, settings, out, resume=resume)
+    if not run.result.main_process:
+        return 0
+    stop = f"; {run.result.stop_note}" if run.result.stop_note else ""
+    print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s{stop}; test exact match "
+          f"{100 * run.test_exact_match:.2f}% (token accuracy {100 * run.test_token_accuracy:.2f}%) on strips of "
+          f"held-out images; model saved to {out / 'best'}")
+    return 0
+
+
+def caption_cmd(args) -> int:
+    import torch
+
+    from ..data.captions import load_strip
+    from ..devices import pick_device
+    from ..model_dir import load_model_dir
+    from ..training.caption import caption_images
+
+    device = pick_device(args.device)
+    loaded = load_model_dir(args.model_dir, device=device)
+    config = loaded.config
+    if config.family != "caption":
+        raise ConfigError(f"{args.model_dir} is a {config.family} model; caption needs a caption model directory "
+                          "(glassformer train caption)")
+    if loaded.tokenizer is None:
+        raise ConfigError(f"{args.model_dir} has no tokenizer.json; a caption model directory needs one")
+    images = torch.stack([load_strip(p, config.channels, config.image_size, config.image_width)
+                          for p in args.images]).to(device)
+    with torch.inference_mode():
+        captions = caption_images(loaded.model, loaded.tokenizer, images)
+    for path, text in zip(args.images, captions):
+        print(json.dumps({"image": str(Path(path)), "caption": text}))
+    return 0

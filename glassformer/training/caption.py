@@ -1,0 +1,208 @@
+"""Training the image-to-text model: ``glassformer train caption --dataset digits``.
+
+    from glassformer.training.caption import CaptionSettings, train_caption
+    run = train_caption("digits", CaptionSettings(steps=1000), "runs/caption")
+    run.test_exact_match                   # greedy captions of held-out strips, never-seen digit images
+
+Strips of 1..max_digits digit images are captioned with the digits' names ("seven two nine").
+The loss is the label-smoothed cross-entropy per caption token (§5.4); the evaluation is the
+validation loss (unsmoothed), teacher-forced token accuracy and the exact match of greedy
+captions.  The trainer is the one every family uses (exact resume, checkpoints, precision,
+processes); the model directory holds the word-level tokenizer and ``generation.json``
+``{"task": "caption"}``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..data.captions import CaptionBatcher, CaptionStream, load_caption_data, word_tokenizer
+from ..errors import ConfigError
+from ..files import write_text_atomically
+from ..generation import SamplingOptions, generate
+from ..model_dir import save_model_dir
+from ..models import CaptionModel, build_model, preset
+from ..models.config import dataclass_from_dict
+from ..tokenizers import Tokenizer
+from .checks import check_positive_int, check_preset, check_range, check_types
+from .distributed import shutdown
+from .optim import adamw
+from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
+from .schedules import cosine_schedule
+from .trainer import StepLoss, Trainer, TrainResult
+
+DATASETS = ("digits",)
+DIGIT_SIZE = 8                           # scikit-learn's digits are 8×8 pixels, one channel
+
+
+@dataclass
+class CaptionSettings(RunSettings):
+    """Everything a captioning run needs besides the data (and how it runs: RunSettings)."""
+
+    preset: str = "caption-digits"
+    model: dict[str, Any] = field(default_factory=dict)   # overrides of the preset's fields
+    min_digits: int = 1                  # digits per strip: drawn uniformly from min_digits..max_digits
+    max_digits: int = 3
+    batch_size: int = 64
+    grad_accum: int = 1
+    steps: int = 1000
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.01
+    warmup: int = 100
+    weight_decay: float = 0.05
+    clip_norm: float | None = 1.0
+    label_smoothing: float = 0.1
+    shift: int = 0                       # augmentation: move training strips by up to this many pixels
+    valid_strips: int = 500
+    test_strips: int = 1000
+    eval_every: int = 250
+    keep_checkpoints: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_positive_int(self, "min_digits", "max_digits", "batch_size", "grad_accum", "steps", "valid_strips",
+                           "test_strips", "eval_every")
+        if self.min_digits > self.max_digits:
+            raise ConfigError(f"min_digits={self.min_digits} is more than max_digits={self.max_digits}")
+        check_range(self, "lr", 0, low_open=True)
+        check_range(self, "min_lr_ratio", 0, 1)
+        check_range(self, "warmup", 0)
+        check_range(self, "weight_decay", 0)
+        check_range(self, "label_smoothing", 0, 1, high_open=True)
+        check_range(self, "shift", 0)
+        check_range(self, "keep_checkpoints", 0)
+        check_range(self, "clip_norm", 0, low_open=True, optional=True)
+        check_range(self, "time_limit", 0, low_open=True, optional=True)
+        self.check_run_settings()
+        check_preset(self, "caption")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CaptionSettings":
+        return dataclass_from_dict(cls, data, "training setting")
+
+
+@dataclass
+class CaptionRun:
+    model: CaptionModel
+    result: TrainResult
+    test_exact_match: float
+    test_token_accuracy: float
+    out_dir: Path
+
+
+def caption_loss(label_smoothing: float):
+    def loss(module, batch) -> StepLoss:
+        return StepLoss(module(batch.images, batch.tgt_in, batch.tgt_out, label_smoothing=label_smoothing,
+                               reduction="sum"), batch.n_tokens)
+    return loss
+
+
+def greedy_ids(model: CaptionModel, images: Tensor, max_new_tokens: int) -> Tensor:
+    """Greedy captions as token ids (batch, n ≤ max_new_tokens), ``pad_id`` after a row's EOS; the special
+    tokens other than EOS are never chosen."""
+    c = model.config
+    options = SamplingOptions(max_new_tokens=max_new_tokens, eos_id=c.eos_id, pad_id=c.pad_id,
+                              banned_ids=(c.pad_id, c.bos_id, c.unk_id))
+    return generate(model, *model.start_decoding(images, max_new_tokens), options)
+
+
+def caption_images(model: CaptionModel, tokenizer: Tokenizer, images: Tensor, max_new_tokens: int | None = None,
+                   batch_size: int = 256) -> list[str]:
+    """images (n, channels, H, W) -> their greedy captions; ``max_new_tokens`` defaults to the decoder's length."""
+    n_new = max_new_tokens or model.config.max_len
+    return [tokenizer.decode(row) for i in range(0, len(images), batch_size)
+            for row in greedy_ids(model, images[i:i + batch_size], n_new).tolist()]
+
+
+@torch.no_grad()
+def evaluate_captions(model: CaptionModel, batches, device) -> dict[str, float]:
+    """Mean cross-entropy per caption token (no smoothing), teacher-forced token accuracy, and the share of
+    strips whose greedy caption is exactly right (all names and the end, nothing more)."""
+    pad = model.config.pad_id
+    total = right_tokens = tokens = exact = strips = 0.0
+    for batch in batches:
+        batch = batch.to(device)
+        real = batch.tgt_out != pad
+        logits = model(batch.images, batch.tgt_in).float()
+        total += float(torch.nn.functional.cross_entropy(logits[real], batch.tgt_out[real], reduction="sum"))
+        right_tokens += float((logits.argmax(-1) == batch.tgt_out)[real].sum())
+        tokens += float(real.sum())
+        width = batch.tgt_out.shape[1]
+        ids = greedy_ids(model, batch.images, width)                    # at most the names and EOS
+        ids = torch.nn.functional.pad(ids, (0, width - ids.shape[1]), value=pad)
+        exact += float((ids == batch.tgt_out).all(dim=1).sum())
+        strips += len(ids)
+    return {"loss": total / tokens, "token_accuracy": right_tokens / tokens, "exact_match": exact / strips}
+
+
+def train_caption(dataset: str, settings: CaptionSettings, out_dir: str | Path, *, resume: bool = False) -> CaptionRun:
+    """Train an image captioner on ``dataset`` ("digits"); save ``out_dir/best`` and ``out_dir/last``;
+    write the held-out test exact match to ``out_dir/results.json``."""
+    if str(dataset) not in DATASETS:
+        raise ConfigError(f"dataset {str(dataset)!r} is unknown; choose one of {list(DATASETS)}")
+    run = start_run(settings, out_dir, resume)
+    s = settings
+    tokenizer = word_tokenizer()
+    fixed = dict(image_size=DIGIT_SIZE, image_width=DIGIT_SIZE * s.max_digits, channels=1,
+                 vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id,
+                 eos_id=tokenizer.eos_id, unk_id=tokenizer.unk_id)
+    clash = {k: v for k, v in s.model.items() if k in fixed and v != fixed[k]}
+    if clash:
+        raise ConfigError(f"model fields {clash} do not fit the data, which sets {fixed}")
+    config = preset(s.preset, **{**s.model, **fixed})
+    if config.max_len < s.max_digits + 1:
+        raise ConfigError(f"max_len={config.max_len} is too short for captions of max_digits={s.max_digits} "
+                          f"names and the end token; set model max_len >= {s.max_digits + 1}")
+    data = load_caption_data(s.seed, min_digits=s.min_digits, max_digits=s.max_digits, valid_strips=s.valid_strips,
+                             test_strips=s.test_strips)
+    fp = fingerprint(settings, config, dataset=str(dataset), images=len(data.digits.labels))
+    check_resume(run, fp)
+    torch.manual_seed(s.seed)
+    model = build_model(config)
+    batcher = CaptionBatcher(tokenizer)
+    valid_batches = batcher.batches(data.valid, 250)
+
+    def save(path: Path, model: CaptionModel) -> None:
+        save_model_dir(path, model, tokenizer, generation={"task": "caption"})
+
+    pools = {k: len(v) for k, v in data.pools.items()}
+    trainer = Trainer(
+        model,
+        lambda m: adamw(m, s.lr, s.weight_decay, (0.9, 0.999)),
+        lambda opt: cosine_schedule(opt, s.warmup, s.steps, s.min_lr_ratio),
+        caption_loss(s.label_smoothing), lambda m: evaluate_captions(m, valid_batches, run.device), save,
+        trainer_config(settings, run, max_steps=s.steps, eval_every=s.eval_every, grad_accum=s.grad_accum,
+                       clip_norm=s.clip_norm, keep_checkpoints=s.keep_checkpoints),
+        run.out_dir, run.device, world=run.world, fingerprint=fp,
+        summary=summary("caption", model, run, data=f"strips of {s.min_digits}-{s.max_digits} digits from "
+                        f"{pools['train']:,} training, {pools['valid']:,} validation and {pools['test']:,} test "
+                        f"images", batch=f"batch {s.batch_size} × {s.grad_accum}", steps=s.steps),
+    )
+    stream = CaptionStream(data, batcher, s.batch_size, s.seed, shift=s.shift, rank=run.world.rank,
+                           world=run.world.size)
+    try:
+        result = trainer.fit(stream, resume=resume)
+    finally:
+        shutdown(run.world)
+    from ..model_dir import load_model_dir
+
+    best = load_model_dir(run.out_dir / "best", device=run.device).model
+    test = evaluate_captions(best, batcher.batches(data.test, 250), run.device)
+    if run.world.main:
+        write_text_atomically(run.out_dir / "results.json", json.dumps(
+            {"dataset": str(dataset), "digits_per_strip": [s.min_digits, s.max_digits], "test_strips": len(data.test),
+             "test_images": pools["test"], "test_exact_match": test["exact_match"],
+             "test_token_accuracy": test["token_accuracy"], "test_loss": test["loss"], "steps": result.steps,
+             "train_seconds": round(result.seconds, 1), "best_valid_loss": result.best_loss}, indent=2) + "\n")
+    return CaptionRun(trainer.model, result, test["exact_match"], test["token_accuracy"], run.out_dir)
+
+
+__all__ = ["CaptionSettings", "CaptionRun", "train_caption", "evaluate_captions", "caption_images", "greedy_ids",
+           "caption_loss", "DATASETS"]

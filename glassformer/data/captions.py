@@ -29,7 +29,7 @@ from ..errors import ConfigError, InputError
 from ..tokenizers import Tokenizer
 from ..tokenizers.tokenizer import SPECIAL_TOKENS, UNK
 from .batching import to_device
-from .images import ImageSet, load_digits, shift_images, split
+from .images import ImageSet, load_digits, load_image, shift_images, split
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -185,25 +185,7 @@ def load_strip(path: str | Path, channels: int, height: int, width: int) -> Tens
     """One image file as (channels, height, width) floats in [0, 1] (ink bright on a dark ground, as the
     digits): exactly ``height`` pixels high and at most ``width`` wide; a narrower strip (fewer digits)
     is padded on the right with blank, as the training strips are."""
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise ConfigError("reading images needs Pillow: pip install 'glassformer[vision]'") from None
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            pixels = torch.from_numpy(np.asarray(image, dtype=np.float32).copy())   # (H, W) or (H, W, 3)
-            w, h = image.size
-    except FileNotFoundError:
-        raise InputError(f"{path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"{path} cannot be decoded as an image ({str(e).splitlines()[0]})") from None
-    if h != height or w > width:
-        raise InputError(f"{path} is {w}×{h} pixels (width × height) but the model takes images {height} pixels "
-                         f"high and at most {width} wide")
-    image = pixels.reshape(h, w, channels).permute(2, 0, 1) / 255.0
-    return torch.nn.functional.pad(image, (0, width - w))
+    return load_image(path, channels, height, max_width=width)
 
 
 __all__ = ["DIGIT_NAMES", "word_tokenizer", "caption_of", "CaptionSet", "CaptionBatch", "CaptionData",

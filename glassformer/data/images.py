@@ -79,9 +79,10 @@ def load_digits() -> ImageSet:
     return ImageSet(images, torch.tensor(digits.target, dtype=torch.long), [str(i) for i in range(10)])
 
 
-def load_image(path: str | Path, channels: int, size: int | None = None) -> Tensor:
+def load_image(path: str | Path, channels: int, size: int | None = None, *, max_width: int | None = None) -> Tensor:
     """One image file as (channels, H, W) floats in [0, 1] (grey for 1 channel, RGB for 3); it must be
-    square, and ``size`` pixels wide if given."""
+    square, and ``size`` pixels wide if given.  With ``max_width`` (a strip of images side by side) it
+    must be ``size`` pixels high and at most ``max_width`` wide, and is padded on the right with blank."""
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
@@ -96,11 +97,16 @@ def load_image(path: str | Path, channels: int, size: int | None = None) -> Tens
         raise InputError(f"{path} does not exist") from None
     except (UnidentifiedImageError, OSError) as e:
         raise InputError(f"{path} cannot be decoded as an image ({str(e).splitlines()[0]})") from None
-    if width != height:
+    if max_width is not None:
+        if height != size or width > max_width:
+            raise InputError(f"{path} is {width}×{height} pixels (width × height) but the model takes images "
+                             f"{size} pixels high and at most {max_width} wide")
+    elif width != height:
         raise InputError(f"{path} is {width}×{height}; the ViT takes square images")
-    if size is not None and width != size:
+    elif size is not None and width != size:
         raise InputError(f"{path} is {width}×{height} but the model takes {size}×{size} images; resize it")
-    return pixels.reshape(height, width, channels).permute(2, 0, 1) / 255.0
+    image = pixels.reshape(height, width, channels).permute(2, 0, 1) / 255.0
+    return torch.nn.functional.pad(image, (0, max_width - width)) if max_width is not None else image
 
 
 def load_image_folder(folder: str | Path, image_size: int | None = None, channels: int = 3) -> ImageSet:

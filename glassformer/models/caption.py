@@ -34,6 +34,7 @@ from ..nn.masks import prepare_mask
 from .config import ModelConfig, register_family, register_preset
 from .decoding import DecodingMixin
 from .transformer import Generator
+from .vit import patch_sequence
 
 
 @register_family
@@ -121,8 +122,7 @@ class ImageEncoder(nn.Module):
 
     def forward(self, images: Tensor, *, need_weights: bool = False) -> StackOutput:
         """images: (batch, channels, H, W) -> (batch, 1 + patches, d_model); position 0 is [CLS]."""
-        x = self.patches(images)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.position
+        x = patch_sequence(images, self.patches, self.cls_token, self.position)
         return self.stack(self.dropout(x), need_weights=need_weights)
 
 

@@ -78,6 +78,13 @@ register_preset("vit-tiny", _preset(image_size=8, patch_size=4, channels=1, n_cl
                                     d_model=16, d_ff=32))
 
 
+def patch_sequence(images: Tensor, patches: PatchEmbedding, cls_token: Tensor, position: Tensor) -> Tensor:
+    """The encoder's input: the patches' vectors after a [CLS] vector, plus the learned position
+    embeddings -> (batch, 1 + patches, d_model)."""
+    x = patches(images)
+    return torch.cat([cls_token.expand(x.shape[0], -1, -1), x], dim=1) + position
+
+
 class ViT(nn.Module):
     """Image classifier: patches -> encoder -> [CLS] -> classes."""
 
@@ -109,8 +116,7 @@ class ViT(nn.Module):
     def features(self, images: Tensor, *, need_weights: bool = False):
         """images: (batch, channels, H, W) -> the encoder's output (batch, 1 + patches, d_model);
         position 0 is [CLS].  With ``need_weights`` also the attention weights per layer."""
-        x = self.patches(images)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.position
+        x = patch_sequence(images, self.patches, self.cls_token, self.position)
         return self.encoder(self.dropout(x), need_weights=need_weights)
 
     def forward(self, images: Tensor, targets: Tensor | None = None, *, reduction: str = "mean") -> Tensor:
@@ -125,4 +131,4 @@ class ViT(nn.Module):
         """Nothing is tied in a ViT."""
 
 
-__all__ = ["ViTConfig", "ViT"]
+__all__ = ["ViTConfig", "ViT", "patch_sequence"]

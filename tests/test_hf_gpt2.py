@@ -90,3 +90,20 @@ def test_bad_checkpoints_are_refused(hf_dir, tmp_path):
         config_from_hf_gpt2({**cfg, "scale_attn_by_inverse_layer_idx": True})
     with pytest.raises(ConfigError, match="model_type"):
         config_from_hf_gpt2({**cfg, "model_type": "llama"})
+
+
+def test_beam_4_matches_hf_generate(hf_dir, rng):
+    """Beam search of width 4 over the KV cache gives Hugging Face's best beam."""
+    from glassformer.generation import BeamOptions, beam_search
+
+    path, hf = hf_dir
+    ours = load_hf_gpt2(path)
+    prompt = torch.randint(1, VOCAB, (1, 8), generator=rng)
+    with torch.no_grad():
+        theirs = hf.generate(prompt, max_new_tokens=12, min_new_tokens=12, num_beams=4, do_sample=False,
+                             pad_token_id=0, eos_token_id=None, length_penalty=1.0, early_stopping=False)[:, 8:]
+    cache, first = ours.start_decoding(prompt, 12)
+    best = beam_search(ours, cache, first, BeamOptions(beam=4, n_best=1, alpha=1.0, length_penalty_kind="hf",
+                                                        stopping="heuristic", max_new_tokens=12, eos_id=None,
+                                                        pad_id=0))
+    assert best.tokens[0, 0, : int(best.lengths[0, 0])].tolist() == theirs[0].tolist()

@@ -189,3 +189,21 @@ def test_bad_checkpoints_are_refused(hf_dir, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 3}))
     with pytest.raises(CheckpointError, match="layers.2.input_layernorm"):
         load_hf_llama(tmp_path)                        # a tensor the config calls for is missing
+
+
+def test_beam_4_matches_hf_generate(hf_dir):
+    """Beam search of width 4 over the KV cache gives Hugging Face's best beam, prompt by prompt."""
+    from glassformer.generation import BeamOptions, beam_search
+
+    path, hf = hf_dir
+    ours = load_hf_llama(path)
+    n = 10
+    for prompt in PROMPTS:
+        with torch.no_grad():
+            theirs = hf.generate(torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n, num_beams=4,
+                                 do_sample=False, length_penalty=1.0, early_stopping=False)
+        cache, first = ours.start_decoding([prompt], n)
+        best = beam_search(ours, cache, first, BeamOptions(beam=4, n_best=1, alpha=1.0, length_penalty_kind="hf",
+                                                            stopping="heuristic", max_new_tokens=n, eos_id=None,
+                                                            pad_id=0))
+        assert best.tokens[0, 0, : int(best.lengths[0, 0])].tolist() == theirs[0, len(prompt):].tolist()

@@ -207,3 +207,10 @@ def test_beam_4_matches_hf_generate(hf_dir):
                                                             stopping="heuristic", max_new_tokens=n, eos_id=None,
                                                             pad_id=0))
         assert best.tokens[0, 0, : int(best.lengths[0, 0])].tolist() == theirs[0, len(prompt):].tolist()
+
+
+def test_params_writes_out_the_seeds_arithmetic(capsys):
+    code, out, _ = run_cli(capsys, "params", "llama2-70b")
+    assert code == 0
+    assert "one per query head would be 3 × 8,192² = 201.33M" in out          # the seeds' 3·8192² ≈ 201M
+    assert "token embedding: 32,000 × 8,192 = 262.14M" in out                 # and 32,000 × 8192 ≈ 262M

@@ -61,7 +61,7 @@ def with_vocab(config, vocab: int | None, src_vocab: int | None, tgt_vocab: int 
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..explain.params import format_param_table, param_table
+    from ..explain.params import arithmetic, format_param_table, param_table
 
     config = with_vocab(load_config(args.model), args.vocab, args.src_vocab, args.tgt_vocab)
     title = f"{args.model} ({config.family})"
@@ -69,4 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if tying is not None:
         title += f", tie_embeddings={tying}"
     print(format_param_table(param_table(config), title=title))
+    sums = arithmetic(config)
+    if sums:
+        print("\narithmetic\n" + "\n".join(f"  {line}" for line in sums))
     return 0

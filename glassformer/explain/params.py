@@ -200,4 +200,26 @@ def format_param_table(table: ParamTable, *, title: str | None = None) -> str:
     return "\n".join(out)
 
 
-__all__ = ["KINDS", "ParamRow", "ParamTable", "param_table", "parameter_kind", "format_param_table", "human_count"]
+def arithmetic(config) -> list[str]:
+    """The sums behind the largest rows, written out: one layer's query/key/value projections and the
+    token embedding (for the families whose configs name them)."""
+    d, heads = getattr(config, "d_model", None), getattr(config, "n_heads", None)
+    if not d or not heads:
+        return []
+    kv_heads = getattr(config, "n_kv_heads", None) or heads
+    d_kv = kv_heads * (d // heads)
+    lines = []
+    if kv_heads == heads:
+        lines.append(f"query/key/value projections of one attention: 3 × {d:,}² = {human_count(3 * d * d)}")
+    else:
+        lines.append(f"query/key/value projections of one attention: {d:,}² + 2 × {d:,} × {d_kv:,} = "
+                     f"{human_count(d * d + 2 * d * d_kv)} ({kv_heads} key/value heads for {heads} query heads; "
+                     f"one per query head would be 3 × {d:,}² = {human_count(3 * d * d)})")
+    vocab = getattr(config, "vocab_size", None) or getattr(config, "src_vocab_size", None)
+    if vocab:
+        lines.append(f"token embedding: {vocab:,} × {d:,} = {human_count(vocab * d)}")
+    return lines
+
+
+__all__ = ["KINDS", "ParamRow", "ParamTable", "param_table", "parameter_kind", "format_param_table", "human_count",
+           "arithmetic"]

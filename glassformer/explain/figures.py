@@ -1,0 +1,183 @@
+"""Pictures of attention and of positional encodings (matplotlib's object API, Agg; no pyplot state).
+
+* :func:`attention_grid_figure` — one heatmap per head of (heads, q_len, k_len) weights;
+  inputs longer than 64 tokens are averaged over blocks of consecutive positions so
+  that at most 64×64 cells are drawn, and the axes name the position ranges.
+* :func:`positional_encoding_figure` — the sinusoidal table of §3.5 as a heatmap, and a
+  few of its dimensions as curves.
+* :func:`save_figure` — writes a figure atomically (a temporary file in the same folder,
+  then ``os.replace``), so a reader never sees half a PNG.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, InputError
+from ..nn.positions import sinusoidal_table
+
+__all__ = ["MAX_CELLS", "attention_grid_figure", "block_average", "positional_encoding_figure", "save_figure"]
+
+MAX_CELLS = 64          # per axis: longer inputs are averaged over blocks of positions
+
+
+def _figure_class():
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ConfigError("plotting needs matplotlib: pip install 'glassformer[plot]'") from None
+    return Figure
+
+
+def block_average(weights: Tensor, max_cells: int = MAX_CELLS) -> tuple[Tensor, list[tuple[int, int]],
+                                                                         list[tuple[int, int]]]:
+    """(…, q, k) -> (…, ≤max_cells, ≤max_cells): each cell the mean over a block of consecutive
+    positions (the last block may be shorter).  Also the [start, end) position ranges of the
+    row blocks and of the column blocks.  Short axes are kept as they are."""
+    def ranges(n: int) -> list[tuple[int, int]]:
+        size = max(1, math.ceil(n / max_cells))
+        return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+    rows, cols = ranges(weights.shape[-2]), ranges(weights.shape[-1])
+    out = torch.stack([weights[..., a:b, :].mean(dim=-2) for a, b in rows], dim=-2)
+    out = torch.stack([out[..., a:b].mean(dim=-1) for a, b in cols], dim=-1)
+    return out, rows, cols
+
+
+def _range_labels(blocks: list[tuple[int, int]], tokens: Sequence[str] | None) -> list[str]:
+    labels = []
+    for a, b in blocks:
+        text = f"{a}" if b - a == 1 else f"{a}–{b - 1}"
+        if tokens is not None and b - a == 1:
+            text = str(tokens[a])
+        labels.append(text)
+    return labels
+
+
+def attention_grid_figure(weights: Tensor, q_tokens: Sequence[str] | None = None,
+                          k_tokens: Sequence[str] | None = None, title: str = "", *,
+                          head_names: Sequence[str] | None = None, max_cells: int = MAX_CELLS):
+    """One heatmap per head.  weights: (heads, q_len, k_len) (a (q_len, k_len) matrix is one head);
+    ``q_tokens`` / ``k_tokens``: the query / key tokens, the tick labels (default: positions).
+
+    Inputs of more than ``max_cells`` (64) positions on an axis are averaged over blocks of
+    positions, so at most 64×64 cells are drawn, and that axis is labelled with position ranges
+    ("0–3", "4–7", …).  Returns a ``matplotlib.figure.Figure``."""
+    weights = torch.as_tensor(weights).detach().float().cpu()
+    if weights.dim() == 2:
+        weights = weights[None]
+    if weights.dim() != 3 or 0 in weights.shape:
+        raise InputError(f"attention weights must be (heads, q_len, k_len), got shape {tuple(weights.shape)}")
+    heads, q_len, k_len = weights.shape
+    for name, tokens, n in (("q_tokens", q_tokens, q_len), ("k_tokens", k_tokens, k_len)):
+        if tokens is not None and len(tokens) != n:
+            raise InputError(f"{name} has {len(tokens)} tokens but the weights have {n} positions on that axis")
+    cells, rows, cols = block_average(weights, max_cells)
+    row_labels, col_labels = _range_labels(rows, q_tokens), _range_labels(cols, k_tokens)
+    blocked_q, blocked_k = len(rows) < q_len, len(cols) < k_len
+
+    n_cols = min(heads, 4)
+    n_rows = math.ceil(heads / n_cols)
+    side = 3.2 if max(len(rows), len(cols)) <= 24 else 4.4
+    Figure = _figure_class()
+    fig = Figure(figsize=(side * n_cols + 0.8, side * n_rows + (0.6 if title else 0.2)), dpi=100,
+                 layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    vmax = float(cells.max()) if cells.numel() else 1.0
+    image = None
+    for h in range(n_rows * n_cols):
+        ax = axes[h // n_cols][h % n_cols]
+        if h >= heads:
+            ax.set_axis_off()
+            continue
+        image = ax.imshow(cells[h].numpy(), cmap="viridis", vmin=0.0, vmax=vmax or 1.0, aspect="auto",
+                          interpolation="nearest")
+        ax.set_title(head_names[h] if head_names is not None else f"head {h}", fontsize=9)
+        _ticks(ax.set_xticks, ax.set_xticklabels, col_labels, rotation=90)
+        _ticks(ax.set_yticks, ax.set_yticklabels, row_labels)
+        if h // n_cols == n_rows - 1 or h + n_cols >= heads:
+            ax.set_xlabel("key positions (block means)" if blocked_k else "key")
+        if h % n_cols == 0:
+            ax.set_ylabel("query positions (block means)" if blocked_q else "query")
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="attention weight")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _ticks(set_ticks, set_labels, labels: list[str], rotation: int = 0) -> None:
+    """Every label when there are few, else about 16 of them."""
+    step = 1 if len(labels) <= 32 else math.ceil(len(labels) / 16)
+    where = list(range(0, len(labels), step))
+    set_ticks(where)
+    set_labels([labels[i] for i in where], fontsize=7 if len(labels) > 16 else 8, rotation=rotation)
+
+
+def _curve_dimensions(d_model: int) -> list[int]:
+    wanted = [0, 1, 4, 5, d_model // 2, d_model // 2 + 1, d_model - 2, d_model - 1]
+    return sorted({d for d in wanted if 0 <= d < d_model})
+
+
+def positional_encoding_figure(d_model: int = 128, length: int = 100, *, layout: str = "interleaved"):
+    """The sinusoidal positional encoding (§3.5): its (length, d_model) table as a heatmap, and
+    dimensions 0, 1, 4, 5, d/2, d/2+1 … as curves over the positions.  d_model must be a positive
+    even number (a sine and a cosine per frequency), length positive."""
+    if isinstance(d_model, bool) or not isinstance(d_model, int) or d_model < 2 or d_model % 2:
+        raise InputError(f"d_model must be a positive even number (a sine and a cosine per frequency), "
+                         f"got {d_model}")
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise InputError(f"length must be a positive number of positions, got {length}")
+    table = sinusoidal_table(length, d_model, layout)
+    Figure = _figure_class()
+    fig = Figure(figsize=(12, 4.5), dpi=100, layout="constrained")
+    heat, curves = fig.subplots(1, 2, width_ratios=[1.2, 1])
+    image = heat.imshow(table.T.numpy(), cmap="RdBu", vmin=-1, vmax=1, aspect="auto", origin="lower",
+                        interpolation="nearest")
+    heat.set_xlabel("position")
+    heat.set_ylabel("dimension")
+    heat.set_title(f"sinusoidal positional encoding (d_model={d_model})")
+    fig.colorbar(image, ax=heat, shrink=0.8)
+    positions = torch.arange(length).numpy()
+    for d in _curve_dimensions(d_model):
+        kind = ("sin" if d % 2 == 0 else "cos") if layout == "interleaved" else ("sin" if d < d_model // 2 else "cos")
+        curves.plot(positions, table[:, d].numpy(), label=f"dim {d} ({kind})", linewidth=1.2)
+    curves.set_xlabel("position")
+    curves.set_ylabel("value")
+    curves.set_ylim(-1.1, 1.1)
+    curves.set_title("some dimensions")
+    curves.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def save_figure(fig, path: str | Path, *, dpi: int | None = None) -> Path:
+    """Write ``fig`` to ``path`` (format from the suffix, default PNG) atomically: into a temporary
+    file in the same folder, then renamed over ``path``.  The pixel size is figsize × dpi."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = path.suffix[1:].lower() or "png"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format=fmt, dpi=dpi if dpi is not None else fig.dpi)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

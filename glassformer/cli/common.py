@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -95,6 +96,33 @@ def resume_dir(args) -> tuple[Path, bool]:
     return Path(args.out if args.resume is True else args.resume), True
 
 
+def train_settings(args, flags: tuple[str, ...], *, data_flag: str | None = None, data_key: str | None = None,
+                   missing: str = "") -> tuple[Path, bool, Any, dict, dict]:
+    """What every ``train`` command gathers before it builds its settings: (run directory, resume?, the
+    data (``args.<data_flag>`` or, when resuming, the run's own), the settings dict, the saved run).
+    Settings come in this order, later ones winning: the resumed run's, ``--config`` (a JSON file of
+    settings), the task's ``flags`` that were given, then the run flags (--precision, --compile, ...)."""
+    from ..errors import InputError
+    from ..models.config import load_config_file
+
+    out, resume = resume_dir(args)
+    saved = saved_run(out) if resume else {}
+    settings = dict(saved.get("settings", {}))
+    data = None
+    if data_flag is not None:
+        data = getattr(args, data_flag) or saved.get("data", {}).get(data_key)
+        if not data:
+            raise InputError(missing)
+    if getattr(args, "config", None):
+        loaded = load_config_file(args.config)
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{args.config} must hold a JSON object of settings")
+        settings.update(loaded)
+    settings.update({k: getattr(args, k) for k in flags if getattr(args, k) is not None})
+    settings.update(run_flags(args))
+    return out, resume, data, settings, saved
+
+
 def saved_run(run_dir: Path) -> dict:
     """The fingerprint of the run saved in ``run_dir``: its "settings" (the defaults of its
     resumption), "model" config and "data"."""
@@ -158,5 +186,5 @@ class fresh_output_dir:
             shutil.rmtree(self.created, ignore_errors=True)
 
 
-__all__ = ["add_run_flags", "run_flags", "resume_dir", "saved_run", "RUN_FLAGS", "fresh_output_dir", "saved_models", "positive_int", "non_negative_int", "positive_float", "preset_help",
+__all__ = ["add_run_flags", "run_flags", "resume_dir", "saved_run", "train_settings", "RUN_FLAGS", "fresh_output_dir", "saved_models", "positive_int", "non_negative_int", "positive_float", "preset_help",
            "setting_defaults", "note", "DEVICE_HELP"]

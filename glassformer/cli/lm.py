@@ -10,9 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import CheckpointError, ConfigError, InputError
+from ..errors import CheckpointError, InputError
 from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, non_negative_int, positive_float, positive_int,
-                     preset_help, resume_dir, run_flags, saved_run, setting_defaults)
+                     preset_help, setting_defaults, train_settings)
 
 
 def register(subparsers) -> None:
@@ -85,22 +85,10 @@ _FLAGS = ("tokenizer", "vocab_size", "preset", "block_size", "batch_size", "grad
 
 def train_lm_cmd(args) -> int:
     from ..devices import pick_device
-    from ..models.config import load_config_file
     from ..training.lm import LMSettings, train_lm
 
-    out, resume = resume_dir(args)
-    saved = saved_run(out) if resume else {}
-    settings = dict(saved.get("settings", {}))
-    data = args.data or saved.get("data", {}).get("source")
-    if not data:
-        raise InputError("give --data: a text file, a folder of text files, or 'python-stdlib'")
-    if args.config:
-        loaded = load_config_file(args.config)
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{args.config} must hold a JSON object of settings")
-        settings.update(loaded)
-    settings.update({k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None})
-    settings.update(run_flags(args))
+    out, resume, data, settings, _ = train_settings(args, _FLAGS, data_flag="data", data_key="source",
+        missing="give --data: a text file, a folder of text files, or 'python-stdlib'")
     settings = LMSettings.from_dict(settings)          # checks types, ranges, the preset and its fields
     pick_device(settings.device)
     with fresh_output_dir(out):

@@ -21,7 +21,10 @@ import sys
 from ..errors import GlassformerError
 
 # Modules under glassformer.cli that add commands, in help order.
-COMMAND_MODULES = ["translation", "lm", "params", "search", "plot", "embed", "mlm", "classify", "vit", "caption", "convert", "probe", "explore"]
+COMMAND_MODULES = [
+    "translation", "lm", "params", "search", "plot", "embed", "mlm", "classify",
+    "vit", "caption", "convert", "probe", "explore",
+]
 
 
 def version() -> str:

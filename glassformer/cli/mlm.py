@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import sys
 
-from ..errors import CheckpointError, ConfigError, InputError
+from ..errors import CheckpointError, InputError
 from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, non_negative_int, note, positive_float,
-                     positive_int, preset_help, resume_dir, run_flags, saved_run, setting_defaults)
+                     positive_int, preset_help, setting_defaults, train_settings)
 
 
 def register(subparsers) -> None:
@@ -74,24 +74,12 @@ _FLAGS = ("vocab_size", "preset", "block_size", "batch_size", "grad_accum", "ste
 
 def train_mlm_cmd(args) -> int:
     from ..devices import pick_device
-    from ..models.config import load_config_file
     from ..training.mlm import MLMSettings, train_mlm
 
-    out, resume = resume_dir(args)
-    saved = saved_run(out) if resume else {}
-    settings = dict(saved.get("settings", {}))
-    data = args.data or saved.get("data", {}).get("source")
-    if not data:
-        raise InputError("give --data: a text file, a folder of text files, or 'python-stdlib'")
-    if args.config:
-        loaded = load_config_file(args.config)
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{args.config} must hold a JSON object of settings")
-        settings.update(loaded)
-    settings.update({k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None})
+    out, resume, data, settings, _ = train_settings(args, _FLAGS, data_flag="data", data_key="source",
+        missing="give --data: a text file, a folder of text files, or 'python-stdlib'")
     if args.cased is not None:
         settings["lowercase"] = not args.cased
-    settings.update(run_flags(args))
     settings = MLMSettings.from_dict(settings)         # checks types, ranges, the preset and its fields
     pick_device(settings.device)
     with fresh_output_dir(out):

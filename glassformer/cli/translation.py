@@ -12,7 +12,6 @@ import importlib.util
 import json
 import sys
 import time
-from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError, InputError
 from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, non_negative_int, note, positive_float,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, non_negative_int, positive_float, positive_int,
-                     preset_help, resume_dir, run_flags, saved_run, setting_defaults)
+                     preset_help, setting_defaults, train_settings)
 
 
 def register(subparsers) -> None:
@@ -52,22 +52,10 @@ _FLAGS = ("preset", "batch_size", "grad_accum", "steps", "lr", "warmup", "shift"
 
 def train_vit_cmd(args) -> int:
     from ..devices import pick_device
-    from ..models.config import load_config_file
     from ..training.vit import ViTSettings, train_vit
 
-    out, resume = resume_dir(args)
-    saved = saved_run(out) if resume else {}
-    settings = dict(saved.get("settings", {}))
-    dataset = args.dataset or saved.get("data", {}).get("dataset")
-    if not dataset:
-        raise InputError("give --dataset digits, or --dataset FOLDER with one sub-folder of images per class")
-    if args.config:
-        loaded = load_config_file(args.config)
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{args.config} must hold a JSON object of settings")
-        settings.update(loaded)
-    settings.update({k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None})
-    settings.update(run_flags(args))
+    out, resume, dataset, settings, _ = train_settings(args, _FLAGS, data_flag="dataset", data_key="dataset",
+        missing="give --dataset digits, or --dataset FOLDER with one sub-folder of images per class")
     settings = ViTSettings.from_dict(settings)
     pick_device(settings.device)
     with fresh_output_dir(out):

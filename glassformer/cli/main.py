@@ -23,7 +23,7 @@ from ..errors import GlassformerError
 # Modules under glassformer.cli that add commands, in help order.
 COMMAND_MODULES = [
     "translation", "lm", "params", "search", "plot", "embed", "mlm", "classify",
-    "vit", "caption", "convert", "probe", "explore",
+    "vit", "caption", "convert", "probe", "explore", "serve",
 ]
 
 

@@ -1,0 +1,405 @@
+"""A model directory served over HTTP: a JSON API under ``/v1/`` and one HTML page at ``/``.
+
+    app = create_app("runs/lm/best")           # the model is loaded once, here
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+
+Endpoints (request and response bodies are pydantic models, so ``/openapi.json`` describes them):
+
+* ``POST /v1/generate``  {"prompt", "max_new_tokens", "temperature", "seed"} -> {"text"}   (GPT)
+* ``POST /v1/translate`` {"text"} -> {"translation"}                                      (encoder–decoder)
+* ``POST /v1/embed``     {"texts": [...]} -> {"embeddings": [[...]]}                        (BERT)
+* ``POST /v1/attention`` {"text", "layer", "head"} -> {"tokens", "weights"}: the self-attention
+  probabilities of one layer and head on one full forward pass (a translator: its encoder's)
+* ``GET /v1/info``: the model's family, layers, heads and context.
+
+Every error is a 4xx with a JSON body ``{"error": "..."}``: malformed JSON and wrong fields 422,
+input longer than the model takes 413, an endpoint the model type does not serve 400, a layer or
+head out of range 422 (naming the valid range), text that tokenizes to nothing 400, and any
+:class:`~glassformer.errors.GlassformerError` of the library 400.  The model is not re-entrant:
+every model call runs under one lock, so concurrent requests are answered one after the other.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import CheckpointError, GlassformerError
+from ..model_dir import ModelDir, load_model_dir
+
+# family -> the endpoint that does its main job ("attention" serves them all)
+TASKS = {"gpt": "generate", "transformer": "translate", "bert": "embed"}
+MAX_EMBED_TEXTS = 256
+
+
+class ApiError(Exception):
+    """An answer other than 200: ``status`` and the one-line ``message`` of the JSON body."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+# -- request and response bodies ----------------------------------------------------------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerateRequest(_Body):
+    prompt: str = Field(description="the text to continue")
+    max_new_tokens: int = Field(50, ge=1, le=512, description="tokens to generate")
+    temperature: float = Field(0.0, ge=0.0, description="sampling temperature; 0 = greedy")
+    seed: int | None = Field(0, description="sampling seed (same seed, same text)")
+
+
+class GenerateResponse(BaseModel):
+    text: str = Field(description="the continuation (without the prompt)")
+
+
+class TranslateRequest(_Body):
+    text: str = Field(description="one source sentence")
+
+
+class TranslateResponse(BaseModel):
+    translation: str
+
+
+class EmbedRequest(_Body):
+    texts: list[str] = Field(min_length=1, max_length=MAX_EMBED_TEXTS, description="texts to embed")
+
+
+class EmbedResponse(BaseModel):
+    embeddings: list[list[float]] = Field(description="one unit vector per text, in input order")
+
+
+class AttentionRequest(_Body):
+    text: str
+    layer: int = Field(0, description="self-attention layer, 0-based")
+    head: int = Field(0, description="attention head, 0-based")
+
+
+class AttentionResponse(BaseModel):
+    tokens: list[str]
+    weights: list[list[float]] = Field(description="weights[i][j]: how much token i attends to token j")
+
+
+class InfoResponse(BaseModel):
+    family: str
+    task: str
+    layers: int
+    heads: int
+    max_len: int
+
+
+class ErrorResponse(BaseModel):
+    error: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 413, 422)}
+
+
+# -- the served model --------------------------------------------------------------------------
+class Served:
+    """The loaded model and what the endpoints need of it; every model call under ``lock``."""
+
+    def __init__(self, loaded: ModelDir, name: str):
+        self.loaded, self.name = loaded, name
+        self.family = loaded.config.family
+        if self.family not in TASKS:
+            raise CheckpointError(f"{name} holds a {self.family!r} model; serve takes a GPT ('gpt'), "
+                                  "translation ('transformer') or BERT ('bert') model directory")
+        if loaded.tokenizer is None:
+            raise CheckpointError(f"{name} has no tokenizer.json; serve needs one to read text")
+        self.model = loaded.model.eval()
+        self.max_len = int(loaded.config.max_len)
+        self.lock = threading.Lock()
+        from ..explain.attention import attention_modules
+
+        stack = "encoder." if self.family == "transformer" else ""
+        self.self_attention = [(n, m) for n, m in attention_modules(self.model).items()
+                               if not m.cross_attention and n.startswith(stack)]
+        self.heads = self.self_attention[0][1].n_heads if self.self_attention else 0
+
+    @property
+    def task(self) -> str:
+        return TASKS[self.family]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def require(self, endpoint: str) -> None:
+        if self.task != endpoint:
+            raise ApiError(400, f"/v1/{endpoint} does not fit this model: it is a {self.family!r} model, "
+                                f"which serves /v1/{self.task} (and /v1/attention)")
+
+    def too_long(self, n: int, what: str) -> ApiError:
+        return ApiError(413, f"the {what} has {n} tokens but the model takes at most {self.max_len}; shorten it")
+
+    # -- the endpoints' work ----------------------------------------------------------------------
+    def generate(self, req: GenerateRequest) -> str:
+        from ..generation import SamplingOptions
+        from ..generation.text import complete_batch
+
+        self.require("generate")
+        tok = self.loaded.tokenizer
+        ids = self._ids(req.prompt, "prompt")
+        room = self.max_len - req.max_new_tokens
+        if room < 1:
+            raise ApiError(400, f"max_new_tokens={req.max_new_tokens} leaves no room for a prompt in the model's "
+                                f"context of {self.max_len} tokens; use at most {self.max_len - 1}")
+        if len(ids) > room:
+            raise ApiError(413, f"the prompt has {len(ids)} tokens; with {req.max_new_tokens} new tokens at most "
+                                f"{room} fit in the model's context of {self.max_len}; shorten it or lower "
+                                "max_new_tokens")
+        options = SamplingOptions(max_new_tokens=req.max_new_tokens, temperature=req.temperature,
+                                  eos_id=tok.eos_id, pad_id=tok.pad_id, seed=req.seed)
+        with self.lock, torch.inference_mode():
+            return complete_batch(self.model, tok, [ids], options)[0]
+
+    def translate(self, text: str) -> str:
+        from ..generation.translation import translate
+
+        self.require("translate")
+        ids = self._ids(text, "text", self.loaded.src_tokenizer)
+        if len(ids) + 1 > self.max_len:
+            raise self.too_long(len(ids) + 1, "text (with its end token)")
+        with self.lock:
+            return translate(self.model, self.loaded.src_tokenizer, self.loaded.tokenizer, [text])[0]
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        from ..generation.embeddings import embed_texts
+
+        self.require("embed")
+        tok = self.loaded.tokenizer
+        for i, text in enumerate(texts):
+            self._ids(text, f"text {i}")
+        ids, _, _ = tok.encode_sentences(texts)
+        for i, row in enumerate(ids):
+            if len(row) > self.max_len:
+                raise self.too_long(len(row), f"text {i} (with [CLS] and [SEP])")
+        with self.lock:
+            vectors = embed_texts(self.model, tok, texts, truncate=False)
+        return vectors.tolist()
+
+    def attention(self, req: AttentionRequest) -> tuple[list[str], list[list[float]]]:
+        from ..explain.attention import capture_attention
+
+        n = len(self.self_attention)
+        if not 0 <= req.layer < n:
+            raise ApiError(422, f"layer {req.layer} does not exist; this model has {n} self-attention layers "
+                                f"(0..{n - 1})")
+        name, module = self.self_attention[req.layer]
+        if not 0 <= req.head < module.n_heads:
+            raise ApiError(422, f"head {req.head} does not exist; layer {req.layer} has {module.n_heads} heads "
+                                f"(0..{module.n_heads - 1})")
+        tok = self.loaded.src_tokenizer if self.family == "transformer" else self.loaded.tokenizer
+        ids = self._ids(req.text, "text", tok)
+        if self.family == "transformer":
+            ids = ids + [self.loaded.config.eos_id]
+        elif self.family == "bert":
+            ids = tok.encode_sentences([req.text])[0][0]
+        if len(ids) > self.max_len:
+            raise self.too_long(len(ids), "text")
+        tokens = torch.tensor([ids], device=self.device)
+        with self.lock, torch.inference_mode(), capture_attention(self.model, layers=[name], heads=[req.head]) as cap:
+            if self.family == "gpt":
+                self.model.hidden_states(tokens)
+            else:
+                self.model.encode(tokens)
+        weights = cap.weights[name][0, 0]
+        return [tok.id_to_token(i) or "" for i in ids], weights.tolist()
+
+    def _ids(self, text: str, what: str, tok=None) -> list[int]:
+        """Token ids of ``text``; 400 when it tokenizes to nothing (or to unknown tokens only)."""
+        tok = tok or self.loaded.tokenizer
+        ids = tok.encode(text) if text.strip() else []
+        if not ids:
+            raise ApiError(400, f"the {what} is empty (it tokenizes to nothing); give some text")
+        tok.check_known(text, what)
+        return ids
+
+
+# -- the application -----------------------------------------------------------------------------
+def create_app(model_dir: str | Path | ModelDir, *, device: str | torch.device = "cpu") -> FastAPI:
+    """A FastAPI app serving ``model_dir`` (a path, loaded here once, or an already loaded
+    :class:`~glassformer.model_dir.ModelDir`).  Raises :class:`CheckpointError` for a model
+    directory serve cannot use (a family other than gpt / transformer / bert, no tokenizer)."""
+    if isinstance(model_dir, ModelDir):
+        loaded, name = model_dir, "the model directory"
+    else:
+        loaded, name = load_model_dir(model_dir, device), str(model_dir)
+    served = Served(loaded, name)
+    app = FastAPI(title="glassformer", version="1",
+                  description=f"A {served.family!r} model ({name}) served by glassformer")
+    app.state.served = served
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        parts = []
+        for e in errors[:3]:
+            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+            parts.append(f"{where}: {e.get('msg', 'invalid')}")
+        message = "invalid request: " + "; ".join(parts) if parts else "invalid request"
+        return JSONResponse({"error": message, "detail": jsonable(errors)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(GlassformerError)
+    async def library_error(request: Request, exc: GlassformerError) -> JSONResponse:
+        text = str(exc).strip()
+        return JSONResponse({"error": text.splitlines()[0] if text else type(exc).__name__}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"unexpected error ({type(exc).__name__}): {exc}"}, status_code=500)
+
+    @app.post("/v1/generate", response_model=GenerateResponse, responses=ERRORS,
+              summary="continue a prompt (GPT models)")
+    def generate(req: GenerateRequest) -> GenerateResponse:
+        return GenerateResponse(text=served.generate(req))
+
+    @app.post("/v1/translate", response_model=TranslateResponse, responses=ERRORS,
+              summary="translate one sentence (encoder-decoder models)")
+    def translate(req: TranslateRequest) -> TranslateResponse:
+        return TranslateResponse(translation=served.translate(req.text))
+
+    @app.post("/v1/embed", response_model=EmbedResponse, responses=ERRORS,
+              summary="sentence embeddings (BERT encoders)")
+    def embed(req: EmbedRequest) -> EmbedResponse:
+        return EmbedResponse(embeddings=served.embed(req.texts))
+
+    @app.post("/v1/attention", response_model=AttentionResponse, responses=ERRORS,
+              summary="self-attention probabilities of one layer and head (a translator: its encoder's)")
+    def attention(req: AttentionRequest) -> AttentionResponse:
+        tokens, weights = served.attention(req)
+        return AttentionResponse(tokens=tokens, weights=weights)
+
+    @app.get("/v1/info", response_model=InfoResponse, summary="what the served model is")
+    def info() -> InfoResponse:
+        return InfoResponse(family=served.family, task=served.task, layers=len(served.self_attention),
+                            heads=served.heads, max_len=served.max_len)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(render_page(served))
+
+    return app
+
+
+def jsonable(errors: list[dict]) -> list[dict]:
+    """Pydantic's error list with only JSON values (its ``ctx`` may hold exception objects)."""
+    out = []
+    for e in errors:
+        out.append({k: (v if k != "ctx" else {ck: str(cv) for ck, cv in v.items()})
+                    for k, v in e.items() if k in ("type", "loc", "msg", "ctx")})
+    return out
+
+
+# -- the page ------------------------------------------------------------------------------------
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>glassformer: __FAMILY__</title>
+<style>
+body { font: 15px/1.4 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+textarea { width: 100%; box-sizing: border-box; font: inherit; }
+button, select, input { font: inherit; }
+#output { white-space: pre-wrap; background: #f4f4f4; padding: .6rem; min-height: 1.5rem; border-radius: 4px; }
+.error { color: #b00; }
+table.grid { border-collapse: collapse; margin-top: .6rem; font-size: 12px; }
+table.grid td { width: 1.6rem; height: 1.6rem; border: 1px solid #eee; text-align: center; }
+table.grid th { font-weight: normal; padding: 0 .3rem; white-space: pre; }
+table.grid thead th { writing-mode: vertical-rl; transform: rotate(180deg); text-align: left; }
+</style></head>
+<body>
+<h1>glassformer <small>(__FAMILY__ model, /v1/__TASK__)</small></h1>
+<p><textarea id="input" rows="4" placeholder="__PLACEHOLDER__"></textarea></p>
+<p><button id="run">__BUTTON__</button>
+<span id="generate-options" __GEN_HIDDEN__>max new tokens <input id="max-new" type="number" min="1" max="512" value="50">
+temperature <input id="temperature" type="number" min="0" step="0.1" value="0"></span></p>
+<div id="output"></div>
+<h2>Attention</h2>
+<p>layer <select id="layer">__LAYERS__</select> head <select id="head">__HEADS__</select>
+<button id="show-attention">show attention</button></p>
+<div id="attention"></div>
+<script>
+const TASK = "__TASK__";
+const $ = (id) => document.getElementById(id);
+async function call(path, body) {
+  const r = await fetch(path, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+  const data = await r.json();
+  if (!r.ok) throw new Error(data.error || ("HTTP " + r.status));
+  return data;
+}
+function showError(where, e) { where.innerHTML = ""; const s = document.createElement("span"); s.className = "error"; s.textContent = e.message; where.appendChild(s); }
+async function run() {
+  const text = $("input").value, out = $("output");
+  out.textContent = "...";
+  try {
+    if (TASK === "generate") {
+      const d = await call("/v1/generate", {prompt: text, max_new_tokens: Number($("max-new").value), temperature: Number($("temperature").value)});
+      out.textContent = text + d.text;
+    } else if (TASK === "translate") {
+      out.textContent = (await call("/v1/translate", {text: text})).translation;
+    } else {
+      const lines = text.split("\\n").filter((l) => l.trim());
+      const d = await call("/v1/embed", {texts: lines});
+      out.textContent = d.embeddings.map((v, i) => lines[i] + "\\n  [" + v.slice(0, 8).map((x) => x.toFixed(3)).join(", ") + (v.length > 8 ? ", ..." : "") + "] (" + v.length + " dims)").join("\\n");
+    }
+  } catch (e) { showError(out, e); }
+  attention();
+}
+async function attention() {
+  const where = $("attention");
+  try {
+    const d = await call("/v1/attention", {text: $("input").value, layer: Number($("layer").value), head: Number($("head").value)});
+    const table = document.createElement("table"); table.className = "grid";
+    const head = table.createTHead().insertRow(); head.appendChild(document.createElement("th"));
+    d.tokens.forEach((t) => { const th = document.createElement("th"); th.textContent = t; head.appendChild(th); });
+    const body = table.createTBody();
+    d.weights.forEach((row, i) => {
+      const tr = body.insertRow(); const th = document.createElement("th"); th.textContent = d.tokens[i]; tr.appendChild(th);
+      row.forEach((w) => { const td = tr.insertCell(); td.style.background = "rgba(30, 90, 200, " + w.toFixed(3) + ")"; td.title = w.toFixed(4); });
+    });
+    where.innerHTML = ""; where.appendChild(table);
+  } catch (e) { showError(where, e); }
+}
+$("run").addEventListener("click", run);
+$("show-attention").addEventListener("click", attention);
+$("layer").addEventListener("change", attention);
+$("head").addEventListener("change", attention);
+</script>
+</body></html>
+"""
+
+_WORDS = {"generate": ("Generate", "a prompt to continue"), "translate": ("Translate", "a sentence to translate"),
+          "embed": ("Embed", "texts to embed, one per line")}
+
+
+def render_page(served: Served) -> str:
+    import html
+
+    button, placeholder = _WORDS[served.task]
+    options = lambda n: "".join(f'<option value="{i}">{i}</option>' for i in range(n))  # noqa: E731
+    return (PAGE.replace("__FAMILY__", html.escape(served.family)).replace("__TASK__", served.task)
+            .replace("__BUTTON__", button).replace("__PLACEHOLDER__", placeholder)
+            .replace("__GEN_HIDDEN__", "" if served.task == "generate" else "hidden")
+            .replace("__LAYERS__", options(len(served.self_attention))).replace("__HEADS__", options(served.heads)))
+
+
+__all__ = ["create_app", "render_page", "GenerateRequest", "GenerateResponse", "TranslateRequest", "TranslateResponse",
+           "EmbedRequest", "EmbedResponse", "AttentionRequest", "AttentionResponse", "InfoResponse"]

@@ -1,8 +1,9 @@
-"""``glassformer plot-positions``: pictures that explain the model (issue 12)."""
+"""``glassformer plot-positions`` and ``explain``: pictures that explain the model (issue 12)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .common import _int_at_least
 
@@ -21,6 +22,7 @@ def register(subparsers) -> None:
                    help="number of positions")
     p.add_argument("--out", default="positions.png", metavar="PATH", help="the PNG to write")
     p.set_defaults(func=run)
+    register_explain(subparsers)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,4 +30,48 @@ def run(args: argparse.Namespace) -> int:
 
     fig = positional_encoding_figure(args.d_model, args.length)     # bad sizes raise before anything is written
     print(save_figure(fig, args.out))
+    return 0
+
+
+# -- explain ---------------------------------------------------------------------------------------
+def register_explain(subparsers) -> None:
+    p = subparsers.add_parser(
+        "explain",
+        help="one HTML page of the tokens, prediction and attention of a model on one text",
+        description="Run a GPT (the text is the prompt), a translator (the text is the source) or a BERT encoder "
+                    "once on TEXT, capture its attention, and write one self-contained HTML page (no network "
+                    "needed): the tokens, the prediction, an attention grid per layer and head with a selector, "
+                    "a head view, and for translators the cross-attention alignment.  Image models (ViT, "
+                    "captioning) are not supported yet.",
+    )
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a model directory (gpt, transformer or bert)")
+    p.add_argument("text", metavar="TEXT", help="the prompt / source sentence / text to encode")
+    p.add_argument("--target", help="translators: the target to explain (default: the model's greedy translation)")
+    p.add_argument("--out", default="explain.html", metavar="PATH", help="the HTML page to write")
+    p.add_argument("--png", metavar="DIR", help="also write one PNG per attention module (all heads) into DIR")
+    p.add_argument("--layers", type=int, nargs="+", metavar="N", help="only these layer indices (default: all)")
+    p.add_argument("--heads", type=int, nargs="+", metavar="N", help="only these head indices (default: all)")
+    p.add_argument("--max-new-tokens", type=_int_at_least(0, "0 or more"), default=8, metavar="N",
+                   help="GPT: length of the greedy continuation shown")
+    p.set_defaults(func=run_explain)
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..explain.report import explain, write_html, write_pngs
+    from ..model_dir import load_model_dir, read_config
+
+    family = read_config(args.model_dir).family if (Path(args.model_dir) / "config.json").is_file() else None
+    if family in ("vit", "caption"):        # refused before loading the weights
+        raise InputError(f"explain does not support image models yet ({args.model_dir} holds a {family!r} model); "
+                         "it explains GPT, translation and BERT models")
+    for what, values in (("layer", args.layers), ("head", args.heads)):
+        for v in values or ():
+            if v < 0:
+                raise InputError(f"{what} {v} does not exist; {what} indices start at 0")
+    report = explain(load_model_dir(args.model_dir), args.text, args.target, layers=args.layers, heads=args.heads,
+                     max_new_tokens=args.max_new_tokens)
+    if args.png:
+        write_pngs(report, args.png)
+    print(write_html(report, args.out))
     return 0

@@ -1,5 +1,6 @@
 """``glassformer explain`` and glassformer.explain.report: one self-contained HTML page (issue 12)."""
 
+import html
 import json
 import re
 from types import SimpleNamespace
@@ -55,7 +56,7 @@ def check_page(page: str, report: dict) -> None:
     assert "<link" not in page
     for toks in report["tokens"].values():
         for t in toks:
-            assert f"</i>{__import__('html').escape(t)}</span>" in page, t
+            assert f"</i>{html.escape(t)}</span>" in page, t
     expected = sum(len(m["heads"]) for m in report["attention"])
     assert len(re.findall(r"<div class='grid' data-grid ", page)) == expected
     data = embedded(page)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from .common import _int_at_least
 
@@ -57,11 +56,14 @@ def register_explain(subparsers) -> None:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from ..errors import InputError
+    from ..errors import CheckpointError, InputError
     from ..explain.report import explain, write_html, write_pngs
     from ..model_dir import load_model_dir, read_config
 
-    family = read_config(args.model_dir).family if (Path(args.model_dir) / "config.json").is_file() else None
+    try:                                    # a Hugging Face directory has no glassformer family: load decides
+        family = read_config(args.model_dir).family
+    except CheckpointError:
+        family = None
     if family in ("vit", "caption"):        # refused before loading the weights
         raise InputError(f"explain does not support image models yet ({args.model_dir} holds a {family!r} model); "
                          "it explains GPT, translation and BERT models")

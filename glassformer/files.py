@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 from .errors import GlassformerError
 
@@ -83,14 +83,16 @@ def write_atomically(path: str | Path, fill: Callable[[Path], Any]) -> Path:
     return path
 
 
-def write_text_atomically(path: str | Path, text: str) -> Path:
-    """Write a text file via a temporary sibling and a rename (never half-written)."""
+def write_file_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """Create file ``path`` by calling ``write(f)`` on a temporary sibling opened for binary writing,
+    flushing it to the disk and renaming it into place: ``path`` holds the whole new content or is
+    left as it was.  (A matplotlib figure: ``lambda f: fig.savefig(f, format="png")``.)"""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         _give_default_modes(Path(tmp))
@@ -99,6 +101,16 @@ def write_text_atomically(path: str | Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_bytes_atomically(path: str | Path, data: bytes) -> Path:
+    """Write a binary file via a temporary sibling and a rename (never half-written)."""
+    return write_file_atomically(path, lambda f: f.write(data))
+
+
+def write_text_atomically(path: str | Path, text: str) -> Path:
+    """Write a UTF-8 text file via a temporary sibling and a rename (never half-written)."""
+    return write_bytes_atomically(path, text.encode("utf-8"))
 
 
 def read_json(path: str | Path, *, what: str = "file", error: type[GlassformerError] = GlassformerError) -> Any:
@@ -115,4 +127,4 @@ def read_json(path: str | Path, *, what: str = "file", error: type[GlassformerEr
         raise error(f"{what} {path} is not valid JSON ({e})") from None
 
 
-__all__ = ["write_atomically", "write_text_atomically", "read_json"]
+__all__ = ["write_atomically", "write_file_atomically", "write_bytes_atomically", "write_text_atomically", "read_json"]

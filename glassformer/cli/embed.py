@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 from ..errors import CheckpointError, InputError
+from ..files import write_bytes_atomically
 from .common import DEVICE_HELP, positive_int
 
 OUTPUT_KINDS = (".npy", ".jsonl")
@@ -126,25 +125,6 @@ def _json_line(text: str, vector) -> str:
     return f'{{"text": {json.dumps(text, ensure_ascii=False)}, "embedding": [{", ".join(map(str, vector))}]}}'
 
 
-def _write_bytes_atomically(path: Path, data: bytes) -> None:
-    """``path`` holds ``data`` whole or is left as it was (a temporary sibling renamed into place)."""
-    from ..files import _give_default_modes
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        _give_default_modes(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# -- the commands ----------------------------------------------------------------------------------
 def embed_cmd(args) -> int:
     import numpy as np
 
@@ -168,10 +148,10 @@ def embed_cmd(args) -> int:
     if out.suffix.lower() == ".npy":
         buffer = io.BytesIO()
         np.save(buffer, vectors)
-        _write_bytes_atomically(out, buffer.getvalue())
+        write_bytes_atomically(out, buffer.getvalue())
     else:
         lines = "".join(_json_line(t, v) + "\n" for t, v in zip(texts, vectors))
-        _write_bytes_atomically(out, lines.encode("utf-8"))
+        write_bytes_atomically(out, lines.encode("utf-8"))
     print(f"{len(texts)} embeddings of {vectors.shape[1]} dimensions written to {out}")
     return 0
 

@@ -11,11 +11,10 @@ lines, best first.  ``--plot`` writes a PNG atomically (temporary file, then ``o
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from ..errors import CheckpointError, InputError
+from ..files import write_file_atomically
 from .common import DEVICE_HELP, positive_int
 
 
@@ -80,15 +79,7 @@ def save_pca_plot(table, words: list[str], out: Path) -> Path:
     ax.set_xlabel(f"PC 1 ({share[0]:.0%} of the variance)")
     ax.set_ylabel(f"PC 2 ({share[1]:.0%} of the variance)")
     ax.set_title("word vectors, first two principal components")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return write_file_atomically(out, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
     finally:
         plt.close(fig)
-    return out

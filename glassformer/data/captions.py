@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from ..tokenizers import Tokenizer
 from ..tokenizers.tokenizer import SPECIAL_TOKENS, UNK
 from .batching import to_device

@@ -12,8 +12,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, InputError
+from ..files import write_file_atomically
 from ..nn.positions import sinusoidal_table
 
 __all__ = ["MAX_CELLS", "attention_grid_figure", "block_average", "positional_encoding_figure", "save_figure"]
@@ -161,23 +160,5 @@ def save_figure(fig, path: str | Path, *, dpi: int | None = None) -> Path:
     """Write ``fig`` to ``path`` (format from the suffix, default PNG) atomically: into a temporary
     file in the same folder, then renamed over ``path``.  The pixel size is figsize × dpi."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = path.suffix[1:].lower() or "png"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=fmt, dpi=dpi if dpi is not None else fig.dpi)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return write_file_atomically(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi if dpi is not None else fig.dpi))

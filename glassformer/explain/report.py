@@ -32,13 +32,13 @@ import html
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from ..errors import InputError
+from ..files import write_text_atomically
 from .attention import capture_attention
 from .figures import MAX_CELLS, block_average
 
@@ -377,21 +377,7 @@ def write_html(report: dict, path: str | Path) -> Path:
     """Write the page to ``path`` atomically (a temporary file in the same folder, then ``os.replace``)."""
     path = Path(path)
     page = render_html(report)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-            f.flush()
-            os.fsync(f.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomically(path, page)
 
 
 def write_pngs(report: dict, folder: str | Path) -> list[Path]:

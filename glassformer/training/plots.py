@@ -12,13 +12,11 @@ a failure leaves no half-written PNG.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputError
-from ..files import _give_default_modes
+from ..files import write_bytes_atomically
 from .metrics import LOG_NAME, MetricsLog
 
 FIGSIZE = (7.0, 4.0)       # inches; a PNG is FIGSIZE * DPI pixels
@@ -64,7 +62,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         fig.savefig(buffer, format="png", dpi=DPI)
         pngs[name] = buffer.getvalue()
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [_write_bytes_atomically(out_dir / name, data) for name, data in pngs.items()]
+    return [write_bytes_atomically(out_dir / name, data) for name, data in pngs.items()]
 
 
 def _figure_class():
@@ -100,18 +98,3 @@ def _lr_figure(Figure, lr, *, title: str):
     return fig
 
 
-def _write_bytes_atomically(path: Path, data: bytes) -> Path:
-    """Like :func:`glassformer.files.write_text_atomically`, for bytes."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        _give_default_modes(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-__all__ = ["plot_run", "series", "FIGSIZE", "DPI"]

@@ -141,9 +141,77 @@ def test_bad_input_is_one_line_and_writes_nothing(gpt_dir, tmp_path, capsys, arg
     assert list(tmp_path.iterdir()) == []
 
 
-def test_image_models_are_refused(tmp_path, capsys):
-    path = tmp_path / "vit"
+def test_gpt_logit_lens_and_saliency(gpt_dir, tmp_path):
+    from glassformer.explain.lens import saliency
+
+    loaded = load_model_dir(gpt_dir)
+    report = explain(loaded, "the cat", max_new_tokens=0)
+    ids = loaded.tokenizer.encode("the cat")
+    lens = report["logit_lens"]
+    assert len(lens) == loaded.config.n_layers + 1 and lens[0]["layer"] == "embed"
+    assert all(len(r["top1"]) == len(ids) for r in lens)
+    predicted = report["prediction"]["next_token_top5"][0]
+    assert lens[-1]["top1"][-1]["id"] == predicted["id"]
+    assert abs(lens[-1]["top1"][-1]["probability"] - predicted["probability"]) < 1e-5
+    page = write_html(report, tmp_path / "g.html").read_text(encoding="utf-8")
+    check_page(page, report)
+    last = re.search(r"<table id='lens-last'>(.*?)</table>", page, re.S).group(1)
+    rows = re.findall(r"<tr data-lens-layer='([^']*)'><td>[^<]*</td><td class='tok'>([^<]*)</td>", last)
+    assert [r[0] for r in rows] == ["embed"] + [f"layer {i}" for i in range(loaded.config.n_layers)]
+    assert html.unescape(rows[-1][1]) == predicted["token"]
+    m = re.search(r'<script type="application/json" id="saliency-data">(.*?)</script>', page, re.S)
+    sal = json.loads(m.group(1))
+    expected = saliency(loaded.model, ids, len(ids) - 1, predicted["id"], method="grad_x_input")
+    assert torch.allclose(torch.tensor(sal["values"]), expected, atol=1e-6)
+    assert max(sal["normalised"]) == pytest.approx(1.0) and min(sal["normalised"]) >= 0
+    assert len(re.findall(r"data-saliency=", page)) == len(ids)
+
+
+@pytest.fixture(scope="module")
+def vit_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("vit") / "model"
     save_model_dir(path, build_model(preset("vit-tiny")))
-    code, _, err = run_cli(capsys, "explain", path, "hello", "--out", tmp_path / "x.html")
+    return path
+
+
+def test_vit_report_from_an_image(vit_dir, tmp_path, capsys):
+    from PIL import Image
+
+    image = tmp_path / "grey.png"
+    Image.new("L", (8, 8), 128).save(image)
+    out = tmp_path / "v.html"
+    code, stdout, err = run_cli(capsys, "explain", vit_dir, image, "--out", out)
+    assert code == 0, err
+    assert stdout.strip() == str(out)
+    page = out.read_text(encoding="utf-8")
+    loaded = load_model_dir(vit_dir)
+    report = explain(loaded, image)
+    assert report["family"] == "vit"
+    assert report["tokens"]["input"] == ["[CLS]", "patch 0,0", "patch 0,1", "patch 1,0", "patch 1,1"]
+    check_page(page, report)
+    config = loaded.config
+    assert len(re.findall(r"<div class='grid' data-grid ", page)) == config.n_layers * config.n_heads
+    classes = report["prediction"]["classes_top5"]
+    assert len(classes) == min(5, config.n_classes)
+    with torch.no_grad():
+        probs = torch.softmax(loaded.model(torch.full((1, 1, 8, 8), 128 / 255)), -1)[0]
+    assert [c["id"] for c in classes] == probs.topk(len(classes)).indices.tolist()
+    assert re.findall(r"<tr data-class='([^']*)'>", page) == [config.class_names[c["id"]] for c in classes]
+
+
+def test_vit_non_image_is_one_line_and_writes_nothing(vit_dir, tmp_path, capsys):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello")
+    code, _, err = run_cli(capsys, "explain", vit_dir, bad, "--out", tmp_path / "x.html")
     one_line_error(code, err, "image")
+    assert code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_caption_models_are_refused(tmp_path, capsys):
+    path = tmp_path / "cap"
+    save_model_dir(path, build_model(preset("caption-tiny", vocab_size=20)))
+    code, _, err = run_cli(capsys, "explain", path, "hello", "--out", tmp_path / "x.html")
+    one_line_error(code, err, "caption")
     assert not (tmp_path / "x.html").exists()

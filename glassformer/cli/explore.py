@@ -37,14 +37,15 @@ def register_explain(subparsers) -> None:
     p = subparsers.add_parser(
         "explain",
         help="one HTML page of the tokens, prediction and attention of a model on one text",
-        description="Run a GPT (the text is the prompt), a translator (the text is the source) or a BERT encoder "
-                    "once on TEXT, capture its attention, and write one self-contained HTML page (no network "
-                    "needed): the tokens, the prediction, an attention grid per layer and head with a selector, "
-                    "a head view, and for translators the cross-attention alignment.  Image models (ViT, "
-                    "captioning) are not supported yet.",
+        description="Run a GPT (the text is the prompt), a translator (the text is the source), a BERT encoder "
+                    "or a ViT (the text is an image file) once on TEXT, capture its attention, and write one "
+                    "self-contained HTML page (no network needed): the tokens, the prediction, an attention grid "
+                    "per layer and head with a selector, a head view, for translators the cross-attention "
+                    "alignment, and for GPTs the logit lens and the input saliency of the predicted token.  "
+                    "Captioning models are not supported yet.",
     )
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="a model directory (gpt, transformer or bert)")
-    p.add_argument("text", metavar="TEXT", help="the prompt / source sentence / text to encode")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a model directory (gpt, transformer, bert or vit)")
+    p.add_argument("text", metavar="TEXT", help="the prompt / source sentence / text to encode / image path (ViT)")
     p.add_argument("--target", help="translators: the target to explain (default: the model's greedy translation)")
     p.add_argument("--out", default="explain.html", metavar="PATH", help="the HTML page to write")
     p.add_argument("--png", metavar="DIR", help="also write one PNG per attention module (all heads) into DIR")
@@ -64,9 +65,14 @@ def run_explain(args: argparse.Namespace) -> int:
         family = read_config(args.model_dir).family
     except CheckpointError:
         family = None
-    if family in ("vit", "caption"):        # refused before loading the weights
-        raise InputError(f"explain does not support image models yet ({args.model_dir} holds a {family!r} model); "
-                         "it explains GPT, translation and BERT models")
+    if family == "caption":                 # refused before loading the weights
+        raise InputError(f"explain does not support captioning models yet ({args.model_dir} holds a {family!r} "
+                         "model); it explains GPT, translation, BERT and ViT models")
+    if family == "vit":                     # check the image before loading the weights
+        from ..data.images import load_image
+
+        config = read_config(args.model_dir)
+        load_image(args.text, config.channels, config.image_size)
     for what, values in (("layer", args.layers), ("head", args.heads)):
         for v in values or ():
             if v < 0:

@@ -10,7 +10,7 @@
 :func:`explain` runs the model once, normally, under
 :func:`~glassformer.explain.attention.capture_attention` and returns a dict:
 
-* ``family``: "gpt" | "transformer" | "bert";
+* ``family``: "gpt" | "transformer" | "bert" | "vit";
 * ``tokens``: the token strings as the model saw them (``"input"``; for a translator also
   ``"source"`` and ``"target"`` — the decoder's inputs, start token first);
 * ``prediction``: GPT: the greedy continuation and the next-token top-5; translator: the
@@ -23,7 +23,17 @@
 The page draws each (module, head) as an SVG heatmap (inputs of more than 64 tokens averaged over
 blocks of positions: at most 64×64 cells), a head view (lines between tokens whose opacity is the
 weight, drawn by inline JS from the embedded JSON) and, for translators, the cross-attention
-alignment (target × source, mean over heads).  Images (ViT, captioning) are not supported yet.
+alignment (target × source, mean over heads).
+
+GPT reports also hold ``logit_lens`` (one row per layer, embedding first: the top-1 token and
+probability at each position, from :func:`~glassformer.explain.lens.logit_lens`) and ``saliency``
+(grad × input attribution of the predicted next token per input token, raw ``values`` and
+|value| / max ``normalised``); the page shows a lens table and shaded tokens, and embeds the
+saliency as JSON (``id="saliency-data"``).
+
+ViT: ``text`` is an image path (loaded with :func:`~glassformer.data.images.load_image`); the tokens
+are "[CLS]" and "patch r,c"; the prediction is ``classes_top5``.  Captioning models are not
+supported yet.
 """
 
 from __future__ import annotations
@@ -83,12 +93,17 @@ def explain(model_dir_or_loaded, text: str, target: str | None = None, *, layers
     ``target``: for a translator, the target to explain (default: its greedy translation)."""
     loaded = _load(model_dir_or_loaded)
     family = loaded.config.family
-    if family in ("vit", "caption"):
-        raise InputError(f"explain does not support image models yet (this is a {family!r} model); "
-                         "it explains GPT, translation and BERT models")
-    if family not in ("gpt", "transformer", "bert"):
-        raise InputError(f"explain does not support {family!r} models; it explains GPT, translation and BERT models")
+    if family == "caption":
+        raise InputError(f"explain does not support captioning image models yet (this is a {family!r} model); "
+                         "it explains GPT, translation, BERT and ViT models")
+    if family not in ("gpt", "transformer", "bert", "vit"):
+        raise InputError(f"explain does not support {family!r} models; "
+                         "it explains GPT, translation, BERT and ViT models")
     model = loaded.model.eval()
+    if family == "vit":
+        report = _explain_vit(loaded, model, text, layers, heads)
+        report.update(family=family, text=str(text))
+        return report
     if loaded.tokenizer is None:
         raise InputError("the model directory has no tokenizer.json; explain needs the tokenizer to show the tokens")
     device = next(model.parameters()).device
@@ -130,6 +145,52 @@ def _explain_gpt(loaded, model, text, target, layers, heads, max_new_tokens, dev
         if new else ""
     return {"tokens": {"input": tokens},
             "prediction": {"continuation": continuation, "next_token_top5": next_top},
+            "attention": _modules(cap, lambda name, kind: (tokens, tokens)),
+            **_lens_and_saliency(model, tok, ids, next_top[0]["id"])}
+
+
+def _lens_and_saliency(model, tok, ids, predicted: int) -> dict:
+    """GPT: the logit lens (top-1 token and probability per layer and position) and the
+    grad × input saliency of the predicted next token.  Empty for models without the hooks."""
+    from .lens import logit_lens, saliency
+
+    if not (hasattr(model, "output_weight") and hasattr(model, "hidden_states") and hasattr(model, "embed")):
+        return {}
+    vocab = model.config.vocab_size
+    lens = torch.softmax(logit_lens(model, ids)[..., :vocab], -1)           # (layers + 1, seq, vocab)
+    top = lens.max(-1)
+    names = ["embed"] + [f"layer {i}" for i in range(lens.shape[0] - 1)]
+    rows = [{"layer": names[r],
+             "top1": [{"token": _token_strings(tok, [i])[0], "id": int(i), "probability": float(p)}
+                      for p, i in zip(top.values[r].tolist(), top.indices[r].tolist())]}
+            for r in range(lens.shape[0])]
+    with torch.enable_grad():
+        sal = saliency(model, ids, len(ids) - 1, predicted, method="grad_x_input")
+    values = [float(v) for v in sal.tolist()]
+    peak = max((abs(v) for v in values), default=0.0)
+    normalised = [abs(v) / peak if peak > 0 else 0.0 for v in values]
+    return {"logit_lens": rows,
+            "saliency": {"method": "grad_x_input", "target_position": len(ids) - 1,
+                         "target_token": _token_strings(tok, [predicted])[0], "target_id": int(predicted),
+                         "values": values, "normalised": normalised}}
+
+
+def _explain_vit(loaded, model, image_path, layers, heads) -> dict:
+    from ..data.images import load_image
+
+    config = model.config
+    image = load_image(image_path, config.channels, config.image_size)
+    grid = config.image_size // config.patch_size
+    tokens = ["[CLS]"] + [f"patch {r},{c}" for r in range(grid) for c in range(grid)]
+    device = next(model.parameters()).device
+    with capture_attention(model, layers, heads) as cap:
+        logits = model(image[None].to(device))
+    probs = torch.softmax(logits[0].float(), -1)
+    top = probs.topk(min(TOP_K, probs.shape[-1]))
+    names = config.class_names
+    classes = [{"token": names[int(i)], "id": int(i), "probability": float(p)}
+               for p, i in zip(top.values.tolist(), top.indices.tolist())]
+    return {"tokens": {"input": tokens}, "prediction": {"classes_top5": classes},
             "attention": _modules(cap, lambda name, kind: (tokens, tokens))}
 
 
@@ -270,13 +331,55 @@ def _prediction_html(report: dict) -> str:
         out.append("<p>Next token, top 5:</p>" + top_table(p["next_token_top5"]))
     for m in p.get("masks", []):
         out.append(f"<p>[MASK] at position {m['position']}, top 5:</p>" + top_table(m["top5"]))
+    if "classes_top5" in p:
+        rows = "".join(f"<tr data-class='{html.escape(c['token'])}'><td class='tok'>{html.escape(c['token'])}</td>"
+                       f"<td>{c['probability']:.4f}</td></tr>" for c in p["classes_top5"])
+        out.append(f"<p>Classes, top {len(p['classes_top5'])}:</p>"
+                   f"<table id='classes'><tr><th>class</th><th>probability</th></tr>{rows}</table>")
     return "".join(out)
+
+
+def _lens_html(report: dict) -> str:
+    rows = report.get("logit_lens")
+    if not rows:
+        return ""
+    esc = html.escape
+    tokens = report["tokens"]["input"]
+    last = "".join(f"<tr data-lens-layer='{esc(r['layer'])}'><td>{esc(r['layer'])}</td>"
+                   f"<td class='tok'>{esc(r['top1'][-1]['token'])}</td><td>{r['top1'][-1]['probability']:.4f}</td></tr>"
+                   for r in rows)
+    head = "".join(f"<th class='tok'>{esc(t)}</th>" for t in tokens)
+    every = "".join(f"<tr><td>{esc(r['layer'])}</td>"
+                    + "".join(f"<td class='tok' title='{c['probability']:.4f}'>{esc(c['token'])}</td>" for c in r["top1"])
+                    + "</tr>" for r in rows)
+    return ("<h2>Logit lens</h2><p>The top-1 token (and its probability) when each layer's output is "
+            "unembedded by the model's final norm and output matrix, at the last position:</p>"
+            f"<table id='lens-last'><tr><th>layer</th><th>top-1 token</th><th>probability</th></tr>{last}</table>"
+            "<details><summary>Every position</summary>"
+            f"<table id='lens-all'><tr><th>layer</th>{head}</tr>{every}</table></details>")
+
+
+def _saliency_html(report: dict) -> str:
+    sal = report.get("saliency")
+    if not sal:
+        return ""
+    esc = html.escape
+    spans = "".join(
+        f"<span data-saliency='{n:.4f}' style='background:rgba(214,39,40,{n:.3f})' title='{v:.6g}'>"
+        f"<i>{i}</i>{esc(t)}</span>"
+        for i, (t, v, n) in enumerate(zip(report["tokens"]["input"], sal["values"], sal["normalised"])))
+    data = json.dumps(sal, ensure_ascii=False).replace("</", "<\\/")
+    return (f"<h2>Input saliency</h2><p>|gradient × input| of the logit of the predicted next token "
+            f"<span class='pred'>{esc(sal['target_token'])}</span>, normalised to the largest: darker = more.</p>"
+            f"<div class='toks sal'>{spans}</div>"
+            f'<script type="application/json" id="saliency-data">{data}</script>')
 
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 .toks span{display:inline-block;border:1px solid #ccc;border-radius:3px;padding:1px 4px;margin:2px;
 font-family:monospace;background:#f7f7f7}
+.toks.sal span{background:none}
 .toks span i{color:#999;font-size:70%;margin-right:3px;font-style:normal}
 .pred{font-family:monospace;background:#eef;padding:1px 4px}
 table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:2px 8px}.tok{font-family:monospace}
@@ -360,6 +463,8 @@ def render_html(report: dict) -> str:
 <p>Input: <span class="pred">{esc(report.get('text', ''))}</span></p>
 <h2>Tokens</h2>{token_html}
 <h2>Prediction</h2>{_prediction_html(report)}
+{_lens_html(report)}
+{_saliency_html(report)}
 <h2>Attention</h2>{note}
 <p><label>Module <select id="sel-module"></select></label><label>Head <select id="sel-head"></select></label></p>
 <div id="grids">{''.join(grids)}</div>

@@ -35,6 +35,7 @@ from torch import Tensor
 from ..errors import InputError
 from .batching import pad, to_device
 from .parallel import read_text
+from .streams import EpochBatches
 
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -248,41 +249,22 @@ def encode_examples(examples: Sequence[Example], tokenizer, labels: list[str] | 
     return ClassifyData(ids, segments, targets, tokenizer.pad_id, regression=labels is None), sum(cut)
 
 
-class ClassifyStream:
+class ClassifyStream(EpochBatches):
     """Micro-batches of ``batch_size`` examples, epoch after epoch, each epoch shuffled from
     (seed, epoch); the last batch of an epoch may be smaller.  With ``world`` processes each
     keeps every ``world``-th batch of the one global sequence, starting at its ``rank``."""
 
     def __init__(self, data: ClassifyData, batch_size: int, seed: int, *, rank: int = 0, world: int = 1):
+        super().__init__(rank=rank, world=world)
         self.data, self.batch_size, self.seed = data, batch_size, seed
-        self.rank, self.world = rank, world
-        self.epoch, self.position = 0, rank     # the global index (within the epoch) of this rank's next batch
-        self._order: list[list[int]] | None = None
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         order = list(range(len(self.data)))
         random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
         return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
-    def __iter__(self) -> "ClassifyStream":
-        return self
-
-    def __next__(self) -> ClassifyBatch:
-        if self._order is None:
-            self._order = self.epoch_batches(self.epoch)
-        while self.position >= len(self._order):       # past this epoch's end: carry into the next
-            self.position -= len(self._order)
-            self.epoch += 1
-            self._order = self.epoch_batches(self.epoch)
-        indices = self._order[self.position]
-        self.position += self.world
+    def collate(self, indices: list[int]) -> ClassifyBatch:
         return self.data.batch(indices)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.position, self._order = int(state["epoch"]), int(state["position"]), None
 
 
 __all__ = ["Example", "read_examples", "label_names", "ClassifyBatch", "ClassifyData", "encode_examples",

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, InputError
 from .batching import to_device
+from .streams import EpochBatches
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -130,45 +131,33 @@ def load_image_folder(folder: str | Path, image_size: int | None = None, channel
     return ImageSet(torch.stack(images), torch.tensor(labels), classes)
 
 
-class ImageStream:
+class ImageStream(EpochBatches):
     """Micro-batches of ``batch_size`` training images, epoch after epoch, each epoch's order from
     (seed, epoch); ``shift``: move each image by up to that many pixels (zero-filled), a cheap
     augmentation; rank/world share the global sequence like ``data.streams``."""
 
     def __init__(self, data: ImageSet, batch_size: int, seed: int, *, shift: int = 0, rank: int = 0, world: int = 1):
+        super().__init__(rank=rank, world=world)
         self.data, self.batch_size, self.seed, self.shift = data, batch_size, seed, shift
-        self.rank, self.world = rank, world
-        self.epoch, self.position = 0, rank
         self.generator = torch.Generator().manual_seed(seed + 1)
-        self._order: list[list[int]] | None = None
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(len(self.data.labels), generator=g).tolist()
         return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
-    def __iter__(self) -> "ImageStream":
-        return self
-
-    def __next__(self) -> ImageBatch:
-        if self._order is None:
-            self._order = self.epoch_batches(self.epoch)
-        while self.position >= len(self._order):
-            self.position -= len(self._order)
-            self.epoch += 1
-            self._order = self.epoch_batches(self.epoch)
-        idx = torch.tensor(self._order[self.position])
-        self.position += self.world
+    def collate(self, indices: list[int]) -> ImageBatch:
+        idx = torch.tensor(indices)
         images = self.data.images[idx]
         if self.shift:
             images = shift_images(images, self.shift, self.generator)
         return ImageBatch(images, self.data.labels[idx], len(idx))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position, "generator": self.generator.get_state()}
+        return {**super().state_dict(), "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.position, self._order = int(state["epoch"]), int(state["position"]), None
+        super().load_state_dict(state)
         self.generator.set_state(state["generator"])
 
 

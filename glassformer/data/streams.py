@@ -57,26 +57,29 @@ class WindowStream:
         self.generator.set_state(state["generator"])
 
 
-class EpochStream:
-    """Token-budget batches of ``dataset``, epoch after epoch, each epoch's order from (seed, epoch)."""
+class EpochBatches:
+    """Shuffled epochs of batches with a resumable position: the part every epoch-based stream shares.
 
-    def __init__(self, dataset: ParallelDataset, max_tokens: int, seed: int, *, max_sentences: int | None = None,
-                 by_length: bool = True, rank: int = 0, world: int = 1):
-        self.dataset, self.max_tokens, self.seed = dataset, max_tokens, seed
-        self.max_sentences, self.by_length = max_sentences, by_length
+    A subclass says which example indices form each batch of an epoch (``epoch_batches``, the
+    same list for the same epoch on every process) and how a batch is made from them
+    (``collate``); this class walks the global sequence, epoch after epoch, keeping every
+    ``world``-th batch from ``rank``.  Its state is (epoch, position in the epoch)."""
+
+    def __init__(self, *, rank: int = 0, world: int = 1):
         self.rank, self.world = rank, world
         self.epoch, self.position = 0, rank     # the global index (within the epoch) of this rank's next batch
         self._order: list[list[int]] | None = None
 
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """The example indices of every batch of ``epoch``, in that epoch's order."""
-        return token_budget_batches(self.dataset.lengths, self.max_tokens, seed=self.seed, epoch=epoch,
-                                    max_sentences=self.max_sentences, by_length=self.by_length)
+    def epoch_batches(self, epoch: int) -> list[list[int]]:   # pragma: no cover - every subclass defines it
+        raise NotImplementedError
 
-    def __iter__(self) -> "EpochStream":
+    def collate(self, indices: list[int]):                      # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def __iter__(self) -> "EpochBatches":
         return self
 
-    def __next__(self) -> TranslationBatch:
+    def __next__(self):
         if self._order is None:
             self._order = self.epoch_batches(self.epoch)
         while self.position >= len(self._order):       # past this epoch's end: carry into the next
@@ -85,8 +88,7 @@ class EpochStream:
             self._order = self.epoch_batches(self.epoch)
         indices = self._order[self.position]
         self.position += self.world
-        d = self.dataset
-        return collate([d.pairs[i] for i in indices], d.pad_id, d.bos_id, d.eos_id)
+        return self.collate(indices)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "position": self.position}
@@ -95,4 +97,23 @@ class EpochStream:
         self.epoch, self.position, self._order = int(state["epoch"]), int(state["position"]), None
 
 
-__all__ = ["WindowStream", "EpochStream"]
+class EpochStream(EpochBatches):
+    """Token-budget batches of ``dataset``, epoch after epoch, each epoch's order from (seed, epoch)."""
+
+    def __init__(self, dataset: ParallelDataset, max_tokens: int, seed: int, *, max_sentences: int | None = None,
+                 by_length: bool = True, rank: int = 0, world: int = 1):
+        super().__init__(rank=rank, world=world)
+        self.dataset, self.max_tokens, self.seed = dataset, max_tokens, seed
+        self.max_sentences, self.by_length = max_sentences, by_length
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The example indices of every batch of ``epoch``, in that epoch's order."""
+        return token_budget_batches(self.dataset.lengths, self.max_tokens, seed=self.seed, epoch=epoch,
+                                    max_sentences=self.max_sentences, by_length=self.by_length)
+
+    def collate(self, indices: list[int]) -> TranslationBatch:
+        d = self.dataset
+        return collate([d.pairs[i] for i in indices], d.pad_id, d.bos_id, d.eos_id)
+
+
+__all__ = ["WindowStream", "EpochBatches", "EpochStream"]

@@ -28,7 +28,6 @@ from ..files import write_text_atomically
 from ..generation import SamplingOptions, generate
 from ..model_dir import save_model_dir
 from ..models import CaptionModel, build_model, preset
-from ..models.config import dataclass_from_dict
 from ..tokenizers import Tokenizer
 from .checks import check_positive_int, check_preset, check_range, check_types
 from .distributed import shutdown
@@ -83,9 +82,6 @@ class CaptionSettings(RunSettings):
         self.check_run_settings()
         check_preset(self, "caption")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CaptionSettings":
-        return dataclass_from_dict(cls, data, "training setting")
 
 
 @dataclass

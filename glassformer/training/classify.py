@@ -35,7 +35,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, ClassVar, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,7 @@ from ..data.classify import ClassifyBatch, ClassifyData, ClassifyStream, Example
 from ..errors import CheckpointError, ConfigError, InputError
 from ..model_dir import TOKENIZER, load_model_dir, save_model_dir
 from ..models import Bert, preset
-from ..models.config import PRESETS, dataclass_from_dict, preset_names
+from ..models.config import PRESETS, preset_names
 from ..tokenizers import Tokenizer
 from .checkpoints import find_checkpoint
 from .checks import check_positive_int, check_range, check_types
@@ -110,9 +110,7 @@ class ClassifySettings(RunSettings):
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else (SCRATCH_LR if self.from_preset else PRETRAINED_LR)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ClassifySettings":
-        return dataclass_from_dict(cls, data, "fine-tuning setting")
+    setting_name: ClassVar[str] = "fine-tuning setting"
 
 
 @dataclass

@@ -30,7 +30,6 @@ from ..data.lm import LMBatch, LMData, read_corpus, read_ids
 from ..data.streams import WindowStream
 from ..errors import ConfigError
 from ..models import GPT, build_model, preset
-from ..models.config import dataclass_from_dict
 from ..tokenizers import Tokenizer
 from ..model_dir import TOKENIZER, save_model_dir
 from .checks import check_positive_int, check_preset, check_range, check_types
@@ -86,9 +85,6 @@ class LMSettings(RunSettings):
         self.check_run_settings()
         check_preset(self, "gpt")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LMSettings":
-        return dataclass_from_dict(cls, data, "training setting")
 
 
 @dataclass

@@ -36,7 +36,6 @@ from ..data.mlm import IGNORE, Masking, MaskedWindowStream, MLMBatch, MLMData
 from ..errors import ConfigError
 from ..model_dir import TOKENIZER, save_model_dir
 from ..models import Bert, build_model, preset
-from ..models.config import dataclass_from_dict
 from ..tokenizers import Tokenizer
 from .checkpoints import find_checkpoint
 from .checks import check_positive_int, check_preset, check_range, check_types
@@ -95,9 +94,6 @@ class MLMSettings(RunSettings):
         self.check_run_settings()
         check_preset(self, "bert")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "MLMSettings":
-        return dataclass_from_dict(cls, data, "training setting")
 
 
 @dataclass

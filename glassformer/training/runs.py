@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from ..devices import pick_device
 from ..errors import ConfigError
+from ..models.config import dataclass_from_dict
 from . import distributed
 from .checkpoints import existing_run, find_checkpoint, read_training_checkpoint, check_fingerprint
 from .checks import check_positive_int
@@ -40,6 +41,14 @@ class RunSettings:
     tensorboard: bool = False            # also write TensorBoard scalars (the tensorboard extra)
     time_limit: float | None = None
     progress: bool = True
+
+    setting_name: ClassVar[str] = "training setting"   # how an unknown key is named in the error
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """The settings from a dict (a --config file, a resumed run's); an unknown key is a ConfigError
+        listing the valid ones, and the subclass's checks run."""
+        return dataclass_from_dict(cls, data, cls.setting_name)
 
     def check_run_settings(self) -> None:
         if self.precision not in PRECISIONS:

@@ -25,7 +25,6 @@ from ..data.batching import ParallelDataset, TranslationBatch, token_budget_batc
 from ..errors import InputError
 from ..generation.translation import score, translate, translate_nbest  # noqa: F401  (were defined here)
 from ..models import Transformer, build_model, preset
-from ..models.config import dataclass_from_dict
 from ..tokenizers import Tokenizer
 from ..model_dir import SOURCE_TOKENIZER, TOKENIZER, save_model_dir
 from ..data.streams import EpochStream
@@ -72,9 +71,6 @@ class TranslationSettings(RunSettings):
         self.check_run_settings()
         check_preset(self, "transformer")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TranslationSettings":
-        return dataclass_from_dict(cls, data, "training setting")
 
 
 @dataclass

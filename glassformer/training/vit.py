@@ -23,7 +23,6 @@ from ..errors import ConfigError
 from ..files import write_text_atomically
 from ..model_dir import save_model_dir
 from ..models import ViT, build_model, preset
-from ..models.config import dataclass_from_dict
 from .checks import check_positive_int, check_preset, check_range, check_types
 from .distributed import shutdown
 from .optim import adamw
@@ -67,9 +66,6 @@ class ViTSettings(RunSettings):
         self.check_run_settings()
         check_preset(self, "vit")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ViTSettings":
-        return dataclass_from_dict(cls, data, "training setting")
 
 
 @dataclass

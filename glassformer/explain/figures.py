@@ -50,7 +50,7 @@ def block_average(weights: Tensor, max_cells: int = MAX_CELLS) -> tuple[Tensor, 
     return out, rows, cols
 
 
-def _range_labels(blocks: list[tuple[int, int]], tokens: Sequence[str] | None) -> list[str]:
+def range_labels(blocks: list[tuple[int, int]], tokens: Sequence[str] | None) -> list[str]:
     labels = []
     for a, b in blocks:
         text = f"{a}" if b - a == 1 else f"{a}–{b - 1}"
@@ -79,7 +79,7 @@ def attention_grid_figure(weights: Tensor, q_tokens: Sequence[str] | None = None
         if tokens is not None and len(tokens) != n:
             raise InputError(f"{name} has {len(tokens)} tokens but the weights have {n} positions on that axis")
     cells, rows, cols = block_average(weights, max_cells)
-    row_labels, col_labels = _range_labels(rows, q_tokens), _range_labels(cols, k_tokens)
+    row_labels, col_labels = range_labels(rows, q_tokens), range_labels(cols, k_tokens)
     blocked_q, blocked_k = len(rows) < q_len, len(cols) < k_len
 
     n_cols = min(heads, 4)

@@ -209,9 +209,254 @@ def test_vit_non_image_is_one_line_and_writes_nothing(vit_dir, tmp_path, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
-def test_caption_models_are_refused(tmp_path, capsys):
-    path = tmp_path / "cap"
-    save_model_dir(path, build_model(preset("caption-tiny", vocab_size=20)))
-    code, _, err = run_cli(capsys, "explain", path, "hello", "--out", tmp_path / "x.html")
-    one_line_error(code, err, "caption")
-    assert not (tmp_path / "x.html").exists()
+# -- caption models ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def caption_dir(tmp_path_factory):
+    """An untrained caption-tiny (8×16 images: [CLS] + 2 × 4 patches) whose weights are scrambled so that
+    its greedy caption has several different words (as tests/test_caption.py)."""
+    from glassformer.data.captions import word_tokenizer
+
+    torch.manual_seed(0)
+    model = build_model(preset("caption-tiny")).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    path = tmp_path_factory.mktemp("caption") / "model"
+    save_model_dir(path, model, word_tokenizer(), generation={"task": "caption"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def strip_png(tmp_path_factory):
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("img") / "strip.png"
+    pixels = torch.rand(8, 16, generator=torch.Generator().manual_seed(1))
+    Image.fromarray((pixels * 255).round().to(torch.uint8).numpy(), mode="L").save(path)
+    return path
+
+
+def test_caption_report_cross_attention_equals_the_models_own_weights(caption_dir, strip_png, tmp_path):
+    from glassformer.data.captions import load_strip
+    from glassformer.training.caption import caption_images
+
+    loaded = load_model_dir(caption_dir)
+    model, tok, c = loaded.model, loaded.tokenizer, loaded.config
+    image = load_strip(strip_png, 1, 8, 16)[None]
+    report = explain(loaded, strip_png, target="one four two")
+    assert report["family"] == "caption" and report["patch_grid"] == [2, 4]
+    patches = ["[CLS]"] + [f"patch {r},{col}" for r in range(2) for col in range(4)]
+    assert report["tokens"]["patches"] == report["tokens"]["input"] == patches
+    assert report["tokens"]["target"] == ["<s>", "one", "four", "two"]
+    tgt = torch.tensor([[c.bos_id] + tok.encode("one four two")])
+    with torch.no_grad():
+        reference = model.cross_attention(image, tgt)          # the model's own explicit path, per decoder layer
+        logits = model(image, tgt)
+    by_kind = {}
+    for m in report["attention"]:
+        by_kind.setdefault((m["name"].split(".")[0], m["kind"]), []).append(m)
+    assert set(by_kind) == {("encoder", "self"), ("decoder", "self"), ("decoder", "cross")}
+    for m in by_kind["encoder", "self"]:
+        assert m["weights"].shape == (c.n_heads, 1 + c.n_patches, 1 + c.n_patches) and m["k_tokens"] == patches
+    for m in by_kind["decoder", "self"]:
+        assert m["weights"].shape == (c.n_heads, 4, 4)
+        assert not m["weights"].triu(1).any()                                   # a caption token sees no later one
+    cross = by_kind["decoder", "cross"]
+    assert len(cross) == c.decoder_layers
+    for m, ref in zip(cross, reference):
+        w = m["weights"]
+        assert w.shape == (c.n_heads, 4, 1 + c.n_patches)                      # (heads, caption_len, [CLS] + patches)
+        torch.testing.assert_close(w.sum(-1), torch.ones(c.n_heads, 4))
+        torch.testing.assert_close(w, ref[0], atol=1e-5, rtol=1e-5)
+        assert m["q_tokens"] == report["tokens"]["target"] and m["k_tokens"] == patches
+    expected_top = torch.softmax(logits[0, -1], -1).topk(5)
+    assert [t["id"] for t in report["prediction"]["next_token_top5"]] == expected_top.indices.tolist()
+    assert report["prediction"] == {**report["prediction"], "caption": "one four two", "target_given": True}
+
+    page = write_html(report, tmp_path / "c.html").read_text(encoding="utf-8")
+    check_page(page, report)
+    assert "<span class='pred' id='caption'>one four two</span>" in page
+    assert f"data-alignment='{cross[0]['name']}'" in page
+    # the per-token patch maps: the mean over heads of key 1 + r·4 + c, computed here by hand
+    maps = json.loads(re.search(r'<script type="application/json" id="patch-maps-data">(.*?)</script>',
+                                page, re.S).group(1))[cross[0]["name"]]
+    w = reference[0][0]
+    assert maps["grid"] == [2, 4] and maps["tokens"] == ["<s>", "one", "four", "two"]
+    for t in range(4):
+        assert maps["cls"][t] == pytest.approx(float(w[:, t, 0].mean()), abs=1e-5)
+        for r in range(2):
+            for col in range(4):
+                assert maps["maps"][t][r][col] == pytest.approx(float(w[:, t, 1 + 4 * r + col].mean()), abs=1e-5)
+    assert len(re.findall(r"<figure data-patch-map=", page)) == 4 * c.decoder_layers
+
+    # without --target: the caption of the library's greedy captioner, fed after the start token
+    greedy = explain(loaded, strip_png)
+    words = caption_images(model, tok, image)[0]
+    assert greedy["prediction"]["caption"] == words and not greedy["prediction"]["target_given"]
+    assert greedy["tokens"]["target"] == (["<s>"] + words.split())[: c.max_len]
+
+
+def test_caption_cli_end_to_end(caption_dir, strip_png, tmp_path, capsys):
+    out, png = tmp_path / "c.html", tmp_path / "png"
+    code, stdout, err = run_cli(capsys, "explain", caption_dir, strip_png, "--out", out, "--png", png,
+                                "--target", "seven")
+    assert code == 0, err
+    assert stdout.strip() == str(out)
+    page = out.read_text(encoding="utf-8")
+    assert "Caption (given caption): <span class='pred' id='caption'>seven</span>" in page
+    assert "data-patch-maps='decoder.layers.0.cross_attention'" in page
+    assert sorted(p.name for p in png.glob("*.png")) == [
+        "decoder.layers.0.cross_attention.patches.png", "decoder.layers.0.cross_attention.png",
+        "decoder.layers.0.self_attention.png", "encoder.stack.layers.0.self_attention.png"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["missing.png"], ["missing.png", "does not exist"]),
+    (["notes.txt"], ["notes.txt", "cannot be decoded"]),
+    (["strip.png", "--neurons", "0"], ["--neurons", "caption"]),
+    (["strip.png", "--layers", "3"], ["layer 3"]),
+])
+def test_caption_bad_input_is_one_line_and_writes_nothing(caption_dir, strip_png, tmp_path, capsys, args, words):
+    import shutil
+
+    shutil.copy(strip_png, tmp_path / "strip.png")
+    (tmp_path / "notes.txt").write_text("hello")
+    args = [str(tmp_path / args[0]), *args[1:]]
+    code, _, err = run_cli(capsys, "explain", caption_dir, *args, "--out", tmp_path / "x.html", "--png", tmp_path / "p")
+    one_line_error(code, err, *words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "strip.png"]
+
+
+# -- integrated gradients ------------------------------------------------------------------------
+def test_gpt_integrated_gradients_match_lens_and_are_complete(gpt_dir, tmp_path):
+    """float64 and 256 steps: the midpoint rule is then exact to ~1e-6 of the logit difference, while
+    grad × input (or a sum that forgot to divide by the steps) is off by far more than the tolerance."""
+    from glassformer.explain.lens import saliency
+
+    loaded = load_model_dir(gpt_dir)
+    model = loaded.model.double()
+    torch.manual_seed(1)
+    with torch.no_grad():                     # larger weights: a clearly non-linear path from the baseline
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    text = "the cat"
+    ids = loaded.tokenizer.encode(text)
+    report = explain(loaded, text, max_new_tokens=0, saliency_steps=256)
+    ig = report["integrated_gradients"]
+    predicted = report["prediction"]["next_token_top5"][0]["id"]
+    assert ig["method"] == "integrated_gradients" and ig["steps"] == 256 and ig["target_id"] == predicted
+    direct = saliency(model, ids, len(ids) - 1, predicted, method="integrated_gradients", steps=256)
+    assert torch.allclose(torch.tensor(ig["values"], dtype=torch.float64), direct.double(), atol=1e-6)
+
+    # completeness, against logits computed here: the real input, and zero token embeddings (positions kept)
+    batch = torch.tensor([ids])
+    with torch.no_grad():
+        logit_input = float(model(batch)[0, -1, predicted])
+        handle = model.embed.token.register_forward_hook(lambda m, i, out: torch.zeros_like(out))
+        try:
+            logit_baseline = float(model(batch)[0, -1, predicted])
+        finally:
+            handle.remove()
+    gap = logit_input - logit_baseline
+    assert ig["input_logit"] == pytest.approx(logit_input, abs=1e-9)
+    assert ig["baseline_logit"] == pytest.approx(logit_baseline, abs=1e-9)
+    tolerance = 1e-4 * max(1.0, abs(gap))
+    assert abs(sum(ig["values"]) - gap) < tolerance
+    assert abs(sum(report["saliency"]["values"]) - gap) > 10 * tolerance         # the test can tell them apart
+    few = explain(loaded, text, max_new_tokens=0, saliency_steps=2)["integrated_gradients"]
+    assert abs(sum(few["values"]) - gap) > tolerance                               # and 2 steps are not enough
+
+    page = write_html(report, tmp_path / "ig.html").read_text(encoding="utf-8")
+    assert "<div class='toks sal' data-method='grad_x_input'>" in page
+    assert "<div class='toks sal' data-method='integrated_gradients'>" in page
+    assert "<h3>Gradient × input</h3>" in page and "<h3>Integrated gradients (256 steps" in page
+    assert len(re.findall(r"data-ig=", page)) == len(ids) == len(re.findall(r"data-saliency=", page))
+    data = json.loads(re.search(r'<script type="application/json" id="integrated-gradients-data">(.*?)</script>',
+                                page, re.S).group(1))
+    assert data["values"] == ig["values"]
+
+
+def test_saliency_steps_flag(gpt_dir, tmp_path, capsys):
+    out = tmp_path / "s.html"
+    code, _, err = run_cli(capsys, "explain", gpt_dir, "the cat", "--out", out, "--saliency-steps", "4")
+    assert code == 0, err
+    assert "<h3>Integrated gradients (4 steps" in out.read_text(encoding="utf-8")
+    code, _, err = run_cli(capsys, "explain", gpt_dir, "the cat", "--out", out, "--saliency-steps", "0")
+    one_line_error(code, err, "--saliency-steps")
+
+
+# -- feed-forward neurons ------------------------------------------------------------------------
+_ACT = {"gelu": torch.nn.functional.gelu, "relu": torch.nn.functional.relu,
+        "gelu_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh")}
+
+
+def _hand_activations(model, layer_module, activation: str, run) -> torch.Tensor:
+    """act(W1 x + b1) of one layer's feed-forward, from the input x of its first linear (seq, d_ff)."""
+    seen = []
+    linear1 = layer_module.feed_forward.linear1
+    handle = linear1.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        return _ACT[activation](seen[0][0] @ linear1.weight.T + linear1.bias)
+
+
+def _check_neurons(info, acts, tokens, layer):
+    assert info["layer"] == layer and info["d_ff"] == acts.shape[1]
+    peaks = acts.max(0).values
+    expected = peaks.argsort(descending=True, stable=True)[:8].tolist()
+    assert [n["neuron"] for n in info["top"]] == expected
+    for n in info["top"]:
+        j = n["neuron"]
+        assert n["max"] == pytest.approx(float(peaks[j]), abs=1e-5)
+        assert n["values"] == pytest.approx(acts[:, j].tolist(), abs=1e-5)
+        best = acts[:, j].argsort(descending=True, stable=True)[:3].tolist()
+        assert [t["position"] for t in n["top_tokens"]] == best
+        assert [t["token"] for t in n["top_tokens"]] == [tokens[p] for p in best]
+
+
+def test_gpt_neurons_equal_a_hand_computation(gpt_dir, tmp_path, capsys):
+    loaded = load_model_dir(gpt_dir)
+    model, text = loaded.model, "the cat sat"
+    report = explain(loaded, text, neurons=1)
+    ids = torch.tensor([loaded.tokenizer.encode(text)])
+    acts = _hand_activations(model, model.decoder.layers[1], loaded.config.activation, lambda: model(ids))
+    _check_neurons(report["neurons"], acts, report["tokens"]["input"], 1)
+
+    out, png = tmp_path / "n.html", tmp_path / "png"
+    code, _, err = run_cli(capsys, "explain", gpt_dir, text, "--out", out, "--png", png, "--neurons", "1")
+    assert code == 0, err
+    page = out.read_text(encoding="utf-8")
+    rows = re.findall(r"<tr data-neuron='(\d+)'>", page)
+    assert [int(r) for r in rows] == [n["neuron"] for n in report["neurons"]["top"]]
+    assert len(re.findall(r"data-activation=", page)) == 8 * ids.shape[1]
+    data = json.loads(re.search(r'<script type="application/json" id="neurons-data">(.*?)</script>',
+                                page, re.S).group(1))
+    assert data["top"][0]["values"] == pytest.approx(acts[:, data["top"][0]["neuron"]].tolist(), abs=1e-5)
+    assert (png / "neurons.layer1.png").is_file()
+
+
+def test_bert_neurons_equal_a_hand_computation(bert_dir):
+    loaded = load_model_dir(bert_dir)
+    model, text = loaded.model, "the cat sat on the mat"
+    report = explain(loaded, text, neurons=0)
+    ids = torch.tensor([loaded.tokenizer.encode_sentences([text])[0][0]])
+    acts = _hand_activations(model, model.encoder.layers[0], loaded.config.activation, lambda: model.encode(ids))
+    _check_neurons(report["neurons"], acts, report["tokens"]["input"], 0)
+
+
+@pytest.mark.parametrize("family_dir, layer, words", [
+    ("gpt_dir", "2", ["feed-forward layer 2 does not exist", "0..1"]),
+    ("gpt_dir", "-1", ["feed-forward layer -1 does not exist", "0..1"]),
+    ("bert_dir", "5", ["feed-forward layer 5", "0..1"]),
+    ("translator_dir", "0", ["--neurons", "GPT, BERT and ViT"]),
+])
+def test_neurons_out_of_range_is_one_line(request, tmp_path, capsys, family_dir, layer, words):
+    model_dir = request.getfixturevalue(family_dir)
+    out = tmp_path / "x.html"
+    code, _, err = run_cli(capsys, "explain", model_dir, "the cat", "--out", out, "--neurons", layer)
+    one_line_error(code, err, *words)
+    assert list(tmp_path.iterdir()) == []

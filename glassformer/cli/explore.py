@@ -37,22 +37,33 @@ def register_explain(subparsers) -> None:
     p = subparsers.add_parser(
         "explain",
         help="one HTML page of the tokens, prediction and attention of a model on one text",
-        description="Run a GPT (the text is the prompt), a translator (the text is the source), a BERT encoder "
-                    "or a ViT (the text is an image file) once on TEXT, capture its attention, and write one "
-                    "self-contained HTML page (no network needed): the tokens, the prediction, an attention grid "
-                    "per layer and head with a selector, a head view, for translators the cross-attention "
-                    "alignment, and for GPTs the logit lens and the input saliency of the predicted token.  "
-                    "Captioning models are not supported yet.",
+        description="Run a GPT (the text is the prompt), a translator (the text is the source), a BERT encoder, "
+                    "a ViT or a caption model (the text is an image file) once on TEXT, capture its attention, and "
+                    "write one self-contained HTML page (no network needed): the tokens, the prediction, an "
+                    "attention grid per layer and head with a selector, a head view, for models with "
+                    "cross-attention (translators, caption models) the cross-attention alignment, for caption "
+                    "models each caption token's attention over the image's patch grid, and for GPTs the logit "
+                    "lens and the input saliency of the predicted token (gradient × input and integrated "
+                    "gradients).  With --neurons LAYER (GPT, BERT, ViT) also that layer's most active "
+                    "feed-forward neurons.",
     )
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="a model directory (gpt, transformer, bert or vit)")
-    p.add_argument("text", metavar="TEXT", help="the prompt / source sentence / text to encode / image path (ViT)")
-    p.add_argument("--target", help="translators: the target to explain (default: the model's greedy translation)")
+    p.add_argument("model_dir", metavar="MODEL_DIR",
+                   help="a model directory (gpt, transformer, bert, vit or caption)")
+    p.add_argument("text", metavar="TEXT",
+                   help="the prompt / source sentence / text to encode / image path (ViT, caption)")
+    p.add_argument("--target", help="translators and caption models: the translation / caption to explain "
+                                    "(default: the model's greedy one)")
     p.add_argument("--out", default="explain.html", metavar="PATH", help="the HTML page to write")
     p.add_argument("--png", metavar="DIR", help="also write one PNG per attention module (all heads) into DIR")
     p.add_argument("--layers", type=int, nargs="+", metavar="N", help="only these layer indices (default: all)")
     p.add_argument("--heads", type=int, nargs="+", metavar="N", help="only these head indices (default: all)")
     p.add_argument("--max-new-tokens", type=_int_at_least(0, "0 or more"), default=8, metavar="N",
                    help="GPT: length of the greedy continuation shown")
+    p.add_argument("--saliency-steps", type=_int_at_least(1, "a positive number of steps"), default=32, metavar="N",
+                   help="GPT: points on the path of integrated gradients (default: 32; more is closer to exact)")
+    p.add_argument("--neurons", type=int, metavar="LAYER",
+                   help="GPT, BERT, ViT: show the 8 most active feed-forward neurons of this layer (from 0) "
+                        "and the tokens that excite them; with --png also a tokens × neurons heatmap")
     p.set_defaults(func=run_explain)
 
 
@@ -65,20 +76,22 @@ def run_explain(args: argparse.Namespace) -> int:
         family = read_config(args.model_dir).family
     except CheckpointError:
         family = None
-    if family == "caption":                 # refused before loading the weights
-        raise InputError(f"explain does not support captioning models yet ({args.model_dir} holds a {family!r} "
-                         "model); it explains GPT, translation, BERT and ViT models")
     if family == "vit":                     # check the image before loading the weights
         from ..data.images import load_image
 
         config = read_config(args.model_dir)
         load_image(args.text, config.channels, config.image_size)
+    if family == "caption":
+        from ..data.captions import load_strip
+
+        config = read_config(args.model_dir)
+        load_strip(args.text, config.channels, config.image_size, config.image_width)
     for what, values in (("layer", args.layers), ("head", args.heads)):
         for v in values or ():
             if v < 0:
                 raise InputError(f"{what} {v} does not exist; {what} indices start at 0")
     report = explain(load_model_dir(args.model_dir), args.text, args.target, layers=args.layers, heads=args.heads,
-                     max_new_tokens=args.max_new_tokens)
+                     max_new_tokens=args.max_new_tokens, saliency_steps=args.saliency_steps, neurons=args.neurons)
     if args.png:
         write_pngs(report, args.png)
     print(write_html(report, args.out))

@@ -3,6 +3,9 @@
 * :func:`attention_grid_figure` — one heatmap per head of (heads, q_len, k_len) weights;
   inputs longer than 64 tokens are averaged over blocks of consecutive positions so
   that at most 64×64 cells are drawn, and the axes name the position ranges.
+* :func:`patch_attention_figure` — one small heatmap per caption token of its attention over
+  an image's patch grid (rows, cols).
+* :func:`neuron_activation_figure` — a (tokens × neurons) heatmap of feed-forward activations.
 * :func:`positional_encoding_figure` — the sinusoidal table of §3.5 as a heatmap, and a
   few of its dimensions as curves.
 * :func:`save_figure` — writes a figure atomically (a temporary file in the same folder,
@@ -22,7 +25,8 @@ from ..errors import ConfigError, InputError
 from ..files import write_file_atomically
 from ..nn.positions import sinusoidal_table
 
-__all__ = ["MAX_CELLS", "attention_grid_figure", "block_average", "positional_encoding_figure", "save_figure"]
+__all__ = ["MAX_CELLS", "attention_grid_figure", "block_average", "neuron_activation_figure",
+           "patch_attention_figure", "positional_encoding_figure", "save_figure"]
 
 MAX_CELLS = 64          # per axis: longer inputs are averaged over blocks of positions
 
@@ -109,6 +113,69 @@ def attention_grid_figure(weights: Tensor, q_tokens: Sequence[str] | None = None
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="attention weight")
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def patch_attention_figure(maps: Tensor, names: Sequence[str], title: str = ""):
+    """maps: (n, rows, cols), one attention map over the patch grid per query token (``names``, one
+    per map); each panel has its own colour scale (where that token looks, not how much).  Returns a
+    ``matplotlib.figure.Figure``."""
+    maps = torch.as_tensor(maps).detach().float().cpu()
+    if maps.dim() != 3 or 0 in maps.shape:
+        raise InputError(f"patch maps must be (tokens, rows, cols), got shape {tuple(maps.shape)}")
+    if len(names) != maps.shape[0]:
+        raise InputError(f"{len(names)} names for {maps.shape[0]} patch maps")
+    n, rows, cols = maps.shape
+    n_cols = min(n, 6)
+    n_rows = math.ceil(n / n_cols)
+    side = 2.0
+    Figure = _figure_class()
+    fig = Figure(figsize=(side * n_cols * max(1.0, cols / rows) ** 0.5 + 0.4, side * n_rows + (0.6 if title else 0.2)),
+                 dpi=100, layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for i in range(n_rows * n_cols):
+        ax = axes[i // n_cols][i % n_cols]
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        ax.imshow(maps[i].numpy(), cmap="viridis", vmin=0.0, interpolation="nearest")
+        ax.set_title(str(names[i]), fontsize=8)
+        ax.set_xticks(range(cols))
+        ax.set_yticks(range(rows))
+        ax.tick_params(labelsize=6)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def neuron_activation_figure(acts: Tensor, tokens: Sequence[str], neurons: Sequence[int], title: str = ""):
+    """acts: (seq, k) activations of ``k`` feed-forward neurons (their indices ``neurons``) at each
+    token; one heatmap, tokens down, neurons across, a diverging scale centred on 0.  Returns a
+    ``matplotlib.figure.Figure``."""
+    acts = torch.as_tensor(acts).detach().float().cpu()
+    if acts.dim() != 2 or 0 in acts.shape:
+        raise InputError(f"activations must be (tokens, neurons), got shape {tuple(acts.shape)}")
+    if len(tokens) != acts.shape[0] or len(neurons) != acts.shape[1]:
+        raise InputError(f"{len(tokens)} tokens and {len(neurons)} neurons for activations of shape "
+                         f"{tuple(acts.shape)}")
+    seq, k = acts.shape
+    size = max(1, math.ceil(seq / MAX_CELLS))       # long inputs: means over blocks of tokens, as the grids
+    rows = [(a, min(a + size, seq)) for a in range(0, seq, size)]
+    cells = torch.stack([acts[a:b].mean(0) for a, b in rows])                  # (≤64, k)
+    labels = [str(tokens[a]) if b - a == 1 else f"{a}–{b - 1}" for a, b in rows]
+    Figure = _figure_class()
+    fig = Figure(figsize=(1.2 + 0.5 * k, 1.2 + 0.22 * len(rows)), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    vmax = float(cells.abs().max()) or 1.0
+    image = ax.imshow(cells.numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(k))
+    ax.set_xticklabels([str(n) for n in neurons], fontsize=8)
+    _ticks(ax.set_yticks, ax.set_yticklabels, labels)
+    ax.set_xlabel("neuron")
+    ax.set_ylabel("token (block means)" if len(rows) < seq else "token")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="activation")
+    if title:
+        ax.set_title(title, fontsize=10)
     return fig
 
 

@@ -88,6 +88,26 @@ def neuron_activations(model, tokens, layer: int) -> Tensor:
     return seen[0][0].float()
 
 
+@torch.no_grad()
+def stack_neuron_activations(layers, layer: int, run) -> Tensor:
+    """(seq, d_ff): as :func:`neuron_activations`, for any stack of layers with a ``feed_forward``:
+    ``layers`` the stack's layers (``bert.encoder.layers``, ``vit.encoder.layers``), ``run`` a
+    function of no arguments that runs the model once on one sequence (batch 1).  ``layer`` must be
+    in 0..len(layers) - 1 (else :class:`InputError` naming the range)."""
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(layers):
+        raise InputError(f"feed-forward layer {layer} does not exist; the model has {len(layers)} layers "
+                         f"(0..{len(layers) - 1})")
+    seen: list[Tensor] = []
+    handle = layers[layer].feed_forward.linear2.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    try:
+        run()
+    finally:
+        handle.remove()
+    if len(seen) != 1 or seen[0].shape[0] != 1:
+        raise InputError("stack_neuron_activations needs one forward pass on one sequence (batch 1)")
+    return seen[0][0].float()
+
+
 def top_tokens(acts: Tensor, tokens, neuron: int, k: int = 5) -> list[tuple[int, int, float]]:
     """The ``k`` positions where ``neuron`` fires most, highest first: (position, token id, activation)."""
     if not 0 <= neuron < acts.shape[-1]:
@@ -143,6 +163,17 @@ def saliency(model, tokens, target_position: int, target_token: int, method: str
     return (total / steps * x)[0].sum(-1).float().detach()
 
 
+@torch.no_grad()
+def path_logits(model, tokens, target_position: int, target_token: int) -> Tensor:
+    """(2,) float64: the logit of ``target_token`` at ``target_position`` at the two ends of the
+    integrated-gradients path: [zero token embeddings (positions kept), the real input].  By
+    completeness, integrated gradients sum to ``path_logits[1] - path_logits[0]``."""
+    tokens = _as_batch(model, tokens)
+    x = model.embed.token(tokens)                                # (1, seq, d_model)
+    ends = torch.cat([torch.zeros_like(x), x])                   # (2, seq, d_model)
+    return _logit_with_embeddings(model, tokens, ends, target_position, target_token).double()
+
+
 def format_lens(lens: Tensor, tokenizer=None, position: int = -1, k: int = 3) -> list[str]:
     """One line per row of a logit lens at ``position``: its top-``k`` tokens (text if a tokenizer is given)."""
     lines = []
@@ -154,5 +185,5 @@ def format_lens(lens: Tensor, tokenizer=None, position: int = -1, k: int = 3) ->
     return lines
 
 
-__all__ = ["SALIENCY_METHODS", "logit_lens", "neuron_activations", "top_tokens", "saliency", "unembed",
-           "format_lens"]
+__all__ = ["SALIENCY_METHODS", "logit_lens", "neuron_activations", "stack_neuron_activations", "top_tokens",
+           "saliency", "path_logits", "unembed", "format_lens"]

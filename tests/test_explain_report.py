@@ -448,6 +448,20 @@ def test_bert_neurons_equal_a_hand_computation(bert_dir):
     _check_neurons(report["neurons"], acts, report["tokens"]["input"], 0)
 
 
+def test_vit_neurons_equal_a_hand_computation(vit_dir, tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "noise.png"
+    pixels = torch.rand(8, 8, generator=torch.Generator().manual_seed(2))
+    Image.fromarray((pixels * 255).round().to(torch.uint8).numpy(), mode="L").save(image)
+    loaded = load_model_dir(vit_dir)
+    report = explain(loaded, image, neurons=0)
+    batch = ((pixels * 255).round() / 255)[None, None]
+    acts = _hand_activations(loaded.model, loaded.model.encoder.layers[0], loaded.config.activation,
+                             lambda: loaded.model(batch))
+    _check_neurons(report["neurons"], acts, report["tokens"]["input"], 0)
+
+
 @pytest.mark.parametrize("family_dir, layer, words", [
     ("gpt_dir", "2", ["feed-forward layer 2 does not exist", "0..1"]),
     ("gpt_dir", "-1", ["feed-forward layer -1 does not exist", "0..1"]),

@@ -162,7 +162,7 @@ def neuron_activation_figure(acts: Tensor, tokens: Sequence[str], neurons: Seque
     size = max(1, math.ceil(seq / MAX_CELLS))       # long inputs: means over blocks of tokens, as the grids
     rows = [(a, min(a + size, seq)) for a in range(0, seq, size)]
     cells = torch.stack([acts[a:b].mean(0) for a, b in rows])                  # (≤64, k)
-    labels = [str(tokens[a]) if b - a == 1 else f"{a}–{b - 1}" for a, b in rows]
+    labels = range_labels(rows, tokens)
     Figure = _figure_class()
     fig = Figure(figsize=(1.2 + 0.5 * k, 1.2 + 0.22 * len(rows)), dpi=100, layout="constrained")
     ax = fig.subplots()

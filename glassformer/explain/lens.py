@@ -5,12 +5,14 @@
   if it stopped there.  The last row is the model's own logits.
 * neuron activations: the values after the feed-forward's nonlinearity (for a gated feed-forward,
   act(gate) ⊙ up), read from the input of ``linear2`` by a forward pre-hook, one layer at a time;
-  ``top_tokens`` finds the positions that excite one neuron most.
+  ``top_tokens`` finds the positions that excite one neuron most; ``stack_neuron_activations``
+  reads the same from any stack of layers (BERT's, ViT's) given a function that runs the model.
 * saliency: how much each input token's embedding contributes to one logit.  Gradient × input
   (Shrikumar et al. 2016) sums ∂logit/∂e · e over d_model; integrated gradients (Sundararajan et
   al. 2017) average the gradient on the straight path from a zero token embedding (the positions
   stay) to the real one, times the embedding: the attributions add up to
-  logit(input) − logit(baseline) (completeness), up to the Riemann sum's error.
+  logit(input) − logit(baseline) (completeness), up to the Riemann sum's error; ``path_logits``
+  gives those two logits.
 
 Everything reads the model through forward hooks on its modules: nothing in ``glassformer.nn``
 changes, and the hooks are removed when each function returns.

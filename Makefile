@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 BIN        := $(VENV)/bin
 
-.PHONY: demo test install install-dev bench clean
+.PHONY: demo test install install-dev bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,12 @@ install-dev: $(VENV)/.dev
 demo: $(VENV)/.core
 	$(BIN)/glassformer quickstart
 
-test: $(VENV)/.dev
-	$(BIN)/python -m pytest -q
+BROWSER ?= 1
+browser:                   # Debian's chromium + chromedriver for the browser test (as root); BROWSER=0 skips
+	@if [ "$(BROWSER)" = 1 ]; then bash tests/install_chromium.sh; fi
+
+test: $(VENV)/.dev browser
+	$(BIN)/python -m pytest -q -rs
 
 bench: $(VENV)/.dev        # every benchmark into benchmarks/results; e.g. make bench BENCH_ARGS="--quick" or "--skip-demo"
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)

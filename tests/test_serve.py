@@ -3,12 +3,14 @@ through a real uvicorn server, and (when a Chromium is installed) the page in a 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +23,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from helpers import run_cli, untrained_translator  # noqa: E402
 
 from glassformer.data.numbers import number_corpus  # noqa: E402
+from glassformer.explain.attention import attention_modules  # noqa: E402
 from glassformer.generation import SamplingOptions  # noqa: E402
 from glassformer.generation.embeddings import embed_texts  # noqa: E402
 from glassformer.generation.text import complete_batch, prompt_ids  # noqa: E402
@@ -53,6 +56,28 @@ def bert_dir(tmp_path_factory):
     tok = Tokenizer.train_wordpiece([TEXT] * 20, 120)
     return save_model_dir(tmp_path_factory.mktemp("serve") / "bert",
                           build_model(preset("bert-tiny", vocab_size=tok.vocab_size)), tok)
+
+
+@pytest.fixture(scope="module")
+def long_gpt_dir(tmp_path_factory):
+    """A GPT whose context holds 1,100 tokens: attention over long inputs."""
+    torch.manual_seed(0)
+    tok = Tokenizer.train_char([TEXT * 3])
+    return save_model_dir(tmp_path_factory.mktemp("serve") / "long-gpt",
+                          build_model(preset("gpt-tiny", vocab_size=tok.vocab_size, max_len=1100)), tok)
+
+
+@pytest.fixture(scope="module")
+def mlm_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    tok = Tokenizer.train_wordpiece([TEXT] * 20, 120)
+    return save_model_dir(tmp_path_factory.mktemp("serve") / "mlm",
+                          build_model(preset("bert-tiny", vocab_size=tok.vocab_size, head="mlm")), tok)
+
+
+@pytest.fixture(scope="module")
+def mlm(mlm_dir):
+    return TestClient(create_app(mlm_dir))
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +156,72 @@ def test_attention_rows_are_probabilities(request, which, text, n_tokens):
         assert torch.all(weights.triu(1) == 0)
 
 
+def test_fill_mask_is_the_library_fill_mask(mlm, mlm_dir):
+    from glassformer.cli.mlm import fill_mask
+
+    loaded = load_model_dir(mlm_dir)
+    text = "the quick [MASK] fox jumps over the [MASK] dog."
+    expected = fill_mask(loaded.model, loaded.tokenizer, text, 3)
+    r = mlm.post("/v1/fill-mask", json={"text": text, "top_k": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["filled"] == expected["filled"] and len(body["masks"]) == 2
+    for got, exp in zip(body["masks"], expected["masks"]):
+        assert got["position"] == exp["position"]
+        assert [c["id"] for c in got["candidates"]] == [c["id"] for c in exp["candidates"]]
+        assert [c["probability"] for c in got["candidates"]] == pytest.approx([c["probability"] for c in
+                                                                             exp["candidates"]], abs=1e-6)
+    info = mlm.get("/v1/info").json()
+    assert info["task"] == "fill-mask" and info["endpoints"] == ["fill-mask", "embed", "attention"]
+    assert mlm.post("/v1/embed", json={"texts": ["the dog"]}).status_code == 200     # an MLM BERT embeds too
+
+
+def test_cross_attention_is_the_translators_decoder_over_the_source(translator, translator_dir):
+    from glassformer.explain.attention import capture_attention
+
+    loaded = load_model_dir(translator_dir)
+    model, config = loaded.model.eval(), loaded.config
+    info = translator.get("/v1/info").json()
+    assert info["cross_layers"] == len(model.decoder.layers) >= 1
+    layer, head = info["cross_layers"] - 1, info["heads"] - 1
+    target = translate(model, loaded.src_tokenizer, loaded.tokenizer, ["dreiundzwanzig"])[0]
+    r = translator.post("/v1/attention", json={"text": "dreiundzwanzig", "kind": "cross", "layer": layer,
+                                               "head": head})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    src = loaded.src_tokenizer.encode("dreiundzwanzig") + [config.eos_id]
+    tgt = ([config.start_id] + loaded.tokenizer.encode(target))[: config.max_len]
+    assert len(body["key_tokens"]) == len(src) and len(body["tokens"]) == len(tgt)
+    assert body["rows"] == body["tokens"] and body["cols"] == body["key_tokens"]
+    name = [n for n, m in attention_modules(model).items() if m.cross_attention][layer]
+    with torch.no_grad(), capture_attention(model, layers=[name], heads=[head]) as cap:
+        model(torch.tensor([src]), torch.tensor([tgt]))
+    weights = torch.tensor(body["weights"])
+    torch.testing.assert_close(weights, cap.weights[name][0, 0].float())
+    torch.testing.assert_close(weights.sum(-1), torch.ones(len(tgt)))
+    given = translator.post("/v1/attention", json={"text": "dreiundzwanzig", "kind": "cross", "target": "three"})
+    assert given.status_code == 200 and len(given.json()["tokens"]) == 1 + len(loaded.tokenizer.encode("three"))
+
+
+def test_long_input_comes_back_as_averaged_blocks(long_gpt_dir):
+    from glassformer.explain.figures import block_average
+
+    client = TestClient(create_app(long_gpt_dir))
+    text = (TEXT * 30)[:1024]                                 # 1,024 characters: 1,024 tokens
+    full = client.post("/v1/attention", json={"text": text, "layer": 1, "head": 2}).json()
+    assert len(full["weights"]) == 1024 and len(full["tokens"]) == 1024
+    r = client.post("/v1/attention", json={"text": text, "layer": 1, "head": 2, "max_cells": 64})
+    assert r.status_code == 200, r.text
+    blocked = r.json()
+    weights = torch.tensor(blocked["weights"])
+    assert weights.shape == (64, 64) and blocked["rows"][:2] == ["0–15", "16–31"] and blocked["cols"][-1] == "1008–1023"
+    assert len(blocked["tokens"]) == 1024                     # the tokens themselves are all still there
+    torch.testing.assert_close(weights, block_average(torch.tensor(full["weights"]), 64)[0])
+    torch.testing.assert_close(weights.sum(-1), torch.full((64,), 1 / 16), atol=1e-5, rtol=0)  # means of 16 columns
+    short = client.post("/v1/attention", json={"text": "the fox", "max_cells": 64}).json()
+    assert short["rows"] == short["tokens"] == list("the fox")          # short inputs are not averaged
+
+
 def test_openapi_lists_the_endpoints_and_the_page_has_an_input(gpt):
     doc = gpt.get("/openapi.json").json()
     for path in ("/v1/generate", "/v1/translate", "/v1/embed", "/v1/attention"):
@@ -163,6 +254,18 @@ def test_too_long_is_413(gpt, translator, bert):
     error(gpt.post("/v1/attention", json={"text": "the fox " * 20}), 413, "at most 64")
     error(translator.post("/v1/translate", json={"text": "dreiundzwanzig " * 30}), 413, "at most 24")
     error(bert.post("/v1/embed", json={"texts": ["ok", "the lazy dog " * 100]}), 413, "text 1")
+
+
+def test_attention_and_fill_mask_refusals(gpt, bert, mlm, translator):
+    error(gpt.post("/v1/attention", json={"text": "the", "kind": "cross"}), 400, "encoder–decoder", "'self'")
+    error(translator.post("/v1/attention", json={"text": "eins", "target": "one"}), 422, "kind 'cross'")
+    error(gpt.post("/v1/attention", json={"text": "the", "max_cells": 1}), 422, "max_cells")
+    error(gpt.post("/v1/attention", json={"text": "the", "kind": "sideways"}), 422, "kind")
+    error(bert.post("/v1/fill-mask", json={"text": "the [MASK] dog"}), 400, "masked-LM head")
+    error(mlm.post("/v1/fill-mask", json={"text": "the lazy dog"}), 400, "[MASK]")
+    error(mlm.post("/v1/fill-mask", json={"text": "the [MASK] dog " * 40}), 413, "at most 64")
+    error(translator.post("/v1/attention", json={"text": "eins", "kind": "cross", "target": "one two " * 30}), 413,
+          "target", "at most 24")
 
 
 def test_wrong_endpoint_for_the_model_type_is_400(gpt, translator, bert):
@@ -202,20 +305,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(gpt_dir):
+@contextlib.contextmanager
+def running(model_dir):
+    """A real uvicorn server for ``model_dir`` on a free loopback port: yields its base URL."""
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(gpt_dir), host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(create_app(model_dir), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not srv.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
     assert not thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def server(gpt_dir):
+    with running(gpt_dir) as url:
+        yield url
 
 
 def test_parallel_requests_equal_sequential_ones(server):
@@ -239,14 +351,158 @@ def test_parallel_requests_equal_sequential_ones(server):
         assert par.json() == seq.json(), item
 
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+# -- the page in a real browser ------------------------------------------------------------------
+# Debian's chromium and chromium-driver, installed by `make test` (tests/install_chromium.sh) where it can.
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+SCREENSHOTS = Path(os.environ.get("GLASSFORMER_TEST_OUTPUT", Path(__file__).resolve().parents[1] / "test-output"))
 
 
-def test_page_renders_in_headless_chromium(server):
-    browser = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
-    if browser is None:
-        pytest.skip(f"no headless browser: none of {', '.join(BROWSERS)} is on PATH")
-    dom = subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox", "--dump-dom", server + "/"],
-                         capture_output=True, text=True, timeout=60)
-    assert dom.returncode == 0, dom.stderr
-    assert '<textarea id="input"' in dom.stdout and 'id="run"' in dom.stdout
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip("no headless Chromium: /usr/bin/chromium and chromedriver are missing (make test installs "
+                    "Debian's chromium and chromium-driver when it runs as root with apt-get)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium: "
+                                    "pip install -e '.[dev]'")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-quic", "--window-size=1200,1600",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def grid_of(driver) -> tuple[list[str], list[list[float]]]:
+    """The attention table the page drew: (column tokens, cell weights from each cell's title)."""
+    return driver.execute_script("""
+        const t = document.querySelector('#attention table.grid');
+        if (!t) return [[], []];
+        const cols = [...t.tHead.rows[0].cells].slice(1).map((c) => c.textContent);
+        const rows = [...t.tBodies[0].rows].map((r) => [...r.cells].slice(1).map((c) => Number(c.title)));
+        return [cols, rows];""")
+
+
+def shows_grid(want: dict):
+    """A wait condition: the page's grid has the columns and (to 1e-3) the weights of the API answer ``want``."""
+    def check(driver):
+        cols, rows = grid_of(driver)
+        return cols == want["cols"] and len(rows) == len(want["weights"]) and all(
+            abs(a - b) < 1e-3 for got, exp in zip(rows, want["weights"]) for a, b in zip(got, exp))
+    return check
+
+
+def screenshot(driver, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SCREENSHOTS / name
+    assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 1000
+    print(f"screenshot: {shot}")
+    return shot
+
+
+def submit(driver, text: str, button: str = "run") -> None:
+    from selenium.webdriver.common.by import By
+
+    box = driver.find_element(By.ID, "input")
+    box.clear()
+    driver.execute_script("arguments[0].value = arguments[1];", box, text)     # fast for long texts
+    driver.find_element(By.ID, button).click()
+
+
+def output_of(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return wait_for(driver, "the output", lambda d: d.find_element(By.ID, "output").text not in ("", "...") and
+                    d.find_element(By.ID, "output").text)
+
+
+def wait_for(driver, what: str, condition, timeout: float = 60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
+    except Exception as exc:                      # name what never appeared, with what the page shows
+        page = driver.execute_script("return document.body.innerText")[:600]
+        raise AssertionError(f"the page never showed {what}; it shows:\n{page}") from exc
+
+
+def test_page_in_headless_chromium_generates_and_draws_attention(browser, server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    prompt = "the quick"
+    with httpx.Client(base_url=server, timeout=60) as client:
+        continuation = client.post("/v1/generate", json={"prompt": prompt, "max_new_tokens": 50}).json()["text"]
+        expected = {(layer, head): client.post("/v1/attention", json={"text": prompt, "layer": layer,
+                                                                       "head": head}).json()
+                    for layer, head in ((0, 0), (1, 0), (1, 3))}
+    for want in expected.values():
+        assert want["cols"] == want["tokens"]                          # short: the page's grid is every token
+    assert expected[(0, 0)]["weights"] != expected[(1, 3)]["weights"]      # switching must change the grid
+
+    browser.get(server + "/")
+    assert "glassformer" in browser.title
+    submit(browser, prompt)
+    output = output_of(browser)
+    assert output == (prompt + continuation).strip() or output == prompt + continuation, output
+
+    def shows(layer, head):
+        return shows_grid(expected[(layer, head)])
+
+    wait_for(browser, "the attention grid of layer 0, head 0", shows(0, 0))
+    assert Select(browser.find_element(By.ID, "layer")).first_selected_option.text == "0"
+    cols, rows = grid_of(browser)
+    assert len(cols) == len(prompt) and all(abs(sum(r) - 1) < 1e-2 for r in rows)     # a character tokenizer
+    assert all(w == 0 for i, r in enumerate(rows) for w in r[i + 1:])                  # causal: nothing ahead
+
+    Select(browser.find_element(By.ID, "layer")).select_by_value("1")
+    wait_for(browser, "the grid of layer 1, head 0 after choosing layer 1", shows(1, 0))
+    Select(browser.find_element(By.ID, "head")).select_by_value("3")
+    wait_for(browser, "the grid of layer 1, head 3 after choosing head 3", shows(1, 3))
+
+    screenshot(browser, "serve-gpt-page.png")
+
+
+def test_translator_page_shows_the_cross_attention_of_its_translation(browser, translator_dir):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    with running(translator_dir) as url, httpx.Client(base_url=url, timeout=60) as client:
+        translation = client.post("/v1/translate", json={"text": "dreiundzwanzig"}).json()["translation"]
+        want = client.post("/v1/attention", json={"text": "dreiundzwanzig", "kind": "cross", "layer": 0, "head": 1,
+                                                  "max_cells": 64}).json()        # the target: its translation
+        browser.get(url + "/")
+        submit(browser, "dreiundzwanzig")
+        assert output_of(browser) == translation.strip()
+        Select(browser.find_element(By.ID, "head")).select_by_value("1")
+        Select(browser.find_element(By.ID, "kind")).select_by_value("cross")
+        wait_for(browser, "the cross-attention of the translation over the source", shows_grid(want))
+        rows = browser.execute_script("return [...document.querySelectorAll('#attention tbody th')]"
+                                      ".map((th) => th.textContent)")
+        assert rows == want["rows"] and rows[0] == "<s>"                  # target tokens down, source across
+        screenshot(browser, "serve-translator-cross-attention.png")
+
+
+def test_page_averages_a_1024_token_input_and_fills_masks(browser, long_gpt_dir, mlm_dir):
+    text = (TEXT * 30)[:1024]
+    with running(long_gpt_dir) as url, httpx.Client(base_url=url, timeout=60) as client:
+        want = client.post("/v1/attention", json={"text": text, "layer": 0, "head": 0, "max_cells": 64}).json()
+        browser.get(url + "/")
+        submit(browser, text, button="show-attention")
+        wait_for(browser, "a 64 × 64 grid of averaged blocks", shows_grid(want))
+        assert len(grid_of(browser)[1]) == 64
+        screenshot(browser, "serve-gpt-1024-tokens.png")
+    with running(mlm_dir) as url, httpx.Client(base_url=url, timeout=60) as client:
+        text = "the quick [MASK] fox."
+        filled = client.post("/v1/fill-mask", json={"text": text}).json()
+        browser.get(url + "/")
+        submit(browser, text)
+        shown = output_of(browser)
+        assert shown.splitlines()[0] == filled["filled"] and shown.splitlines()[1].startswith("[MASK] 1: ")
+        assert filled["masks"][0]["candidates"][0]["token"] in shown.splitlines()[1]

@@ -8,9 +8,13 @@ Endpoints (request and response bodies are pydantic models, so ``/openapi.json``
 * ``POST /v1/generate``  {"prompt", "max_new_tokens", "temperature", "seed"} -> {"text"}   (GPT)
 * ``POST /v1/translate`` {"text"} -> {"translation"}                                      (encoder–decoder)
 * ``POST /v1/embed``     {"texts": [...]} -> {"embeddings": [[...]]}                        (BERT)
-* ``POST /v1/attention`` {"text", "layer", "head"} -> {"tokens", "weights"}: the self-attention
-  probabilities of one layer and head on one full forward pass (a translator: its encoder's)
-* ``GET /v1/info``: the model's family, layers, heads and context.
+* ``POST /v1/fill-mask`` {"text", "top_k"} -> {"filled", "masks"}               (BERT with a masked-LM head)
+* ``POST /v1/attention`` {"text", "layer", "head", "kind", "target", "max_cells"} -> {"tokens",
+  "key_tokens", "weights", "rows", "cols"}: the attention probabilities of one layer and head on one
+  full forward pass: self-attention (a translator: its encoder's), or ``kind="cross"`` a translator's
+  decoder cross-attention of ``target`` (default: its translation) over the source.  ``max_cells``
+  averages blocks of positions so that a long input comes back as at most max_cells² cells.
+* ``GET /v1/info``: the model's family, endpoints, layers, heads and context.
 
 Every error is a 4xx with a JSON body ``{"error": "..."}``: malformed JSON and wrong fields 422,
 input longer than the model takes 413, an endpoint the model type does not serve 400, a layer or
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from fastapi import FastAPI, Request
@@ -35,7 +39,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import CheckpointError, GlassformerError
 from ..model_dir import ModelDir, load_model_dir
 
-# family -> the endpoint that does its main job ("attention" serves them all)
+# family -> the endpoint that does its main job ("attention" serves them all; a BERT with a
+# masked-LM head fills in masks first and embeds too)
 TASKS = {"gpt": "generate", "transformer": "translate", "bert": "embed"}
 MAX_EMBED_TEXTS = 256
 
@@ -80,21 +85,52 @@ class EmbedResponse(BaseModel):
     embeddings: list[list[float]] = Field(description="one unit vector per text, in input order")
 
 
+class FillMaskRequest(_Body):
+    text: str = Field(description="a text with [MASK] wherever a word should be filled in")
+    top_k: int = Field(5, ge=1, le=100, description="candidates per mask")
+
+
+class Candidate(BaseModel):
+    token: str
+    id: int
+    probability: float
+
+
+class Mask(BaseModel):
+    position: int = Field(description="the mask's position among the tokens ([CLS] is 0)")
+    candidates: list[Candidate]
+
+
+class FillMaskResponse(BaseModel):
+    filled: str = Field(description="the text with every mask replaced by its most likely token")
+    masks: list[Mask]
+
+
 class AttentionRequest(_Body):
-    text: str
-    layer: int = Field(0, description="self-attention layer, 0-based")
+    text: str = Field(description="the input (a translator: the source sentence)")
+    layer: int = Field(0, description="layer, 0-based")
     head: int = Field(0, description="attention head, 0-based")
+    kind: Literal["self", "cross"] = Field("self", description="'self': self-attention (a translator's encoder); "
+                                           "'cross': a translator's decoder attending over the source")
+    target: str | None = Field(None, description="kind 'cross': the target sentence (default: the translation)")
+    max_cells: int | None = Field(None, ge=2, le=1024, description="average blocks of consecutive positions so "
+                                  "that the grid has at most max_cells rows and columns (default: every token)")
 
 
 class AttentionResponse(BaseModel):
-    tokens: list[str]
-    weights: list[list[float]] = Field(description="weights[i][j]: how much token i attends to token j")
+    tokens: list[str] = Field(description="the query tokens (a cross-attention: the target's)")
+    key_tokens: list[str] = Field(description="the tokens attended to (a cross-attention: the source's)")
+    weights: list[list[float]] = Field(description="weights[i][j]: how much row i attends to column j")
+    rows: list[str] = Field(description="the label of each row: its token, or the position range averaged")
+    cols: list[str] = Field(description="the label of each column: its token, or the position range averaged")
 
 
 class InfoResponse(BaseModel):
     family: str
-    task: str
-    layers: int
+    task: str = Field(description="the main endpoint (the page's)")
+    endpoints: list[str]
+    layers: int = Field(description="self-attention layers (a translator: its encoder's)")
+    cross_layers: int = Field(description="cross-attention layers (0 without a decoder over a source)")
     heads: int
     max_len: int
 
@@ -124,22 +160,25 @@ class Served:
         from ..explain.attention import attention_modules
 
         stack = "encoder." if self.family == "transformer" else ""
-        self.self_attention = [(n, m) for n, m in attention_modules(self.model).items()
-                               if not m.cross_attention and n.startswith(stack)]
+        modules = attention_modules(self.model).items()
+        self.self_attention = [(n, m) for n, m in modules if not m.cross_attention and n.startswith(stack)]
+        self.cross_attention = [(n, m) for n, m in modules if m.cross_attention]
         self.heads = self.self_attention[0][1].n_heads if self.self_attention else 0
-
-    @property
-    def task(self) -> str:
-        return TASKS[self.family]
+        tok = loaded.tokenizer
+        self.fills_masks = (self.family == "bert" and loaded.config.head == "mlm" and tok.mask_id is not None)
+        self.task = "fill-mask" if self.fills_masks else TASKS[self.family]
+        self.endpoints = [self.task] + (["embed"] if self.fills_masks else []) + ["attention"]
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def require(self, endpoint: str) -> None:
-        if self.task != endpoint:
-            raise ApiError(400, f"/v1/{endpoint} does not fit this model: it is a {self.family!r} model, "
-                                f"which serves /v1/{self.task} (and /v1/attention)")
+        if endpoint not in self.endpoints:
+            what = "a BERT without a masked-LM head" if endpoint == "fill-mask" and self.family == "bert" \
+                else f"a {self.family!r} model"
+            raise ApiError(400, f"/v1/{endpoint} does not fit this model: it is {what}, which serves "
+                                + ", ".join(f"/v1/{e}" for e in self.endpoints))
 
     def too_long(self, n: int, what: str) -> ApiError:
         return ApiError(413, f"the {what} has {n} tokens but the model takes at most {self.max_len}; shorten it")
@@ -190,14 +229,35 @@ class Served:
             vectors = embed_texts(self.model, tok, texts, truncate=False)
         return vectors.tolist()
 
-    def attention(self, req: AttentionRequest) -> tuple[list[str], list[list[float]]]:
-        from ..explain.attention import capture_attention
+    def fill_mask(self, req: FillMaskRequest) -> dict:
+        from ..cli.mlm import fill_mask, mask_ids
 
-        n = len(self.self_attention)
+        self.require("fill-mask")
+        tok = self.loaded.tokenizer
+        self._ids(req.text, "text")
+        ids, _ = mask_ids(tok, req.text, len(req.text) + 2 ** 20, False)       # no [MASK]: a clear 400
+        if len(ids) > self.max_len:
+            raise self.too_long(len(ids), "text (with [CLS] and [SEP])")
+        with self.lock:
+            result = fill_mask(self.model, tok, req.text, req.top_k, device=self.device)
+        return {"filled": result["filled"], "masks": result["masks"]}
+
+    def attention(self, req: AttentionRequest) -> AttentionResponse:
+        from ..explain.attention import capture_attention
+        from ..explain.figures import block_average, range_labels
+
+        cross = req.kind == "cross"
+        modules = self.cross_attention if cross else self.self_attention
+        if cross and not modules:
+            raise ApiError(400, f"kind 'cross' needs an encoder–decoder model; this {self.family!r} model has "
+                                "only self-attention (use kind 'self')")
+        if req.target is not None and not cross:
+            raise ApiError(422, "target is only for kind 'cross' (a translator's decoder attending over the source)")
+        n = len(modules)
         if not 0 <= req.layer < n:
-            raise ApiError(422, f"layer {req.layer} does not exist; this model has {n} self-attention layers "
+            raise ApiError(422, f"layer {req.layer} does not exist; this model has {n} {req.kind}-attention layers "
                                 f"(0..{n - 1})")
-        name, module = self.self_attention[req.layer]
+        name, module = modules[req.layer]
         if not 0 <= req.head < module.n_heads:
             raise ApiError(422, f"head {req.head} does not exist; layer {req.layer} has {module.n_heads} heads "
                                 f"(0..{module.n_heads - 1})")
@@ -209,14 +269,45 @@ class Served:
             ids = tok.encode_sentences([req.text])[0][0]
         if len(ids) > self.max_len:
             raise self.too_long(len(ids), "text")
-        tokens = torch.tensor([ids], device=self.device)
-        with self.lock, torch.inference_mode(), capture_attention(self.model, layers=[name], heads=[req.head]) as cap:
-            if self.family == "gpt":
-                self.model.hidden_states(tokens)
+        keys = [tok.id_to_token(i) or "" for i in ids]
+        src = torch.tensor([ids], device=self.device)
+        with self.lock, torch.inference_mode():
+            if cross:
+                target_ids = self._target_ids(req.text, req.target)
+                queries = [self.loaded.tokenizer.id_to_token(i) or "" for i in target_ids]
             else:
-                self.model.encode(tokens)
-        weights = cap.weights[name][0, 0]
-        return [tok.id_to_token(i) or "" for i in ids], weights.tolist()
+                queries = keys
+            with capture_attention(self.model, layers=[name], heads=[req.head]) as cap:
+                if cross:
+                    self.model(src, torch.tensor([target_ids], device=self.device))
+                elif self.family == "gpt":
+                    self.model.hidden_states(src)
+                else:
+                    self.model.encode(src)
+        weights = cap.weights[name][0, 0].float()                           # (queries, keys)
+        rows, cols = queries, keys
+        if req.max_cells is not None:
+            weights, row_blocks, col_blocks = block_average(weights, req.max_cells)
+            rows, cols = range_labels(row_blocks, queries), range_labels(col_blocks, keys)
+        return AttentionResponse(tokens=queries, key_tokens=keys, weights=weights.tolist(), rows=rows, cols=cols)
+
+    def _target_ids(self, text: str, target: str | None) -> list[int]:
+        """A translator's decoder input for ``target`` (default: the translation of ``text``): the
+        start token and the target's tokens, at most the model's length.  Call under the lock."""
+        from ..generation.translation import translate
+
+        config = self.loaded.config
+        given = target is not None
+        if not given:
+            target = translate(self.model, self.loaded.src_tokenizer, self.loaded.tokenizer, [text])[0]
+        elif target.strip():
+            self.loaded.tokenizer.check_known(target, "target")
+        ids = [config.start_id] + (self.loaded.tokenizer.encode(target) if target.strip() else [])
+        if len(ids) > self.max_len:
+            if given:
+                raise self.too_long(len(ids), "target (with its start token)")
+            ids = ids[: self.max_len]             # a translation that ran to the length limit
+        return ids
 
     def _ids(self, text: str, what: str, tok=None) -> list[int]:
         """Token ids of ``text``; 400 when it tokenizes to nothing (or to unknown tokens only)."""
@@ -285,14 +376,19 @@ def create_app(model_dir: str | Path | ModelDir, *, device: str | torch.device =
         return EmbedResponse(embeddings=served.embed(req.texts))
 
     @app.post("/v1/attention", response_model=AttentionResponse, responses=ERRORS,
-              summary="self-attention probabilities of one layer and head (a translator: its encoder's)")
+              summary="attention probabilities of one layer and head (self-attention, or a translator's cross-attention)")
     def attention(req: AttentionRequest) -> AttentionResponse:
-        tokens, weights = served.attention(req)
-        return AttentionResponse(tokens=tokens, weights=weights)
+        return served.attention(req)
+
+    @app.post("/v1/fill-mask", response_model=FillMaskResponse, responses=ERRORS,
+              summary="the most likely tokens at each [MASK] (BERT with a masked-LM head)")
+    def fill_mask(req: FillMaskRequest) -> FillMaskResponse:
+        return FillMaskResponse(**served.fill_mask(req))
 
     @app.get("/v1/info", response_model=InfoResponse, summary="what the served model is")
     def info() -> InfoResponse:
-        return InfoResponse(family=served.family, task=served.task, layers=len(served.self_attention),
+        return InfoResponse(family=served.family, task=served.task, endpoints=served.endpoints,
+                            layers=len(served.self_attention), cross_layers=len(served.cross_attention),
                             heads=served.heads, max_len=served.max_len)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -323,7 +419,8 @@ button, select, input { font: inherit; }
 table.grid { border-collapse: collapse; margin-top: .6rem; font-size: 12px; }
 table.grid td { width: 1.6rem; height: 1.6rem; border: 1px solid #eee; text-align: center; }
 table.grid th { font-weight: normal; padding: 0 .3rem; white-space: pre; }
-table.grid thead th { writing-mode: vertical-rl; transform: rotate(180deg); text-align: left; }
+table.grid thead th { writing-mode: vertical-rl; transform: rotate(180deg); text-align: left; vertical-align: bottom; padding: .3rem 0; }
+.note { color: #666; font-size: 13px; }
 </style></head>
 <body>
 <h1>glassformer <small>(__FAMILY__ model, /v1/__TASK__)</small></h1>
@@ -333,11 +430,14 @@ table.grid thead th { writing-mode: vertical-rl; transform: rotate(180deg); text
 temperature <input id="temperature" type="number" min="0" step="0.1" value="0"></span></p>
 <div id="output"></div>
 <h2>Attention</h2>
-<p>layer <select id="layer">__LAYERS__</select> head <select id="head">__HEADS__</select>
+<p><span __CROSS_HIDDEN__>attention <select id="kind"><option value="self">encoder self-attention</option>
+<option value="cross">decoder cross-attention (target over source)</option></select></span>
+layer <select id="layer"></select> head <select id="head">__HEADS__</select>
 <button id="show-attention">show attention</button></p>
+<p class="note">Longer inputs are shown as averages over blocks of positions (at most __MAX_CELLS__ × __MAX_CELLS__ cells); hover over a cell for its weight.</p>
 <div id="attention"></div>
 <script>
-const TASK = "__TASK__";
+const TASK = "__TASK__", LAYERS = {self: __SELF_LAYERS__, cross: __CROSS_LAYERS__}, MAX_CELLS = __MAX_CELLS__;
 const $ = (id) => document.getElementById(id);
 async function call(path, body) {
   const r = await fetch(path, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
@@ -346,6 +446,7 @@ async function call(path, body) {
   return data;
 }
 function showError(where, e) { where.innerHTML = ""; const s = document.createElement("span"); s.className = "error"; s.textContent = e.message; where.appendChild(s); }
+function cosine(a, b) { let s = 0; for (let i = 0; i < a.length; i++) s += a[i] * b[i]; return s; }   // unit vectors
 async function run() {
   const text = $("input").value, out = $("output");
   out.textContent = "...";
@@ -355,31 +456,51 @@ async function run() {
       out.textContent = text + d.text;
     } else if (TASK === "translate") {
       out.textContent = (await call("/v1/translate", {text: text})).translation;
+    } else if (TASK === "fill-mask") {
+      const d = await call("/v1/fill-mask", {text: text, top_k: 5});
+      out.textContent = d.filled + "\\n" + d.masks.map((m, i) => "[MASK] " + (i + 1) + ": " +
+        m.candidates.map((c) => c.token + " " + c.probability.toFixed(3)).join(", ")).join("\\n");
     } else {
       const lines = text.split("\\n").filter((l) => l.trim());
       const d = await call("/v1/embed", {texts: lines});
-      out.textContent = d.embeddings.map((v, i) => lines[i] + "\\n  [" + v.slice(0, 8).map((x) => x.toFixed(3)).join(", ") + (v.length > 8 ? ", ..." : "") + "] (" + v.length + " dims)").join("\\n");
+      out.textContent = d.embeddings.map((v, i) => {
+        let best = -1, score = -2;
+        d.embeddings.forEach((w, j) => { if (j !== i && cosine(v, w) > score) { best = j; score = cosine(v, w); } });
+        return lines[i] + "\\n  " + (best < 0 ? "(give two or more lines to see neighbours)" :
+          "nearest: " + lines[best] + " (cosine " + score.toFixed(3) + ")") + "  [" + v.length + " dims]";
+      }).join("\\n");
     }
   } catch (e) { showError(out, e); }
   attention();
 }
+function fillLayers() {
+  const select = $("layer"), keep = select.value, n = LAYERS[$("kind").value];
+  select.innerHTML = "";
+  for (let i = 0; i < n; i++) { const o = document.createElement("option"); o.value = o.textContent = i; select.appendChild(o); }
+  select.value = keep !== "" && Number(keep) < n ? keep : "0";
+}
 async function attention() {
-  const where = $("attention");
+  const where = $("attention"), kind = $("kind").value;
+  const body = {text: $("input").value, layer: Number($("layer").value), head: Number($("head").value), kind: kind, max_cells: MAX_CELLS};
   try {
-    const d = await call("/v1/attention", {text: $("input").value, layer: Number($("layer").value), head: Number($("head").value)});
+    const d = await call("/v1/attention", body);
     const table = document.createElement("table"); table.className = "grid";
     const head = table.createTHead().insertRow(); head.appendChild(document.createElement("th"));
-    d.tokens.forEach((t) => { const th = document.createElement("th"); th.textContent = t; head.appendChild(th); });
-    const body = table.createTBody();
+    d.cols.forEach((t) => { const th = document.createElement("th"); th.textContent = t; head.appendChild(th); });
+    const tbody = table.createTBody();
+    const top = Math.max(...d.weights.flat(), 1e-9);          // averaged blocks are faint: scale to the largest
     d.weights.forEach((row, i) => {
-      const tr = body.insertRow(); const th = document.createElement("th"); th.textContent = d.tokens[i]; tr.appendChild(th);
-      row.forEach((w) => { const td = tr.insertCell(); td.style.background = "rgba(30, 90, 200, " + w.toFixed(3) + ")"; td.title = w.toFixed(4); });
+      const tr = tbody.insertRow(); const th = document.createElement("th"); th.textContent = d.rows[i]; tr.appendChild(th);
+      row.forEach((w, j) => { const td = tr.insertCell(); td.style.background = "rgba(30, 90, 200, " + (w / top).toFixed(3) + ")";
+        td.title = w.toFixed(4); td.dataset.tip = d.rows[i] + " \\u2192 " + d.cols[j] + ": " + w.toFixed(4); });
     });
     where.innerHTML = ""; where.appendChild(table);
   } catch (e) { showError(where, e); }
 }
+fillLayers();
 $("run").addEventListener("click", run);
 $("show-attention").addEventListener("click", attention);
+$("kind").addEventListener("change", () => { fillLayers(); attention(); });
 $("layer").addEventListener("change", attention);
 $("head").addEventListener("change", attention);
 </script>
@@ -387,7 +508,9 @@ $("head").addEventListener("change", attention);
 """
 
 _WORDS = {"generate": ("Generate", "a prompt to continue"), "translate": ("Translate", "a sentence to translate"),
-          "embed": ("Embed", "texts to embed, one per line")}
+          "embed": ("Embed", "texts to embed, one per line (each is shown with its nearest neighbour)"),
+          "fill-mask": ("Fill in", "a sentence with [MASK] where a word should be")}
+PAGE_MAX_CELLS = 64         # the page asks for at most 64 × 64 averaged cells, whatever the input's length
 
 
 def render_page(served: Served) -> str:
@@ -398,8 +521,11 @@ def render_page(served: Served) -> str:
     return (PAGE.replace("__FAMILY__", html.escape(served.family)).replace("__TASK__", served.task)
             .replace("__BUTTON__", button).replace("__PLACEHOLDER__", placeholder)
             .replace("__GEN_HIDDEN__", "" if served.task == "generate" else "hidden")
-            .replace("__LAYERS__", options(len(served.self_attention))).replace("__HEADS__", options(served.heads)))
+            .replace("__CROSS_HIDDEN__", "" if served.cross_attention else "hidden")
+            .replace("__SELF_LAYERS__", str(len(served.self_attention)))
+            .replace("__CROSS_LAYERS__", str(len(served.cross_attention)))
+            .replace("__MAX_CELLS__", str(PAGE_MAX_CELLS)).replace("__HEADS__", options(served.heads)))
 
 
 __all__ = ["create_app", "render_page", "GenerateRequest", "GenerateResponse", "TranslateRequest", "TranslateResponse",
-           "EmbedRequest", "EmbedResponse", "AttentionRequest", "AttentionResponse", "InfoResponse"]
+           "EmbedRequest", "EmbedResponse", "FillMaskRequest", "FillMaskResponse", "AttentionRequest", "AttentionResponse", "InfoResponse"]

@@ -128,6 +128,9 @@ def test_hooks_are_removed_and_bad_choices_are_refused():
     with pytest.raises(InputError, match="no attention module"):
         with capture_attention(model, layers=["nope"]):
             pass
+    with pytest.raises(InputError, match=r"layer 7 does not exist; this model's layer indices are 0\.\.1"):
+        with capture_attention(model, layers=[7]):
+            pass
     with pytest.raises(InputError, match="head 9"):
         with capture_attention(model, heads=[9]):
             pass

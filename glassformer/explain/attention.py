@@ -98,6 +98,11 @@ def _chosen(modules: dict[str, MultiHeadAttention], layers) -> dict[str, MultiHe
             hits = [n for n in modules if f"layers.{want}" in _prefixes(n)]
         else:
             hits = [n for n in modules if n == want or n.startswith(want + ".")]
+        if not hits and isinstance(want, int):
+            indices = sorted({int(part[len("layers."):]) for n in modules for part in _prefixes(n)
+                              if part.startswith("layers.") and part[len("layers."):].isdigit()})
+            valid = f"{indices[0]}..{indices[-1]}" if indices else "none"
+            raise InputError(f"layer {want} does not exist; this model's layer indices are {valid}")
         if not hits:
             raise InputError(f"no attention module matches layer {want!r}; the model has: "
                              + ", ".join(modules))

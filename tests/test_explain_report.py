@@ -474,3 +474,63 @@ def test_neurons_out_of_range_is_one_line(request, tmp_path, capsys, family_dir,
     code, _, err = run_cli(capsys, "explain", model_dir, "the cat", "--out", out, "--neurons", layer)
     one_line_error(code, err, *words)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- the other families of the library: Llama-style decoders and T5 ----------------------------------
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    tok = Tokenizer.train_char(TEXTS)
+    path = tmp_path_factory.mktemp("llama") / "model"
+    save_model_dir(path, build_model(preset("llama-tiny", vocab_size=tok.vocab_size)), tok)
+    return path
+
+
+@pytest.fixture(scope="module")
+def t5_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    tok = Tokenizer.train_bpe(TEXTS * 3, 60)
+    path = tmp_path_factory.mktemp("t5") / "model"
+    config = preset("t5-tiny", src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size)
+    save_model_dir(path, build_model(config), tok)
+    return path
+
+
+def test_llama_report_lens_ends_at_the_models_own_prediction(llama_dir, tmp_path):
+    loaded = load_model_dir(llama_dir)
+    report = explain(loaded, "the cat")
+    ids = torch.tensor([loaded.tokenizer.encode("the cat")])
+    with torch.no_grad():
+        logits = loaded.model(ids)[0, -1]
+    predicted = int(logits.argmax())
+    assert report["prediction"]["next_token_top5"][0]["id"] == predicted
+    # RoPE, RMSNorm and the final norm: the last row of the lens is the model's output distribution
+    assert report["logit_lens"][-1]["top1"][-1]["id"] == predicted
+    assert report["logit_lens"][-1]["top1"][-1]["probability"] == pytest.approx(
+        float(torch.softmax(logits, -1).max()), abs=1e-5)
+    for module in report["attention"]:
+        w = module["weights"]                                       # (heads, seq, seq)
+        torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
+        assert torch.all(w.triu(1) == 0)
+    check_page(write_html(report, tmp_path / "l.html").read_text(encoding="utf-8"), report)
+
+
+def test_t5_report_has_relative_position_attention_and_cross_alignment(t5_dir, tmp_path):
+    loaded = load_model_dir(t5_dir)
+    config = loaded.config
+    report = explain(loaded, "the cat sat", target="a dog ran")
+    src = loaded.tokenizer.encode("the cat sat") + [config.eos_id]
+    tgt = [config.start_id] + loaded.tokenizer.encode("a dog ran")
+    assert len(report["tokens"]["source"]) == len(src) and len(report["tokens"]["target"]) == len(tgt)
+    with torch.no_grad(), capture_attention(loaded.model) as cap:
+        logits = loaded.model(torch.tensor([src]), torch.tensor([tgt]))
+    assert report["prediction"]["next_token_top5"][0]["id"] == int(logits[0, -1].argmax())
+    assert {m["kind"] for m in report["attention"]} == {"self", "cross"}
+    for module in report["attention"]:
+        torch.testing.assert_close(module["weights"], cap.weights[module["name"]][0].float())
+        rows = len(src) if module["name"].startswith("encoder") else len(tgt)
+        cols = len(tgt) if module["name"].startswith("decoder") and module["kind"] == "self" else len(src)
+        assert module["weights"].shape[1:] == (rows, cols)
+    page = write_html(report, tmp_path / "t5.html").read_text(encoding="utf-8")
+    check_page(page, report)
+    assert "data-alignment=" in page

@@ -656,7 +656,7 @@ def render_html(report: dict) -> str:
         if key in tokens:
             token_rows.append((label, tokens[key]))
     if not token_rows:
-        token_rows.append(("Tokens", tokens["input"]))
+        token_rows.append(("As the model saw them", tokens["input"]))
     token_html = "".join(
         f"<h3>{esc(label)} ({len(toks)})</h3><div class='toks'>"
         + "".join(f"<span><i>{i}</i>{esc(t)}</span>" for i, t in enumerate(toks)) + "</div>"

@@ -55,6 +55,8 @@ def block_average(weights: Tensor, max_cells: int = MAX_CELLS) -> tuple[Tensor, 
 
 
 def range_labels(blocks: list[tuple[int, int]], tokens: Sequence[str] | None) -> list[str]:
+    """A label per [start, end) block of :func:`block_average`: its token where the block is one
+    position (its index without ``tokens``), else its position range, e.g. ``"16–31"``."""
     labels = []
     for a, b in blocks:
         text = f"{a}" if b - a == 1 else f"{a}–{b - 1}"

@@ -70,7 +70,7 @@ import torch
 from ..errors import InputError
 from ..files import write_text_atomically
 from .attention import capture_attention
-from .figures import MAX_CELLS, block_average
+from .figures import MAX_CELLS, block_average, range_labels
 
 __all__ = ["explain", "patch_maps", "render_html", "write_html", "write_pngs"]
 
@@ -389,11 +389,7 @@ def _explain_bert(loaded, model, text, target, layers, heads, max_new_tokens, de
 def _blocked(entry: dict) -> tuple[torch.Tensor, list[str], list[str]]:
     """(heads, ≤64, ≤64) cells and the row / column labels (tokens, or position ranges of blocks)."""
     cells, rows, cols = block_average(entry["weights"], MAX_CELLS)
-
-    def labels(blocks, tokens):
-        return [tokens[a] if b - a == 1 else f"{a}–{b - 1}" for a, b in blocks]
-
-    return cells, labels(rows, entry["q_tokens"]), labels(cols, entry["k_tokens"])
+    return cells, range_labels(rows, entry["q_tokens"]), range_labels(cols, entry["k_tokens"])
 
 
 def _color(v: float, vmax: float) -> str:

@@ -224,7 +224,7 @@ def test_long_input_comes_back_as_averaged_blocks(long_gpt_dir):
 
 def test_openapi_lists_the_endpoints_and_the_page_has_an_input(gpt):
     doc = gpt.get("/openapi.json").json()
-    for path in ("/v1/generate", "/v1/translate", "/v1/embed", "/v1/attention"):
+    for path in ("/v1/generate", "/v1/translate", "/v1/embed", "/v1/fill-mask", "/v1/attention"):
         assert "post" in doc["paths"][path], path
     schemas = doc["components"]["schemas"]
     assert {"prompt", "max_new_tokens", "temperature"} <= set(schemas["GenerateRequest"]["properties"])
@@ -460,6 +460,8 @@ def test_page_in_headless_chromium_generates_and_draws_attention(browser, server
     cols, rows = grid_of(browser)
     assert len(cols) == len(prompt) and all(abs(sum(r) - 1) < 1e-2 for r in rows)     # a character tokenizer
     assert all(w == 0 for i, r in enumerate(rows) for w in r[i + 1:])                  # causal: nothing ahead
+    lines = browser.execute_script("return document.querySelectorAll('#headview line').length")
+    assert lines == sum(w > 0 for r in expected[(0, 0)]["weights"] for w in r) == len(prompt) * (len(prompt) + 1) // 2
 
     Select(browser.find_element(By.ID, "layer")).select_by_value("1")
     wait_for(browser, "the grid of layer 1, head 0 after choosing layer 1", shows(1, 0))

@@ -419,7 +419,7 @@ button, select, input { font: inherit; }
 table.grid { border-collapse: collapse; margin-top: .6rem; font-size: 12px; }
 table.grid td { width: 1.6rem; height: 1.6rem; border: 1px solid #eee; text-align: center; }
 table.grid th { font-weight: normal; padding: 0 .3rem; white-space: pre; }
-table.grid thead th { writing-mode: vertical-rl; transform: rotate(180deg); text-align: left; vertical-align: bottom; padding: .3rem 0; }
+table.grid thead th { writing-mode: vertical-rl; text-align: right; vertical-align: bottom; padding: .3rem 0; line-height: 1.6rem; }
 .note { color: #666; font-size: 13px; }
 </style></head>
 <body>
@@ -436,6 +436,9 @@ layer <select id="layer"></select> head <select id="head">__HEADS__</select>
 <button id="show-attention">show attention</button></p>
 <p class="note">Longer inputs are shown as averages over blocks of positions (at most __MAX_CELLS__ × __MAX_CELLS__ cells); hover over a cell for its weight.</p>
 <div id="attention"></div>
+<h3>Head view</h3>
+<p class="note">A line from each row token (left) to each column token (right), as opaque as the attention weight.</p>
+<svg id="headview" width="560" height="40"></svg>
 <script>
 const TASK = "__TASK__", LAYERS = {self: __SELF_LAYERS__, cross: __CROSS_LAYERS__}, MAX_CELLS = __MAX_CELLS__;
 const $ = (id) => document.getElementById(id);
@@ -495,7 +498,25 @@ async function attention() {
         td.title = w.toFixed(4); td.dataset.tip = d.rows[i] + " \\u2192 " + d.cols[j] + ": " + w.toFixed(4); });
     });
     where.innerHTML = ""; where.appendChild(table);
-  } catch (e) { showError(where, e); }
+    headView(d, top);
+  } catch (e) { showError(where, e); $("headview").innerHTML = ""; }
+}
+function headView(d, top) {                    // lines from the rows' tokens to the columns' tokens
+  const svg = $("headview"), NS = svg.namespaceURI, step = 16, x0 = 150, x1 = 410;
+  svg.innerHTML = "";
+  svg.setAttribute("height", step * Math.max(d.rows.length, d.cols.length) + 10);
+  const label = (x, i, text, anchor) => { const t = document.createElementNS(NS, "text");
+    t.setAttribute("x", x); t.setAttribute("y", step * i + 14); t.setAttribute("text-anchor", anchor);
+    t.setAttribute("font-size", "12"); t.textContent = text; svg.appendChild(t); };
+  d.rows.forEach((t, i) => label(x0 - 6, i, t, "end"));
+  d.cols.forEach((t, j) => label(x1 + 6, j, t, "start"));
+  d.weights.forEach((row, i) => row.forEach((w, j) => {
+    if (w <= 0) return;
+    const l = document.createElementNS(NS, "line");
+    l.setAttribute("x1", x0); l.setAttribute("y1", step * i + 10); l.setAttribute("x2", x1); l.setAttribute("y2", step * j + 10);
+    l.setAttribute("stroke", "rgb(30, 90, 200)"); l.setAttribute("stroke-width", "2");
+    l.setAttribute("stroke-opacity", (w / top).toFixed(3)); svg.appendChild(l);
+  }));
 }
 fillLayers();
 $("run").addEventListener("click", run);

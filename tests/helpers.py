@@ -1,5 +1,8 @@
 """Helpers shared by several test files (imported as ``helpers``; pytest puts tests/ on the path)."""
 
+import os
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -54,3 +57,25 @@ def untrained_translator(path, corpus, vocab_size: int, max_len: int):
     config = preset("vaswani-tiny", src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size, max_len=max_len)
     save_model_dir(path, build_model(config), tok)
     return path
+
+
+# -- the headless browser (the ``browser`` fixture of conftest.py) ---------------------------------
+SCREENSHOTS = Path(os.environ.get("GLASSFORMER_TEST_OUTPUT", Path(__file__).resolve().parents[1] / "test-output"))
+
+
+def screenshot(driver, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SCREENSHOTS / name
+    assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 1000
+    print(f"screenshot: {shot}")
+    return shot
+
+
+def wait_for(driver, what: str, condition, timeout: float = 60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
+    except Exception as exc:                      # name what never appeared, with what the page shows
+        page = driver.execute_script("return document.body.innerText")[:600]
+        raise AssertionError(f"the page never showed {what}; it shows:\n{page}") from exc

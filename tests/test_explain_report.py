@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from helpers import one_line_error, run_cli, untrained_translator
+from helpers import one_line_error, run_cli, screenshot, untrained_translator, wait_for
 
 from glassformer.explain.attention import capture_attention
 from glassformer.explain.report import explain, write_html
@@ -534,3 +534,38 @@ def test_t5_report_has_relative_position_attention_and_cross_alignment(t5_dir, t
     page = write_html(report, tmp_path / "t5.html").read_text(encoding="utf-8")
     check_page(page, report)
     assert "data-alignment=" in page
+
+
+# -- the page in headless Chromium (the `browser` fixture: tests/conftest.py) ---------------------------
+def test_report_draws_the_chosen_head_in_chromium(browser, gpt_dir, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    text = ("the cat sat on the mat " * 12)[:256]                   # 256 characters: 64 × 64 blocks of 4
+    report = explain(gpt_dir, text)
+    out = write_html(report, tmp_path / "report.html")
+    data = embedded(out.read_text(encoding="utf-8"))["modules"]
+    browser.get(out.as_uri())
+
+    def drawn():                       # (module index, head index, cell titles) of every grid drawn so far
+        return browser.execute_script("""
+            return [...document.querySelectorAll('.grid')].filter((g) => g.querySelector('svg').firstChild)
+              .map((g) => [+g.dataset.moduleIndex, +g.dataset.headIndex, g.classList.contains('on'),
+                           [...g.querySelectorAll('rect title')].map((t) => t.textContent)]);""")
+
+    first = wait_for(browser, "the first head's grid", lambda d: drawn())
+    assert [(m, h, on) for m, h, on, _ in first] == [(0, 0, True)]      # only the head shown is drawn
+    titles = first[0][3]
+    weights = data[0]["weights"][0]
+    assert len(titles) == 64 * 64 == len(weights) * len(weights[0])
+    assert titles[1] == f"0–3 → 4–7: {weights[0][1]:.4f}" and titles[-1].startswith("252–255 → 252–255: ")
+
+    Select(browser.find_element(By.ID, "sel-module")).select_by_index(1)
+    Select(browser.find_element(By.ID, "sel-head")).select_by_index(2)
+    now = wait_for(browser, "module 1, head 2", lambda d: [g for g in drawn() if g[2] and g[:2] == [1, 2]])
+    values = [float(t.rsplit(": ", 1)[1]) for t in now[0][3]]
+    expected = [v for row in data[1]["weights"][2] for v in row]
+    assert values == pytest.approx(expected, abs=1e-4)
+    lines = browser.execute_script("return document.querySelectorAll('#headview line').length")
+    assert lines == sum(v > 0 for v in expected)
+    screenshot(browser, "explain-gpt-report.png")

@@ -4,13 +4,10 @@ through a real uvicorn server, and (when a Chromium is installed) the page in a 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +17,7 @@ uvicorn = pytest.importorskip("uvicorn", reason="serve needs uvicorn: pip instal
 httpx = pytest.importorskip("httpx", reason="the tests need httpx: pip install 'glassformer[serve]'")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from helpers import run_cli, untrained_translator  # noqa: E402
+from helpers import run_cli, screenshot, untrained_translator, wait_for  # noqa: E402
 
 from glassformer.data.numbers import number_corpus  # noqa: E402
 from glassformer.explain.attention import attention_modules  # noqa: E402
@@ -351,34 +348,7 @@ def test_parallel_requests_equal_sequential_ones(server):
         assert par.json() == seq.json(), item
 
 
-# -- the page in a real browser ------------------------------------------------------------------
-# Debian's chromium and chromium-driver, installed by `make test` (tests/install_chromium.sh) where it can.
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-SCREENSHOTS = Path(os.environ.get("GLASSFORMER_TEST_OUTPUT", Path(__file__).resolve().parents[1] / "test-output"))
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("no headless Chromium: /usr/bin/chromium and chromedriver are missing (make test installs "
-                    "Debian's chromium and chromium-driver when it runs as root with apt-get)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium: "
-                                    "pip install -e '.[dev]'")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-quic", "--window-size=1200,1600",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
-
-
+# -- the page in a real browser (the `browser` fixture: tests/conftest.py) ----------------------------
 def grid_of(driver) -> tuple[list[str], list[list[float]]]:
     """The attention table the page drew: (column tokens, cell weights from each cell's title)."""
     return driver.execute_script("""
@@ -398,14 +368,6 @@ def shows_grid(want: dict):
     return check
 
 
-def screenshot(driver, name: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shot = SCREENSHOTS / name
-    assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 1000
-    print(f"screenshot: {shot}")
-    return shot
-
-
 def submit(driver, text: str, button: str = "run") -> None:
     from selenium.webdriver.common.by import By
 
@@ -420,16 +382,6 @@ def output_of(driver) -> str:
 
     return wait_for(driver, "the output", lambda d: d.find_element(By.ID, "output").text not in ("", "...") and
                     d.find_element(By.ID, "output").text)
-
-
-def wait_for(driver, what: str, condition, timeout: float = 60):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
-    except Exception as exc:                      # name what never appeared, with what the page shows
-        page = driver.execute_script("return document.body.innerText")[:600]
-        raise AssertionError(f"the page never showed {what}; it shows:\n{page}") from exc
 
 
 def test_page_in_headless_chromium_generates_and_draws_attention(browser, server):

@@ -614,9 +614,23 @@ o.textContent=m.name+' ('+m.kind+', layer '+m.layer+')';modSel.appendChild(o);})
 function fillHeads(){var m=data.modules[modSel.value];headSel.innerHTML='';
 m.heads.forEach(function(h,i){var o=document.createElement('option');o.value=i;o.textContent='head '+h;headSel.appendChild(o);});}
 function show(){var mi=+modSel.value,hi=+headSel.value;
-document.querySelectorAll('.grid').forEach(function(g){
-g.classList.toggle('on',+g.dataset.moduleIndex===mi&&+g.dataset.headIndex===hi);});
+document.querySelectorAll('.grid').forEach(function(g){var on=+g.dataset.moduleIndex===mi&&+g.dataset.headIndex===hi;
+g.classList.toggle('on',on);if(on)heat(g.querySelector('svg'),data.modules[mi],hi);});
 headView(data.modules[mi],hi);}
+function heat(svg,m,hi){if(svg.firstChild)return;   // drawn from the data when first shown: a page of many heads stays small
+var NS=svg.namespaceURI,w=m.weights[hi],q=m.q_labels,k=m.k_labels,left=90,top=90;
+var cell=Math.max(6,Math.min(22,Math.floor(560/Math.max(q.length,k.length,1)))),font=cell>=10?10:7,mx=0;
+w.forEach(function(r){r.forEach(function(v){if(v>mx)mx=v;});});
+svg.setAttribute('width',left+k.length*cell+10);svg.setAttribute('height',top+q.length*cell+10);
+function text(x,y,t,attrs){var e=document.createElementNS(NS,'text');e.setAttribute('x',x);e.setAttribute('y',y);
+e.setAttribute('font-size',font);for(var a in attrs)e.setAttribute(a,attrs[a]);e.textContent=t;svg.appendChild(e);}
+k.forEach(function(t,j){var x=left+j*cell+cell/2;text(x,top-4,t,{transform:'rotate(-90 '+x+' '+(top-4)+')'});});
+q.forEach(function(t,i){text(left-4,top+i*cell+cell*0.75,t,{'text-anchor':'end'});});
+for(var i=0;i<q.length;i++)for(var j=0;j<k.length;j++){var v=w[i][j],x=mx>0?Math.max(0,Math.min(1,v/mx)):0;
+var r=document.createElementNS(NS,'rect');r.setAttribute('x',left+j*cell);r.setAttribute('y',top+i*cell);
+r.setAttribute('width',cell);r.setAttribute('height',cell);
+r.setAttribute('fill','rgb('+Math.round(255+(8-255)*x)+','+Math.round(255+(48-255)*x)+','+Math.round(255+(107-255)*x)+')');
+var tt=document.createElementNS(NS,'title');tt.textContent=q[i]+' \u2192 '+k[j]+': '+v.toFixed(4);r.appendChild(tt);svg.appendChild(r);}}
 function headView(m,hi){var svg=document.getElementById('headview'),NS='http://www.w3.org/2000/svg';
 while(svg.firstChild)svg.removeChild(svg.firstChild);
 var w=m.weights[hi],q=m.q_labels,k=m.k_labels,row=16,lx=150,rx=450,top=20;
@@ -662,7 +676,7 @@ def render_html(report: dict) -> str:
     for mi, m in enumerate(report["attention"]):
         cells, rows, cols = _blocked(m)
         for hi, h in enumerate(m["heads"]):
-            svg = _heatmap_svg(cells[hi], rows, cols)
+            svg = "<svg></svg>"            # drawn by the page's script from the embedded data when shown
             grids.append(f"<div class='grid' data-grid data-module='{esc(m['name'])}' data-module-index='{mi}' "
                          f"data-layer='{m['layer']}' data-head='{h}' data-head-index='{hi}' data-kind='{m['kind']}'>"
                          f"<p>{esc(m['name'])} — head {h}</p>{svg}</div>")

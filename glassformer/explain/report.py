@@ -425,10 +425,11 @@ def _heatmap_svg(cells: torch.Tensor, row_labels: list[str], col_labels: list[st
     return "".join(parts)
 
 
-def _json_data(report: dict) -> dict:
+def _json_data(report: dict, blocked: list[tuple[torch.Tensor, list[str], list[str]]]) -> dict:
+    """What the page's script draws from: every module's (block-averaged) weights and labels;
+    ``blocked``: :func:`_blocked` of each module of ``report["attention"]``."""
     modules = []
-    for m in report["attention"]:
-        cells, rows, cols = _blocked(m)
+    for m, (cells, rows, cols) in zip(report["attention"], blocked):
         modules.append({"name": m["name"], "kind": m["kind"], "layer": m["layer"], "heads": m["heads"],
                         "q_labels": rows, "k_labels": cols,
                         "blocked": cells.shape[-2:] != m["weights"].shape[-2:],
@@ -673,8 +674,8 @@ def render_html(report: dict) -> str:
         for label, toks in token_rows)
 
     grids, alignments = [], []
-    for mi, m in enumerate(report["attention"]):
-        cells, rows, cols = _blocked(m)
+    blocked = [_blocked(m) for m in report["attention"]]
+    for mi, (m, (cells, rows, cols)) in enumerate(zip(report["attention"], blocked)):
         for hi, h in enumerate(m["heads"]):
             svg = "<svg></svg>"            # drawn by the page's script from the embedded data when shown
             grids.append(f"<div class='grid' data-grid data-module='{esc(m['name'])}' data-module-index='{mi}' "
@@ -686,10 +687,10 @@ def render_html(report: dict) -> str:
                     else "rows: target, columns: source")
             alignments.append(f"<div data-alignment='{esc(m['name'])}'><h3>{esc(m['name'])} "
                               f"(mean over {len(m['heads'])} heads; {axes})</h3>{svg}</div>")
-    blocked = any(tuple(m["weights"].shape[-2:]) != tuple(_blocked(m)[0].shape[-2:]) for m in report["attention"])
+    averaged = any(m["weights"].shape[-2:] != cells.shape[-2:] for m, (cells, _, _) in zip(report["attention"], blocked))
     note = (f"<p>The input is longer than {MAX_CELLS} tokens: grids show means over blocks of consecutive "
-            "positions.</p>") if blocked else ""
-    data = json.dumps(_json_data(report), ensure_ascii=False).replace("</", "<\\/")
+            "positions.</p>") if averaged else ""
+    data = json.dumps(_json_data(report, blocked), ensure_ascii=False).replace("</", "<\\/")
     align_html = ("<h2>Cross-attention alignment</h2>" + "".join(alignments)) if alignments else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>glassformer explain</title>

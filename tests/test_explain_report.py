@@ -569,3 +569,39 @@ def test_report_draws_the_chosen_head_in_chromium(browser, gpt_dir, tmp_path):
     lines = browser.execute_script("return document.querySelectorAll('#headview line').length")
     assert lines == sum(v > 0 for v in expected)
     screenshot(browser, "explain-gpt-report.png")
+
+
+def test_gpt_pngs_include_the_logit_lens_and_saliency_with_the_reports_numbers(gpt_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    from glassformer.explain.figures import logit_lens_figure, saliency_figure
+    from glassformer.explain.report import write_pngs
+
+    report = explain(gpt_dir, "the cat", saliency_steps=8)
+    names = {p.name for p in write_pngs(report, tmp_path)}
+    assert {"logit_lens.png", "saliency.png"} <= names and (tmp_path / "saliency.png").stat().st_size > 1000
+    tokens = report["tokens"]["input"]
+
+    gxi = torch.tensor(report["saliency"]["values"], dtype=torch.float64)
+    ig = torch.tensor(report["integrated_gradients"]["values"], dtype=torch.float64)
+    fig = saliency_figure({"gradient × input": gxi, "integrated gradients": ig}, tokens)
+    drawn = torch.tensor(fig.axes[0].images[0].get_array().data, dtype=torch.float64)
+    expected = torch.stack([gxi / gxi.abs().max(), ig / ig.abs().max()])       # each row its own scale
+    torch.testing.assert_close(drawn, expected, atol=1e-6, rtol=0)
+
+    long_tokens = [str(i) for i in range(128)]                   # 128 tokens: 64 blocks of 2, attributions summed
+    values = torch.arange(128, dtype=torch.float64)
+    drawn = fig_array(saliency_figure({"x": values}, long_tokens))
+    sums = values.view(64, 2).sum(1)
+    torch.testing.assert_close(drawn[0], sums / sums.max(), atol=1e-6, rtol=0)
+
+    lens = report["logit_lens"]
+    probs = [[c["probability"] for c in r["top1"]] for r in lens]
+    fig = logit_lens_figure(probs, [[c["token"] for c in r["top1"]] for r in lens], [r["layer"] for r in lens], tokens)
+    torch.testing.assert_close(fig_array(fig), torch.tensor(probs, dtype=torch.float64), atol=1e-6, rtol=0)
+    assert [t.get_text() for t in fig.axes[0].texts][: len(tokens)] == [c["token"] for c in lens[0]["top1"]]
+    with pytest.raises(Exception, match="one value per token"):
+        saliency_figure({"x": values[:3]}, tokens)
+
+
+def fig_array(fig) -> torch.Tensor:
+    return torch.tensor(fig.axes[0].images[0].get_array().data, dtype=torch.float64)

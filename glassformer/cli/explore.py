@@ -55,8 +55,8 @@ def register_explain(subparsers) -> None:
                                     "(default: the model's greedy one)")
     p.add_argument("--out", default="explain.html", metavar="PATH", help="the HTML page to write")
     p.add_argument("--png", metavar="DIR", help="also write one PNG per attention module (all heads) into DIR; for caption models "
-                                             "also each cross-attention's patch-grid maps, with --neurons the "
-                                             "tokens × neurons heatmap")
+                                             "also each cross-attention's patch-grid maps, for GPTs the logit lens "
+                                             "and the input saliency, with --neurons the tokens × neurons heatmap")
     p.add_argument("--layers", type=int, nargs="+", metavar="N", help="only these layer indices (default: all)")
     p.add_argument("--heads", type=int, nargs="+", metavar="N", help="only these head indices (default: all)")
     p.add_argument("--max-new-tokens", type=_int_at_least(0, "0 or more"), default=8, metavar="N",

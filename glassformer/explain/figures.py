@@ -6,6 +6,8 @@
 * :func:`patch_attention_figure` — one small heatmap per caption token of its attention over
   an image's patch grid (rows, cols).
 * :func:`neuron_activation_figure` — a (tokens × neurons) heatmap of feed-forward activations.
+* :func:`saliency_figure` — per-token input attributions, one row per method.
+* :func:`logit_lens_figure` — the top-1 probability of each layer's prediction at each position.
 * :func:`positional_encoding_figure` — the sinusoidal table of §3.5 as a heatmap, and a
   few of its dimensions as curves.
 * :func:`save_figure` — writes a figure atomically (a temporary file in the same folder,
@@ -25,8 +27,8 @@ from ..errors import ConfigError, InputError
 from ..files import write_file_atomically
 from ..nn.positions import sinusoidal_table
 
-__all__ = ["MAX_CELLS", "attention_grid_figure", "block_average", "neuron_activation_figure",
-           "patch_attention_figure", "positional_encoding_figure", "save_figure"]
+__all__ = ["MAX_CELLS", "attention_grid_figure", "block_average", "logit_lens_figure", "neuron_activation_figure",
+           "patch_attention_figure", "positional_encoding_figure", "range_labels", "saliency_figure", "save_figure"]
 
 MAX_CELLS = 64          # per axis: longer inputs are averaged over blocks of positions
 
@@ -176,6 +178,69 @@ def neuron_activation_figure(acts: Tensor, tokens: Sequence[str], neurons: Seque
     ax.set_xlabel("neuron")
     ax.set_ylabel("token (block means)" if len(rows) < seq else "token")
     fig.colorbar(image, ax=ax, shrink=0.8, label="activation")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def saliency_figure(values: dict[str, Tensor | Sequence[float]], tokens: Sequence[str], title: str = ""):
+    """One row per attribution method (``values``: method name -> (seq,) per-token attributions),
+    tokens across, each row scaled by its own largest |value| on a diverging scale (red raises the
+    logit, blue lowers it).  Long inputs: sums over blocks of tokens (attributions add up).
+    Returns a ``matplotlib.figure.Figure``."""
+    if not values:
+        raise InputError("no attributions to draw")
+    rows = [torch.as_tensor(v).detach().double().cpu() for v in values.values()]
+    seq = len(tokens)
+    if any(r.shape != (seq,) for r in rows):
+        raise InputError(f"attributions must have one value per token ({seq}), got shapes "
+                         f"{[tuple(r.shape) for r in rows]}")
+    size = max(1, math.ceil(seq / MAX_CELLS))
+    blocks = [(a, min(a + size, seq)) for a in range(0, seq, size)]
+    cells = torch.stack([torch.stack([r[a:b].sum() for a, b in blocks]) for r in rows])      # (methods, ≤64)
+    peak = cells.abs().amax(dim=1, keepdim=True)
+    scaled = torch.where(peak > 0, cells / peak.clamp_min(1e-300), torch.zeros_like(cells))
+    Figure = _figure_class()
+    fig = Figure(figsize=(2 + 0.3 * len(blocks), 1.2 + 0.5 * len(rows)), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(scaled.float().numpy(), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
+    _ticks(ax.set_xticks, ax.set_xticklabels, range_labels(blocks, tokens), rotation=90)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(list(values), fontsize=8)
+    ax.set_xlabel("token (block sums)" if len(blocks) < seq else "token")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the largest |value|")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def logit_lens_figure(probabilities: Tensor | Sequence[Sequence[float]], top_tokens: Sequence[Sequence[str]],
+                      layer_names: Sequence[str], tokens: Sequence[str], title: str = ""):
+    """The logit lens as a heatmap: layers down (embeddings first), input positions across, each
+    cell the probability of that layer's top-1 next token, written in the cell when there are at
+    most 24 positions.  probabilities: (layers + 1, seq); top_tokens: the same shape of strings.
+    Long inputs keep the last 64 positions.  Returns a ``matplotlib.figure.Figure``."""
+    probs = torch.as_tensor(probabilities).detach().float().cpu()
+    if probs.dim() != 2 or probs.shape != (len(layer_names), len(tokens)):
+        raise InputError(f"the lens must be (layers {len(layer_names)}, tokens {len(tokens)}), "
+                         f"got shape {tuple(probs.shape)}")
+    start = max(0, probs.shape[1] - MAX_CELLS)
+    probs, shown = probs[:, start:], list(tokens)[start:]
+    Figure = _figure_class()
+    fig = Figure(figsize=(2 + 0.55 * len(shown), 1.2 + 0.35 * len(layer_names)), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(probs.numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    if len(shown) <= 24:
+        for i in range(probs.shape[0]):
+            for j in range(probs.shape[1]):
+                ax.text(j, i, str(top_tokens[i][start + j]), ha="center", va="center", fontsize=7,
+                        color="white" if probs[i, j] > 0.5 else "black")
+    _ticks(ax.set_xticks, ax.set_xticklabels, [f"{start + j}:{t}" if start else str(t) for j, t in enumerate(shown)],
+           rotation=90)
+    ax.set_yticks(range(len(layer_names)))
+    ax.set_yticklabels(list(layer_names), fontsize=8)
+    ax.set_xlabel("input position (the prediction made there)")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="top-1 probability")
     if title:
         ax.set_title(title, fontsize=10)
     return fig

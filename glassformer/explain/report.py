@@ -727,8 +727,10 @@ def write_pngs(report: dict, folder: str | Path) -> list[Path]:
     """One PNG per attention module (all its heads) into ``folder``, named by the module path
     (``decoder.layers.0.self_attention.png``); for a caption model also one per cross-attention
     module of the patch-grid maps (``decoder.layers.0.cross_attention.patches.png``); with neurons,
-    ``neurons.layer{L}.png`` (tokens × top neurons).  Written with :func:`save_figure`."""
-    from .figures import attention_grid_figure, neuron_activation_figure, patch_attention_figure, save_figure
+    ``neurons.layer{L}.png`` (tokens × top neurons); for a GPT ``logit_lens.png`` and ``saliency.png``
+    (gradient × input and integrated gradients).  Written with :func:`save_figure`."""
+    from .figures import (attention_grid_figure, logit_lens_figure, neuron_activation_figure, patch_attention_figure,
+                          saliency_figure, save_figure)
 
     folder = Path(folder)
     written = []
@@ -741,6 +743,20 @@ def write_pngs(report: dict, folder: str | Path) -> list[Path]:
             names = [f"{t} ([CLS] {c:.2f})" for t, c in zip(m["q_tokens"], cls.tolist())]
             fig = patch_attention_figure(maps, names, title=f"{m['name']}: mean over heads, per caption token")
             written.append(save_figure(fig, folder / f"{m['name']}.patches.png"))
+    tokens = report["tokens"]["input"]
+    lens = report.get("logit_lens")
+    if lens:
+        fig = logit_lens_figure([[c["probability"] for c in r["top1"]] for r in lens],
+                                [[c["token"] for c in r["top1"]] for r in lens], [r["layer"] for r in lens], tokens,
+                                title="logit lens: each layer's top-1 next token")
+        written.append(save_figure(fig, folder / "logit_lens.png"))
+    attributions = {name: report[key]["values"] for key, name in (("saliency", "gradient × input"),
+                                                                  ("integrated_gradients", "integrated gradients"))
+                    if report.get(key)}
+    if attributions:
+        target = report["saliency"]["target_token"] if report.get("saliency") else ""
+        fig = saliency_figure(attributions, tokens, title=f"input saliency for the next token {target!r}")
+        written.append(save_figure(fig, folder / "saliency.png"))
     info = report.get("neurons")
     if info:
         acts = torch.tensor([n["values"] for n in info["top"]]).T                 # (seq, top neurons)

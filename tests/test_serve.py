@@ -3,7 +3,9 @@ through a real uvicorn server, and (when a Chromium is installed) the page in a 
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import io
 import socket
 import threading
 import time
@@ -20,7 +22,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from helpers import run_cli, screenshot, untrained_translator, wait_for  # noqa: E402
 
 from glassformer.data.numbers import number_corpus  # noqa: E402
-from glassformer.explain.attention import attention_modules  # noqa: E402
+from glassformer.explain.attention import attention_modules, capture_attention  # noqa: E402
 from glassformer.generation import SamplingOptions  # noqa: E402
 from glassformer.generation.embeddings import embed_texts  # noqa: E402
 from glassformer.generation.text import complete_batch, prompt_ids  # noqa: E402
@@ -75,6 +77,49 @@ def mlm_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mlm(mlm_dir):
     return TestClient(create_app(mlm_dir))
+
+
+@pytest.fixture(scope="module")
+def vit_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_model_dir(tmp_path_factory.mktemp("serve") / "vit", build_model(preset("vit-tiny")))
+
+
+@pytest.fixture(scope="module")
+def caption_dir(tmp_path_factory):
+    """caption-tiny (8 × 16 strips: [CLS] + 2 × 4 patches), weights scrambled so its captions vary."""
+    from glassformer.data.captions import word_tokenizer
+
+    torch.manual_seed(0)
+    model = build_model(preset("caption-tiny")).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return save_model_dir(tmp_path_factory.mktemp("serve") / "caption", model, word_tokenizer(),
+                          generation={"task": "caption"})
+
+
+def png_bytes(width: int, height: int, seed: int = 1) -> bytes:
+    from PIL import Image
+
+    pixels = torch.rand(height, width, generator=torch.Generator().manual_seed(seed))
+    out = io.BytesIO()
+    Image.fromarray((pixels * 255).round().to(torch.uint8).numpy(), mode="L").save(out, format="PNG")
+    return out.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.fixture(scope="module")
+def vit(vit_dir):
+    return TestClient(create_app(vit_dir))
+
+
+@pytest.fixture(scope="module")
+def captioner(caption_dir):
+    return TestClient(create_app(caption_dir))
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +219,6 @@ def test_fill_mask_is_the_library_fill_mask(mlm, mlm_dir):
 
 
 def test_cross_attention_is_the_translators_decoder_over_the_source(translator, translator_dir):
-    from glassformer.explain.attention import capture_attention
-
     loaded = load_model_dir(translator_dir)
     model, config = loaded.model.eval(), loaded.config
     info = translator.get("/v1/info").json()
@@ -219,9 +262,87 @@ def test_long_input_comes_back_as_averaged_blocks(long_gpt_dir):
     assert short["rows"] == short["tokens"] == list("the fox")          # short inputs are not averaged
 
 
+def test_classify_is_the_vits_own_softmax(vit, vit_dir):
+    from glassformer.data.images import load_image
+
+    loaded = load_model_dir(vit_dir)
+    data = png_bytes(8, 8)
+    with torch.no_grad():
+        probs = torch.softmax(loaded.model.eval()(load_image(data, 1, 8)[None])[0], -1)
+    r = vit.post("/v1/classify", json={"image": b64(data), "top_k": 3})
+    assert r.status_code == 200, r.text
+    classes = r.json()["classes"]
+    top = probs.topk(3)
+    assert [c["id"] for c in classes] == top.indices.tolist()
+    assert [c["label"] for c in classes] == [loaded.config.class_names[i] for i in top.indices.tolist()]
+    assert [c["probability"] for c in classes] == pytest.approx(top.values.tolist(), abs=1e-6)
+    as_url = vit.post("/v1/classify", json={"image": "data:image/png;base64," + b64(data), "top_k": 3})
+    assert as_url.json() == r.json()
+
+
+def test_caption_is_the_librarys_greedy_caption(captioner, caption_dir):
+    from glassformer.data.captions import load_strip
+    from glassformer.training.caption import caption_images
+
+    loaded = load_model_dir(caption_dir)
+    for width in (16, 8):                                   # a narrower strip is padded, as the CLI does
+        data = png_bytes(width, 8, seed=width)
+        expected = caption_images(loaded.model.eval(), loaded.tokenizer, load_strip(data, 1, 8, 16)[None])[0]
+        r = captioner.post("/v1/caption", json={"image": b64(data)})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"caption": expected}
+
+
+def test_image_attention_is_the_captured_attention_over_patches(vit, vit_dir, captioner, caption_dir):
+    from glassformer.data.captions import load_strip
+    from glassformer.data.images import load_image
+
+    data = png_bytes(8, 8)
+    loaded = load_model_dir(vit_dir)
+    model = loaded.model.eval()
+    name = [n for n, m in attention_modules(model).items()][1]
+    with torch.no_grad(), capture_attention(model, layers=[name], heads=[1]) as cap:
+        model(load_image(data, 1, 8)[None])
+    body = vit.post("/v1/attention", json={"image": b64(data), "layer": 1, "head": 1}).json()
+    assert body["tokens"] == body["key_tokens"] == ["[CLS]", "patch 0,0", "patch 0,1", "patch 1,0", "patch 1,1"]
+    torch.testing.assert_close(torch.tensor(body["weights"]), cap.weights[name][0, 0].float())
+
+    data = png_bytes(16, 8)
+    loaded = load_model_dir(caption_dir)
+    model, config, tok = loaded.model.eval(), loaded.config, loaded.tokenizer
+    name = [n for n, m in attention_modules(model).items() if m.cross_attention][0]
+    ids = [config.bos_id] + tok.encode("one four two")
+    with torch.no_grad(), capture_attention(model, layers=[name], heads=[0]) as cap:
+        model(load_strip(data, 1, 8, 16)[None], torch.tensor([ids]))
+    body = captioner.post("/v1/attention", json={"image": b64(data), "kind": "cross", "head": 0,
+                                                 "target": "one four two"}).json()
+    assert body["tokens"] == [tok.id_to_token(i) for i in ids] and len(body["key_tokens"]) == 1 + 2 * 4
+    weights = torch.tensor(body["weights"])
+    torch.testing.assert_close(weights, cap.weights[name][0, 0].float())
+    torch.testing.assert_close(weights.sum(-1), torch.ones(len(ids)))
+
+
+def test_image_requests_that_are_refused(vit, captioner, gpt):
+    image = b64(png_bytes(8, 8))
+    error(vit.post("/v1/attention", json={"text": "a cat"}), 422, "reads images", '"image"')
+    error(vit.post("/v1/attention", json={"image": image, "text": "a cat"}), 422, 'no "text"')
+    error(gpt.post("/v1/attention", json={"image": image}), 422, "reads texts", '"text"')
+    error(vit.post("/v1/classify", json={"image": "not base64!"}), 400, "base64")
+    error(vit.post("/v1/classify", json={"image": ""}), 400, "empty")
+    error(vit.post("/v1/classify", json={"image": b64(b"plain text, not a picture")}), 400, "cannot be decoded")
+    error(vit.post("/v1/classify", json={"image": b64(png_bytes(9, 9))}), 400, "9×9", "8×8")
+    error(captioner.post("/v1/caption", json={"image": b64(png_bytes(24, 8))}), 400, "at most 16 wide")
+    error(vit.post("/v1/caption", json={"image": image}), 400, "'vit'", "/v1/classify")
+    error(captioner.post("/v1/classify", json={"image": image}), 400, "'caption'", "/v1/caption")
+    error(gpt.post("/v1/classify", json={"image": image}), 400, "'gpt'")
+    error(vit.post("/v1/attention", json={"image": image, "kind": "cross"}), 400, "only self-attention")
+    error(vit.post("/v1/classify", json={"image": "A" * (16 * 2 ** 20 + 4)}), 422, "image")
+
+
 def test_openapi_lists_the_endpoints_and_the_page_has_an_input(gpt):
     doc = gpt.get("/openapi.json").json()
-    for path in ("/v1/generate", "/v1/translate", "/v1/embed", "/v1/fill-mask", "/v1/attention"):
+    for path in ("/v1/generate", "/v1/translate", "/v1/embed", "/v1/fill-mask", "/v1/classify", "/v1/caption",
+                 "/v1/attention"):
         assert "post" in doc["paths"][path], path
     schemas = doc["components"]["schemas"]
     assert {"prompt", "max_new_tokens", "temperature"} <= set(schemas["GenerateRequest"]["properties"])
@@ -460,3 +581,42 @@ def test_page_averages_a_1024_token_input_and_fills_masks(browser, long_gpt_dir,
         shown = output_of(browser)
         assert shown.splitlines()[0] == filled["filled"] and shown.splitlines()[1].startswith("[MASK] 1: ")
         assert filled["masks"][0]["candidates"][0]["token"] in shown.splitlines()[1]
+
+
+def test_image_pages_classify_and_caption_an_uploaded_file(browser, vit_dir, caption_dir, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    digit, strip = tmp_path / "digit.png", tmp_path / "strip.png"
+    digit.write_bytes(png_bytes(8, 8))
+    strip.write_bytes(png_bytes(16, 8))
+    with running(vit_dir) as url, httpx.Client(base_url=url, timeout=60) as client:
+        classes = client.post("/v1/classify", json={"image": b64(digit.read_bytes()), "top_k": 5}).json()["classes"]
+        want = client.post("/v1/attention", json={"image": b64(digit.read_bytes()), "layer": 0, "head": 0,
+                                                  "max_cells": 64}).json()
+        browser.get(url + "/")
+        assert not browser.find_element(By.ID, "input").is_displayed()
+        browser.find_element(By.ID, "run").click()                      # no image yet: a message, no request
+        assert "choose an image" in output_of(browser)
+        browser.find_element(By.ID, "image").send_keys(str(digit))
+        wait_for(browser, "the preview", lambda d: d.execute_script("return $('preview').naturalWidth") == 8)
+        browser.find_element(By.ID, "run").click()
+        wait_for(browser, "the classes", lambda d: d.find_element(By.ID, "output").text.startswith(
+            classes[0]["label"] + " "))
+        shown = browser.find_element(By.ID, "output").text.splitlines()
+        assert [line.split()[0] for line in shown] == [c["label"] for c in classes]
+        wait_for(browser, "the patch attention grid", shows_grid(want))
+        screenshot(browser, "serve-vit-page.png")
+    with running(caption_dir) as url, httpx.Client(base_url=url, timeout=60) as client:
+        caption = client.post("/v1/caption", json={"image": b64(strip.read_bytes())}).json()["caption"]
+        want = client.post("/v1/attention", json={"image": b64(strip.read_bytes()), "kind": "cross", "layer": 0,
+                                                  "head": 1, "max_cells": 64}).json()
+        browser.get(url + "/")
+        browser.find_element(By.ID, "image").send_keys(str(strip))
+        wait_for(browser, "the preview", lambda d: d.execute_script("return $('preview').naturalWidth") == 16)
+        browser.find_element(By.ID, "run").click()
+        assert output_of(browser) == caption
+        Select(browser.find_element(By.ID, "head")).select_by_value("1")
+        Select(browser.find_element(By.ID, "kind")).select_by_value("cross")
+        wait_for(browser, "the caption's cross-attention over the patches", shows_grid(want))
+        screenshot(browser, "serve-caption-cross-attention.png")

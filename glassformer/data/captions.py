@@ -180,7 +180,7 @@ class CaptionStream:
         self.generator.set_state(state["generator"])
 
 
-def load_strip(path: str | Path, channels: int, height: int, width: int) -> Tensor:
+def load_strip(path: str | Path | bytes, channels: int, height: int, width: int) -> Tensor:
     """One image file as (channels, height, width) floats in [0, 1] (ink bright on a dark ground, as the
     digits): exactly ``height`` pixels high and at most ``width`` wide; a narrower strip (fewer digits)
     is padded on the right with blank, as the training strips are."""

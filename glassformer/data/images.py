@@ -13,9 +13,10 @@ Batches are ``ImageBatch(images (batch, channels, H, W) float, labels (batch,), 
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -80,24 +81,33 @@ def load_digits() -> ImageSet:
     return ImageSet(images, torch.tensor(digits.target, dtype=torch.long), [str(i) for i in range(10)])
 
 
-def load_image(path: str | Path, channels: int, size: int | None = None, *, max_width: int | None = None) -> Tensor:
-    """One image file as (channels, H, W) floats in [0, 1] (grey for 1 channel, RGB for 3); it must be
-    square, and ``size`` pixels wide if given.  With ``max_width`` (a strip of images side by side) it
-    must be ``size`` pixels high and at most ``max_width`` wide, and is padded on the right with blank."""
+def load_image(path: str | Path | bytes | BinaryIO, channels: int, size: int | None = None, *,
+               max_width: int | None = None) -> Tensor:
+    """One image as (channels, H, W) floats in [0, 1] (grey for 1 channel, RGB for 3): ``path`` is a
+    file's path, or the encoded image itself (bytes or a binary file object, e.g. an upload, named
+    "the image" in messages).  It must be square, and ``size`` pixels wide if given.  With
+    ``max_width`` (a strip of images side by side) it must be ``size`` pixels high and at most
+    ``max_width`` wide, and is padded on the right with blank."""
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
         raise ConfigError("reading images needs Pillow: pip install 'glassformer[vision]'") from None
-    path = Path(path)
+    if isinstance(path, (bytes, bytearray)):
+        source, path = io.BytesIO(path), "the image"
+    elif hasattr(path, "read"):
+        source, path = path, "the image"
+    else:
+        source = path = Path(path)
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             image = image.convert("L" if channels == 1 else "RGB")
             pixels = torch.from_numpy(np.asarray(image, dtype=np.float32).copy())   # (H, W) or (H, W, 3)
             width, height = image.size
     except FileNotFoundError:
         raise InputError(f"{path} does not exist") from None
     except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"{path} cannot be decoded as an image ({str(e).splitlines()[0]})") from None
+        why = str(e).splitlines()[0] if isinstance(source, Path) else "not an image file Pillow reads: PNG, JPEG, ..."
+        raise InputError(f"{path} cannot be decoded as an image ({why})") from None
     if max_width is not None:
         if height != size or width > max_width:
             raise InputError(f"{path} is {width}×{height} pixels (width × height) but the model takes images "

@@ -9,12 +9,18 @@ Endpoints (request and response bodies are pydantic models, so ``/openapi.json``
 * ``POST /v1/translate`` {"text"} -> {"translation"}                                      (encoder–decoder)
 * ``POST /v1/embed``     {"texts": [...]} -> {"embeddings": [[...]]}                        (BERT)
 * ``POST /v1/fill-mask`` {"text", "top_k"} -> {"filled", "masks"}               (BERT with a masked-LM head)
+* ``POST /v1/classify``  {"image", "top_k"} -> {"classes"}                                   (ViT)
+* ``POST /v1/caption``   {"image"} -> {"caption"}                                        (image to text)
 * ``POST /v1/attention`` {"text", "layer", "head", "kind", "target", "max_cells"} -> {"tokens",
   "key_tokens", "weights", "rows", "cols"}: the attention probabilities of one layer and head on one
   full forward pass: self-attention (a translator: its encoder's), or ``kind="cross"`` a translator's
   decoder cross-attention of ``target`` (default: its translation) over the source.  ``max_cells``
-  averages blocks of positions so that a long input comes back as at most max_cells² cells.
+  averages blocks of positions so that a long input comes back as at most max_cells² cells.  Image
+  models take ``"image"`` instead of ``"text"`` (their tokens are [CLS] and the patches); an
+  image-to-text model's ``kind="cross"`` is its caption (``target``, default its own) over the patches.
 * ``GET /v1/info``: the model's family, endpoints, layers, heads and context.
+
+An ``"image"`` is the image file (PNG, JPEG, ...) base64-encoded, optionally as a ``data:`` URL.
 
 Every error is a 4xx with a JSON body ``{"error": "..."}``: malformed JSON and wrong fields 422,
 input longer than the model takes 413, an endpoint the model type does not serve 400, a layer or
@@ -25,6 +31,9 @@ every model call runs under one lock, so concurrent requests are answered one af
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import threading
 from pathlib import Path
 from typing import Any, Literal
@@ -41,8 +50,10 @@ from ..model_dir import ModelDir, load_model_dir
 
 # family -> the endpoint that does its main job ("attention" serves them all; a BERT with a
 # masked-LM head fills in masks first and embeds too)
-TASKS = {"gpt": "generate", "transformer": "translate", "bert": "embed"}
+TASKS = {"gpt": "generate", "transformer": "translate", "bert": "embed", "vit": "classify", "caption": "caption"}
+IMAGE_FAMILIES = ("vit", "caption")
 MAX_EMBED_TEXTS = 256
+MAX_IMAGE_CHARS = 16 * 2 ** 20          # a base64 image of at most 12 MiB
 
 
 class ApiError(Exception):
@@ -106,8 +117,32 @@ class FillMaskResponse(BaseModel):
     masks: list[Mask]
 
 
+class ImageRequest(_Body):
+    image: str = Field(max_length=MAX_IMAGE_CHARS, description="the image file, base64-encoded (or a data: URL)")
+
+
+class ClassifyRequest(ImageRequest):
+    top_k: int = Field(5, ge=1, le=100, description="classes to return")
+
+
+class ClassProbability(BaseModel):
+    label: str
+    id: int
+    probability: float
+
+
+class ClassifyResponse(BaseModel):
+    classes: list[ClassProbability] = Field(description="the most likely classes, most likely first")
+
+
+class CaptionResponse(BaseModel):
+    caption: str
+
+
 class AttentionRequest(_Body):
-    text: str = Field(description="the input (a translator: the source sentence)")
+    text: str | None = Field(None, description="the input of a text model (a translator: the source sentence)")
+    image: str | None = Field(None, max_length=MAX_IMAGE_CHARS, description="the input of an image model: "
+                              "the image file, base64-encoded")
     layer: int = Field(0, description="layer, 0-based")
     head: int = Field(0, description="attention head, 0-based")
     kind: Literal["self", "cross"] = Field("self", description="'self': self-attention (a translator's encoder); "
@@ -150,22 +185,25 @@ class Served:
         self.loaded, self.name = loaded, name
         self.family = loaded.config.family
         if self.family not in TASKS:
-            raise CheckpointError(f"{name} holds a {self.family!r} model; serve takes a GPT ('gpt'), "
-                                  "translation ('transformer') or BERT ('bert') model directory")
-        if loaded.tokenizer is None:
-            raise CheckpointError(f"{name} has no tokenizer.json; serve needs one to read text")
+            raise CheckpointError(f"{name} holds a {self.family!r} model; serve takes a GPT ('gpt'), translation "
+                                  "('transformer'), BERT ('bert'), ViT ('vit') or image-to-text ('caption') model "
+                                  "directory")
+        if loaded.tokenizer is None and self.family != "vit":
+            raise CheckpointError(f"{name} has no tokenizer.json; serve needs one to read or write text")
         self.model = loaded.model.eval()
-        self.max_len = int(loaded.config.max_len)
+        config = loaded.config
+        self.reads_images = self.family in IMAGE_FAMILIES
+        self.max_len = int(config.max_len) if self.family != "vit" else (config.image_size // config.patch_size) ** 2 + 1
         self.lock = threading.Lock()
         from ..explain.attention import attention_modules
 
-        stack = "encoder." if self.family == "transformer" else ""
+        stack = "encoder." if self.family in ("transformer", "caption") else ""
         modules = attention_modules(self.model).items()
         self.self_attention = [(n, m) for n, m in modules if not m.cross_attention and n.startswith(stack)]
         self.cross_attention = [(n, m) for n, m in modules if m.cross_attention]
         self.heads = self.self_attention[0][1].n_heads if self.self_attention else 0
         tok = loaded.tokenizer
-        self.fills_masks = (self.family == "bert" and loaded.config.head == "mlm" and tok.mask_id is not None)
+        self.fills_masks = (self.family == "bert" and config.head == "mlm" and tok.mask_id is not None)
         self.task = "fill-mask" if self.fills_masks else TASKS[self.family]
         self.endpoints = [self.task] + (["embed"] if self.fills_masks else []) + ["attention"]
 
@@ -242,8 +280,30 @@ class Served:
             result = fill_mask(self.model, tok, req.text, req.top_k, device=self.device)
         return {"filled": result["filled"], "masks": result["masks"]}
 
+    def classify(self, req: ClassifyRequest) -> list[dict]:
+        from ..data.images import load_image
+
+        self.require("classify")
+        config = self.loaded.config
+        image = load_image(self._image(req.image), config.channels, config.image_size)
+        with self.lock, torch.inference_mode():
+            probs = torch.softmax(self.model(image[None].to(self.device))[0].float(), -1)
+        top = probs.topk(min(req.top_k, probs.shape[-1]))
+        names = config.class_names
+        return [{"label": names[i] if names else str(i), "id": i, "probability": p}
+                for p, i in zip(top.values.tolist(), top.indices.tolist())]
+
+    def caption(self, req: ImageRequest) -> str:
+        from ..data.captions import load_strip
+        from ..training.caption import caption_images
+
+        self.require("caption")
+        config = self.loaded.config
+        image = load_strip(self._image(req.image), config.channels, config.image_size, config.image_width)
+        with self.lock, torch.inference_mode():
+            return caption_images(self.model, self.loaded.tokenizer, image[None].to(self.device))[0]
+
     def attention(self, req: AttentionRequest) -> AttentionResponse:
-        from ..explain.attention import capture_attention
         from ..explain.figures import block_average, range_labels
 
         cross = req.kind == "cross"
@@ -252,7 +312,12 @@ class Served:
             raise ApiError(400, f"kind 'cross' needs an encoder–decoder model; this {self.family!r} model has "
                                 "only self-attention (use kind 'self')")
         if req.target is not None and not cross:
-            raise ApiError(422, "target is only for kind 'cross' (a translator's decoder attending over the source)")
+            raise ApiError(422, "target is only for kind 'cross' (a decoder attending over the encoder's input)")
+        wanted, other = ("image", "text") if self.reads_images else ("text", "image")
+        if getattr(req, wanted) is None or getattr(req, other) is not None:
+            raise ApiError(422, f"this {self.family!r} model reads {wanted}s: give \"{wanted}\""
+                                + (" (the image file, base64-encoded)" if wanted == "image" else "")
+                                + f" and no \"{other}\"")
         n = len(modules)
         if not 0 <= req.layer < n:
             raise ApiError(422, f"layer {req.layer} does not exist; this model has {n} {req.kind}-attention layers "
@@ -261,6 +326,33 @@ class Served:
         if not 0 <= req.head < module.n_heads:
             raise ApiError(422, f"head {req.head} does not exist; layer {req.layer} has {module.n_heads} heads "
                                 f"(0..{module.n_heads - 1})")
+        if self.reads_images:
+            queries, keys, weights = self._image_attention(req, name)
+        else:
+            queries, keys, weights = self._text_attention(req, name, cross)
+        rows, cols = queries, keys
+        if req.max_cells is not None:
+            weights, row_blocks, col_blocks = block_average(weights, req.max_cells)
+            rows, cols = range_labels(row_blocks, queries), range_labels(col_blocks, keys)
+        return AttentionResponse(tokens=queries, key_tokens=keys, weights=weights.tolist(), rows=rows, cols=cols)
+
+    def _image_attention(self, req: AttentionRequest, name: str) -> tuple[list[str], list[str], torch.Tensor]:
+        """An image model's (queries, keys, (q, k) weights) of module ``name``, head ``req.head``:
+        the explain report's capture, whose tokens are [CLS] and the patches (and the caption)."""
+        from ..explain.report import explain
+
+        if req.target is not None and req.target.strip():
+            self.loaded.tokenizer.check_known(req.target, "target")
+        image = io.BytesIO(self._image(req.image))
+        with self.lock:
+            entry = explain(self.loaded, image, req.target, layers=[name], heads=[req.head])["attention"][0]
+        return entry["q_tokens"], entry["k_tokens"], entry["weights"][0].float()
+
+    def _text_attention(self, req: AttentionRequest, name: str, cross: bool) -> tuple[list[str], list[str],
+                                                                                        torch.Tensor]:
+        """A text model's (queries, keys, (q, k) weights) of module ``name``, head ``req.head``."""
+        from ..explain.attention import capture_attention
+
         tok = self.loaded.src_tokenizer if self.family == "transformer" else self.loaded.tokenizer
         ids = self._ids(req.text, "text", tok)
         if self.family == "transformer":
@@ -284,12 +376,7 @@ class Served:
                     self.model.hidden_states(src)
                 else:
                     self.model.encode(src)
-        weights = cap.weights[name][0, 0].float()                           # (queries, keys)
-        rows, cols = queries, keys
-        if req.max_cells is not None:
-            weights, row_blocks, col_blocks = block_average(weights, req.max_cells)
-            rows, cols = range_labels(row_blocks, queries), range_labels(col_blocks, keys)
-        return AttentionResponse(tokens=queries, key_tokens=keys, weights=weights.tolist(), rows=rows, cols=cols)
+        return queries, keys, cap.weights[name][0, 0].float()                # (queries, keys)
 
     def _target_ids(self, text: str, target: str | None) -> list[int]:
         """A translator's decoder input for ``target`` (default: the translation of ``text``): the
@@ -308,6 +395,18 @@ class Served:
                 raise self.too_long(len(ids), "target (with its start token)")
             ids = ids[: self.max_len]             # a translation that ran to the length limit
         return ids
+
+    def _image(self, encoded: str) -> bytes:
+        """The bytes of a base64 image (a ``data:...;base64,`` prefix allowed); 400 when it is not base64."""
+        if encoded.startswith("data:") and "," in encoded:
+            encoded = encoded.split(",", 1)[1]
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(400, "the image is not base64; send the image file's bytes base64-encoded") from None
+        if not data:
+            raise ApiError(400, "the image is empty; send an image file base64-encoded")
+        return data
 
     def _ids(self, text: str, what: str, tok=None) -> list[int]:
         """Token ids of ``text``; 400 when it tokenizes to nothing (or to unknown tokens only)."""
@@ -385,6 +484,16 @@ def create_app(model_dir: str | Path | ModelDir, *, device: str | torch.device =
     def fill_mask(req: FillMaskRequest) -> FillMaskResponse:
         return FillMaskResponse(**served.fill_mask(req))
 
+    @app.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS,
+              summary="the most likely classes of one image (ViT)")
+    def classify(req: ClassifyRequest) -> ClassifyResponse:
+        return ClassifyResponse(classes=served.classify(req))
+
+    @app.post("/v1/caption", response_model=CaptionResponse, responses=ERRORS,
+              summary="the greedy caption of one image (image-to-text models)")
+    def caption(req: ImageRequest) -> CaptionResponse:
+        return CaptionResponse(caption=served.caption(req))
+
     @app.get("/v1/info", response_model=InfoResponse, summary="what the served model is")
     def info() -> InfoResponse:
         return InfoResponse(family=served.family, task=served.task, endpoints=served.endpoints,
@@ -424,14 +533,15 @@ table.grid thead th { writing-mode: vertical-rl; text-align: right; vertical-ali
 </style></head>
 <body>
 <h1>glassformer <small>(__FAMILY__ model, /v1/__TASK__)</small></h1>
-<p><textarea id="input" rows="4" placeholder="__PLACEHOLDER__"></textarea></p>
+<p __TEXT_HIDDEN__><textarea id="input" rows="4" placeholder="__PLACEHOLDER__"></textarea></p>
+<p __IMAGE_HIDDEN__><input id="image" type="file" accept="image/*"> <img id="preview" alt="" height="64" style="image-rendering: pixelated"></p>
 <p><button id="run">__BUTTON__</button>
 <span id="generate-options" __GEN_HIDDEN__>max new tokens <input id="max-new" type="number" min="1" max="512" value="50">
 temperature <input id="temperature" type="number" min="0" step="0.1" value="0"></span></p>
 <div id="output"></div>
 <h2>Attention</h2>
 <p><span __CROSS_HIDDEN__>attention <select id="kind"><option value="self">encoder self-attention</option>
-<option value="cross">decoder cross-attention (target over source)</option></select></span>
+<option value="cross">decoder cross-attention (__CROSS_WHAT__)</option></select></span>
 layer <select id="layer"></select> head <select id="head">__HEADS__</select>
 <button id="show-attention">show attention</button></p>
 <p class="note">Longer inputs are shown as averages over blocks of positions (at most __MAX_CELLS__ × __MAX_CELLS__ cells); hover over a cell for its weight.</p>
@@ -442,6 +552,19 @@ layer <select id="layer"></select> head <select id="head">__HEADS__</select>
 <script>
 const TASK = "__TASK__", LAYERS = {self: __SELF_LAYERS__, cross: __CROSS_LAYERS__}, MAX_CELLS = __MAX_CELLS__;
 const $ = (id) => document.getElementById(id);
+const IMAGES = __IMAGES__;
+let image = null;                // the chosen image file, base64
+$("image").addEventListener("change", () => {
+  const file = $("image").files[0]; if (!file) return;
+  const reader = new FileReader();
+  reader.onload = () => { $("preview").src = reader.result; image = reader.result.split(",")[1]; };
+  reader.readAsDataURL(file);
+});
+function input() {               // the input part of a request: the text, or the chosen image
+  if (!IMAGES) return {text: $("input").value};
+  if (image === null) throw new Error("choose an image file first");
+  return {image: image};
+}
 async function call(path, body) {
   const r = await fetch(path, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
   const data = await r.json();
@@ -454,7 +577,12 @@ async function run() {
   const text = $("input").value, out = $("output");
   out.textContent = "...";
   try {
-    if (TASK === "generate") {
+    if (TASK === "classify") {
+      const d = await call("/v1/classify", {...input(), top_k: 5});
+      out.textContent = d.classes.map((c) => c.label + "  " + c.probability.toFixed(3)).join("\\n");
+    } else if (TASK === "caption") {
+      out.textContent = (await call("/v1/caption", input())).caption;
+    } else if (TASK === "generate") {
       const d = await call("/v1/generate", {prompt: text, max_new_tokens: Number($("max-new").value), temperature: Number($("temperature").value)});
       out.textContent = text + d.text;
     } else if (TASK === "translate") {
@@ -484,8 +612,8 @@ function fillLayers() {
 }
 async function attention() {
   const where = $("attention"), kind = $("kind").value;
-  const body = {text: $("input").value, layer: Number($("layer").value), head: Number($("head").value), kind: kind, max_cells: MAX_CELLS};
   try {
+    const body = {...input(), layer: Number($("layer").value), head: Number($("head").value), kind: kind, max_cells: MAX_CELLS};
     const d = await call("/v1/attention", body);
     const table = document.createElement("table"); table.className = "grid";
     const head = table.createTHead().insertRow(); head.appendChild(document.createElement("th"));
@@ -530,7 +658,8 @@ $("head").addEventListener("change", attention);
 
 _WORDS = {"generate": ("Generate", "a prompt to continue"), "translate": ("Translate", "a sentence to translate"),
           "embed": ("Embed", "texts to embed, one per line (each is shown with its nearest neighbour)"),
-          "fill-mask": ("Fill in", "a sentence with [MASK] where a word should be")}
+          "fill-mask": ("Fill in", "a sentence with [MASK] where a word should be"),
+          "classify": ("Classify", ""), "caption": ("Caption", "")}
 PAGE_MAX_CELLS = 64         # the page asks for at most 64 × 64 averaged cells, whatever the input's length
 
 
@@ -543,10 +672,15 @@ def render_page(served: Served) -> str:
             .replace("__BUTTON__", button).replace("__PLACEHOLDER__", placeholder)
             .replace("__GEN_HIDDEN__", "" if served.task == "generate" else "hidden")
             .replace("__CROSS_HIDDEN__", "" if served.cross_attention else "hidden")
+            .replace("__CROSS_WHAT__", "caption over patches" if served.reads_images else "target over source")
+            .replace("__TEXT_HIDDEN__", "hidden" if served.reads_images else "")
+            .replace("__IMAGE_HIDDEN__", "" if served.reads_images else "hidden")
+            .replace("__IMAGES__", "true" if served.reads_images else "false")
             .replace("__SELF_LAYERS__", str(len(served.self_attention)))
             .replace("__CROSS_LAYERS__", str(len(served.cross_attention)))
             .replace("__MAX_CELLS__", str(PAGE_MAX_CELLS)).replace("__HEADS__", options(served.heads)))
 
 
 __all__ = ["create_app", "render_page", "GenerateRequest", "GenerateResponse", "TranslateRequest", "TranslateResponse",
-           "EmbedRequest", "EmbedResponse", "FillMaskRequest", "FillMaskResponse", "AttentionRequest", "AttentionResponse", "InfoResponse"]
+           "EmbedRequest", "EmbedResponse", "FillMaskRequest", "FillMaskResponse", "ImageRequest", "ClassifyRequest",
+           "ClassifyResponse", "CaptionResponse", "AttentionRequest", "AttentionResponse", "InfoResponse"]

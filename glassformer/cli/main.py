@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 
 from ..errors import GlassformerError
@@ -135,5 +136,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if known else 1
 
 
+def entry() -> None:
+    """The ``glassformer`` command (and ``python -m glassformer``): :func:`main`, then exit with its
+    code.  One process of a torchrun job leaves at once after flushing (``os._exit``): by then its
+    files are written and its process group is closed, and letting the interpreter tear down
+    torch.distributed's threads can abort a run that finished ("terminate called without an active
+    exception" from a gloo rank, seen once in CI), which torchrun then reports as a failure."""
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

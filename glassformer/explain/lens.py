@@ -80,14 +80,9 @@ def neuron_activations(model, tokens, layer: int) -> Tensor:
     """(seq, d_ff): the feed-forward's activations after its nonlinearity in ``layer`` (the input of
     its ``linear2``; for a gated feed-forward act(gate) ⊙ up)."""
     tokens = _as_batch(model, tokens)
-    seen: list[Tensor] = []
-    ff = _layer(model, layer).feed_forward
-    handle = ff.linear2.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
-    try:
-        model.hidden_states(tokens, use_fused=False)
-    finally:
-        handle.remove()
-    return seen[0][0].float()
+    _layer(model, layer)                                         # -n..n-1, else ConfigError naming the range
+    layers = model.decoder.layers
+    return stack_neuron_activations(layers, layer % len(layers), lambda: model.hidden_states(tokens, use_fused=False))
 
 
 @torch.no_grad()

@@ -313,7 +313,7 @@ def test_caption_cli_end_to_end(caption_dir, strip_png, tmp_path, capsys):
 @pytest.mark.parametrize("args, words", [
     (["missing.png"], ["missing.png", "does not exist"]),
     (["notes.txt"], ["notes.txt", "cannot be decoded"]),
-    (["strip.png", "--neurons", "0"], ["--neurons", "caption"]),
+    (["strip.png", "--neurons", "0"], ["--neurons", "caption", "GPT, BERT, ViT and translation"]),
     (["strip.png", "--layers", "3"], ["layer 3"]),
 ])
 def test_caption_bad_input_is_one_line_and_writes_nothing(caption_dir, strip_png, tmp_path, capsys, args, words):
@@ -462,11 +462,22 @@ def test_vit_neurons_equal_a_hand_computation(vit_dir, tmp_path):
     _check_neurons(report["neurons"], acts, report["tokens"]["input"], 0)
 
 
+def test_translator_neurons_are_its_encoders_over_the_source(translator_dir, tmp_path):
+    loaded = load_model_dir(translator_dir)
+    model, config = loaded.model.eval(), loaded.config
+    report = explain(loaded, "the cat sat", target="die katze", neurons=1)
+    src = torch.tensor([loaded.src_tokenizer.encode("the cat sat") + [config.eos_id]])
+    acts = _hand_activations(model, model.encoder.layers[1], config.activation, lambda: model.encode(src))
+    _check_neurons(report["neurons"], acts, report["tokens"]["source"], 1)
+    assert report["neurons"]["stack"] == "encoder"
+    assert "Feed-forward neurons, encoder layer 1" in write_html(report, tmp_path / "t.html").read_text("utf-8")
+
+
 @pytest.mark.parametrize("family_dir, layer, words", [
     ("gpt_dir", "2", ["feed-forward layer 2 does not exist", "0..1"]),
     ("gpt_dir", "-1", ["feed-forward layer -1 does not exist", "0..1"]),
     ("bert_dir", "5", ["feed-forward layer 5", "0..1"]),
-    ("translator_dir", "0", ["--neurons", "GPT, BERT and ViT"]),
+    ("translator_dir", "9", ["feed-forward layer 9", "0..1"]),
 ])
 def test_neurons_out_of_range_is_one_line(request, tmp_path, capsys, family_dir, layer, words):
     model_dir = request.getfixturevalue(family_dir)

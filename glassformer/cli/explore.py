@@ -44,7 +44,7 @@ def register_explain(subparsers) -> None:
                     "cross-attention (translators, caption models) the cross-attention alignment, for caption "
                     "models each caption token's attention over the image's patch grid, and for GPTs the logit "
                     "lens and the input saliency of the predicted token (gradient × input and integrated "
-                    "gradients).  With --neurons LAYER (GPT, BERT, ViT) also that layer's most active "
+                    "gradients).  With --neurons LAYER (GPT, BERT, ViT, a translator's encoder) also that layer's most active "
                     "feed-forward neurons.",
     )
     p.add_argument("model_dir", metavar="MODEL_DIR",
@@ -64,7 +64,7 @@ def register_explain(subparsers) -> None:
     p.add_argument("--saliency-steps", type=_int_at_least(1, "a positive number of steps"), default=32, metavar="N",
                    help="GPT: points on the path of integrated gradients (default: 32; more is closer to exact)")
     p.add_argument("--neurons", type=int, metavar="LAYER",
-                   help="GPT, BERT, ViT: show the 8 most active feed-forward neurons of this layer (from 0) "
+                   help="GPT, BERT, ViT, translators (the encoder): show the 8 most active feed-forward neurons of this layer (from 0) "
                         "and the tokens that excite them; with --png also a tokens × neurons heatmap")
     p.set_defaults(func=run_explain)
 

@@ -48,7 +48,7 @@ is the caption to explain (default: the greedy caption of
 attention over the patch grid (mean over heads, [CLS] left out and shown as a number), also as
 JSON (``id="patch-maps-data"``).
 
-With ``neurons=LAYER`` (GPT, BERT, ViT), ``neurons`` holds that layer's feed-forward activations
+With ``neurons=LAYER`` (GPT, BERT, ViT; a translator's encoder, over the source), ``neurons`` holds that layer's feed-forward activations
 (after the nonlinearity, :func:`~glassformer.explain.lens.neuron_activations`): ``layer``,
 ``d_ff`` and ``top``, the ``TOP_NEURONS`` neurons with the highest activation over the input
 (highest first), each with ``neuron``, ``max``, ``values`` (one per token) and ``top_tokens`` (the
@@ -76,7 +76,7 @@ __all__ = ["explain", "patch_maps", "render_html", "write_html", "write_pngs"]
 
 TOP_K = 5
 TOP_NEURONS = 8
-NEURON_FAMILIES = ("gpt", "bert", "vit")
+NEURON_FAMILIES = ("gpt", "bert", "vit", "transformer")
 
 
 def _token_strings(tokenizer, ids: Sequence[int]) -> list[str]:
@@ -145,13 +145,15 @@ def explain(model_dir_or_loaded, text: str, target: str | None = None, *, layers
 
 # -- feed-forward neurons ------------------------------------------------------------------------
 def _ffn_layers(model, family: str):
-    """The layers whose feed-forward --neurons reads: the one stack of a GPT, BERT or ViT."""
+    """The layers whose feed-forward --neurons reads: the one stack of a GPT, BERT or ViT, a
+    translator's encoder (the stack over the text the user gave)."""
     return model.decoder.layers if family == "gpt" else model.encoder.layers
 
 
 def _check_neuron_layer(model, family: str, layer) -> None:
     if family not in NEURON_FAMILIES:
-        raise InputError(f"--neurons works for GPT, BERT and ViT models (one stack of layers), not {family!r} models")
+        raise InputError(f"--neurons works for GPT, BERT, ViT and translation models (a translator's encoder), "
+                         f"not {family!r} models")
     n = len(_ffn_layers(model, family))
     if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n:
         raise InputError(f"feed-forward layer {layer} does not exist; the model has {n} layers, "
@@ -317,7 +319,8 @@ def _explain_caption(loaded, model, image_path, target, layers, heads, device) -
             "attention": _modules(cap, q_k), "patch_grid": [rows, cols]}
 
 
-def _explain_translation(loaded, model, text, target, layers, heads, max_new_tokens, device, **_) -> dict:
+def _explain_translation(loaded, model, text, target, layers, heads, max_new_tokens, device, *, neurons=None,
+                         **_) -> dict:
     from ..generation.translation import translate
 
     config = model.config
@@ -345,9 +348,17 @@ def _explain_translation(loaded, model, text, target, layers, heads, max_new_tok
             return src_tokens, src_tokens
         return (tgt_tokens, src_tokens) if kind == "cross" else (tgt_tokens, tgt_tokens)
 
+    extra = {}
+    if neurons is not None:                                  # the encoder's layer, over the source tokens
+        from .lens import stack_neuron_activations
+
+        src = torch.tensor([src_ids], device=device)
+        extra = _neuron_report(stack_neuron_activations(model.encoder.layers, neurons, lambda: model.encode(src)),
+                               src_tokens, neurons)
+        extra["neurons"]["stack"] = "encoder"
     return {"tokens": {"input": src_tokens, "source": src_tokens, "target": tgt_tokens},
             "prediction": {"translation": target, "target_given": given, "next_token_top5": next_top},
-            "attention": _modules(cap, q_k)}
+            "attention": _modules(cap, q_k), **extra}
 
 
 def _explain_bert(loaded, model, text, target, layers, heads, max_new_tokens, device, *, neurons=None,
@@ -542,7 +553,8 @@ def _neurons_html(report: dict) -> str:
         rows.append(f"<tr data-neuron='{n['neuron']}'><td>{n['neuron']}</td><td>{n['max']:.4g}</td>"
                     f"<td class='tok'>{best}</td><td><div class='toks sal'>"
                     f"{_shaded_tokens(tokens, n['values'], 'data-activation')}</div></td></tr>")
-    return (f"<h2>Feed-forward neurons, layer {info['layer']}</h2><p>The {len(info['top'])} of "
+    where = f"{info['stack']} layer" if info.get("stack") else "layer"
+    return (f"<h2>Feed-forward neurons, {where} {info['layer']}</h2><p>The {len(info['top'])} of "
             f"{info['d_ff']} neurons with the highest activation (after the nonlinearity) over the input, "
             "highest first; each token shaded by the neuron's activation there (red positive, blue negative, "
             "relative to the neuron's largest |activation|).</p>"

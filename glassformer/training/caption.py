@@ -29,7 +29,7 @@ from ..generation import SamplingOptions, generate
 from ..model_dir import save_model_dir
 from ..models import CaptionModel, build_model, preset
 from ..tokenizers import Tokenizer
-from .checks import check_positive_int, check_preset, check_range, check_types
+from .checks import check_positive_int, check_preset, check_types
 from .distributed import shutdown
 from .optim import adamw
 from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
@@ -70,15 +70,6 @@ class CaptionSettings(RunSettings):
                            "test_strips", "eval_every")
         if self.min_digits > self.max_digits:
             raise ConfigError(f"min_digits={self.min_digits} is more than max_digits={self.max_digits}")
-        check_range(self, "lr", 0, low_open=True)
-        check_range(self, "min_lr_ratio", 0, 1)
-        check_range(self, "warmup", 0)
-        check_range(self, "weight_decay", 0)
-        check_range(self, "label_smoothing", 0, 1, high_open=True)
-        check_range(self, "shift", 0)
-        check_range(self, "keep_checkpoints", 0)
-        check_range(self, "clip_norm", 0, low_open=True, optional=True)
-        check_range(self, "time_limit", 0, low_open=True, optional=True)
         self.check_run_settings()
         check_preset(self, "caption")
 

@@ -1,4 +1,4 @@
-"""Validation shared by the training settings dataclasses (``LMSettings``, ``TranslationSettings``).
+"""Validation shared by the training settings dataclasses (``LMSettings``, ``TranslationSettings`` ...).
 
 Settings arrive from Python, from command-line flags and from JSON config files,
 so a value can be of the wrong type (``{"steps": "ten"}``) as easily as out of
@@ -86,6 +86,35 @@ def check_range(settings, name: str, low: float, high: float = math.inf, *, low_
         raise ConfigError(f"{name}={value!r} is invalid; it must be {rule}" + (" (or null)" if optional else ""))
 
 
+# The settings that several training tasks share, and their ranges: check_shared_settings checks
+# each one a task's settings have (None is allowed where the field's annotation allows it).
+SHARED_RANGES: dict[str, dict[str, Any]] = {
+    "lr": {"low": 0, "low_open": True},
+    "min_lr_ratio": {"low": 0, "high": 1},
+    "warmup": {"low": 0},
+    "weight_decay": {"low": 0},
+    "label_smoothing": {"low": 0, "high": 1, "high_open": True},
+    "shift": {"low": 0},
+    "clip_norm": {"low": 0, "low_open": True},
+    "time_limit": {"low": 0, "low_open": True},
+    "keep_checkpoints": {"low": 0},
+}
+
+
+def check_shared_settings(settings) -> None:
+    """The ranges of :data:`SHARED_RANGES` for the fields ``settings`` has, and Adam's ``betas``
+    (each in [0, 1); stored as a tuple, as a JSON list arrives as a list)."""
+    hints = typing.get_type_hints(type(settings))
+    names = {f.name for f in dataclasses.fields(settings)}
+    for name, rule in SHARED_RANGES.items():
+        if name in names:
+            check_range(settings, name, **rule, optional=type(None) in typing.get_args(hints[name]))
+    if "betas" in names:
+        if not all(0 <= b < 1 for b in settings.betas):
+            raise ConfigError(f"betas={list(settings.betas)} is invalid; each must be in [0, 1)")
+        settings.betas = tuple(settings.betas)
+
+
 def check_preset(settings, family: str) -> None:
     """``settings.preset`` names a preset of ``family`` and ``settings.model`` holds only valid fields of it."""
     from ..models import preset
@@ -96,4 +125,4 @@ def check_preset(settings, family: str) -> None:
         raise ConfigError(f"model={settings.model!r} is invalid for preset {settings.preset!r}: {e}") from None
 
 
-__all__ = ["check_types", "check_positive_int", "check_range", "check_preset"]
+__all__ = ["check_types", "check_positive_int", "check_range", "check_shared_settings", "check_preset", "SHARED_RANGES"]

@@ -86,11 +86,7 @@ class ClassifySettings(RunSettings):
         check_types(self)
         check_positive_int(self, "vocab_size", "epochs", "batch_size", "grad_accum", "eval_batch_size")
         check_positive_int(self, "steps", "max_len", "eval_every", optional=True)
-        check_range(self, "lr", 0, low_open=True, optional=True)
         check_range(self, "warmup", 0, 1, high_open=True)
-        check_range(self, "weight_decay", 0)
-        check_range(self, "clip_norm", 0, low_open=True, optional=True)
-        check_range(self, "time_limit", 0, low_open=True, optional=True)
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule={self.schedule!r} is invalid; choose one of {list(SCHEDULES)}")
         if self.max_len is not None and self.max_len < 3:

@@ -32,7 +32,7 @@ from ..errors import ConfigError
 from ..models import GPT, build_model, preset
 from ..tokenizers import Tokenizer
 from ..model_dir import TOKENIZER, save_model_dir
-from .checks import check_positive_int, check_preset, check_range, check_types
+from .checks import check_positive_int, check_preset, check_types
 from .optim import adamw
 from .schedules import cosine_schedule
 from .checkpoints import find_checkpoint
@@ -72,16 +72,6 @@ class LMSettings(RunSettings):
             raise ConfigError(f"tokenizer={self.tokenizer!r} is invalid; choose one of {list(TOKENIZERS)}")
         check_positive_int(self, "batch_size", "grad_accum", "steps", "eval_every", "eval_batches", "vocab_size")
         check_positive_int(self, "block_size", optional=True)
-        check_range(self, "lr", 0, low_open=True)
-        check_range(self, "min_lr_ratio", 0, 1)
-        check_range(self, "warmup", 0)
-        check_range(self, "weight_decay", 0)
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError(f"betas={list(self.betas)} is invalid; each must be in [0, 1)")
-        self.betas = tuple(self.betas)
-        check_range(self, "clip_norm", 0, low_open=True, optional=True)
-        check_range(self, "time_limit", 0, low_open=True, optional=True)
-        check_range(self, "keep_checkpoints", 0)
         self.check_run_settings()
         check_preset(self, "gpt")
 

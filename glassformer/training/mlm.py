@@ -80,17 +80,7 @@ class MLMSettings(RunSettings):
         if self.block_size is not None and self.block_size < 3:
             raise ConfigError(f"block_size={self.block_size} is invalid; a window needs [CLS], a token and [SEP]: "
                               "3 or more")
-        check_range(self, "lr", 0, low_open=True)
-        check_range(self, "min_lr_ratio", 0, 1)
-        check_range(self, "warmup", 0)
-        check_range(self, "weight_decay", 0)
         check_range(self, "mask_prob", 0, 1, low_open=True, high_open=True)
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError(f"betas={list(self.betas)} is invalid; each must be in [0, 1)")
-        self.betas = tuple(self.betas)
-        check_range(self, "clip_norm", 0, low_open=True, optional=True)
-        check_range(self, "time_limit", 0, low_open=True, optional=True)
-        check_range(self, "keep_checkpoints", 0)
         self.check_run_settings()
         check_preset(self, "bert")
 

@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..models.config import dataclass_from_dict
 from . import distributed
 from .checkpoints import existing_run, find_checkpoint, read_training_checkpoint, check_fingerprint
-from .checks import check_positive_int
+from .checks import check_positive_int, check_shared_settings
 from .distributed import World
 from .precision import PRECISIONS, resolve_precision
 from .trainer import ON_NAN, TrainerConfig
@@ -59,6 +59,7 @@ class RunSettings:
             raise ConfigError(f"distributed={self.distributed!r} is invalid; choose one of "
                               f"{list(distributed.KINDS)} or null")
         check_positive_int(self, "log_every")
+        check_shared_settings(self)
 
 
 @dataclass

@@ -63,11 +63,7 @@ class TranslationSettings(RunSettings):
         check_types(self)
         check_positive_int(self, "vocab_size", "max_tokens", "steps", "warmup", "grad_accum")
         check_positive_int(self, "max_sentences", "eval_every", optional=True)
-        check_range(self, "keep_checkpoints", 0)
         check_range(self, "lr_factor", 0, low_open=True)
-        check_range(self, "label_smoothing", 0, 1, high_open=True)
-        check_range(self, "clip_norm", 0, low_open=True, optional=True)
-        check_range(self, "time_limit", 0, low_open=True, optional=True)
         self.check_run_settings()
         check_preset(self, "transformer")
 

@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..files import write_text_atomically
 from ..model_dir import save_model_dir
 from ..models import ViT, build_model, preset
-from .checks import check_positive_int, check_preset, check_range, check_types
+from .checks import check_positive_int, check_preset, check_types
 from .distributed import shutdown
 from .optim import adamw
 from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
@@ -55,14 +55,6 @@ class ViTSettings(RunSettings):
     def __post_init__(self) -> None:
         check_types(self)
         check_positive_int(self, "batch_size", "grad_accum", "steps", "eval_every")
-        check_range(self, "lr", 0, low_open=True)
-        check_range(self, "min_lr_ratio", 0, 1)
-        check_range(self, "warmup", 0)
-        check_range(self, "weight_decay", 0)
-        check_range(self, "shift", 0)
-        check_range(self, "keep_checkpoints", 0)
-        check_range(self, "clip_norm", 0, low_open=True, optional=True)
-        check_range(self, "time_limit", 0, low_open=True, optional=True)
         self.check_run_settings()
         check_preset(self, "vit")
 

@@ -170,8 +170,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, rounds=8, warmup=1)
     args = parser.parse_args()
-    if args.quick:
-        args.rounds, args.warmup = min(args.rounds, 2), min(args.warmup, 1)
     device = setup(args)
     info = machine_info(device)
     result = {"benchmark": "masked-LM pre-training: glassformer Bert (head mlm) vs Hugging Face BertForMaskedLM",

@@ -422,8 +422,6 @@ def main() -> None:
     add_common_args(parser, rounds=15, warmup=2)
     parser.set_defaults(threads=torch.get_num_threads())      # as the machine gives, the same for both sides
     args = parser.parse_args()
-    if args.quick:
-        args.rounds, args.warmup = min(args.rounds, 2), min(args.warmup, 1)
     device = setup(args)
     info = machine_info(device)
     result = {"benchmark": "translation training step: glassformer Trainer vs Hugging Face MarianMTModel",

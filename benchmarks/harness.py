@@ -69,11 +69,13 @@ def add_common_args(parser: argparse.ArgumentParser, *, rounds: int, warmup: int
 
 
 def setup(args: argparse.Namespace) -> torch.device:
-    """Apply ``--threads`` and resolve ``--device``."""
+    """Apply ``--quick`` (at most 2 rounds after 1 warm-up call) and ``--threads``, and resolve ``--device``."""
     from glassformer.devices import pick_device
 
     if args.rounds < 1 or args.warmup < 0:
         raise SystemExit("--rounds must be >= 1 and --warmup >= 0")
+    if args.quick:
+        args.rounds, args.warmup = min(args.rounds, 2), min(args.warmup, 1)
     torch.set_num_threads(args.threads)
     return pick_device(args.device)
 

@@ -85,6 +85,31 @@ def add_run_flags(parser, defaults: dict) -> None:
                         help="also write TensorBoard scalars to OUT/tensorboard (pip install 'glassformer[tensorboard]')")
 
 
+# The flags of the tasks trained with AdamW on a cosine schedule after a linear warm-up (lm, mlm, vit, caption)
+COSINE_FLAGS = ("grad_accum", "steps", "lr", "warmup", "weight_decay", "eval_every", "keep_checkpoints", "time_limit",
+                "device")
+
+
+def add_cosine_schedule_flags(parser, defaults: dict) -> None:
+    """--grad-accum, --steps, --lr, --warmup, --weight-decay, --eval-every, --keep-checkpoints,
+    --time-limit and --device (the settings named in :data:`COSINE_FLAGS`), with their defaults."""
+    d = defaults
+    parser.add_argument("--grad-accum", type=positive_int,
+                        help=f"micro-batches per optimiser step, over all processes (default: {d['grad_accum']})")
+    parser.add_argument("--steps", type=positive_int, help=f"optimiser steps (default: {d['steps']})")
+    parser.add_argument("--lr", type=positive_float,
+                        help=f"peak learning rate, cosine schedule with linear warm-up (default: {d['lr']:g})")
+    parser.add_argument("--warmup", type=non_negative_int, help=f"warm-up steps (default: {d['warmup']})")
+    parser.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default: {d['weight_decay']:g})")
+    parser.add_argument("--eval-every", type=positive_int,
+                        help=f"steps between validations (default: {d['eval_every']})")
+    parser.add_argument("--keep-checkpoints", type=non_negative_int,
+                        help=f"keep the last K evaluation checkpoints, for averaging (default: {d['keep_checkpoints']})")
+    parser.add_argument("--time-limit", type=positive_float,
+                        help="stop training after this many seconds, evaluating first (default: no limit)")
+    parser.add_argument("--device", help=f"{DEVICE_HELP} (default: {d['device']})")
+
+
 def run_flags(args) -> dict:
     return {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
 

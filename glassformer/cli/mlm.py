@@ -10,8 +10,8 @@ import json
 import sys
 
 from ..errors import CheckpointError, InputError
-from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, non_negative_int, note, positive_float,
-                     positive_int, preset_help, setting_defaults, train_settings)
+from .common import (COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags, add_run_flags, fresh_output_dir, note,
+                     positive_float, positive_int, preset_help, setting_defaults, train_settings)
 
 
 def register(subparsers) -> None:
@@ -43,33 +43,21 @@ def register_train(train_subparsers) -> None:
     t.add_argument("--block-size", type=positive_int,
                    help="tokens per window, [CLS] and [SEP] included (default: 128 or the model's positions if fewer)")
     t.add_argument("--batch-size", type=positive_int, help=f"windows per micro-batch (default: {d['batch_size']})")
-    t.add_argument("--grad-accum", type=positive_int,
-                   help=f"micro-batches per optimiser step, over all processes (default: {d['grad_accum']})")
-    t.add_argument("--steps", type=positive_int, help=f"optimiser steps (default: {d['steps']})")
-    t.add_argument("--lr", type=positive_float,
-                   help=f"peak learning rate, cosine schedule with linear warm-up (default: {d['lr']:g})")
-    t.add_argument("--warmup", type=non_negative_int, help=f"warm-up steps (default: {d['warmup']})")
-    t.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default: {d['weight_decay']:g})")
     t.add_argument("--mask-prob", type=positive_float,
                    help=f"share of the tokens selected for prediction, in (0, 1) (default: {d['mask_prob']:g})")
     t.add_argument("--whole-word", action="store_true", default=None,
                    help="mask whole words (a piece and its ## continuations) together")
-    t.add_argument("--eval-every", type=positive_int, help=f"steps between validations (default: {d['eval_every']})")
     t.add_argument("--eval-batches", type=positive_int,
                    help=f"validation batches per evaluation (default: {d['eval_batches']})")
-    t.add_argument("--time-limit", type=positive_float,
-                   help="stop training after this many seconds (default: no limit)")
     t.add_argument("--out", default="runs/mlm", help="run directory (model in OUT/best and OUT/last)")
     t.add_argument("--seed", type=int, help=f"random seed (default: {d['seed']})")
-    t.add_argument("--keep-checkpoints", type=non_negative_int,
-                   help=f"keep the last K evaluation checkpoints, for averaging (default: {d['keep_checkpoints']})")
-    t.add_argument("--device", help=f"{DEVICE_HELP} (default: {d['device']})")
+    add_cosine_schedule_flags(t, d)
     add_run_flags(t, d)
     t.set_defaults(func=train_mlm_cmd)
 
 
-_FLAGS = ("vocab_size", "preset", "block_size", "batch_size", "grad_accum", "steps", "lr", "warmup", "weight_decay",
-          "mask_prob", "whole_word", "eval_every", "eval_batches", "time_limit", "seed", "device", "keep_checkpoints")
+_FLAGS = ("vocab_size", "preset", "block_size", "batch_size", "mask_prob", "whole_word", "eval_batches", "seed",
+          *COSINE_FLAGS)
 
 
 def train_mlm_cmd(args) -> int:

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, non_negative_int, positive_float, positive_int,
-                     preset_help, setting_defaults, train_settings)
+from .common import (COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags, add_run_flags, fresh_output_dir,
+                     non_negative_int, positive_int, preset_help, setting_defaults, train_settings)
 
 
 def register(subparsers) -> None:
@@ -29,25 +29,17 @@ def register_train(train_subparsers) -> None:
     t.add_argument("--preset", help=preset_help("vit", d["preset"]))
     t.add_argument("--config", help="JSON file of training settings; its 'model' object overrides preset fields")
     t.add_argument("--batch-size", type=positive_int, help=f"images per batch (default: {d['batch_size']})")
-    t.add_argument("--grad-accum", type=positive_int, help=f"micro-batches per step (default: {d['grad_accum']})")
-    t.add_argument("--steps", type=positive_int, help=f"optimiser steps (default: {d['steps']})")
-    t.add_argument("--lr", type=positive_float, help=f"peak learning rate (default: {d['lr']:g})")
-    t.add_argument("--warmup", type=non_negative_int, help=f"warm-up steps (default: {d['warmup']})")
     t.add_argument("--shift", type=non_negative_int, help=f"augmentation: shift images by up to N pixels "
                                                           f"(default: {d['shift']})")
-    t.add_argument("--eval-every", type=positive_int, help=f"steps between validations (default: {d['eval_every']})")
-    t.add_argument("--keep-checkpoints", type=non_negative_int, help="keep the last K evaluation checkpoints")
-    t.add_argument("--time-limit", type=positive_float, help="stop training after this many seconds")
     t.add_argument("--out", default="runs/vit", help="run directory (model in OUT/best, test accuracy in "
                                                      "OUT/results.json)")
     t.add_argument("--seed", type=int, help=f"random seed, also of the split (default: {d['seed']})")
-    t.add_argument("--device", help=f"{DEVICE_HELP} (default: {d['device']})")
+    add_cosine_schedule_flags(t, d)
     add_run_flags(t, d)
     t.set_defaults(func=train_vit_cmd)
 
 
-_FLAGS = ("preset", "batch_size", "grad_accum", "steps", "lr", "warmup", "shift", "eval_every", "keep_checkpoints",
-          "time_limit", "seed", "device")
+_FLAGS = ("preset", "batch_size", "shift", "seed", *COSINE_FLAGS)
 
 
 def train_vit_cmd(args) -> int:

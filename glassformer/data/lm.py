@@ -28,6 +28,11 @@ STDLIB_CAP_BYTES = 4_000_000       # a few MB of Python is plenty for a characte
 VALIDATION_FRACTION = 0.1
 
 
+def split_point(n: int) -> int:
+    """Where ``n`` items (tokens, windows) split: the first 90% train, the rest validate."""
+    return int(n * (1 - VALIDATION_FRACTION))
+
+
 # -- reading text ------------------------------------------------------------------------
 def stdlib_files(cap_bytes: int = STDLIB_CAP_BYTES) -> list[Path]:
     """The standard library's own ``.py`` files in sorted order (tests and site-packages
@@ -118,17 +123,13 @@ class LMData:
     def __init__(self, ids: np.ndarray, block_size: int):
         self.check_size(len(ids), block_size)
         self.ids, self.block_size = ids, block_size
-        split = self.split_point(len(ids))
+        split = split_point(len(ids))
         self.splits = {"train": ids[:split], "val": ids[split:]}
-
-    @staticmethod
-    def split_point(n: int) -> int:
-        return int(n * (1 - VALIDATION_FRACTION))
 
     @classmethod
     def check_size(cls, n: int, block_size: int) -> None:
         """Both parts must hold at least one window of ``block_size`` + 1 tokens."""
-        split = cls.split_point(n)
+        split = split_point(n)
         for name, size in (("train", split), ("validation", n - split)):
             if size < block_size + 1:
                 raise InputError(f"the corpus has {n:,} tokens, so its {name} part ({size:,}) is shorter than one "
@@ -163,4 +164,4 @@ class LMData:
             yield self.batch(split, batch_size, generator)
 
 
-__all__ = ["PYTHON_STDLIB", "read_corpus", "stdlib_files", "id_dtype", "write_ids", "read_ids", "LMBatch", "LMData"]
+__all__ = ["PYTHON_STDLIB", "read_corpus", "stdlib_files", "id_dtype", "write_ids", "read_ids", "split_point", "LMBatch", "LMData"]

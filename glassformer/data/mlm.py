@@ -37,7 +37,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from .batching import to_device
-from .lm import VALIDATION_FRACTION, read_ids, write_ids
+from .lm import read_ids, split_point, write_ids
 
 MASK_PROB = 0.15              # the share of (non-special) tokens selected for prediction
 MASK_SHARE = 0.8              # of the selected: replaced by [MASK]
@@ -184,17 +184,13 @@ class MLMData:
     def __init__(self, windows: np.ndarray, masking: Masking):
         self.check_size(len(windows), windows.shape[1] if windows.ndim == 2 else 0)
         self.windows, self.masking, self.block_size = windows, masking, int(windows.shape[1])
-        split = self.split_point(len(windows))
+        split = split_point(len(windows))
         self.splits = {"train": windows[:split], "val": windows[split:]}
-
-    @staticmethod
-    def split_point(n: int) -> int:
-        return int(n * (1 - VALIDATION_FRACTION))
 
     @classmethod
     def check_size(cls, n: int, block_size: int) -> None:
         """Both parts must hold at least one window."""
-        split = cls.split_point(n)
+        split = split_point(n)
         if split < 1 or n - split < 1:
             raise InputError(f"the corpus packs into {n} window(s) of block size {block_size}; training and validation "
                              "need at least one each (10 or more make sense): use more text or a smaller --block-size")

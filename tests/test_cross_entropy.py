@@ -76,6 +76,18 @@ def test_ignored_rows_contribute_nothing(rng):
     assert linear_cross_entropy(hidden, weight, all_ignored, bias=b, label_smoothing=0.1).item() == 0.0
 
 
+def test_mean_reduction_is_pytorchs_mean_over_the_counted_tokens(rng):
+    hidden, weight, b, target = problem(rng)
+    mean = linear_cross_entropy(hidden, weight, target, bias=b, label_smoothing=0.1, reduction="mean")
+    expected = F.cross_entropy(F.linear(hidden, weight, b).flatten(0, -2), target.flatten(), ignore_index=IGNORE,
+                               label_smoothing=0.1)
+    torch.testing.assert_close(mean, expected.to(mean.dtype))
+    all_ignored = torch.full_like(target, IGNORE)
+    assert linear_cross_entropy(hidden, weight, all_ignored, bias=b, reduction="mean").item() == 0.0
+    with pytest.raises(ConfigError, match="reduction"):
+        linear_cross_entropy(hidden, weight, target, reduction="avg")
+
+
 @pytest.mark.parametrize("layout", ["2d", "transposed", "strided"])
 def test_two_dimensional_and_non_contiguous_hidden(rng, layout):
     base, weight, b, target = problem(rng, batch=4, seq=6)

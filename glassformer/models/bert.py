@@ -200,8 +200,8 @@ class Bert(nn.Module):
                 return self.mlm_logits(out.hidden)
             selected = targets != -100
             hidden = self.mlm.transform(out.hidden[selected])           # (n_selected, d_model)
-            total = linear_cross_entropy(hidden, self.embed.token.weight, targets[selected], bias=self.mlm.bias)
-            return total if reduction == "sum" else total / selected.sum().clamp_min(1)
+            return linear_cross_entropy(hidden, self.embed.token.weight, targets[selected], bias=self.mlm.bias,
+                                        reduction=reduction)
         if head == "classify":
             logits = self.classifier(self.head_dropout(self.pool(out.hidden)))
             if self.config.regression:

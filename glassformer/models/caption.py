@@ -201,10 +201,9 @@ class CaptionModel(DecodingMixin, nn.Module):
         hidden = self.decode(tgt, self.encode(images).hidden).hidden
         if targets is None:
             return self.generator(hidden)
-        pad = self.config.pad_id
-        total = linear_cross_entropy(hidden, self.generator.proj.weight, targets, bias=self.generator.proj.bias,
-                                     ignore_index=pad, label_smoothing=label_smoothing)
-        return total if reduction == "sum" else total / (targets != pad).sum().clamp_min(1)
+        return linear_cross_entropy(hidden, self.generator.proj.weight, targets, bias=self.generator.proj.bias,
+                                    ignore_index=self.config.pad_id, label_smoothing=label_smoothing,
+                                    reduction=reduction)
 
     # -- looking inside ---------------------------------------------------------------
     def cross_attention(self, images: Tensor, tgt: Tensor) -> list[Tensor]:

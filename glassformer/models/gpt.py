@@ -225,8 +225,7 @@ class GPT(DecodingMixin, nn.Module):
         hidden = self.hidden_states(tokens).hidden
         if targets is None:
             return F.linear(hidden, self.output_weight)
-        total = linear_cross_entropy(hidden, self.output_weight, targets, ignore_index=ignore_index)
-        return total if reduction == "sum" else total / (targets != ignore_index).sum().clamp_min(1)
+        return linear_cross_entropy(hidden, self.output_weight, targets, ignore_index=ignore_index, reduction=reduction)
 
     def loss(self, tokens: Tensor, targets: Tensor, *, reduction: str = "mean", ignore_index: int = -100) -> Tensor:
         """Cross-entropy of ``targets`` given ``tokens``: ``self(tokens, targets, ...)``."""

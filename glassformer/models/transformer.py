@@ -251,10 +251,9 @@ class Transformer(DecodingMixin, nn.Module):
         hidden = self.decode(tgt, enc.memory, enc.mask).hidden
         if targets is None:
             return self.generator(hidden)
-        pad = self.config.pad_id
-        total = linear_cross_entropy(hidden, self.generator.proj.weight, targets, bias=self.generator.proj.bias,
-                                     ignore_index=pad, label_smoothing=label_smoothing)
-        return total if reduction == "sum" else total / (targets != pad).sum().clamp_min(1)
+        return linear_cross_entropy(hidden, self.generator.proj.weight, targets, bias=self.generator.proj.bias,
+                                    ignore_index=self.config.pad_id, label_smoothing=label_smoothing,
+                                    reduction=reduction)
 
     # -- the decoding interface used by glassformer.generation ------------------------
     def start_decoding(self, src: Tensor, max_new_tokens: int) -> tuple[KVCache, Tensor]:

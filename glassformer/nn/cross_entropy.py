@@ -56,13 +56,15 @@ def linear_cross_entropy(
     ignore_index: int = -100,
     label_smoothing: float = 0.0,
     chunk_rows: int | None = None,
+    reduction: str = "sum",
 ) -> Tensor:
-    """The summed cross-entropy of ``softmax(hidden @ weight.T + bias)`` against ``target``.
+    """The summed cross-entropy of ``softmax(hidden @ weight.T + bias)`` against ``target``
+    (``reduction="mean"``: divided by the number of counted tokens, at least 1).
 
     hidden (..., d_model), weight (vocab, d_model), bias (vocab,) or None, target (...) of
     token ids -> a scalar, float32 (float64 if ``hidden`` is float64). Rows whose target is
     ``ignore_index`` contribute 0; ``label_smoothing`` has PyTorch's meaning. Divide by the
-    number of counted tokens for the mean. ``chunk_rows`` rows of logits are formed at a
+    number of counted tokens for the mean (``reduction="mean"`` does). ``chunk_rows`` rows of logits are formed at a
     time (default: about 64 MB of float32 logits per chunk). ``weight`` may be a tied
     embedding matrix or a slice of one (``embedding.weight[:vocab]``)."""
     if hidden.shape[-1:] != weight.shape[1:] or weight.dim() != 2:
@@ -74,6 +76,8 @@ def linear_cross_entropy(
         raise ValueError(f"target {tuple(target.shape)} must have hidden's shape without d_model: {tuple(hidden.shape[:-1])}")
     if bias is not None and bias.shape != weight.shape[:1]:
         raise ValueError(f"bias {tuple(bias.shape)} must be (vocab,) = {tuple(weight.shape[:1])}")
+    if reduction not in ("sum", "mean"):
+        raise ConfigError(f"reduction={reduction!r} is invalid; choose 'sum' or 'mean'")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ConfigError(f"label_smoothing={label_smoothing!r} must lie in [0, 1]")
     if chunk_rows is None:
@@ -93,7 +97,7 @@ def linear_cross_entropy(
             f"hidden ({hidden.dtype}), weight ({weight.dtype}) and bias must share a dtype outside autocast"
         )
     with torch.autocast(device_type, enabled=False):
-        return _LinearCrossEntropy.apply(
+        total = _LinearCrossEntropy.apply(
             hidden.reshape(-1, hidden.shape[-1]),
             weight,
             bias,
@@ -103,6 +107,7 @@ def linear_cross_entropy(
             int(chunk_rows),
             torch.is_grad_enabled(),
         )
+    return total if reduction == "sum" else total / (target != ignore_index).sum().clamp_min(1)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):

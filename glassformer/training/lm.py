@@ -154,9 +154,7 @@ def train_lm(source: str | Path, settings: LMSettings, out_dir: str | Path, *, r
         lambda m: adamw(m, settings.lr, settings.weight_decay, settings.betas),
         lambda opt: cosine_schedule(opt, settings.warmup, settings.steps, settings.min_lr_ratio),
         lm_loss, lambda m: evaluate_lm(m, val_batches, run.device), save,
-        trainer_config(settings, run, max_steps=settings.steps, eval_every=settings.eval_every,
-                       grad_accum=settings.grad_accum, clip_norm=settings.clip_norm,
-                       keep_checkpoints=settings.keep_checkpoints),
+        trainer_config(settings, run, max_steps=settings.steps),
         run.out_dir, run.device, world=run.world, fingerprint=fp,
         summary=summary("gpt", model, run, data=f"{len(data.splits['train']):,} training and "
                         f"{len(data.splits['val']):,} validation tokens",

@@ -106,9 +106,11 @@ def check_resume(run: Run, fp: dict[str, Any]) -> None:
 
 
 def trainer_config(settings, run: Run, **task: Any) -> TrainerConfig:
-    return TrainerConfig(precision=run.precision, compile=settings.compile, on_nan=settings.on_nan,
-                         log_every=settings.log_every, tensorboard=settings.tensorboard,
-                         time_limit=settings.time_limit, progress=settings.progress, **task)
+    """The trainer's configuration: every :class:`TrainerConfig` field that ``settings`` has under
+    the same name (grad_accum, clip_norm, eval_every, time_limit, ...), the run's resolved
+    precision, then what the task gives (``max_steps``, a derived ``eval_every`` ...)."""
+    shared = {f.name for f in dataclasses.fields(TrainerConfig)} & {f.name for f in dataclasses.fields(settings)}
+    return TrainerConfig(**{**{name: getattr(settings, name) for name in shared}, "precision": run.precision, **task})
 
 
 def summary(family: str, model: torch.nn.Module, run: Run, *, data: str, batch: str, steps: int) -> str:

@@ -159,9 +159,7 @@ def train_translation(
         model, paper_adam, lambda opt: noam_schedule(opt, config.d_model, settings.warmup, settings.lr_factor),
         translation_loss(settings.label_smoothing),
         lambda m: validation(m, valid_batches, settings.label_smoothing, run.device), save,
-        trainer_config(settings, run, max_steps=settings.steps, eval_every=eval_every,
-                       grad_accum=settings.grad_accum, clip_norm=settings.clip_norm,
-                       keep_checkpoints=settings.keep_checkpoints),
+        trainer_config(settings, run, max_steps=settings.steps, eval_every=eval_every),
         run.out_dir, run.device, world=run.world, fingerprint=fp,
         summary=summary("transformer", model, run, data=f"{len(train):,} training and {len(valid):,} validation "
                         "sentence pairs", batch=f"batches of up to {settings.max_tokens:,} tokens × "

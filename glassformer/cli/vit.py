@@ -66,6 +66,7 @@ def classify_image_cmd(args) -> int:
     from ..data.images import load_image
     from ..devices import pick_device
     from ..model_dir import load_model_dir
+    from ..models.vit import top_classes
 
     device = pick_device(args.device)
     loaded = load_model_dir(args.model_dir, device=device)
@@ -74,11 +75,8 @@ def classify_image_cmd(args) -> int:
         raise ConfigError(f"{args.model_dir} is a {config.family} model; classify-image needs a ViT model directory")
     images = torch.stack([load_image(p, config.channels, config.image_size) for p in args.images]).to(device)
     with torch.inference_mode():
-        probs = loaded.model(images).float().softmax(-1)
-    names = config.class_names
-    k = min(args.top_k, len(names))
-    for path, row in zip(args.images, probs):
-        top = row.topk(k)
+        logits = loaded.model(images)
+    for path, classes in zip(args.images, top_classes(logits, config.class_names, args.top_k)):
         print(json.dumps({"image": str(Path(path)), "classes": [
-            {"label": names[int(i)], "probability": round(float(p), 4)} for p, i in zip(top.values, top.indices)]}))
+            {"label": c["label"], "probability": round(c["probability"], 4)} for c in classes]}))
     return 0

@@ -266,6 +266,7 @@ def _patch_tokens(rows: int, cols: int) -> list[str]:
 
 def _explain_vit(loaded, model, image_path, layers, heads, neurons=None) -> dict:
     from ..data.images import load_image
+    from ..models.vit import top_classes
 
     config = model.config
     image = load_image(image_path, config.channels, config.image_size)
@@ -280,11 +281,7 @@ def _explain_vit(loaded, model, image_path, layers, heads, neurons=None) -> dict
 
         acts = stack_neuron_activations(model.encoder.layers, neurons, lambda: model(image[None].to(device)))
         extra = _neuron_report(acts, tokens, neurons)
-    probs = torch.softmax(logits[0].float(), -1)
-    top = probs.topk(min(TOP_K, probs.shape[-1]))
-    names = config.class_names
-    classes = [{"token": names[int(i)], "id": int(i), "probability": float(p)}
-               for p, i in zip(top.values.tolist(), top.indices.tolist())]
+    classes = top_classes(logits, config.class_names, TOP_K)[0]
     return {"tokens": {"input": tokens}, "prediction": {"classes_top5": classes},
             "attention": _modules(cap, lambda name, kind: (tokens, tokens)), **extra}
 
@@ -474,7 +471,7 @@ def _prediction_html(report: dict) -> str:
     for m in p.get("masks", []):
         out.append(f"<p>[MASK] at position {m['position']}, top 5:</p>" + top_table(m["top5"]))
     if "classes_top5" in p:
-        rows = "".join(f"<tr data-class='{html.escape(c['token'])}'><td class='tok'>{html.escape(c['token'])}</td>"
+        rows = "".join(f"<tr data-class='{html.escape(c['label'])}'><td class='tok'>{html.escape(c['label'])}</td>"
                        f"<td>{c['probability']:.4f}</td></tr>" for c in p["classes_top5"])
         out.append(f"<p>Classes, top {len(p['classes_top5'])}:</p>"
                    f"<table id='classes'><tr><th>class</th><th>probability</th></tr>{rows}</table>")

@@ -131,4 +131,13 @@ class ViT(nn.Module):
         """Nothing is tied in a ViT."""
 
 
-__all__ = ["ViTConfig", "ViT", "patch_sequence"]
+def top_classes(logits: Tensor, class_names, k: int) -> list[list[dict]]:
+    """logits (batch, n_classes) -> for each row its ``k`` most likely classes, most likely first, as
+    {"label", "id", "probability"}: the class's name (its index where the model names none)."""
+    probs = logits.detach().float().softmax(-1)
+    top = probs.topk(min(k, probs.shape[-1]), dim=-1)
+    return [[{"label": class_names[i] if class_names else str(i), "id": i, "probability": p}
+             for p, i in zip(values, indices)] for values, indices in zip(top.values.tolist(), top.indices.tolist())]
+
+
+__all__ = ["ViTConfig", "ViT", "patch_sequence", "top_classes"]

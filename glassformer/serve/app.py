@@ -282,16 +282,14 @@ class Served:
 
     def classify(self, req: ClassifyRequest) -> list[dict]:
         from ..data.images import load_image
+        from ..models.vit import top_classes
 
         self.require("classify")
         config = self.loaded.config
         image = load_image(self._image(req.image), config.channels, config.image_size)
         with self.lock, torch.inference_mode():
-            probs = torch.softmax(self.model(image[None].to(self.device))[0].float(), -1)
-        top = probs.topk(min(req.top_k, probs.shape[-1]))
-        names = config.class_names
-        return [{"label": names[i] if names else str(i), "id": i, "probability": p}
-                for p, i in zip(top.values.tolist(), top.indices.tolist())]
+            logits = self.model(image[None].to(self.device))
+        return top_classes(logits, config.class_names, req.top_k)[0]
 
     def caption(self, req: ImageRequest) -> str:
         from ..data.captions import load_strip

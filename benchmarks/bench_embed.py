@@ -39,9 +39,10 @@ from harness import setup, write_results
 from transformers import AutoTokenizer, BertModel  # noqa: E402
 
 from glassformer.generation.embeddings import embed_texts  # noqa: E402
+from glassformer.data.lm import SHIPPED_CORPORA, TINY_SHAKESPEARE  # noqa: E402
 from glassformer.model_dir import load_model_dir  # noqa: E402
 
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare.txt"
+SHAKESPEARE = SHIPPED_CORPORA[TINY_SHAKESPEARE]            # shipped with glassformer
 N_SENTENCES, QUICK_SENTENCES, BATCH = 256, 64, 32
 MIN_WORDS, MAX_WORDS, SEED = 5, 60, 0
 MAX_LEN = 256                          # the checkpoint's max_seq_length (no sentence here reaches it)

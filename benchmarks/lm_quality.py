@@ -16,10 +16,9 @@ the 20 used while training), drawn with a fixed generator.
     .venv/bin/python benchmarks/lm_quality.py [--seeds 0 1 2] [--variants default "no bias"] [--threads 2]
     .venv/bin/python benchmarks/lm_quality.py --quick --out /tmp/bench     # 40 steps, seed 0: ~1 min
 
-Full run: 6 trainings of about 2 minutes each on 2 quiet cores.  Reads
-../shared/data/tinyshakespeare.txt (relative to the repository root; the text is not
-part of the project; ``--data`` to point elsewhere) and writes lm_quality.json and
-lm_quality.md under --out (default benchmarks/results).
+Full run: 6 trainings of about 2 minutes each on 2 quiet cores.  Reads the Tiny Shakespeare
+text shipped with glassformer (``--data tiny-shakespeare``; ``--data PATH`` for another text) and
+writes lm_quality.json and lm_quality.md under --out (default benchmarks/results).
 """
 
 from __future__ import annotations
@@ -34,10 +33,11 @@ from pathlib import Path
 import torch
 
 import harness
+from glassformer.data.lm import BUILTIN_CORPORA
 from harness import finish_machine_info, machine_info, machine_line, write_results
 
 NAME = "lm_quality"
-DATA = harness.ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+DATA = "tiny-shakespeare"                # the built-in corpus (glassformer/data/corpora/)
 TARGET = 1.88
 TARGET_SOURCE = "nanoGPT's README documents about 1.88 for this CPU setting, its 'baby GPT' on characters"
 VARIANTS = {"default": {}, "no bias": {"bias": False, "norm_bias": False}}
@@ -45,7 +45,7 @@ SETTING = "4 layers, 4 heads, d_model 128, block 64, batch 12, lr 1e-3 (cosine t
 FINAL_WINDOWS = 200
 
 
-def train_one(data: Path, variant: str, seed: int, steps: int, final_windows: int, device: str) -> dict:
+def train_one(data: str, variant: str, seed: int, steps: int, final_windows: int, device: str) -> dict:
     from glassformer.training.lm import LMSettings, evaluate_lm, train_lm
 
     settings = LMSettings(preset="gpt-mini", model={"max_len": 64, "dropout": 0.0, **VARIANTS[variant]},
@@ -116,12 +116,12 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda")
-    parser.add_argument("--data", default=str(DATA), help="the Tiny Shakespeare text")
+    parser.add_argument("--data", default=DATA, help="the text: a built-in corpus name or a file (default tiny-shakespeare)")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.seeds = min(args.steps, 40), args.seeds[:1]
-    if not Path(args.data).is_file():
-        sys.exit(f"lm_quality: no text at {args.data}; pass --data PATH to tinyshakespeare.txt")
+    if args.data not in BUILTIN_CORPORA and not Path(args.data).is_file():
+        sys.exit(f"lm_quality: no text at {args.data}; pass --data PATH, or a built-in corpus {list(BUILTIN_CORPORA)}")
     torch.set_num_threads(args.threads)
     from glassformer.devices import pick_device
 
@@ -130,13 +130,13 @@ def main() -> None:
     runs = []
     for variant in args.variants:
         for seed in args.seeds:
-            runs.append(train_one(Path(args.data), variant, seed, args.steps,
+            runs.append(train_one(args.data, variant, seed, args.steps,
                                   20 if args.quick else FINAL_WINDOWS, str(device)))
             print(f"{variant}, seed {seed}: validation loss {runs[-1]['val_loss']:.4f} ({runs[-1]['wall_s']:.0f} s)",
                   flush=True)
     result = {
         "benchmark": "LM quality: Tiny Shakespeare characters, shape (a)", "machine": finish_machine_info(info),
-        "quick": args.quick, "setting": SETTING, "steps": args.steps, "data": Path(args.data).name,
+        "quick": args.quick, "setting": SETTING, "steps": args.steps, "data": args.data if args.data in BUILTIN_CORPORA else Path(args.data).name,
         "vocab_size": runs[0]["vocab_size"], "final_eval_windows": 20 if args.quick else FINAL_WINDOWS,
         "target_val_loss": TARGET, "target_source": TARGET_SOURCE,
         "runs": runs, "variants": summarise(runs, TARGET),

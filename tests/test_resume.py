@@ -24,7 +24,7 @@ from glassformer.training.metrics import MetricsLog
 from helpers import run_cli
 
 CHILD = Path(__file__).with_name("trainer_child.py")
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+SHAKESPEARE = "tiny-shakespeare"          # the corpus shipped with glassformer
 
 
 def child(task: str, out: Path, *flags: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 torch.set_num_threads(1)
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+SHAKESPEARE = "tiny-shakespeare"          # the corpus shipped with glassformer
 
 
 def main() -> int:

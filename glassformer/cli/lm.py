@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from ..errors import CheckpointError, InputError
-from .common import (COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags, add_run_flags, fresh_output_dir,
-                     positive_int, preset_help, setting_defaults, train_settings)
+from .common import (CORPUS_CHOICES, CORPUS_HELP, COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags,
+                     add_run_flags, fresh_output_dir, positive_int, preset_help, setting_defaults, train_settings)
 
 
 def register(subparsers) -> None:
@@ -50,9 +50,7 @@ def register_train(train_subparsers) -> None:
 
     d = setting_defaults(LMSettings)
     t = train_subparsers.add_parser("lm", help="train a GPT language model on text")
-    t.add_argument("--data",
-                   help="a text file, a folder of text files, or 'python-stdlib' (this Python's standard library); "
-                        "with --resume, the run's own by default")
+    t.add_argument("--data", help=CORPUS_HELP)
     t.add_argument("--tokenizer", choices=["char", "bpe"], default=None,
                    help=f"characters or byte-level BPE (default: {d['tokenizer']})")
     t.add_argument("--vocab-size", type=positive_int, help=f"BPE vocabulary size (default: {d['vocab_size']})")
@@ -76,7 +74,7 @@ def train_lm_cmd(args) -> int:
     from ..training.lm import LMSettings, train_lm
 
     out, resume, data, settings, _ = train_settings(args, _FLAGS, data_flag="data", data_key="source",
-        missing="give --data: a text file, a folder of text files, or 'python-stdlib'")
+        missing=f"give --data: {CORPUS_CHOICES}")
     settings = LMSettings.from_dict(settings)          # checks types, ranges, the preset and its fields
     pick_device(settings.device)
     with fresh_output_dir(out):

@@ -10,7 +10,8 @@ import json
 import sys
 
 from ..errors import CheckpointError, InputError
-from .common import (COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags, add_run_flags, fresh_output_dir, note,
+from .common import (CORPUS_CHOICES, CORPUS_HELP, COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags,
+                     add_run_flags, fresh_output_dir, note,
                      positive_float, positive_int, preset_help, setting_defaults, train_settings)
 
 
@@ -32,9 +33,7 @@ def register_train(train_subparsers) -> None:
 
     d = setting_defaults(MLMSettings)
     t = train_subparsers.add_parser("mlm", help="pre-train a BERT by masked-language modelling on text")
-    t.add_argument("--data",
-                   help="a text file, a folder of text files, or 'python-stdlib' (this Python's standard library); "
-                        "with --resume, the run's own by default")
+    t.add_argument("--data", help=CORPUS_HELP)
     t.add_argument("--preset", default=None, help=preset_help("bert", d["preset"]))
     t.add_argument("--config", help="JSON file of training settings; its 'model' object overrides preset fields")
     t.add_argument("--vocab-size", type=positive_int, help=f"WordPiece vocabulary size (default: {d['vocab_size']})")
@@ -65,7 +64,7 @@ def train_mlm_cmd(args) -> int:
     from ..training.mlm import MLMSettings, train_mlm
 
     out, resume, data, settings, _ = train_settings(args, _FLAGS, data_flag="data", data_key="source",
-        missing="give --data: a text file, a folder of text files, or 'python-stdlib'")
+        missing=f"give --data: {CORPUS_CHOICES}")
     if args.cased is not None:
         settings["lowercase"] = not args.cased
     settings = MLMSettings.from_dict(settings)         # checks types, ranges, the preset and its fields

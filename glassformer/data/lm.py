@@ -24,6 +24,14 @@ from .batching import to_device
 from .parallel import read_text
 
 PYTHON_STDLIB = "python-stdlib"
+TINY_SHAKESPEARE = "tiny-shakespeare"
+# Text corpora shipped inside the package (glassformer/data/corpora/), by name.
+SHIPPED_CORPORA = {TINY_SHAKESPEARE: Path(__file__).with_name("corpora") / "tinyshakespeare.txt"}
+# The corpora that ship with glassformer (or with Python), by the name --data takes.
+BUILTIN_CORPORA = {
+    PYTHON_STDLIB: "this Python's standard library (its .py files, a few MB)",
+    TINY_SHAKESPEARE: "Tiny Shakespeare (about 1.1 MB of the plays, public domain; Karpathy's char-rnn corpus)",
+}
 STDLIB_CAP_BYTES = 4_000_000       # a few MB of Python is plenty for a character/BPE toy model
 VALIDATION_FRACTION = 0.1
 
@@ -52,8 +60,9 @@ def stdlib_files(cap_bytes: int = STDLIB_CAP_BYTES) -> list[Path]:
 
 
 def read_corpus(source: str | Path) -> list[str]:
-    """The texts of ``source``: a text file, a folder (every file below it, sorted), or
-    ``"python-stdlib"``.  Raises :class:`InputError` for a missing, empty or binary input."""
+    """The texts of ``source``: a text file, a folder (every file below it, sorted), or the name of a
+    built-in corpus (``"python-stdlib"``, ``"tiny-shakespeare"``; :data:`BUILTIN_CORPORA`).  Raises
+    :class:`InputError` for a missing, empty or binary input."""
     if str(source) == PYTHON_STDLIB:
         texts = []
         for path in stdlib_files():
@@ -61,6 +70,8 @@ def read_corpus(source: str | Path) -> list[str]:
                 texts.append(path.read_text(encoding="utf-8"))
             except UnicodeDecodeError:      # a stray non-UTF-8 file in the stdlib is skipped, not fatal
                 continue
+    elif str(source) in SHIPPED_CORPORA:
+        texts = [read_text(SHIPPED_CORPORA[str(source)])]
     else:
         path = Path(source)
         if path.is_file():
@@ -70,7 +81,8 @@ def read_corpus(source: str | Path) -> list[str]:
             if not files:
                 raise InputError(f"folder {path} holds no files; give a text file or a folder of text files")
         else:
-            raise InputError(f"{path} does not exist; give a text file, a folder of text files or {PYTHON_STDLIB!r}")
+            raise InputError(f"{path} does not exist; give a text file, a folder of text files or a built-in corpus "
+                             f"({', '.join(map(repr, BUILTIN_CORPORA))})")
         texts = [read_text(p) for p in files]
     if not any(t.strip() for t in texts):
         raise InputError(f"{source} holds no text; the corpus is empty")
@@ -164,4 +176,4 @@ class LMData:
             yield self.batch(split, batch_size, generator)
 
 
-__all__ = ["PYTHON_STDLIB", "read_corpus", "stdlib_files", "id_dtype", "write_ids", "read_ids", "split_point", "LMBatch", "LMData"]
+__all__ = ["PYTHON_STDLIB", "TINY_SHAKESPEARE", "BUILTIN_CORPORA", "SHIPPED_CORPORA", "read_corpus", "stdlib_files", "id_dtype", "write_ids", "read_ids", "split_point", "LMBatch", "LMData"]

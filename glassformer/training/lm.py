@@ -3,7 +3,7 @@
 Used by ``glassformer train lm`` and usable from Python::
 
     from glassformer.training.lm import LMSettings, train_lm
-    run = train_lm("data/tinyshakespeare.txt", LMSettings(preset="gpt-mini", block_size=64, steps=2000), "runs/lm")
+    run = train_lm("tiny-shakespeare", LMSettings(preset="gpt-mini", block_size=64, steps=2000), "runs/lm")
 
 The recipe is GPT-2/GPT-3's: AdamW with weight decay on matrices only, a linear
 warm-up then cosine decay of the learning rate, gradient clipping at 1.0,
@@ -126,9 +126,9 @@ def prepare(source: str | Path, settings: LMSettings, tokenizer: Tokenizer | Non
 
 
 def train_lm(source: str | Path, settings: LMSettings, out_dir: str | Path, *, resume: bool = False) -> LMRun:
-    """Train a GPT on the text of ``source`` (file, folder or "python-stdlib"); save
-    ``out_dir/best`` and ``out_dir/last`` model directories.  ``resume``: continue the run in
-    ``out_dir`` exactly where its last checkpoint stopped."""
+    """Train a GPT on the text of ``source`` (a file, a folder, or a built-in corpus: "tiny-shakespeare",
+    "python-stdlib"); save ``out_dir/best`` and ``out_dir/last`` model directories.  ``resume``: continue
+    the run in ``out_dir`` exactly where its last checkpoint stopped."""
     run = start_run(settings, out_dir, resume)
     saved_tokenizer = Tokenizer.load(find_checkpoint(run.out_dir) / TOKENIZER) if resume else None
     tokenizer, config, block, texts = prepare(source, settings, saved_tokenizer)

@@ -136,9 +136,9 @@ def prepare(source: str | Path, settings: MLMSettings, tokenizer: Tokenizer | No
 
 
 def train_mlm(source: str | Path, settings: MLMSettings, out_dir: str | Path, *, resume: bool = False) -> MLMRun:
-    """Pre-train a BERT with masked-language modelling on the text of ``source`` (file, folder or
-    "python-stdlib"); save ``out_dir/best`` and ``out_dir/last`` model directories (with the
-    tokenizer).  ``resume``: continue the run in ``out_dir`` exactly where its last checkpoint stopped."""
+    """Pre-train a BERT with masked-language modelling on the text of ``source`` (a file, a folder or a
+    built-in corpus: "tiny-shakespeare", "python-stdlib"); save ``out_dir/best`` and ``out_dir/last``
+    model directories (with the tokenizer).  ``resume``: continue the run in ``out_dir`` exactly where its last checkpoint stopped."""
     run = start_run(settings, out_dir, resume)
     saved_tokenizer = Tokenizer.load(find_checkpoint(run.out_dir) / TOKENIZER) if resume else None
     tokenizer, config, block, texts = prepare(source, settings, saved_tokenizer)

@@ -13,6 +13,9 @@ from typing import Any
 from ..errors import ConfigError
 
 DEVICE_HELP = "where to run: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
+CORPUS_CHOICES = "a text file, a folder of text files, or a built-in corpus: 'tiny-shakespeare' (shipped with " \
+                 "glassformer) or 'python-stdlib' (this Python's standard library)"
+CORPUS_HELP = f"{CORPUS_CHOICES}; with --resume, the run's own by default"
 
 
 # -- argument types: a bad number is refused by argparse, before any work ------------------------
@@ -212,4 +215,4 @@ class fresh_output_dir:
 
 
 __all__ = ["add_run_flags", "run_flags", "resume_dir", "saved_run", "train_settings", "RUN_FLAGS", "fresh_output_dir", "saved_models", "positive_int", "non_negative_int", "positive_float", "preset_help",
-           "setting_defaults", "note", "DEVICE_HELP"]
+           "setting_defaults", "note", "DEVICE_HELP", "CORPUS_CHOICES", "CORPUS_HELP"]

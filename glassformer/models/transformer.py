@@ -149,7 +149,12 @@ class Transformer(DecodingMixin, nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.config = c = config
-        embed = dict(positional=c.positional, scale_embedding=c.scale_embedding, dropout=c.dropout, padding_idx=c.pad_id)
+        # The pad row is a padding vector (zero, no gradient) only where pad is nothing but padding: a decoder
+        # that starts from the pad token (T5, Marian) reads that row first in every sentence, so it is the start
+        # token's vector and is initialised and learned like any other (padded positions are masked either way).
+        padding_idx = None if c.start_id == c.pad_id else c.pad_id
+        embed = dict(positional=c.positional, scale_embedding=c.scale_embedding, dropout=c.dropout,
+                     padding_idx=padding_idx)
         layer = dict(n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, d_ff=c.d_ff, dropout=c.dropout,
                      attention_dropout=c.attention_dropout, activation_dropout=c.activation_dropout,
                      activation=c.activation, gated=c.gated, bias=c.bias, norm=c.norm, norm_first=c.norm_first,

@@ -14,7 +14,7 @@ import sys
 
 from ..errors import CheckpointError, ConfigError, InputError
 from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, positive_float, positive_int, resume_dir, run_flags,
-                     saved_run, setting_defaults)
+                     saved_run, setting_defaults, stdin_lines)
 
 DATASETS = ("number-language",)
 
@@ -181,10 +181,8 @@ def _inputs(args, pair_model: bool) -> tuple[list[str], list[str] | None]:
     """(texts, pairs or None) from the arguments, or lines of stdin (TEXT<tab>PAIR for a pair model)."""
     texts, pairs = list(args.text), list(args.pair) if args.pair else None
     if not texts:
-        if sys.stdin.isatty():
-            raise InputError('give texts to classify ("text" ...) or pipe lines on stdin')
-        lines = [line.rstrip("\r\n") for line in sys.stdin]
-        lines = [line for line in lines if line.strip()]
+        lines = [line for line in stdin_lines('give texts to classify ("text" ...) or pipe lines on stdin')
+                 if line.strip()]
         if not lines:
             raise InputError("stdin holds no text to classify")
         if pairs is None and pair_model and all("\t" in line for line in lines):

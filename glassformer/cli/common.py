@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 
 DEVICE_HELP = "where to run: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
 CORPUS_CHOICES = "a text file, a folder of text files, or a built-in corpus: 'tiny-shakespeare' (shipped with " \
@@ -61,6 +61,25 @@ def setting_defaults(settings_cls) -> dict:
 def note(message: str) -> None:
     """One line on stderr that is not an error (the output on stdout stays clean)."""
     print(f"glassformer: note: {message}", file=sys.stderr)
+
+
+def stdin_lines(nothing_piped: str) -> list[str]:
+    """The lines of standard input (newlines stripped), read as UTF-8 like any input file.
+
+    The bytes are decoded here, not by ``sys.stdin``: under a C/POSIX locale Python reads stdin with
+    ``surrogateescape`` and would hand invalid bytes on as lone surrogates.  A terminal (nothing piped)
+    is an InputError saying ``nothing_piped``.
+    """
+    from ..data.parallel import decode_text
+
+    if sys.stdin.isatty():
+        raise InputError(nothing_piped)
+    raw = getattr(sys.stdin, "buffer", None)         # absent when stdin was replaced by a text stream
+    text = decode_text(raw.read(), "stdin") if raw is not None else sys.stdin.read()
+    lines = text.split("\n")     # not splitlines(): its extra separators (\f, \u2028 ...) would shift output lines
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
 
 
 # -- how a training run runs (shared by every `train` task) ------------------------------------------

@@ -19,14 +19,16 @@ def register(subparsers) -> None:
                    help="width of the encoding (a positive even number)")
     p.add_argument("--length", type=_int_at_least(1, "a positive number of positions"), default=100, metavar="N",
                    help="number of positions")
-    p.add_argument("--out", default="positions.png", metavar="PATH", help="the PNG to write")
+    p.add_argument("--out", default="positions.png", metavar="PATH",
+                   help="the figure to write: a PNG, or .svg, .pdf ... (any format matplotlib writes)")
     p.set_defaults(func=run)
     register_explain(subparsers)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..explain.figures import positional_encoding_figure, save_figure
+    from ..explain.figures import figure_format, positional_encoding_figure, save_figure
 
+    figure_format(args.out)                  # an --out matplotlib cannot write is refused before any drawing
     fig = positional_encoding_figure(args.d_model, args.length)     # bad sizes raise before anything is written
     print(save_figure(fig, args.out))
     return 0

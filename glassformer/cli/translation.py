@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import sys
 import time
 
 from ..errors import CheckpointError, ConfigError, InputError
 from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, non_negative_int, note, positive_float,
-                     positive_int, preset_help, resume_dir, run_flags, saved_run, setting_defaults)
+                     positive_int, preset_help, resume_dir, run_flags, saved_run, setting_defaults, stdin_lines)
 
 
 def register(subparsers) -> None:
@@ -38,7 +37,7 @@ def register(subparsers) -> None:
     add_decoding_args(p, seed=False)
     p.set_defaults(func=quickstart)
 
-    train = subparsers.add_parser("train", help="train a model (translation, lm)")
+    train = subparsers.add_parser("train", help="train a model")      # the tasks are named once registered, below
     train_sub = train.add_subparsers(dest="task", metavar="TASK", parser_class=subparsers._parser_class)
     t = train_sub.add_parser("translation", help="train an encoder-decoder on a parallel corpus")
     t.add_argument("--src", help="source text file (one sentence per line), or a .tsv/.jsonl with two columns")
@@ -68,6 +67,9 @@ def register(subparsers) -> None:
             module = importlib.import_module(f"{__package__}.{task}")
             if hasattr(module, "register_train"):
                 module.register_train(train_sub)
+    for command in subparsers._choices_actions:      # `glassformer --help` names the tasks registered above
+        if command.dest == "train":
+            command.help = f"train a model ({', '.join(train_sub.choices)})"
 
     tr = subparsers.add_parser("translate", help="translate text with a model directory")
     tr.add_argument("model_dir")
@@ -169,12 +171,7 @@ def _translate_kwargs(args, decode_options: dict) -> dict:
 
 
 def _read_stdin_lines() -> list[str]:
-    if sys.stdin.isatty():
-        raise InputError("give sentences as arguments or pipe them on stdin, one per line")
-    try:
-        lines = sys.stdin.read().splitlines()
-    except UnicodeDecodeError:
-        raise InputError("standard input is not UTF-8 text") from None
+    lines = stdin_lines("give sentences as arguments or pipe them on stdin, one per line")
     if not any(line.strip() for line in lines):
         raise InputError("standard input held no lines to translate" + (" (only blank ones)" if lines else ""))
     return lines

@@ -14,12 +14,18 @@ def read_text(path: str | Path) -> str:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"file {path} does not exist")
+    return decode_text(path.read_bytes(), str(path))
+
+
+def decode_text(data: bytes, where: str) -> str:
+    """``data`` (the content of ``where``: a file, stdin) as UTF-8 text; invalid bytes or NUL bytes
+    (a binary file) are an InputError naming ``where``."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise InputError(f"{path} is not UTF-8 text (invalid byte at offset {e.start}); convert it to UTF-8") from None
+        raise InputError(f"{where} is not UTF-8 text (invalid byte at offset {e.start}); convert it to UTF-8") from None
     if "\x00" in text:
-        raise InputError(f"{path} looks like a binary file (it contains NUL bytes); give a UTF-8 text file")
+        raise InputError(f"{where} looks like a binary file (it contains NUL bytes); give UTF-8 text")
     return text
 
 

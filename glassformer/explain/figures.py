@@ -27,10 +27,15 @@ from ..errors import ConfigError, InputError
 from ..files import write_file_atomically
 from ..nn.positions import sinusoidal_table
 
-__all__ = ["MAX_CELLS", "attention_grid_figure", "block_average", "logit_lens_figure", "neuron_activation_figure",
-           "patch_attention_figure", "positional_encoding_figure", "range_labels", "saliency_figure", "save_figure"]
+__all__ = ["MAX_CELLS", "MAX_PE_D_MODEL", "MAX_PE_LENGTH", "attention_grid_figure", "block_average",
+           "figure_format", "logit_lens_figure", "neuron_activation_figure", "patch_attention_figure",
+           "positional_encoding_figure", "range_labels", "saliency_figure", "save_figure"]
 
 MAX_CELLS = 64          # per axis: longer inputs are averaged over blocks of positions
+# The positional-encoding figure draws its whole table; past these sizes the pixels are long used up,
+# and the table (length × d_model) would only cost memory and time.
+MAX_PE_LENGTH = 10_000
+MAX_PE_D_MODEL = 4096
 
 
 def _figure_class():
@@ -261,13 +266,14 @@ def _curve_dimensions(d_model: int) -> list[int]:
 
 def positional_encoding_figure(d_model: int = 128, length: int = 100, *, layout: str = "interleaved"):
     """The sinusoidal positional encoding (§3.5): its (length, d_model) table as a heatmap, and
-    dimensions 0, 1, 4, 5, d/2, d/2+1 … as curves over the positions.  d_model must be a positive
-    even number (a sine and a cosine per frequency), length positive."""
-    if isinstance(d_model, bool) or not isinstance(d_model, int) or d_model < 2 or d_model % 2:
-        raise InputError(f"d_model must be a positive even number (a sine and a cosine per frequency), "
-                         f"got {d_model}")
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise InputError(f"length must be a positive number of positions, got {length}")
+    dimensions 0, 1, 4, 5, d/2, d/2+1 … as curves over the positions.  d_model must be an even
+    number from 2 to MAX_PE_D_MODEL (a sine and a cosine per frequency), length from 1 to MAX_PE_LENGTH."""
+    if isinstance(d_model, bool) or not isinstance(d_model, int) or not 2 <= d_model <= MAX_PE_D_MODEL or d_model % 2:
+        raise InputError(f"d_model must be an even number from 2 to {MAX_PE_D_MODEL:,} (a sine and a cosine per "
+                         f"frequency), got {d_model}")
+    if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= MAX_PE_LENGTH:
+        raise InputError(f"length must be from 1 to {MAX_PE_LENGTH:,} positions (the heatmap is a few hundred "
+                         f"pixels wide; more cannot be told apart), got {length}")
     table = sinusoidal_table(length, d_model, layout)
     Figure = _figure_class()
     fig = Figure(figsize=(12, 4.5), dpi=100, layout="constrained")
@@ -290,9 +296,23 @@ def positional_encoding_figure(d_model: int = 128, length: int = 100, *, layout:
     return fig
 
 
+def figure_format(path: str | Path) -> str:
+    """The format a figure is written in to ``path``: its suffix (none: PNG).  A suffix matplotlib
+    cannot write is an InputError naming those it can, so that a caller can check before drawing."""
+    fmt = Path(path).suffix[1:].lower() or "png"
+    known = _figure_class()().canvas.get_supported_filetypes()
+    if fmt not in known:
+        common = [f for f in ("png", "svg", "pdf") if f in known]
+        names = ", ".join(common + sorted(set(known) - set(common)))
+        raise InputError(f"cannot write a figure as .{fmt} ({path}); give a file name ending in .png or another "
+                         f"format matplotlib writes: {names}")
+    return fmt
+
+
 def save_figure(fig, path: str | Path, *, dpi: int | None = None) -> Path:
-    """Write ``fig`` to ``path`` (format from the suffix, default PNG) atomically: into a temporary
-    file in the same folder, then renamed over ``path``.  The pixel size is figsize × dpi."""
+    """Write ``fig`` to ``path`` (format from the suffix, default PNG; see :func:`figure_format`)
+    atomically: into a temporary file in the same folder, then renamed over ``path``.  The pixel
+    size is figsize × dpi."""
     path = Path(path)
-    fmt = path.suffix[1:].lower() or "png"
+    fmt = figure_format(path)
     return write_file_atomically(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi if dpi is not None else fig.dpi))

@@ -165,7 +165,7 @@ def train_caption(dataset: str, settings: CaptionSettings, out_dir: str | Path, 
         lambda m: adamw(m, s.lr, s.weight_decay, (0.9, 0.999)),
         lambda opt: cosine_schedule(opt, s.warmup, s.steps, s.min_lr_ratio),
         caption_loss(s.label_smoothing), lambda m: evaluate_captions(m, valid_batches, run.device), save,
-        trainer_config(settings, run, max_steps=s.steps),
+        trainer_config(settings, run, max_steps=s.steps, rate_unit="caption tokens"),
         run.out_dir, run.device, world=run.world, fingerprint=fp,
         summary=summary("caption", model, run, data=f"strips of {s.min_digits}-{s.max_digits} digits from "
                         f"{pools['train']:,} training, {pools['valid']:,} validation and {pools['test']:,} test "

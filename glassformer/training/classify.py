@@ -306,7 +306,8 @@ def finetune_classify(
         lambda m: adamw(m, lr, settings.weight_decay, (0.9, 0.999)),
         lambda opt: fine_tuning_schedule(opt, settings.schedule, warmup, total),
         classify_loss, lambda m: evaluate_classifier(m, valid, settings.eval_batch_size, run.device), save,
-        trainer_config(settings, run, max_steps=total, eval_every=settings.eval_every or steps_per_epoch),
+        trainer_config(settings, run, max_steps=total, eval_every=settings.eval_every or steps_per_epoch,
+                       rate_unit="examples"),
         run.out_dir, run.device, world=run.world, fingerprint=fp,
         summary=summary("bert", model, run, data=f"{len(train):,} training and {len(valid):,} validation "
                         f"examples ({what})", batch=f"batch {settings.batch_size} × {settings.grad_accum} "

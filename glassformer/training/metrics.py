@@ -3,9 +3,10 @@
     {"kind": "train", "step": 100, "loss": 2.31, "lr": 0.0003, "grad_norm": 0.84, "tokens_per_s": 51200.0, "elapsed": 12.5}
     {"kind": "eval", "step": 500, "loss": 1.97, "ppl": 7.17}
 
-``kind`` is ``"train"`` (loss, lr, grad_norm, tokens_per_s, elapsed in seconds)
-or ``"eval"`` (loss, ppl and whatever else the evaluation measures).  Each
-record is appended and flushed as it is written, so the file can be read (or
+``kind`` is ``"train"`` (loss, lr, grad_norm, elapsed in seconds, and the rate in what the task
+counts: tokens_per_s for a GPT, target_tokens_per_s for a translator, masked_tokens_per_s for a
+BERT, caption_tokens_per_s, examples_per_s for a classifier, images_per_s for a ViT) or ``"eval"``
+(loss, ppl and whatever else the evaluation measures).  Each record is appended and flushed as it is written, so the file can be read (or
 plotted with ``glassformer plot RUN_DIR``) while the run goes on, and a run
 killed mid-write leaves at most one partial last line, which :meth:`MetricsLog.records`
 skips.  NaN and infinities are written as ``null``: the file stays valid JSON

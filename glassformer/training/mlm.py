@@ -164,7 +164,7 @@ def train_mlm(source: str | Path, settings: MLMSettings, out_dir: str | Path, *,
         lambda m: adamw(m, settings.lr, settings.weight_decay, settings.betas),
         lambda opt: cosine_schedule(opt, settings.warmup, settings.steps, settings.min_lr_ratio),
         mlm_loss, lambda m: evaluate_mlm(m, val_batches, run.device), save,
-        trainer_config(settings, run, max_steps=settings.steps),
+        trainer_config(settings, run, max_steps=settings.steps, rate_unit="masked tokens"),
         run.out_dir, run.device, world=run.world, fingerprint=fp,
         summary=summary("bert (masked LM)", model, run,
                         data=f"{n_train:,} training and {n_val:,} validation windows of {block} tokens "

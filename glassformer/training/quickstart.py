@@ -29,10 +29,12 @@ from typing import Any, Sequence
 import torch
 
 from ..data.numbers import NumberCorpus, number_corpus, number_ranges, range_label
-from ..files import write_text_atomically
+from ..errors import ConfigError, GlassformerError
+from ..files import read_json, write_text_atomically
 from ..model_dir import load_model_dir
 from ..generation.translation import score, translate
 from .averaging import average_checkpoints
+from .checkpoints import existing_run
 from .translation import TranslationSettings, train_translation
 
 QUICKSTART_MODEL = dict(d_model=128, n_heads=4, encoder_layers=3, decoder_layers=3, d_ff=512, dropout=0.1,
@@ -128,13 +130,19 @@ def run_quickstart(
     sample of the larger ranges, see :func:`seen_numbers`) and on the held-out test numbers.
     """
     out_dir = Path(out_dir)
-    if (out_dir / "results.json").is_file() and (out_dir / "last").is_dir():
+    if _finished_quickstart(out_dir):
         # The demo is meant to be run again: a previous quickstart run (recognised by its results) is replaced.
-        # Any other run directory is refused by the trainer, as for `train translation`.
+        # Any other run directory is refused below, before any work.
         print(f"Replacing the previous quickstart run in {out_dir}", flush=True)
         for name in ("best", "last", "checkpoints", "log.jsonl", "results.json"):
             target = out_dir / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    found = existing_run(out_dir) if out_dir.is_dir() else None
+    if found:
+        # Refused before the corpus is built; quickstart has no --resume (its corpus is built, not read from files).
+        raise ConfigError(f"{out_dir} already holds {found}, which quickstart cannot continue; give quickstart another "
+                          f"--out (or delete {out_dir}); a `train translation` run there continues with: "
+                          f"glassformer train translation --resume {out_dir} --src ... --tgt ... (its own files)")
     started = time.perf_counter()
     print(f"Building the {src_lang}→{tgt_lang} number corpus (0..{max_number:,}; train/valid/test disjoint) ...",
           flush=True)
@@ -197,6 +205,19 @@ def run_quickstart(
         print(f"Training was {run.result.stop_note}; the figures above are for that shorter training.")
     print(f"Total time {result['total_seconds']:.0f}s")
     return result
+
+
+def _finished_quickstart(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds a finished quickstart run: ``last/`` and a results.json with the per-range
+    scores (a ViT or caption run writes a results.json too; that run is not replaced)."""
+    results = out_dir / "results.json"
+    if not (results.is_file() and (out_dir / "last").is_dir()):
+        return False
+    try:
+        saved = read_json(results)
+    except GlassformerError:
+        return False
+    return isinstance(saved, dict) and "by_range" in saved
 
 
 def _examples(numbers: Sequence[int], ranges: Sequence[range], k: int) -> list[int]:

@@ -79,7 +79,9 @@ class TrainerConfig:
     clip_norm: float | None = 1.0
     log_every: int = 10
     keep_checkpoints: int = 0            # step-* directories kept for checkpoint averaging
-    progress: bool = True
+    progress: bool = True                # False: print nothing but warnings (log.jsonl is written all the same)
+    rate_unit: str = "tokens"            # what a batch's n_tokens counts, plural: the progress line shows
+                                         # "N <rate_unit>/s", log.jsonl's "train" records "<rate_unit>_per_s"
     time_limit: float | None = None      # seconds; stop early (with a final evaluation) if exceeded
     precision: str = "fp32"              # fp32 | bf16 | fp16 (resolved: see training.precision)
     compile: bool = False                # torch.compile the model
@@ -241,13 +243,14 @@ class Trainer:
         self.log = MetricsLog(self.run_dir, tensorboard=cfg.tensorboard) if main else None
         if resume and self.log:
             self.log.truncate_after(self.step)
-        if main and self.summary:
+        if main and cfg.progress and self.summary:
             print(self.summary + (f"; resuming at step {self.step}" if resume else ""), flush=True)
         start = time.perf_counter()
         plain = not sys.stderr.isatty()                 # a log file or CI: plain lines, not a redrawn bar
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and main and not plain),
                    unit="step", dynamic_ncols=True)
         window_tokens, window_start, running = 0.0, time.perf_counter(), None
+        rate_key = cfg.rate_unit.replace(" ", "_") + "_per_s"          # tokens_per_s, images_per_s ...
         skipped_seen = int(self._skipped)
         with _signals_saved(self):
             while self.step < cfg.max_steps:
@@ -267,8 +270,7 @@ class Trainer:
                     lr = self.optimizer.param_groups[0]["lr"]
                     loss_value = float(distributed.all_sum(running, self.world)) / self.world.size
                     record = {"loss": loss_value, "lr": lr, "grad_norm": float(norm),
-                              "tokens_per_s": window_tokens / max(now - window_start, 1e-9),
-                              "elapsed": now - start}
+                              rate_key: window_tokens / max(now - window_start, 1e-9), "elapsed": now - start}
                     skipped = int(self._skipped)
                     if skipped > skipped_seen and main:
                         bar.write(f"step {int(self._last_bad)}: non-finite loss or gradient; the step was skipped "
@@ -276,12 +278,11 @@ class Trainer:
                     skipped_seen = skipped
                     if main:
                         self.log.write("train", self.step, **record, skipped=skipped)
+                        rate = f"{record[rate_key]:,.0f} {cfg.rate_unit}/s"
                         if cfg.progress and plain:
                             print(f"step {self.step}/{cfg.max_steps}  loss {loss_value:.4f}  lr {lr:.3g}  "
-                                  f"grad norm {record['grad_norm']:.3g}  {record['tokens_per_s']:,.0f} tok/s",
-                                  flush=True)
-                        bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}",
-                                        tok_s=f"{record['tokens_per_s']:,.0f}")
+                                  f"grad norm {record['grad_norm']:.3g}  {rate}", flush=True)
+                        bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", rate=rate)
                     window_tokens, window_start = 0.0, now
                 out_of_time = cfg.time_limit is not None and time.perf_counter() - start > cfg.time_limit
                 if self.world.active and cfg.time_limit is not None:
@@ -300,7 +301,7 @@ class Trainer:
                                               f"continue with --resume {self.run_dir}", code)
                 if out_of_time and self.step < cfg.max_steps:
                     result.time_limited = True
-                    if main:
+                    if main and cfg.progress:
                         bar.write(f"time limit of {cfg.time_limit:.0f}s reached after {self.step} steps")
                     break
         bar.close()
@@ -327,6 +328,7 @@ class Trainer:
         self.result.history.append(metrics)
         if self.world.main:
             self.log.write("eval", self.step, **{k: v for k, v in metrics.items() if k != "step"})
+        if self.world.main and self.config.progress:
             bar.write("eval " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                           for k, v in metrics.items()))
         improved = math.isfinite(metrics["loss"]) and metrics["loss"] < self.result.best_loss

@@ -159,7 +159,7 @@ def train_translation(
         model, paper_adam, lambda opt: noam_schedule(opt, config.d_model, settings.warmup, settings.lr_factor),
         translation_loss(settings.label_smoothing),
         lambda m: validation(m, valid_batches, settings.label_smoothing, run.device), save,
-        trainer_config(settings, run, max_steps=settings.steps, eval_every=eval_every),
+        trainer_config(settings, run, max_steps=settings.steps, eval_every=eval_every, rate_unit="target tokens"),
         run.out_dir, run.device, world=run.world, fingerprint=fp,
         summary=summary("transformer", model, run, data=f"{len(train):,} training and {len(valid):,} validation "
                         "sentence pairs", batch=f"batches of up to {settings.max_tokens:,} tokens × "

@@ -118,7 +118,7 @@ def train_vit(dataset: str | Path, settings: ViTSettings, out_dir: str | Path, *
         lambda m: adamw(m, settings.lr, settings.weight_decay, (0.9, 0.999)),
         lambda opt: cosine_schedule(opt, settings.warmup, settings.steps, settings.min_lr_ratio),
         image_loss, lambda m: evaluate_images(m, valid_batches, run.device), save,
-        trainer_config(settings, run, max_steps=settings.steps),
+        trainer_config(settings, run, max_steps=settings.steps, rate_unit="images"),
         run.out_dir, run.device, world=run.world, fingerprint=fp,
         summary=summary("vit", model, run, data=f"{len(parts.train.labels):,} training, {len(parts.valid.labels):,} "
                         f"validation and {len(parts.test.labels):,} test images of {channels}×{size}×{size}, "

@@ -7,7 +7,8 @@ training and evaluation.  Then reads the run's ``runs/quickstart/results.json``
 and writes ``benchmarks/results/quickstart.{json,md}``: wall time, training
 time and steps, whether the time limit cut training, exact match / BLEU /
 chrF on the held-out test set, exact match per range on numbers seen in
-training and on held-out ones, and the machine (CPU, threads, torch, load).
+training and on held-out ones, the same on their spoken forms ("hundert" for
+"einhundert"), and the machine (CPU, threads, torch, load).
 
     python benchmarks/bench_quickstart.py              # fresh clone + make demo (the README's figures)
     python benchmarks/bench_quickstart.py --no-clone   # glassformer quickstart in this checkout (a quick check)
@@ -71,7 +72,10 @@ def markdown(result: dict[str, Any]) -> str:
         "| range | seen in training: exact match % | numbers | held out: exact match % | numbers |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for label, parts in q["by_range"].items():
+    rows = dict(q["by_range"])
+    if "spoken_forms" in q:                   # the spoken forms of those numbers, all ranges together
+        rows['spoken forms ("hundert" for "einhundert")'] = q["spoken_forms"]
+    for label, parts in rows.items():
         seen, held = parts["seen"], parts["held_out"]
         lines.append(f"| {label} | {fmt(seen['exact_match'])} | {seen['n']:,} | {fmt(held['exact_match'])} | "
                      f"{held['n']:,} |")

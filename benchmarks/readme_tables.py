@@ -128,6 +128,7 @@ DEMO_FIELDS = {
     "bleu": ("quickstart.bleu", "bleu"),
     "chrf": ("quickstart.chrf", "chrf"),
     "by_range": ("quickstart.by_range", "by_range"),
+    "spoken_forms": ("quickstart.spoken_forms", "spoken_forms"),
     "train_steps": ("quickstart.train_steps", "train_steps"),
     "max_steps": ("quickstart.max_steps", "max_steps"),
     "time_limited": ("quickstart.time_limited", "time_limited"),
@@ -181,6 +182,8 @@ def render_demo(results: Path) -> str:
         rows += [(f"exact match on {name}", _range_cell(value)) for name, value in f["by_range"].items()]
     else:
         rows.append(("exact match per range of numbers (seen in training / held out)", MISSING))
+    rows.append(('exact match on spoken forms ("hundert" for "einhundert", all ranges)',
+                 _range_cell(f["spoken_forms"])))
     training = []
     if _is_num(f["train_steps"]):
         training.append(f"{num(f['train_steps'])}" + (f" of {num(f['max_steps'])}" if _is_num(f["max_steps"]) else "")

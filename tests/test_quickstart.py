@@ -80,12 +80,13 @@ def test_corpus_n_train_draws_from_the_rest():
 def test_training_pairs_repeat_the_small_numbers(corpus):
     pairs = training_pairs(corpus, {100: 4, 1000: 2})
     train = corpus.numbers["train"]
-    assert len(pairs) == len(train) + 3 * sum(n < 100 for n in train) + sum(100 <= n < 1000 for n in train)
+    every = train + corpus.spoken_numbers["train"]                            # written forms, then spoken ones
+    assert len(pairs) == len(every) + 3 * sum(n < 100 for n in every) + sum(100 <= n < 1000 for n in every)
     seven, three_hundred = next(n for n in train if n < 100), next(n for n in train if 100 <= n < 1000)
     assert pairs.count((spell(seven, "de"), spell(seven, "en"))) == 4
     assert pairs.count((spell(three_hundred, "de"), spell(three_hundred, "en"))) == 2
     assert pairs[:len(train)] == corpus.train                                  # every pair once, in order, first
-    assert training_pairs(corpus, {}) == corpus.train
+    assert training_pairs(corpus, {}) == corpus.train + corpus.spoken["train"]
 
 
 def test_seen_numbers_cover_small_ranges_and_sample_large_ones(corpus):
@@ -135,6 +136,9 @@ def test_run_quickstart_toy_scale_reports_ranges(tmp_path, capsys):
         for part in ("seen", "held_out"):
             assert 0.0 <= parts[part]["exact_match"] <= 100.0
             assert f"{parts[part]['exact_match']:6.2f}% of {parts[part]['n']:>4}" in stdout
+    spoken = saved["spoken_forms"]                                             # "hundertzwei" for "einhundertzwei"
+    assert spoken["held_out"]["n"] == 20 and spoken["seen"]["n"] == 80 - in_valid[1]
+    assert "spoken forms" in stdout and "Some held-out spoken forms:" in stdout
     assert "time limit" not in stdout
 
 

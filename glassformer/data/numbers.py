@@ -15,6 +15,13 @@ floor (``min_test_per_range``, at most ``max_test_fraction`` of the range).  The
 test figures per range are then measured on numbers never seen in training,
 and the overall test figure is a slightly small-number-heavy mix of them.
 
+People do not always write what ``num2words`` writes: German says 100 and 1,000
+as "hundert" / "tausend" as often as "einhundert" / "eintausend", and likewise
+inside numbers ("hunderteins", "tausendzweihundert", "zweitausendhundert").
+Every number with such a form has them in its split's ``spoken`` pairs (the
+written form stays in ``train`` / ``valid`` / ``test``), so the held-out
+spoken forms belong to numbers never seen in training in any form.
+
 Zero is always in training: "null" / "zero" occur in no other number, so no
 model could translate it without having seen it, and holding it out would
 test luck, not generalisation.  Every other number's words also occur inside
@@ -24,8 +31,10 @@ number tests.
 
 from __future__ import annotations
 
+import itertools
 import random
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from num2words import CONVERTER_CLASSES, num2words
@@ -35,16 +44,40 @@ from ..errors import ConfigError
 
 @dataclass
 class NumberCorpus:
-    """Parallel splits; train, valid and test hold disjoint numbers (``numbers[split]`` aligned with the pairs)."""
+    """Parallel splits; train, valid and test hold disjoint numbers (``numbers[split]`` aligned with the pairs).
+
+    ``spoken[split]``: the spoken forms (:func:`spoken_forms`) of that split's numbers as source, with the
+    same target, ``spoken_numbers[split]`` aligned with them; empty lists for a source language without any."""
 
     train: list[tuple[str, str]]
     valid: list[tuple[str, str]]
     test: list[tuple[str, str]]
     numbers: dict[str, list[int]]
+    spoken: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    spoken_numbers: dict[str, list[int]] = field(default_factory=dict)
 
 
 def spell(n: int, lang: str) -> str:
     return num2words(n, lang=lang)
+
+
+# German: "ein" before "hundert" or "tausend" where it counts one hundred or one thousand, i.e. where a number
+# part starts (the word's start, after a space, after "tausend"), may be left out: "einhunderteins" ->
+# "hunderteins", "zweitausendeinhundert" -> "zweitausendhundert".  Not elsewhere: in "hunderteintausend"
+# (101,000) the "ein" counts the thousands after "hundert", and "hunderttausend" is 100,000.
+_GERMAN_ONE = re.compile(r"(?:^|(?<=\s)|(?<=tausend))ein(?=hundert|tausend)")
+
+
+def spoken_forms(written: str, lang: str) -> list[str]:
+    """The other ways people write a number that :func:`spell` writes ``written`` in ``lang``, e.g. German
+    1,100 ``eintausendeinhundert`` -> ``["eintausendhundert", "tausendeinhundert", "tausendhundert"]``
+    (every "ein" of one hundred / one thousand left out or kept, at least one left out); ``[]`` for a
+    number or a language with none."""
+    if lang != "de":
+        return []
+    first, *rest = _GERMAN_ONE.split(written)               # the text around each "ein" that may go
+    return [first + "".join(one + piece for one, piece in zip(ones, rest))
+            for ones in itertools.product(("ein", ""), repeat=len(rest)) if "" in ones]
 
 
 def number_ranges(max_number: int) -> list[range]:
@@ -106,6 +139,7 @@ def number_corpus(
     ``n_train`` of them.  ``always_train`` numbers are never drawn for test or
     validation (and are in train unless ``n_train`` leaves them out).  Each
     split is in a seeded random order; the same arguments give the same corpus.
+    Each split's spoken forms (``spoken``) are those of its own numbers, every one of them.
     """
     for lang in (src_lang, tgt_lang):
         if lang not in CONVERTER_CLASSES:
@@ -139,4 +173,8 @@ def number_corpus(
         rng.shuffle(numbers)
     parts["train"] = parts["train"][:n_train]
     pairs = {name: [(spell(n, src_lang), spell(n, tgt_lang)) for n in nums] for name, nums in parts.items()}
-    return NumberCorpus(pairs["train"], pairs["valid"], pairs["test"], parts)
+    spoken = {name: [(n, (form, tgt)) for n, (src, tgt) in zip(nums, pairs[name])
+                     for form in spoken_forms(src, src_lang)] for name, nums in parts.items()}
+    return NumberCorpus(pairs["train"], pairs["valid"], pairs["test"], parts,
+                        spoken={name: [pair for _, pair in rows] for name, rows in spoken.items()},
+                        spoken_numbers={name: [n for n, _ in rows] for name, rows in spoken.items()})

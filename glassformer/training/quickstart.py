@@ -6,7 +6,9 @@ disjoint numbers; the test set is stratified by magnitude, see
 recipe (label smoothing, Adam with the warm-up schedule, checkpoint
 averaging), then reports exact match and sacreBLEU on the held-out test
 numbers, exact match per range (0–99, 100–999, ...) on numbers seen in
-training and on held-out ones, and saves the model::
+training and on held-out ones, the same on the spoken forms ("hundert",
+"zweitausendhundert" for num2words' "einhundert", "zweitausendeinhundert";
+trained on beside the written ones), and saves the model::
 
     OUT/best/          the model evaluated: the average of the last checkpoints
     OUT/last/          the weights after the last step
@@ -19,6 +21,7 @@ The recipe's constants below were chosen by measurement; the figures live in
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import shutil
@@ -59,16 +62,19 @@ SEEN_PER_RANGE = 1000               # seen numbers evaluated per range: all of 0
 
 
 def training_pairs(corpus: NumberCorpus, copies: dict[int, int] | None = None) -> list[tuple[str, str]]:
-    """The training pairs, those of small numbers several times: a number below the smallest limit of
-    ``copies`` that exceeds it is present ``copies[limit]`` times (default :data:`SMALL_NUMBER_COPIES`)."""
+    """The training pairs, written forms then spoken ones, those of small numbers several times: a pair of a
+    number below the smallest limit of ``copies`` that exceeds it is present ``copies[limit]`` times (default
+    :data:`SMALL_NUMBER_COPIES`)."""
     copies = SMALL_NUMBER_COPIES if copies is None else copies
     limits = sorted(copies)
+    pairs = list(corpus.train) + corpus.spoken.get("train", [])
+    numbers = corpus.numbers["train"] + corpus.spoken_numbers.get("train", [])
     extra = []
-    for pair, n in zip(corpus.train, corpus.numbers["train"]):
+    for pair, n in zip(pairs, numbers):
         limit = next((limit for limit in limits if n < limit), None)
         if limit is not None:
             extra += [pair] * (copies[limit] - 1)
-    return list(corpus.train) + extra
+    return pairs + extra
 
 
 def seen_numbers(corpus: NumberCorpus, ranges: Sequence[range], per_range: int = SEEN_PER_RANGE,
@@ -89,6 +95,14 @@ def seen_numbers(corpus: NumberCorpus, ranges: Sequence[range], per_range: int =
     return numbers, [pair_of[n] for n in numbers]
 
 
+def exact_match(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
+    """``{"n": how many, "exact_match": % of hypotheses equal to their reference}`` (``None`` for none)."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses and {len(references)} references; they must align")
+    right = sum(hyp.strip() == ref.strip() for hyp, ref in zip(hypotheses, references))
+    return {"n": len(references), "exact_match": round(100.0 * right / len(references), 2) if references else None}
+
+
 def exact_match_by_range(numbers: Sequence[int], hypotheses: Sequence[str], references: Sequence[str],
                          ranges: Sequence[range]) -> dict[str, dict[str, float]]:
     """Exact match (%) per range: ``{"0-99": {"n": 20, "exact_match": 95.0}, ...}``; a range with no
@@ -96,16 +110,14 @@ def exact_match_by_range(numbers: Sequence[int], hypotheses: Sequence[str], refe
     if not len(numbers) == len(hypotheses) == len(references):
         raise ValueError(f"{len(numbers)} numbers, {len(hypotheses)} hypotheses and {len(references)} references; "
                          "they must align")
-    right = [0] * len(ranges)
-    count = [0] * len(ranges)
+    by_range: list[list[tuple[str, str]]] = [[] for _ in ranges]
     for n, hyp, ref in zip(numbers, hypotheses, references):
         i = next((i for i, r in enumerate(ranges) if n in r), None)
         if i is None:
             raise ValueError(f"number {n} is in none of the ranges {[range_label(r) for r in ranges]}")
-        count[i] += 1
-        right[i] += hyp.strip() == ref.strip()
-    return {range_label(r): {"n": c, "exact_match": round(100.0 * k / c, 2) if c else None}
-            for r, c, k in zip(ranges, count, right)}
+        by_range[i].append((hyp, ref))
+    return {range_label(r): exact_match([h for h, _ in pairs], [t for _, t in pairs])
+            for r, pairs in zip(ranges, by_range)}
 
 
 def run_quickstart(
@@ -127,7 +139,9 @@ def run_quickstart(
     Returns what ``out_dir/results.json`` holds: the test set's exact match, BLEU and chrF, training and
     decoding times, ``train_steps`` of ``max_steps`` (``time_limited`` if the time limit cut training)
     and ``by_range``: exact match per range on numbers seen in training (all of those below 1,000, a
-    sample of the larger ranges, see :func:`seen_numbers`) and on the held-out test numbers.
+    sample of the larger ranges, see :func:`seen_numbers`) and on the held-out test numbers;
+    ``spoken_forms``: the same, all ranges together, on the spoken forms of those seen and held-out
+    numbers (:func:`~glassformer.data.numbers.spoken_forms`; ``n`` 0 for a source language without any).
     """
     out_dir = Path(out_dir)
     if _finished_quickstart(out_dir):
@@ -156,7 +170,7 @@ def run_quickstart(
                                       "time_limit": QUICKSTART_TIME_LIMIT if time_limit is None else time_limit,
                                       "progress": progress,
                                       **({"steps": steps} if steps is not None else {})})
-    run = train_translation(training_pairs(corpus), corpus.valid, settings, out_dir)
+    run = train_translation(training_pairs(corpus), corpus.valid + corpus.spoken["valid"], settings, out_dir)
 
     # This run's checkpoints (the trainer keeps the last keep_checkpoints of them), newest last.
     averaged = [out_dir / "checkpoints" / f"step-{h['step']:08d}" for h in run.result.history][-AVERAGE_LAST:]
@@ -165,7 +179,10 @@ def run_quickstart(
         average_checkpoints(out_dir / "best", averaged)
     best = load_model_dir(out_dir / "best", device=next(run.model.parameters()).device)
     seen, seen_pairs = seen_numbers(corpus, ranges, seed=seed)
-    pairs = corpus.test + seen_pairs
+    seen_set = set(seen)
+    spoken_seen = [pair for n, pair in zip(corpus.spoken_numbers["train"], corpus.spoken["train"]) if n in seen_set]
+    groups = [corpus.test, seen_pairs, corpus.spoken["test"], spoken_seen]
+    pairs = [pair for group in groups for pair in group]
     references = [t for _, t in pairs]
     # A hypothesis longer than every reference cannot be right: decoding stops a few tokens past the longest one
     # (an undertrained model would otherwise run each sentence to the model's maximum length).
@@ -174,10 +191,11 @@ def run_quickstart(
     hypotheses = translate(best.model, best.src_tokenizer, best.tokenizer, [s for s, _ in pairs], batch_size=256,
                            max_len_a=0.0, max_len_b=longest + 8, decode_options=decode_options)
     decode_seconds = time.perf_counter() - t0
-    n = len(corpus.test)
-    result = score(hypotheses[:n], references[:n])
-    held_out = exact_match_by_range(corpus.numbers["test"], hypotheses[:n], references[:n], ranges)
-    seen_scores = exact_match_by_range(seen, hypotheses[n:], references[n:], ranges)
+    test_hyps, seen_hyps, spoken_hyps, spoken_seen_hyps = _cut(hypotheses, groups)
+    test_refs, seen_refs, spoken_refs, spoken_seen_refs = _cut(references, groups)
+    result = score(test_hyps, test_refs)
+    held_out = exact_match_by_range(corpus.numbers["test"], test_hyps, test_refs, ranges)
+    seen_scores = exact_match_by_range(seen, seen_hyps, seen_refs, ranges)
     result.update(train_steps=run.result.steps, max_steps=run.result.max_steps, time_limited=run.result.time_limited,
                   train_seconds=round(run.result.seconds, 1), decode_seconds=round(decode_seconds, 2),
                   total_seconds=round(time.perf_counter() - started, 1),
@@ -185,20 +203,26 @@ def run_quickstart(
                   model=(f"average of the checkpoints of steps {', '.join(str(int(p.name[5:])) for p in averaged)}"
                          if averaged else "lowest validation loss"),
                   decoding={k: v for k, v in (decode_options or {}).items() if v is not None},
-                  by_range={label: {"seen": seen_scores[label], "held_out": held_out[label]} for label in held_out})
+                  by_range={label: {"seen": seen_scores[label], "held_out": held_out[label]} for label in held_out},
+                  spoken_forms={"seen": exact_match(spoken_seen_hyps, spoken_seen_refs),
+                                "held_out": exact_match(spoken_hyps, spoken_refs)})
 
     print(f"\nTest set ({result['sentences']:,} numbers never seen in training):")
     print(f"  exact match {result['exact_match']:.2f}%   sacreBLEU {result['bleu']:.2f}   chrF {result['chrf']:.2f}")
     print("Exact match by range:   seen in training      held out (never in training)")
-    for label, parts in result["by_range"].items():
+    rows = dict(result["by_range"], **({"spoken forms": result["spoken_forms"]} if corpus.spoken["test"] else {}))
+    for label, parts in rows.items():
         print(f"  {label:>12}  " + "      ".join(f"{_percent(parts[k])} of {parts[k]['n']:>4}"
                                                 for k in ("seen", "held_out")))
+    if corpus.spoken["test"]:
+        print('  (spoken forms: "hundert", "tausend" for "einhundert", "eintausend", inside numbers too)')
     print("Some held-out translations:")
     sources = [s for s, _ in corpus.test]
-    for i in _examples(corpus.numbers["test"], ranges, 6):
-        mark = "✓" if hypotheses[i] == references[i] else "✗"
-        print(f"  {mark} {sources[i]}\n      → {hypotheses[i]}"
-              + ("" if hypotheses[i] == references[i] else f"\n      (reference: {references[i]})"))
+    _show(_examples(corpus.numbers["test"], ranges, 6), sources, test_hyps, test_refs)
+    if corpus.spoken["test"]:
+        print("Some held-out spoken forms:")
+        _show(_examples(corpus.spoken_numbers["test"], ranges, 3), [s for s, _ in corpus.spoken["test"]],
+              spoken_hyps, spoken_refs)
     write_text_atomically(out_dir / "results.json", json.dumps(result, indent=2) + "\n")
     print(f"\nModel saved to {out_dir / 'best'}  (try: glassformer translate {out_dir / 'best'} \"{sources[0]}\")")
     if run.result.time_limited:
@@ -225,6 +249,20 @@ def _examples(numbers: Sequence[int], ranges: Sequence[range], k: int) -> list[i
     firsts = [next((i for i, n in enumerate(numbers) if n in r), None) for r in ranges]
     chosen = [i for i in firsts if i is not None]
     return (chosen + [i for i in range(len(numbers)) if i not in chosen])[:k]
+
+
+def _cut(items: Sequence[str], groups: Sequence[Sequence[Any]]) -> list[Sequence[str]]:
+    """``items``, aligned with the groups' elements one group after the other, cut into one piece per group."""
+    bounds = list(itertools.accumulate(map(len, groups), initial=0))
+    return [items[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def _show(indices: Sequence[int], sources: Sequence[str], hypotheses: Sequence[str],
+          references: Sequence[str]) -> None:
+    for i in indices:
+        mark = "✓" if hypotheses[i] == references[i] else "✗"
+        print(f"  {mark} {sources[i]}\n      → {hypotheses[i]}"
+              + ("" if hypotheses[i] == references[i] else f"\n      (reference: {references[i]})"))
 
 
 def _percent(part: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 from .errors import CheckpointError, ConfigError
-from .files import read_json, write_atomically
+from .files import read_json, why_unreadable, write_atomically
 from .models import build_model, config_from_dict
 from .models.config import ModelConfig
 from .tokenizers import Tokenizer
@@ -74,8 +74,8 @@ def save_model_dir(
 
 def read_config(path: str | Path) -> ModelConfig:
     path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"model directory {path} does not exist (expected a folder with {CONFIG} and {WEIGHTS})")
+    if why := why_unreadable(path, folder=True):
+        raise CheckpointError(f"model directory {path} {why} (expected a folder with {CONFIG} and {WEIGHTS})")
     cfg_file = path / CONFIG
     if not cfg_file.is_file():
         raise CheckpointError(f"{cfg_file} is missing; a model directory needs {CONFIG} and {WEIGHTS}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shutil
 import sys
 import tempfile
@@ -180,6 +181,34 @@ def saved_run(run_dir: Path) -> dict:
 
 
 # -- the run directory ---------------------------------------------------------------------------
+def check_output_dir(path: str | Path, *, force: bool, reading=()) -> Path:
+    """Refuse, before any work, a model directory to write at ``path`` whose replacement would destroy
+    what a user has: a file or a non-empty directory (unless ``force``), and even with ``force`` a
+    training run, the current directory or a mount point (neither can be renamed away), or a
+    directory that is or holds one of the directories ``reading`` (what the command reads)."""
+    from ..training.checkpoints import existing_run
+
+    out = Path(path)
+    where, cwd = out.resolve(), Path.cwd().resolve()
+    unmovable = ("the current directory" if where == cwd else "a folder above the current directory"
+                 if where in cwd.parents else "a mount point" if os.path.ismount(where) else None)
+    if unmovable:
+        raise ConfigError(f"cannot write {out}: it is {unmovable}, which cannot be replaced (not even with "
+                          f"--force); name a new directory, e.g. {out / 'model'}")
+    for source in reading:
+        if where == Path(source).resolve() or where in Path(source).resolve().parents:
+            raise ConfigError(f"cannot write {out}: it is or holds {source}, which this command reads; "
+                              "choose another directory")
+    if out.is_dir() and (run := existing_run(out)):
+        raise ConfigError(f"{out} holds {run}; it is never replaced (not even with --force): choose another directory")
+    if out.exists() and not out.is_dir() and not out.is_file():
+        raise ConfigError(f"cannot write {out}: it is not a regular file or directory (a device, pipe or socket)")
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())) or force:
+        return out
+    kind = "a directory that is not empty" if out.is_dir() else "a file"
+    raise ConfigError(f"{out} already exists and is {kind}; --force replaces it")
+
+
 def saved_models(path: Path) -> list[Path]:
     """Model directories (with a config.json) under ``path``; temporary ``.name.tmp-*`` ones do not count:
     a model directory is renamed into place only once it is complete."""
@@ -233,5 +262,5 @@ class fresh_output_dir:
             shutil.rmtree(self.created, ignore_errors=True)
 
 
-__all__ = ["add_run_flags", "run_flags", "resume_dir", "saved_run", "train_settings", "RUN_FLAGS", "fresh_output_dir", "saved_models", "positive_int", "non_negative_int", "positive_float", "preset_help",
+__all__ = ["check_output_dir", "add_run_flags", "run_flags", "resume_dir", "saved_run", "train_settings", "RUN_FLAGS", "fresh_output_dir", "saved_models", "positive_int", "non_negative_int", "positive_float", "preset_help",
            "setting_defaults", "note", "DEVICE_HELP", "CORPUS_CHOICES", "CORPUS_HELP"]

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import CheckpointError, InputError
-from ..files import write_bytes_atomically
+from ..files import why_unreadable, write_bytes_atomically
 from .common import DEVICE_HELP, positive_int
 
 OUTPUT_KINDS = (".npy", ".jsonl")
@@ -57,12 +57,10 @@ def _add_common(p) -> None:
 # -- reading ---------------------------------------------------------------------------------------
 def read_lines(path: str, what: str = "file") -> list[str]:
     """One text per line of a UTF-8 file; a blank line is refused with its number."""
+    if why := why_unreadable(path):
+        raise InputError(f"{what} {path} {why}")
     try:
         content = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"{what} {path} is a directory; expected a text file") from None
     except UnicodeDecodeError:
         raise InputError(f"{what} {path} is not UTF-8 text") from None
     lines = content.split("\n")              # not splitlines(): its extra separators would shift line numbers

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import CheckpointError, InputError
+from ..files import why_unreadable
 from .common import (CORPUS_CHOICES, CORPUS_HELP, COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags,
                      add_run_flags, fresh_output_dir, positive_int, preset_help, setting_defaults, train_settings)
 
@@ -92,10 +93,10 @@ def train_lm_cmd(args) -> int:
 def _read_prompts(args) -> list[str]:
     prompts = list(args.prompt)
     if args.prompts_file:
+        if why := why_unreadable(args.prompts_file):
+            raise InputError(f"prompts file {args.prompts_file} {why}")
         try:
             prompts += Path(args.prompts_file).read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise InputError(f"prompts file {args.prompts_file} does not exist") from None
         except UnicodeDecodeError:
             raise InputError(f"prompts file {args.prompts_file} is not UTF-8 text") from None
         if not prompts:

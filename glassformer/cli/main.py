@@ -14,10 +14,13 @@ command is found first, then its own parser reads the rest with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import os
+import signal
 import sys
+import threading
 
 from ..errors import GlassformerError
 
@@ -117,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         args.help_of.print_help()
         return 2
     try:
-        return args.func(args) or 0
+        with _sigterm_interrupts():
+            return args.func(args) or 0
     except KeyboardInterrupt as e:         # Ctrl-C, or training's TrainingInterrupted (which says what it saved)
         print(f"glassformer: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
         return getattr(e, "exit_code", 130)
@@ -134,6 +138,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"glassformer: {prefix}: {message}" + ("" if known else " (rerun with --debug for the traceback)"),
               file=sys.stderr)
         return 2 if known else 1
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM outside training: the command stops as Ctrl-C stops it, exit status 143."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """While a command runs, SIGTERM raises :class:`_Terminated` (a KeyboardInterrupt) instead of ending
+    the process on the spot, so what the command was writing is cleaned up (a run directory that saved
+    no model is removed) and it leaves with one line.  Training installs its own handler while it
+    trains (finish the step, save, stop) and puts this one back after."""
+    if threading.current_thread() is not threading.main_thread():   # only the main thread may set handlers
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise _Terminated("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def entry() -> None:

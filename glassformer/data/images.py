@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, InputError
+from ..files import why_unreadable
 from .batching import to_device
 from .streams import EpochBatches
 
@@ -98,13 +99,13 @@ def load_image(path: str | Path | bytes | BinaryIO, channels: int, size: int | N
         source, path = path, "the image"
     else:
         source = path = Path(path)
+        if why := why_unreadable(path):
+            raise InputError(f"{path} {why}")
     try:
         with Image.open(source) as image:
             image = image.convert("L" if channels == 1 else "RGB")
             pixels = torch.from_numpy(np.asarray(image, dtype=np.float32).copy())   # (H, W) or (H, W, 3)
             width, height = image.size
-    except FileNotFoundError:
-        raise InputError(f"{path} does not exist") from None
     except (UnidentifiedImageError, OSError) as e:
         why = str(e).splitlines()[0] if isinstance(source, Path) else "not an image file Pillow reads: PNG, JPEG, ..."
         raise InputError(f"{path} cannot be decoded as an image ({why})") from None

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..files import why_unreadable
 from .batching import to_device
 from .parallel import read_text
 
@@ -81,8 +82,8 @@ def read_corpus(source: str | Path) -> list[str]:
             if not files:
                 raise InputError(f"folder {path} holds no files; give a text file or a folder of text files")
         else:
-            raise InputError(f"{path} does not exist; give a text file, a folder of text files or a built-in corpus "
-                             f"({', '.join(map(repr, BUILTIN_CORPORA))})")
+            raise InputError(f"{path} {why_unreadable(path)}; give a text file, a folder of text files or a built-in "
+                             f"corpus ({', '.join(map(repr, BUILTIN_CORPORA))})")
         texts = [read_text(p) for p in files]
     if not any(t.strip() for t in texts):
         raise InputError(f"{source} holds no text; the corpus is empty")

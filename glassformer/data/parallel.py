@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
+from ..files import why_unreadable
 
 
 def read_text(path: str | Path) -> str:
     """A whole UTF-8 text file.  Missing, non-UTF-8 or binary (NUL bytes) is an InputError."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"file {path} does not exist")
+    if why := why_unreadable(path):
+        raise InputError(f"file {path} {why}")
     return decode_text(path.read_bytes(), str(path))
 
 

@@ -60,7 +60,8 @@ def _config_difference(a: dict, b: dict) -> str:
 
 
 def average_checkpoints(out_dir: str | Path, model_dirs: Sequence[str | Path]) -> Path:
-    """Write the element-wise mean of the parameters of ``model_dirs`` to ``out_dir`` (atomically).
+    """Write the element-wise mean of the parameters of ``model_dirs`` to ``out_dir`` (atomically; an
+    existing ``out_dir`` is replaced, so the command first refuses one that holds anything).
 
     Every directory must have the same config (else :class:`ConfigError`) and the
     same tensor names and shapes (else :class:`CheckpointError`).
@@ -68,9 +69,6 @@ def average_checkpoints(out_dir: str | Path, model_dirs: Sequence[str | Path]) -
     dirs = [Path(d) for d in model_dirs]
     if not dirs:
         raise ConfigError("no checkpoints to average; give model directories or --last K RUN_DIR")
-    out = Path(out_dir)
-    if any(out.resolve() == d.resolve() for d in dirs):
-        raise ConfigError(f"the output directory {out} is one of the checkpoints being averaged; choose another")
     configs = [read_config(d) for d in dirs]
     reference = configs[0].to_dict()
     for d, config in zip(dirs[1:], configs[1:]):
@@ -108,7 +106,7 @@ def average_checkpoints(out_dir: str | Path, model_dirs: Sequence[str | Path]) -
         generation["averaged_from"] = [str(d) for d in dirs]
         (tmp / GENERATION).write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
 
-    return write_atomically(out, fill)
+    return write_atomically(out_dir, fill)
 
 
 __all__ = ["average_checkpoints", "last_checkpoints"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import pickle
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,23 @@ def find_checkpoint(run_dir: str | Path) -> Path:
                           f"with {TRAINING_JSON} and {TRAINING_STATE}); start a new run without --resume")
 
 
+def remove_unfinished_saves(run_dir: str | Path) -> None:
+    """Delete what saves killed half-way left in ``run_dir`` and its ``checkpoints/``: ``.NAME.tmp-*``
+    (a new file or directory not yet renamed into place) and ``.NAME.old-*`` (a replaced one not yet
+    deleted), except the ``.last.old-*/x`` that :func:`find_checkpoint` resumes from while ``last/``
+    is not whole.  Called once a resumed run has read its checkpoint."""
+    run_dir = Path(run_dir)
+    needed = find_checkpoint(run_dir).parent
+    for folder in (run_dir, run_dir / "checkpoints"):
+        for leftover in [*folder.glob(".*.tmp-*"), *folder.glob(".*.old-*")]:
+            if leftover == needed:
+                continue
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+
 def read_training_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(info from training.json, state from training.pt), read safely: nothing is unpickled
     beyond tensors and plain values."""
@@ -158,4 +176,5 @@ def existing_run(run_dir: str | Path) -> str | None:
 __all__ = ["CONFIG", "GENERATION", "SOURCE_TOKENIZER", "TOKENIZER", "WEIGHTS", "ModelDir", "load_model_dir",
            "load_weights", "read_config", "save_model_dir", "read_json", "write_atomically", "write_text_atomically",
            "TRAINING_JSON", "TRAINING_STATE", "rng_state", "set_rng_state", "save_training_checkpoint",
-           "find_checkpoint", "read_training_checkpoint", "check_fingerprint", "existing_run", "is_training_checkpoint"]
+           "find_checkpoint", "remove_unfinished_saves", "read_training_checkpoint", "check_fingerprint", "existing_run",
+           "is_training_checkpoint"]

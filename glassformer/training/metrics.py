@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputError
-from ..files import write_text_atomically
+from ..files import why_unreadable, write_text_atomically
 
 LOG_NAME = "log.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -128,10 +128,10 @@ def _ends_a_line(path: Path) -> bool:
 
 def _lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """(line, record) for every complete record of a log; bad lines other than the last are errors."""
+    if why := why_unreadable(path):
+        raise InputError(f"{path} {why}; a training run writes it into its run directory")
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path} does not exist; a training run writes it into its run directory") from None
     except UnicodeDecodeError:
         raise InputError(f"{path} is not UTF-8 text; expected one JSON object per line") from None
     lines = text.split("\n")

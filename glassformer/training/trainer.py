@@ -52,6 +52,7 @@ from .checkpoints import (
     check_fingerprint,
     find_checkpoint,
     read_training_checkpoint,
+    remove_unfinished_saves,
     rng_state,
     save_training_checkpoint,
     set_rng_state,
@@ -236,8 +237,7 @@ class Trainer:
         if resume:
             self._restore(stream)
             if main:                                    # what a save killed half-way left behind
-                for partial in self.run_dir.glob(".*.tmp-*"):
-                    shutil.rmtree(partial, ignore_errors=True)
+                remove_unfinished_saves(self.run_dir)
         elif main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = MetricsLog(self.run_dir, tensorboard=cfg.tensorboard) if main else None

@@ -81,9 +81,9 @@ def test_stop_string_and_truncate_left(model_dir, capsys):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["hello", "--top-p", "0"], ["top_p"]),
-    (["hello", "--top-p", "1.5"], ["top_p"]),
-    (["hello", "--temperature", "-0.5"], ["temperature"]),
+    (["hello", "--top-p", "0"], ["--top-p", "(0, 1]"]),
+    (["hello", "--top-p", "1.5"], ["--top-p", "(0, 1]"]),
+    (["hello", "--temperature", "-0.5"], ["--temperature", ">= 0"]),
     (["жжж"], ["unknown"]),
     (["the lazy dog " * 6, "--max-new-tokens", "10"], ["--truncate-left"]),
     (["the", "--max-new-tokens", "64"], ["max-new-tokens"]),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .common import (COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags, add_run_flags, fresh_output_dir,
-                     non_negative_int, positive_int, preset_help, setting_defaults, train_settings)
+                     fraction, non_negative_int, positive_int, preset_help, setting_defaults, train_settings)
 
 
 def register(subparsers) -> None:
@@ -31,7 +31,7 @@ def register_train(train_subparsers) -> None:
     t.add_argument("--min-digits", type=positive_int, help=f"fewest digits per strip (default: {d['min_digits']})")
     t.add_argument("--max-digits", type=positive_int, help=f"most digits per strip (default: {d['max_digits']})")
     t.add_argument("--batch-size", type=positive_int, help=f"strips per batch (default: {d['batch_size']})")
-    t.add_argument("--label-smoothing", type=float, help=f"label smoothing (default: {d['label_smoothing']})")
+    t.add_argument("--label-smoothing", type=fraction, help=f"label smoothing (default: {d['label_smoothing']})")
     t.add_argument("--shift", type=non_negative_int, help=f"augmentation: shift strips by up to N pixels "
                                                           f"(default: {d['shift']})")
     t.add_argument("--out", default="runs/caption", help="run directory (model in OUT/best, test exact match in "

@@ -13,8 +13,8 @@ import json
 import sys
 
 from ..errors import CheckpointError, ConfigError, InputError
-from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, positive_float, positive_int, resume_dir, run_flags,
-                     saved_run, setting_defaults, stdin_lines)
+from .common import (DEVICE_HELP, add_run_flags, fraction, fresh_output_dir, non_negative_float, positive_float,
+                     positive_int, resume_dir, run_flags, saved_run, setting_defaults, stdin_lines)
 
 DATASETS = ("number-language",)
 
@@ -64,10 +64,11 @@ def register(subparsers) -> None:
     t.add_argument("--lr", type=positive_float,
                    help=f"peak learning rate (default: {PRETRAINED_LR:g} from a model directory, {SCRATCH_LR:g} "
                         "for a preset)")
-    t.add_argument("--warmup", type=float, help=f"share of the steps spent warming up (default: {d['warmup']:g})")
+    t.add_argument("--warmup", type=fraction, help=f"share of the steps spent warming up (default: {d['warmup']:g})")
     t.add_argument("--schedule", choices=["linear", "cosine"],
                    help=f"learning-rate decay after the warm-up, to 0 (default: {d['schedule']})")
-    t.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default: {d['weight_decay']:g})")
+    t.add_argument("--weight-decay", type=non_negative_float,
+                   help=f"AdamW weight decay (default: {d['weight_decay']:g})")
     t.add_argument("--max-len", type=positive_int,
                    help="tokens per example, [CLS] and [SEP] included (default: the model's positions)")
     t.add_argument("--truncate", action=argparse.BooleanOptionalAction, default=None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import shutil
 import sys
@@ -36,14 +37,31 @@ positive_int = _int_at_least(1, "a positive integer")
 non_negative_int = _int_at_least(0, "0 or more")
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is invalid; it must be a number > 0")
-    return value
+def _float_in(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False):
+    """An argument type: a finite number (never NaN or an infinity) from ``low`` to ``high``, open ends where asked."""
+    if high == math.inf:
+        wanted = f"a number {'>' if low_open else '>='} {low:g}"
+    else:
+        wanted = "a number in " + ("(" if low_open else "[") + f"{low:g}, {high:g}" + (")" if high_open else "]")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        if not (math.isfinite(value) and above and below):
+            raise argparse.ArgumentTypeError(f"{text} is invalid; it must be {wanted}")
+        return value
+    return parse
+
+
+positive_float = _float_in(0, low_open=True)
+non_negative_float = _float_in(0)
+fraction = _float_in(0, 1, high_open=True)                      # [0, 1): a share that cannot be all
+open_fraction = _float_in(0, 1, low_open=True, high_open=True)  # (0, 1): a share of a split, neither side empty
+probability = _float_in(0, 1, low_open=True)                    # (0, 1]
 
 
 # -- help texts ----------------------------------------------------------------------------------
@@ -123,7 +141,8 @@ def add_cosine_schedule_flags(parser, defaults: dict) -> None:
     parser.add_argument("--lr", type=positive_float,
                         help=f"peak learning rate, cosine schedule with linear warm-up (default: {d['lr']:g})")
     parser.add_argument("--warmup", type=non_negative_int, help=f"warm-up steps (default: {d['warmup']})")
-    parser.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default: {d['weight_decay']:g})")
+    parser.add_argument("--weight-decay", type=non_negative_float,
+                        help=f"AdamW weight decay (default: {d['weight_decay']:g})")
     parser.add_argument("--eval-every", type=positive_int,
                         help=f"steps between validations (default: {d['eval_every']})")
     parser.add_argument("--keep-checkpoints", type=non_negative_int,
@@ -263,4 +282,4 @@ class fresh_output_dir:
 
 
 __all__ = ["check_output_dir", "add_run_flags", "run_flags", "resume_dir", "saved_run", "train_settings", "RUN_FLAGS", "fresh_output_dir", "saved_models", "positive_int", "non_negative_int", "positive_float", "preset_help",
-           "setting_defaults", "note", "DEVICE_HELP", "CORPUS_CHOICES", "CORPUS_HELP"]
+           "non_negative_float", "fraction", "open_fraction", "probability", "setting_defaults", "note", "DEVICE_HELP", "CORPUS_CHOICES", "CORPUS_HELP"]

@@ -13,7 +13,8 @@ from pathlib import Path
 from ..errors import CheckpointError, InputError
 from ..files import why_unreadable
 from .common import (CORPUS_CHOICES, CORPUS_HELP, COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags,
-                     add_run_flags, fresh_output_dir, positive_int, preset_help, setting_defaults, train_settings)
+                     add_run_flags, fresh_output_dir, non_negative_float, non_negative_int, positive_float,
+                     positive_int, preset_help, probability, setting_defaults, train_settings)
 
 
 def register(subparsers) -> None:
@@ -25,20 +26,23 @@ def register(subparsers) -> None:
     g.add_argument("--prompts-file", help="a UTF-8 file of prompts, one per line (batch mode, JSON lines out)")
     g.add_argument("--max-new-tokens", type=positive_int, default=None, metavar="N",
                    help="tokens to generate per prompt (default: 200, at most half the model's context)")
-    g.add_argument("--temperature", type=float, default=None,
+    g.add_argument("--temperature", type=non_negative_float, default=None,
                    help="sampling temperature; 0 = greedy (default: the model directory's setting, else 1)")
     g.add_argument("--top-k", type=positive_int, default=None, metavar="K",
                    help="sample among the K most likely tokens (default: the model directory's setting, else all)")
-    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass, in (0, 1] (default: 1)")
-    g.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL repetition penalty (1 = off)")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same text)")
+    g.add_argument("--top-p", type=probability, default=None, help="nucleus sampling mass, in (0, 1] (default: 1)")
+    g.add_argument("--repetition-penalty", type=positive_float, default=1.0, help="CTRL repetition penalty (1 = off)")
+    g.add_argument("--seed", type=non_negative_int, default=0,
+                   help="sampling seed: the same seed gives each prompt the same text, whatever --batch-size "
+                        "(default: 0)")
     g.add_argument("--stop", default=None, help="stop a row when its generated text contains STRING (cut before it)")
     g.add_argument("--truncate-left", action="store_true",
                    help="drop the start of prompts that do not fit in the context instead of refusing them")
     g.add_argument("--batch-size", type=positive_int, default=32, help="prompts decoded together in batch mode")
     g.add_argument("--beam", type=positive_int, default=1, metavar="N",
                    help="beam search with this many beams (1 = sample/greedy)")
-    g.add_argument("--alpha", type=float, default=0.6, help="beam length penalty α (GNMT); 0 = raw log-probability")
+    g.add_argument("--alpha", type=non_negative_float, default=0.6,
+                   help="beam length penalty α (GNMT); 0 = raw log-probability")
     g.add_argument("--n-best", type=positive_int, default=1, metavar="N",
                    help="with --beam: print the N best continuations")
     g.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -153,7 +157,8 @@ def generate_cmd(args) -> int:
         return 0
     for start in range(0, len(prompts), args.batch_size):
         chunk = list(range(start, min(start + args.batch_size, len(prompts))))
-        texts = complete_batch(model, tokenizer, [ids[i] for i in chunk], options, args.stop, compile=args.compile)
+        texts = complete_batch(model, tokenizer, [ids[i] for i in chunk], options, args.stop, compile=args.compile,
+                               streams=chunk)          # prompt i samples from stream i, whatever --batch-size is
         for i, text in zip(chunk, texts):
             print(json.dumps({"prompt": prompts[i], "completion": text}, ensure_ascii=False), flush=True)
     return 0

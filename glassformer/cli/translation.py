@@ -13,8 +13,9 @@ import json
 import time
 
 from ..errors import CheckpointError, ConfigError, InputError
-from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, non_negative_int, note, positive_float,
-                     positive_int, preset_help, resume_dir, run_flags, saved_run, setting_defaults, stdin_lines)
+from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, non_negative_float, non_negative_int, note,
+                     open_fraction, positive_float, positive_int, preset_help, probability, resume_dir, run_flags,
+                     saved_run, setting_defaults, stdin_lines)
 
 
 def register(subparsers) -> None:
@@ -44,7 +45,7 @@ def register(subparsers) -> None:
     t.add_argument("--tgt", help="target text file aligned with --src")
     t.add_argument("--valid-src", help="validation source file (default: hold out --valid-fraction of training)")
     t.add_argument("--valid-tgt", help="validation target file")
-    t.add_argument("--valid-fraction", type=float, default=0.02, help="share of the pairs held out for validation")
+    t.add_argument("--valid-fraction", type=open_fraction, default=0.02, help="share of the pairs held out for validation")
     t.add_argument("--preset", help=preset_help("transformer", defaults["preset"]))
     t.add_argument("--config", help="JSON file of training settings; its 'model' object overrides preset fields")
     t.add_argument("--out", default="runs/translation", help="run directory (model in OUT/best and OUT/last)")
@@ -111,21 +112,21 @@ def add_decoding_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
     mbr_default = {k: v.default for k, v in inspect.signature(decode).parameters.items() if k.startswith("mbr_")}
     g = p.add_argument_group("decoding")
     g.add_argument("--beam", type=positive_int, default=1, metavar="N", help="beam size (1 = greedy)")
-    g.add_argument("--alpha", type=float, default=0.6, help="length penalty α (GNMT); 0 = raw log-probability")
+    g.add_argument("--alpha", type=non_negative_float, default=0.6, help="length penalty α (GNMT); 0 = raw log-probability")
     g.add_argument("--n-best", type=positive_int, default=1, metavar="N", help="print the N best hypotheses per input (translate)")
     g.add_argument("--mbr", action="store_true", help="minimum Bayes risk decoding")
     g.add_argument("--mbr-candidates", type=positive_int, default=None,
                    help=f"with --mbr: candidates to choose from (default: {mbr_default['mbr_candidates']})")
     g.add_argument("--mbr-utility", choices=["bleu", "chrf"], default=None,
                    help=f"with --mbr: the similarity to maximise (default: {mbr_default['mbr_utility']})")
-    g.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0 = greedy)")
+    g.add_argument("--temperature", type=non_negative_float, default=0.0, help="sampling temperature (0 = greedy)")
     g.add_argument("--top-k", type=positive_int, help="sample among the K most likely tokens (default: all)")
-    g.add_argument("--top-p", type=float, help="nucleus sampling mass, in (0, 1] (default: 1)")
-    g.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL repetition penalty (1 = off)")
+    g.add_argument("--top-p", type=probability, help="nucleus sampling mass, in (0, 1] (default: 1)")
+    g.add_argument("--repetition-penalty", type=positive_float, default=1.0, help="CTRL repetition penalty (1 = off)")
     if seed:
         g.add_argument("--seed", type=int, default=None, help="sampling seed (default: none, a new sample each run)")
     g.add_argument("--batch-size", type=positive_int, default=64, help="sentences decoded together")
-    g.add_argument("--max-len-a", type=float, default=1.0, help="output length limit a·|source| + b")
+    g.add_argument("--max-len-a", type=non_negative_float, default=1.0, help="output length limit a·|source| + b")
     g.add_argument("--max-len-b", type=non_negative_int, default=50, help="output length limit a·|source| + b")
     g.add_argument("--min-length", type=non_negative_int, default=0, help="no EOS before this many tokens")
     g.add_argument("--no-repeat-ngram-size", type=non_negative_int, default=0,
@@ -257,8 +258,6 @@ def train_translation_cmd(args) -> int:
     settings_dict.update(run_flags(args))
     settings = TranslationSettings.from_dict(settings_dict)     # checks types, ranges, the preset and its fields
     pick_device(settings.device)
-    if not (args.valid_src or args.valid_tgt) and not 0.0 < args.valid_fraction < 1.0:
-        raise InputError(f"--valid-fraction={args.valid_fraction} must be in (0, 1)")
     pairs = read_parallel(args.src, args.tgt)
     if args.valid_src or args.valid_tgt:
         if not (args.valid_src and args.valid_tgt):

@@ -68,9 +68,12 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..nn import KVCache
-from .processors import apply_bans, check_rules, penalise_repetition, token_history
+from .processors import apply_bans, check_number, check_rules, penalise_repetition, token_history
 
 LENGTH_PENALTIES = ("gnmt", "hf")
+MAX_ALPHA = 10.0
+"""The largest length-penalty exponent accepted: ((5 + |Y|) / 6) ** α stays finite in float32 up to it for every
+length a model reads (α = 20 overflows at a few hundred tokens), and the paper's is 0.6."""
 STOPPING_RULES = ("exact", "heuristic", "first")
 
 
@@ -122,9 +125,8 @@ class BeamOptions:
         if self.n_best > self.beam:
             raise ConfigError(f"n_best={self.n_best} is invalid with beam={self.beam}; the search keeps only "
                               f"beam hypotheses, so n_best must be between 1 and {self.beam}")
-        if not isinstance(self.alpha, (int, float)) or self.alpha < 0:
-            raise ConfigError(f"alpha={self.alpha!r} is invalid; the length-penalty exponent must be >= 0 "
-                              "(0 = rank by raw log-probability, the paper uses 0.6)")
+        check_number(self, "alpha", 0.0, MAX_ALPHA, rule="between {low:g} and {high:g} (the length-penalty exponent: "
+                     "0 = rank by raw log-probability, the paper uses 0.6)")
         if self.length_penalty_kind not in LENGTH_PENALTIES:
             raise ConfigError(f"length_penalty_kind={self.length_penalty_kind!r} is invalid; choose one of "
                               f"{list(LENGTH_PENALTIES)}")

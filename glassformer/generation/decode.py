@@ -16,6 +16,8 @@ settings given with beam search are refused: the search is deterministic and
 would ignore them.  ``max_lengths`` (batch,) optionally limits each output
 separately, e.g. ``length_limits(src, pad_id, a=1, b=50)`` for the paper's
 "input length + 50"; ``start_decoding`` must then be given ``int(max_lengths.max())``.
+``streams`` (one number per input) names each input's random stream when sampling with a seed
+(its place in the whole input, so that batching does not change what it gets; see :mod:`.sampling`).
 
 The strategies keep their decisions on the device (see :mod:`.sampling` and
 :mod:`.beam` for where each reads back); :func:`decode` itself reads the tokens back
@@ -25,8 +27,9 @@ once, at the end.  :func:`ensure_compiled` compiles a model's decoding step once
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -62,6 +65,8 @@ def ensure_compiled(model) -> None:
 
 def length_limits(src: Tensor, pad_id: int, a: float = 1.0, b: int = 50, cap: int | None = None) -> Tensor:
     """Per-sentence output limits ``a * source_length + b`` (batch,), at least 1, at most ``cap``."""
+    if isinstance(a, bool) or not isinstance(a, (int, float)) or not (math.isfinite(a) and a >= 0):
+        raise ConfigError(f"max_len_a={a!r} is invalid; the output length limit a·|source| + b needs a finite a >= 0")
     lengths = (src != pad_id).sum(dim=1).to(torch.float32)
     limits = torch.floor(a * lengths + b).to(torch.long).clamp_min(1)
     return limits.clamp_max(cap) if cap is not None else limits
@@ -86,6 +91,7 @@ def decode(
     mbr_utility: str = "bleu",
     mbr_source: str = "sample",
     detokenize: Callable[[list[int]], str] | None = None,
+    streams: Sequence[int] | None = None,
 ) -> Decoded:
     """Decode a batch from a fresh ``cache`` / ``first_tokens`` (``model.start_decoding``)."""
     # Validate every option before any work, whatever the strategy.
@@ -111,7 +117,7 @@ def decode(
                               "only its candidates, so n_best must be at most mbr_candidates")
         choices = mbr_decode(model, cache, first_tokens, n=mbr_candidates, utility=mbr_utility, source=mbr_source,
                              sampling=sampling, beam_options=beam_options, max_lengths=max_lengths,
-                             detokenize=detokenize)
+                             detokenize=detokenize, streams=streams)
         return Decoded([c.tokens[:n_best] for c in choices],
                        [c.texts[:n_best] for c in choices] if detokenize else None,
                        [c.expected_utility[:n_best] for c in choices], "mbr")
@@ -125,7 +131,7 @@ def decode(
         texts = [[detokenize(h) for h in row] for row in hyps] if detokenize else None
         return Decoded(hyps, texts, kept, "beam")
 
-    new = generate(model, cache, first_tokens, sampling)                      # (batch, t)
+    new = generate(model, cache, first_tokens, sampling, streams=streams)      # (batch, t)
     if max_lengths is not None:   # generation is causal: cutting at the limit = stopping there
         limit = max_lengths.to(new.device)[:, None]
         new = new.masked_fill(torch.arange(new.shape[1], device=new.device)[None] >= limit, sampling.pad_id)

@@ -111,13 +111,16 @@ def mbr_candidates(
     sampling: SamplingOptions | None = None,
     beam_options: BeamOptions | None = None,
     max_lengths: Tensor | None = None,
+    streams: Sequence[int] | None = None,
 ) -> list[list[list[int]]]:
     """``n`` candidate token lists per input (EOS and padding removed).
 
     ``source="sample"``: one batched sampling run over ``batch × n`` rows (the
     cache is fanned out with ``model.reorder_cache``, the encoder output stays shared),
     with ``sampling``'s temperature / top-k / top-p and seed (temperature 0 is
-    replaced by 1: identical greedy candidates would make MBR pointless).
+    replaced by 1: identical greedy candidates would make MBR pointless).  Candidate k of the input
+    whose stream is s (``streams``, default 0, 1, ...) samples from stream s·n + k, so an input's
+    candidates do not depend on the inputs decoded with it.
     ``source="beam"``: the n-best list of a beam of width ``n``.
     """
     if source not in CANDIDATE_SOURCES:
@@ -137,7 +140,9 @@ def mbr_candidates(
         sampling = replace(sampling, temperature=1.0)
     rows = torch.arange(batch, device=first_tokens.device).repeat_interleave(n)
     model.reorder_cache(cache, rows)
-    tokens = generate(model, cache, first_tokens[rows], sampling)          # (batch * n, t)
+    inputs = range(batch) if streams is None else streams
+    tokens = generate(model, cache, first_tokens[rows], sampling,
+                      streams=[s * n + k for s in inputs for k in range(n)])           # (batch * n, t)
     if max_lengths is not None:   # sampling is causal: cutting at the limit = stopping there
         limit = max_lengths.to(tokens.device)[rows][:, None]
         tokens = tokens.masked_fill(torch.arange(tokens.shape[1], device=tokens.device)[None] >= limit,
@@ -159,12 +164,13 @@ def mbr_decode(
     beam_options: BeamOptions | None = None,
     max_lengths: Tensor | None = None,
     detokenize: Callable[[list[int]], str] | None = None,
+    streams: Sequence[int] | None = None,
 ) -> list[MBRChoice]:
     """MBR over ``n`` candidates per input; ``detokenize`` turns token ids into the text the
-    utility compares (default: the ids joined by spaces)."""
+    utility compares (default: the ids joined by spaces); ``streams``: see :func:`mbr_candidates`."""
     check_utility(utility)
     candidates = mbr_candidates(model, cache, first_tokens, n=n, source=source, sampling=sampling,
-                                beam_options=beam_options, max_lengths=max_lengths)
+                                beam_options=beam_options, max_lengths=max_lengths, streams=streams)
     detokenize = detokenize or (lambda ids: " ".join(map(str, ids)))
     choices = []
     for cands in candidates:

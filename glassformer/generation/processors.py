@@ -34,6 +34,21 @@ from ..errors import ConfigError
 NEG_INF = float("-inf")
 
 
+REPETITION_PENALTY_RANGE = (0.01, 100.0)
+"""The repetition penalties accepted (1 = off): beyond them a repeated token is as good as banned or certain, and
+an extreme penalty (1e308, 1e-308) turns float32 logits into infinities or NaN."""
+
+
+def check_number(options, name: str, low: float, high: float, *, rule: str, low_open: bool = False) -> None:
+    """``options.<name>`` is a real number (not a bool) from ``low`` (excluded with ``low_open``) to ``high``;
+    NaN and the infinities never are.  Else a ConfigError naming the field, its value and ``rule`` (formatted
+    with ``low`` and ``high``)."""
+    value = getattr(options, name)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and (low < value if low_open else low <= value) and value <= high):     # False for NaN
+        raise ConfigError(f"{name}={value!r} is invalid; it must be " + rule.format(low=low, high=high))
+
+
 def check_rules(options) -> None:
     """Validate the fields every decoding method shares (``SamplingOptions`` and ``BeamOptions`` alike):
     max_new_tokens, min_new_tokens, repetition_penalty, no_repeat_ngram_size, banned_ids."""
@@ -48,10 +63,8 @@ def check_rules(options) -> None:
     if options.min_new_tokens > options.max_new_tokens:
         raise ConfigError(f"min_new_tokens={options.min_new_tokens} is larger than max_new_tokens="
                           f"{options.max_new_tokens}; no output could satisfy both")
-    penalty = options.repetition_penalty
-    if not isinstance(penalty, (int, float)) or isinstance(penalty, bool) or not penalty > 0:
-        raise ConfigError(f"repetition_penalty={penalty!r} is invalid; it must be > 0 (1 = off, > 1 discourages "
-                          "repeating tokens)")
+    check_number(options, "repetition_penalty", *REPETITION_PENALTY_RANGE,
+                 rule="between {low:g} and {high:g} (1 = off, > 1 discourages repeating tokens)")
     if any(not isinstance(i, int) or i < 0 for i in options.banned_ids):
         raise ConfigError(f"banned_ids={options.banned_ids!r} is invalid; give token ids (integers >= 0)")
     if options.eos_id is not None and options.eos_id in options.banned_ids:
@@ -150,5 +163,5 @@ def keep_top_p(scores: Tensor, p: float | None) -> Tensor:
     return scores.masked_fill(drop, NEG_INF)
 
 
-__all__ = ["check_rules", "token_history", "penalise_repetition", "forbid_tokens", "ban_repeated_ngrams",
-           "forbid_eos_before", "apply_bans", "apply_temperature", "keep_top_k", "keep_top_p"]
+__all__ = ["check_rules", "check_number", "REPETITION_PENALTY_RANGE", "token_history", "penalise_repetition",
+           "forbid_tokens", "ban_repeated_ngrams", "forbid_eos_before", "apply_bans", "apply_temperature", "keep_top_k", "keep_top_p"]

@@ -5,8 +5,17 @@ the cost of a step does not grow with what was generated, beyond attention
 over the cache.  With ``use_cache=False`` it re-runs the whole prefix each
 step: the slow reference the tests compare against.
 
+**Same seed, same text — whatever the batch.**  Sampling is inverse transform sampling: each row
+takes the first token whose cumulative probability reaches a uniform number u in [0, 1) times the
+total, one u per row and token.  With a seed, a row's numbers are its own stream (see
+:func:`stream_uniforms`), numbered by the row's place in the input (``streams``), so what a row
+writes depends on the seed, its prompt and its stream number, never on the rows decoded with it.
+One number per row and token, not one per vocabulary entry as an exponential race or ``torch.multinomial``
+draws: the streams are drawn before the loop, with no loop over rows inside it, and a CPU step draws
+``batch`` numbers, not ``batch × vocab``.
+
 **No host sync per token.**  Everything a step decides stays on the device: the
-scores, the chosen token (sampling draws with the device generator; no
+scores, the chosen token (the uniform numbers go to the device once, when the loop starts; no
 ``torch.multinomial``, whose argument check reads back to the host), the bans
 (token ids turned into a device mask once per call, not copied from a Python list
 every step) and the mask of finished rows.  On a GPU the host can therefore queue
@@ -22,8 +31,9 @@ token as it comes (printing it, stopping at a string) syncs for itself: its choi
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -35,12 +45,19 @@ from .processors import (
     apply_bans,
     apply_temperature,
     ban_repeated_ngrams,
+    check_number,
     check_rules,
     keep_top_k,
     keep_top_p,
     penalise_repetition,
     token_history,
 )
+
+TEMPERATURE_RANGE = (0.01, 100.0)
+"""The sampling temperatures accepted (0 aside, which means greedy): below, sampling is greedy decoding in all but
+name; above, it is uniform over the allowed tokens; and an extreme one (1e-40, 1e308) turns float32 logits into
+infinities and the step into NaN."""
+MAX_SEED = 2 ** 64 - 1
 
 CHECK_EVERY = 16
 """Tokens between the loop's checks whether every row has finished, on an accelerator (each check is
@@ -60,7 +77,8 @@ class SamplingOptions:
     ``banned_ids``: tokens that may never be generated (padding, the start token,
     ``<unk>``: the text-level helpers pass the tokenizer's).  ``repetition_penalty``,
     ``no_repeat_ngram_size``, ``min_new_tokens`` and ``eos_id`` are shared with beam
-    search (see :mod:`.processors`)."""
+    search (see :mod:`.processors`).  ``seed``: an integer from 0 to 2**64 - 1, or None for torch's global
+    generator (see :func:`stream_uniforms`)."""
 
     max_new_tokens: int = 64
     temperature: float = 0.0
@@ -77,12 +95,15 @@ class SamplingOptions:
     def __post_init__(self) -> None:
         self.banned_ids = tuple(self.banned_ids)
         check_rules(self)
-        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
-            raise ConfigError(f"temperature={self.temperature} is invalid; it must be > 0 (or 0 for greedy decoding)")
+        if self.temperature != 0:
+            check_number(self, "temperature", *TEMPERATURE_RANGE, rule="0 (greedy) or between {low:g} and {high:g}")
         if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
             raise ConfigError(f"top_k={self.top_k} is invalid; it must be a positive integer")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ConfigError(f"top_p={self.top_p} is invalid; it must be in (0, 1]")
+        if self.top_p is not None:
+            check_number(self, "top_p", 0.0, 1.0, low_open=True, rule="in (0, 1]")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
+                                      or not 0 <= self.seed <= MAX_SEED):
+            raise ConfigError(f"seed={self.seed!r} is invalid; it must be an integer from 0 to 2**64 - 1")
 
     @property
     def greedy(self) -> bool:
@@ -119,17 +140,35 @@ def ban_mask(options: SamplingOptions, vocab: int, device: torch.device, *, with
     return mask.to(device)
 
 
-def choose(scores: Tensor, options: SamplingOptions, generator: torch.Generator | None) -> Tensor:
+def stream_uniforms(seed: int | None, streams: Sequence[int], steps: int, device: torch.device) -> Tensor:
+    """(len(streams), steps) float32 numbers uniform in [0, 1) on ``device``: row b's column t draws its t-th token.
+
+    With a seed, row b's numbers are the stream ``streams[b]`` of that seed: Python's Mersenne Twister
+    (:class:`random.Random`) seeded with the text ``f"{seed}:{streams[b]}"`` (distinct texts, distinct
+    generators), so they depend on the seed and the stream number alone, never on the other rows.  Drawn here
+    on the host, once per call (about 50 µs a row for 200 tokens), they are the same on every device.  Without a seed
+    they come from torch's global generator (``torch.manual_seed`` repeats them; the batch then matters)."""
+    if seed is None:
+        return torch.rand(len(streams), steps, device=device)
+    generators = [random.Random(f"{seed}:{s}") for s in streams]
+    draws = [[rng.getrandbits(24) * 2.0 ** -24 for _ in range(steps)] for rng in generators]   # exact in float32
+    return torch.tensor(draws, dtype=torch.float32).to(device)
+
+
+def choose(scores: Tensor, options: SamplingOptions, uniform: Tensor | None) -> Tensor:
     """(batch, vocab) adjusted scores -> (batch,) next tokens, on the scores' device.
 
-    Sampling uses the exponential race: argmax(p / q) with q ~ Exp(1) draws from p — what
-    ``torch.multinomial(p, 1)`` computes, token for token with the same generator, without the
-    host sync of its argument check."""
+    Sampling is inverse transform sampling: row b takes the first token whose cumulative probability
+    reaches ``uniform[b]`` (in [0, 1)) times the row's total — token i with probability p_i, one number
+    per row, no host sync.  A token of probability 0 (banned, or cut by top-k / top-p) is never taken:
+    its cumulative sum is set below any target, and the target is at most the largest sum of a possible
+    token (the largest, not the last: a GPU's parallel prefix sum may round a later one lower)."""
     if options.greedy:
         return scores.argmax(dim=-1)
     probs = scores.softmax(dim=-1)
-    race = torch.empty_like(probs).exponential_(1, generator=generator)
-    return probs.div_(race).argmax(dim=-1)
+    cumulative = probs.cumsum(dim=-1).masked_fill_(probs == 0, -1.0)
+    target = uniform[:, None] * cumulative.amax(dim=-1, keepdim=True)
+    return (cumulative >= target).to(torch.uint8).argmax(dim=-1)        # argmax: the first token that reaches it
 
 
 @torch.inference_mode()   # no autograd bookkeeping: less work per step
@@ -141,6 +180,7 @@ def generate_stream(
     *,
     use_cache: bool = True,
     check_every: int | None = None,
+    streams: Sequence[int] | None = None,
 ) -> Iterator[Tensor]:
     """Yield the next token of every row, (batch,) on the device, step by step.
 
@@ -150,15 +190,21 @@ def generate_stream(
     ``check_every`` tokens (default: :func:`default_check_every`), that finds every row
     finished — so up to ``check_every - 1`` steps of padding may follow the last row's
     EOS (``check_every=1``: none, at one host sync per token).
+
+    ``streams``: when sampling with a seed, the random stream of each row (:func:`stream_uniforms`;
+    default 0, 1, ..., batch - 1).  Give each row its place in the whole input (prompt 40 of a file decoded
+    32 at a time is stream 40) and a row samples the same text however the input is batched.
     """
     if check_every is None:
         check_every = default_check_every(first_tokens.device)
     if not isinstance(check_every, int) or check_every < 1:
         raise ConfigError(f"check_every={check_every!r} is invalid; it must be a positive integer")
-    generator = None
-    if options.seed is not None and not options.greedy:
-        generator = torch.Generator(device=first_tokens.device).manual_seed(options.seed)
     batch, t0 = first_tokens.shape
+    streams = range(batch) if streams is None else list(streams)
+    if len(streams) != batch:
+        raise ConfigError(f"streams has {len(streams)} numbers for {batch} rows; give one per row")
+    uniforms = None if options.greedy else stream_uniforms(options.seed, streams, options.max_new_tokens,
+                                                            first_tokens.device)
     history = token_history(first_tokens, cache.key_padding, options.max_new_tokens)
     finished = torch.zeros(batch, dtype=torch.bool, device=first_tokens.device)
     bans: dict[bool, Tensor] = {}            # the forbidden tokens as device masks, built at the first step
@@ -173,7 +219,7 @@ def generate_stream(
         if eos_banned not in bans:
             bans[eos_banned] = ban_mask(options, logits.shape[-1], logits.device, with_eos=eos_banned)
         scores = adjust_scores(logits, history[:, : t0 + step], step, options, bans[eos_banned])
-        token = choose(scores, options, generator)
+        token = choose(scores, options, None if uniforms is None else uniforms[:, step])
         if options.eos_id is not None:
             token = token.masked_fill(finished, options.pad_id)
             finished = finished | (token == options.eos_id)
@@ -188,10 +234,12 @@ def generate_stream(
 
 @torch.inference_mode()
 def generate(model, cache: KVCache, first_tokens: Tensor, options: SamplingOptions, *, use_cache: bool = True,
-             check_every: int | None = None) -> Tensor:
+             check_every: int | None = None, streams: Sequence[int] | None = None) -> Tensor:
     """All new tokens at once: (batch, n_new), ``pad_id`` after a row's EOS; ``n_new`` ends with the
-    step at which the last row finished (or at ``max_new_tokens``), whatever ``check_every`` is."""
-    steps = list(generate_stream(model, cache, first_tokens, options, use_cache=use_cache, check_every=check_every))
+    step at which the last row finished (or at ``max_new_tokens``), whatever ``check_every`` is.
+    ``streams``: each row's random stream (see :func:`generate_stream`)."""
+    steps = list(generate_stream(model, cache, first_tokens, options, use_cache=use_cache, check_every=check_every,
+                                 streams=streams))
     return cut_after_last_eos(torch.stack(steps, dim=1), options.eos_id)
 
 

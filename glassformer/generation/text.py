@@ -7,6 +7,10 @@ The CLI's ``generate`` is argument parsing over these::
         print(piece, end="", flush=True)
     complete_batch(model, tokenizer, [ids_a, ids_b], options)     # -> [text_a, text_b]
 
+Sampled with a seed, a prompt's completion depends on the seed, the prompt and its random stream
+(``streams``: its place in the whole input, 0 for the first) — not on the prompts decoded with it:
+:func:`stream_completion` of a prompt is :func:`complete_batch`'s completion of it as stream 0.
+
 Streaming prints text as soon as it is final: a character that byte-level BPE
 splits over several tokens, or the beginning of a stop string, is held back
 until the next token decides it.
@@ -109,8 +113,10 @@ def stream_completion(model, tokenizer, ids: Sequence[int], options: SamplingOpt
 
 
 def complete_batch(model, tokenizer, ids: Sequence[Sequence[int]], options: SamplingOptions,
-                   stop: str | None = None, *, compile: bool = False, check_every: int | None = None) -> list[str]:
-    """Completions of prompts decoded together (left-padded); each equals what the prompt gives alone.
+                   stop: str | None = None, *, compile: bool = False, check_every: int | None = None,
+                   streams: Sequence[int] | None = None) -> list[str]:
+    """Completions of prompts decoded together (left-padded); each equals what the prompt gives alone
+    (sampled: what it gives alone as the same random stream; ``streams``, default 0, 1, ...).
 
     The tokens are read back every ``check_every`` steps (default: ``sampling.default_check_every``,
     every 16 on a GPU), not every token: often enough to stop soon after every row has ended (EOS
@@ -138,7 +144,7 @@ def complete_batch(model, tokenizer, ids: Sequence[Sequence[int]], options: Samp
                     done[r] = True
         pending.clear()
 
-    for token in generate_stream(model, cache, first, options, check_every=check_every):
+    for token in generate_stream(model, cache, first, options, check_every=check_every, streams=streams):
         pending.append(token)
         if len(pending) == check_every:
             read_back()

@@ -60,7 +60,9 @@ def translate_nbest(
 
     Output length is capped at a·|source| + b tokens (the paper: |source| + 50).
     ``decode_options``: beam, alpha, n_best, mbr, mbr_candidates, mbr_utility,
-    temperature, top_k, top_p, seed (see :func:`glassformer.generation.decode`).
+    temperature, top_k, top_p, seed (see :func:`glassformer.generation.decode`).  Sampled with a seed,
+    text i draws from random stream i (its place in ``texts``): the batch size and the sort by length
+    do not change what it gets.
     ``compile``: decode through the model's compiled step (:func:`~.decode.ensure_compiled`).
     """
     model.eval()
@@ -80,7 +82,7 @@ def translate_nbest(
         limits = length_limits(src, config.pad_id, max_len_a, max_len_b, cap=config.max_len - 1)
         cache, first = model.start_decoding(src, int(limits.max()))
         decoded = decode(model, cache, first, sampling_options(int(limits.max()), config, options), max_lengths=limits,
-                         **{k: v for k, v in options.items() if k not in SAMPLING_KEYS})
+                         streams=idx, **{k: v for k, v in options.items() if k not in SAMPLING_KEYS})
         scores = decoded.scores or [[math.nan] * len(row) for row in decoded.tokens]
         for i, row, row_scores in zip(idx, decoded.tokens, scores):
             outputs[i] = [(tgt_tok.decode(h), s) for h, s in zip(row, row_scores)]

@@ -20,10 +20,15 @@ Endpoints (request and response bodies are pydantic models, so ``/openapi.json``
   image-to-text model's ``kind="cross"`` is its caption (``target``, default its own) over the patches.
 * ``GET /v1/info``: the model's family, endpoints, layers, heads and context.
 
+There is no ``/docs`` or ``/redoc`` page: FastAPI's would load Swagger UI from a CDN, and the server
+fetches nothing from the network; ``/openapi.json`` describes the API to any viewer.
+
 An ``"image"`` is the image file (PNG, JPEG, ...) base64-encoded, optionally as a ``data:`` URL.
 
-Every error is a 4xx with a JSON body ``{"error": "..."}``: malformed JSON and wrong fields 422,
-input longer than the model takes 413, an endpoint the model type does not serve 400, a layer or
+Every error is a 4xx with a JSON body ``{"error": "..."}``: malformed JSON and wrong fields 422 (a
+number out of its range, NaN or infinite; text that is not Unicode, such as JSON's lone surrogate
+``"\\ud800"``), input longer than the model takes 413 (a text with more characters than the model's
+tokens could hold is refused before it is tokenized), an endpoint the model type does not serve 400, a layer or
 head out of range 422 (naming the valid range), text that tokenizes to nothing 400, and any
 :class:`~glassformer.errors.GlassformerError` of the library 400.  The model is not re-entrant:
 every model call runs under one lock, so concurrent requests are answered one after the other.
@@ -42,10 +47,11 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import CheckpointError, GlassformerError
+from ..generation.sampling import MAX_SEED, TEMPERATURE_RANGE
 from ..model_dir import ModelDir, load_model_dir
 
 # family -> the endpoint that does its main job ("attention" serves them all; a BERT with a
@@ -66,14 +72,29 @@ class ApiError(Exception):
 
 # -- request and response bodies ----------------------------------------------------------------
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)   # NaN, ±Infinity (Python's JSON reads them): 422
+
+    @field_validator("*")
+    @classmethod
+    def _unicode(cls, value: Any) -> Any:
+        """Text must be Unicode: JSON's "\\ud800" decodes to a lone surrogate, which no tokenizer (and no
+        UTF-8 answer) can hold — a 422 naming the field, never a 500."""
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise ValueError(f"holds a lone surrogate (U+{ord(text[e.start]):04X}) at character {e.start}, "
+                                     "which is not Unicode text; send UTF-8 text") from None
+        return value
 
 
 class GenerateRequest(_Body):
     prompt: str = Field(description="the text to continue")
     max_new_tokens: int = Field(50, ge=1, le=512, description="tokens to generate")
-    temperature: float = Field(0.0, ge=0.0, description="sampling temperature; 0 = greedy")
-    seed: int | None = Field(0, description="sampling seed (same seed, same text)")
+    temperature: float = Field(0.0, ge=0.0, le=TEMPERATURE_RANGE[1], description="sampling temperature: 0 = greedy, "
+                               f"else from {TEMPERATURE_RANGE[0]:g} to {TEMPERATURE_RANGE[1]:g}")
+    seed: int | None = Field(0, ge=0, le=MAX_SEED, description="sampling seed, 0 to 2**64 - 1 (same seed, same text)")
 
 
 class GenerateResponse(BaseModel):
@@ -194,6 +215,11 @@ class Served:
         config = loaded.config
         self.reads_images = self.family in IMAGE_FAMILIES
         self.max_len = int(config.max_len) if self.family != "vit" else (config.image_size // config.patch_size) ** 2 + 1
+        # No text longer than max_len tokens of the longest vocabulary entry fits: such a text is refused
+        # before tokenizing (5 MB of text takes seconds to tokenize, and would be refused after).
+        texts = [t for t in (loaded.tokenizer, loaded.src_tokenizer) if t is not None]
+        longest = max((len(t.id_to_token(i) or "") for t in texts for i in range(t.vocab_size)), default=1)
+        self.max_chars = self.max_len * max(longest, 1)
         self.lock = threading.Lock()
         from ..explain.attention import attention_modules
 
@@ -220,6 +246,13 @@ class Served:
 
     def too_long(self, n: int, what: str) -> ApiError:
         return ApiError(413, f"the {what} has {n} tokens but the model takes at most {self.max_len}; shorten it")
+
+    def check_length(self, text: str, what: str) -> None:
+        """413 at once, before any tokenizing, for a text with more characters than the model's tokens hold."""
+        if len(text) > self.max_chars:
+            raise ApiError(413, f"the {what} has {len(text):,} characters, too many for a model that takes at most "
+                                f"{self.max_len} tokens ({self.max_chars:,} characters even at the longest tokens); "
+                                "shorten it")
 
     # -- the endpoints' work ----------------------------------------------------------------------
     def generate(self, req: GenerateRequest) -> str:
@@ -340,6 +373,7 @@ class Served:
         from ..explain.report import explain
 
         if req.target is not None and req.target.strip():
+            self.check_length(req.target, "target")
             self.loaded.tokenizer.check_known(req.target, "target")
         image = io.BytesIO(self._image(req.image))
         with self.lock:
@@ -386,6 +420,7 @@ class Served:
         if not given:
             target = translate(self.model, self.loaded.src_tokenizer, self.loaded.tokenizer, [text])[0]
         elif target.strip():
+            self.check_length(target, "target")
             self.loaded.tokenizer.check_known(target, "target")
         ids = [config.start_id] + (self.loaded.tokenizer.encode(target) if target.strip() else [])
         if len(ids) > self.max_len:
@@ -409,6 +444,7 @@ class Served:
     def _ids(self, text: str, what: str, tok=None) -> list[int]:
         """Token ids of ``text``; 400 when it tokenizes to nothing (or to unknown tokens only)."""
         tok = tok or self.loaded.tokenizer
+        self.check_length(text, what)
         ids = tok.encode(text) if text.strip() else []
         if not ids:
             raise ApiError(400, f"the {what} is empty (it tokenizes to nothing); give some text")
@@ -426,7 +462,7 @@ def create_app(model_dir: str | Path | ModelDir, *, device: str | torch.device =
     else:
         loaded, name = load_model_dir(model_dir, device), str(model_dir)
     served = Served(loaded, name)
-    app = FastAPI(title="glassformer", version="1",
+    app = FastAPI(title="glassformer", version="1", docs_url=None, redoc_url=None,   # their pages load from a CDN
                   description=f"A {served.family!r} model ({name}) served by glassformer")
     app.state.served = served
 

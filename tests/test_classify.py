@@ -314,7 +314,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, capsys, monkey
     code, _, err = run_cli(capsys, *args, "--out", tmp_path / "run")
     one_line_error(code, err, "already holds a training run", "--resume")
     code, _, err = run_cli(capsys, "finetune", "classify", "--resume", tmp_path / "run", "--lr", "0.5")
-    one_line_error(code, err, "differs", "lr")
+    one_line_error(code, err, "settings differ", "lr")
 
 
 def test_settings_are_checked_before_anything_is_read(tmp_path, capsys):

@@ -82,7 +82,9 @@ def test_an_fsdp_run_resumes(text, one_process, tmp_path):
     stopped = glassformer(*lm_args(text, out), "--distributed", "fsdp", "--time-limit", "0.000001", "--log-every", "1",
                           processes=2)
     assert "stopped by the time limit" in stopped.stdout
-    resumed = glassformer(*lm_args(text, out), "--distributed", "fsdp", "--resume", processes=2)
+    # (a resume restores the run's settings, its time limit too: a new one is given)
+    resumed = glassformer(*lm_args(text, out), "--distributed", "fsdp", "--resume", "--time-limit", "3600",
+                          processes=2)
     assert "resuming at step 1" in resumed.stdout
     assert_close_weights(one_process, out)
 

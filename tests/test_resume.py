@@ -143,9 +143,9 @@ def test_a_second_start_refuses_and_resume_finds_the_run(tmp_path, capsys):
     # --resume with no value continues the run in --out; a finished run has nothing left to do
     code, out, err = run_cli(capsys, *args, "--resume")
     assert code == 0 and "trained 4 steps" in out
-    # more steps is a different run (the schedule depends on them): refused with what differs
+    # more steps is a different run (the schedule depends on them): refused with what differs, unless --extend
     code, _, err = run_cli(capsys, *args[:-6], "--steps", "6", "--eval-every", "2", "--out", str(run), "--resume")
-    assert code == 2 and "steps" in err and "differs" in err
+    assert code == 2 and "steps" in err and "differ" in err and "--extend" in err
 
 
 def test_resuming_with_another_model_is_refused(tmp_path, capsys):

@@ -49,12 +49,13 @@ def train_caption_cmd(args) -> int:
     from ..devices import pick_device
     from ..training.caption import CaptionSettings, train_caption
 
-    out, resume, dataset, settings, _ = train_settings(args, _FLAGS, data_flag="dataset", data_key="dataset",
+    out, resume, dataset, settings, _ = train_settings(
+        args, _FLAGS, task=CaptionSettings.task, data_flag="dataset", data_key="dataset",
         missing="give --dataset digits")
     settings = CaptionSettings.from_dict(settings)
     pick_device(settings.device)
     with fresh_output_dir(out):
-        run = train_caption(dataset, settings, out, resume=resume)
+        run = train_caption(dataset, settings, out, resume=resume, extend=args.extend)
     if not run.result.main_process:
         return 0
     stop = f"; {run.result.stop_note}" if run.result.stop_note else ""

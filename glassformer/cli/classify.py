@@ -14,7 +14,7 @@ import sys
 
 from ..errors import CheckpointError, ConfigError, InputError
 from .common import (DEVICE_HELP, add_run_flags, fraction, fresh_output_dir, non_negative_float, positive_float,
-                     positive_int, resume_dir, run_flags, saved_run, setting_defaults, stdin_lines)
+                     positive_int, setting_defaults, stdin_lines, train_settings)
 
 DATASETS = ("number-language",)
 
@@ -129,15 +129,9 @@ def finetune_classify_cmd(args) -> int:
     from ..devices import pick_device
     from ..training.classify import ClassifySettings, evaluate_examples, finetune_classify
 
-    out, resume = resume_dir(args)
-    saved = saved_run(out) if resume else {}
-    settings = dict(saved.get("settings", {}))
-    settings.update({k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None})
-    if args.steps is not None:
-        settings["steps"] = args.steps
-    elif args.epochs is not None:
+    out, resume, _, settings, saved = train_settings(args, _FLAGS, task=ClassifySettings.task)
+    if args.epochs is not None:                       # --epochs instead of a resumed run's steps
         settings["steps"] = None
-    settings.update(run_flags(args))
     settings = ClassifySettings.from_dict(settings)     # checks types, ranges and the model
     pick_device(settings.device)
     source = _data_source(args, saved.get("data", {}))
@@ -154,7 +148,7 @@ def finetune_classify_cmd(args) -> int:
         train = read_examples(source["train"], *columns, regression=settings.regression)
         valid = read_examples(source["valid"], *columns, regression=settings.regression)
     with fresh_output_dir(out):
-        run = finetune_classify(train, valid, settings, out, resume=resume, data=source)
+        run = finetune_classify(train, valid, settings, out, resume=resume, extend=args.extend, data=source)
     if not run.result.main_process:                  # another process of a distributed run: rank 0 reports
         return 0
     best = run.best

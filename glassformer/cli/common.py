@@ -106,14 +106,17 @@ RUN_FLAGS = ("precision", "compile", "on_nan", "distributed", "log_every", "tens
 
 
 def add_run_flags(parser, defaults: dict) -> None:
-    """--resume, --precision, --compile, --on-nan, --distributed, --log-every, --tensorboard."""
+    """--resume, --extend, --precision, --compile, --on-nan, --distributed, --log-every, --tensorboard."""
     from ..training.distributed import KINDS
     from ..training.precision import PRECISIONS
     from ..training.trainer import ON_NAN
 
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
                         help="continue the run in RUN_DIR (default: --out) exactly where its last checkpoint stopped; "
-                             "its saved settings are the defaults")
+                             "every setting it was started with (and its data) is the default")
+    parser.add_argument("--extend", action="store_true",
+                        help="with --resume and --steps N: train the run for more steps than it was set to; its "
+                             "learning-rate schedule is made for N steps (the first line says what that changes)")
     parser.add_argument("--precision", choices=PRECISIONS,
                         help=f"numeric precision (default: {defaults['precision']}: bf16 on a GPU that has it, else fp32)")
     parser.add_argument("--compile", action="store_true", default=None, help="compile the model with torch.compile")
@@ -163,18 +166,19 @@ def resume_dir(args) -> tuple[Path, bool]:
     return Path(args.out if args.resume is True else args.resume), True
 
 
-def train_settings(args, flags: tuple[str, ...], *, data_flag: str | None = None, data_key: str | None = None,
-                   missing: str = "") -> tuple[Path, bool, Any, dict, dict]:
-    """What every ``train`` command gathers before it builds its settings: (run directory, resume?, the
-    data (``args.<data_flag>`` or, when resuming, the run's own), the settings dict, the saved run).
-    Settings come in this order, later ones winning: the resumed run's, ``--config`` (a JSON file of
-    settings), the task's ``flags`` that were given, then the run flags (--precision, --compile, ...)."""
+def train_settings(args, flags: tuple[str, ...], *, task: str, data_flag: str | None = None,
+                   data_key: str | None = None, missing: str = "") -> tuple[Path, bool, Any, dict, dict]:
+    """What every ``train`` command of ``task`` gathers before it builds its settings: (run directory,
+    resume?, the data (``args.<data_flag>`` or, when resuming, the run's own), the settings dict, the
+    saved run).  Settings come in this order, later ones winning: every one the resumed run was
+    started with, ``--config`` (a JSON file of settings), the task's ``flags`` that were given, then
+    the run flags (--precision, --compile, ...)."""
     from ..errors import InputError
     from ..models.config import load_config_file
 
     out, resume = resume_dir(args)
-    saved = saved_run(out) if resume else {}
-    settings = dict(saved.get("settings", {}))
+    saved = saved_run(out, task) if resume else {}
+    settings = {**saved.get("settings", {}), **saved.get("resumable", {})}
     data = None
     if data_flag is not None:
         data = getattr(args, data_flag) or saved.get("data", {}).get(data_key)
@@ -190,13 +194,16 @@ def train_settings(args, flags: tuple[str, ...], *, data_flag: str | None = None
     return out, resume, data, settings, saved
 
 
-def saved_run(run_dir: Path) -> dict:
-    """The fingerprint of the run saved in ``run_dir``: its "settings" (the defaults of its
-    resumption), "model" config and "data"."""
-    from ..training.checkpoints import find_checkpoint, read_training_checkpoint
+def saved_run(run_dir: Path, task: str) -> dict:
+    """The fingerprint of the run saved in ``run_dir`` (``training.runs.fingerprint``): its "settings"
+    and "resumable" settings (the defaults of its resumption), "model" config, "data" and "sources".
+    A run of another task than ``task`` is refused, naming the command that continues it."""
+    from ..training.checkpoints import find_checkpoint, read_training_info
+    from ..training.runs import check_task
 
-    info, _ = read_training_checkpoint(find_checkpoint(run_dir))
-    return info.get("fingerprint", {})
+    saved = read_training_info(find_checkpoint(run_dir)).get("fingerprint", {})
+    check_task(saved, task, run_dir)
+    return saved
 
 
 # -- the run directory ---------------------------------------------------------------------------

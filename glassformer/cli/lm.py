@@ -78,12 +78,13 @@ def train_lm_cmd(args) -> int:
     from ..devices import pick_device
     from ..training.lm import LMSettings, train_lm
 
-    out, resume, data, settings, _ = train_settings(args, _FLAGS, data_flag="data", data_key="source",
+    out, resume, data, settings, _ = train_settings(
+        args, _FLAGS, task=LMSettings.task, data_flag="data", data_key="source",
         missing=f"give --data: {CORPUS_CHOICES}")
     settings = LMSettings.from_dict(settings)          # checks types, ranges, the preset and its fields
     pick_device(settings.device)
     with fresh_output_dir(out):
-        run = train_lm(data, settings, out, resume=resume)
+        run = train_lm(data, settings, out, resume=resume, extend=args.extend)
     if not run.result.main_process:                  # another process of a distributed run: rank 0 reports
         return 0
     best = min(run.result.history, key=lambda m: m["loss"])

@@ -63,14 +63,15 @@ def train_mlm_cmd(args) -> int:
     from ..devices import pick_device
     from ..training.mlm import MLMSettings, train_mlm
 
-    out, resume, data, settings, _ = train_settings(args, _FLAGS, data_flag="data", data_key="source",
+    out, resume, data, settings, _ = train_settings(
+        args, _FLAGS, task=MLMSettings.task, data_flag="data", data_key="source",
         missing=f"give --data: {CORPUS_CHOICES}")
     if args.cased is not None:
         settings["lowercase"] = not args.cased
     settings = MLMSettings.from_dict(settings)         # checks types, ranges, the preset and its fields
     pick_device(settings.device)
     with fresh_output_dir(out):
-        run = train_mlm(data, settings, out, resume=resume)
+        run = train_mlm(data, settings, out, resume=resume, extend=args.extend)
     if not run.result.main_process:                  # another process of a distributed run: rank 0 reports
         return 0
     stop = f"; {run.result.stop_note}" if run.result.stop_note else ""

@@ -14,8 +14,8 @@ import time
 
 from ..errors import CheckpointError, ConfigError, InputError
 from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, non_negative_float, non_negative_int, note,
-                     open_fraction, positive_float, positive_int, preset_help, probability, resume_dir, run_flags,
-                     saved_run, setting_defaults, stdin_lines)
+                     open_fraction, positive_float, positive_int, preset_help, probability, setting_defaults,
+                     stdin_lines, train_settings)
 
 
 def register(subparsers) -> None:
@@ -45,7 +45,8 @@ def register(subparsers) -> None:
     t.add_argument("--tgt", help="target text file aligned with --src")
     t.add_argument("--valid-src", help="validation source file (default: hold out --valid-fraction of training)")
     t.add_argument("--valid-tgt", help="validation target file")
-    t.add_argument("--valid-fraction", type=open_fraction, default=0.02, help="share of the pairs held out for validation")
+    t.add_argument("--valid-fraction", type=open_fraction,
+                   help=f"share of the pairs held out for validation (default: {VALID_FRACTION:g})")
     t.add_argument("--preset", help=preset_help("transformer", defaults["preset"]))
     t.add_argument("--config", help="JSON file of training settings; its 'model' object overrides preset fields")
     t.add_argument("--out", default="runs/translation", help="run directory (model in OUT/best and OUT/last)")
@@ -234,42 +235,47 @@ def evaluate_cmd(args) -> int:
     return 0
 
 
+_FLAGS = ("preset", "steps", "max_tokens", "max_sentences", "vocab_size", "keep_checkpoints", "seed", "device",
+          "eval_every", "time_limit")
+VALID_FRACTION = 0.02
+SOURCES = ("src", "tgt", "valid_src", "valid_tgt", "valid_fraction")
+
+
+def _sources(args, saved: dict) -> dict:
+    """The files the pairs are read from (the flags in SOURCES): the flags, else (resuming) the run's own."""
+    if saved and all(getattr(args, k) is None for k in SOURCES):
+        return saved
+    if not args.src:
+        raise InputError("give --src FILE and --tgt FILE (aligned text files), or --src FILE.tsv/.jsonl")
+    sources = {k: getattr(args, k) for k in SOURCES}
+    if sources["valid_fraction"] is None:
+        sources["valid_fraction"] = VALID_FRACTION
+    return sources
+
+
 def train_translation_cmd(args) -> int:
     from ..data.parallel import read_parallel
     from ..devices import pick_device
-    from ..models.config import load_config_file
     from ..training.translation import TranslationSettings, train_translation
 
-    if not args.src:
-        raise InputError("give --src FILE and --tgt FILE (aligned text files), or --src FILE.tsv/.jsonl")
-    out, resume = resume_dir(args)
-    settings_dict = dict(saved_run(out).get("settings", {})) if resume else {}
-    if args.config:
-        loaded = load_config_file(args.config)
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{args.config} must hold a JSON object of settings")
-        settings_dict.update(loaded)
-    for key in ("preset", "steps", "max_tokens", "max_sentences", "vocab_size", "keep_checkpoints", "seed", "device",
-                "eval_every", "time_limit"):
-        if getattr(args, key) is not None:
-            settings_dict[key] = getattr(args, key)
+    out, resume, _, settings, saved = train_settings(args, _FLAGS, task=TranslationSettings.task)
     if args.separate_vocab:
-        settings_dict["shared_vocab"] = False
-    settings_dict.update(run_flags(args))
-    settings = TranslationSettings.from_dict(settings_dict)     # checks types, ranges, the preset and its fields
+        settings["shared_vocab"] = False
+    settings = TranslationSettings.from_dict(settings)     # checks types, ranges, the preset and its fields
     pick_device(settings.device)
-    pairs = read_parallel(args.src, args.tgt)
-    if args.valid_src or args.valid_tgt:
-        if not (args.valid_src and args.valid_tgt):
+    source = _sources(args, saved.get("sources", {}))
+    pairs = read_parallel(source["src"], source["tgt"])
+    if source["valid_src"] or source["valid_tgt"]:
+        if not (source["valid_src"] and source["valid_tgt"]):
             raise InputError("give both --valid-src and --valid-tgt, or neither")
-        train, valid = pairs, read_parallel(args.valid_src, args.valid_tgt)
+        train, valid = pairs, read_parallel(source["valid_src"], source["valid_tgt"])
     else:
-        n_valid = max(1, int(len(pairs) * args.valid_fraction))
+        n_valid = max(1, int(len(pairs) * source["valid_fraction"]))
         if len(pairs) - n_valid < 1:
             raise InputError(f"{len(pairs)} sentence pairs are too few to hold out a validation set")
         train, valid = pairs[n_valid:], pairs[:n_valid]
     with fresh_output_dir(out):
-        run = train_translation(train, valid, settings, out, resume=resume)
+        run = train_translation(train, valid, settings, out, resume=resume, extend=args.extend, sources=source)
     if not run.result.main_process:                  # another process of a distributed run: rank 0 reports
         return 0
     stop = f"; {run.result.stop_note}" if run.result.stop_note else ""

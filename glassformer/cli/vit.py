@@ -46,12 +46,13 @@ def train_vit_cmd(args) -> int:
     from ..devices import pick_device
     from ..training.vit import ViTSettings, train_vit
 
-    out, resume, dataset, settings, _ = train_settings(args, _FLAGS, data_flag="dataset", data_key="dataset",
+    out, resume, dataset, settings, _ = train_settings(
+        args, _FLAGS, task=ViTSettings.task, data_flag="dataset", data_key="dataset",
         missing="give --dataset digits, or --dataset FOLDER with one sub-folder of images per class")
     settings = ViTSettings.from_dict(settings)
     pick_device(settings.device)
     with fresh_output_dir(out):
-        run = train_vit(dataset, settings, out, resume=resume)
+        run = train_vit(dataset, settings, out, resume=resume, extend=args.extend)
     if not run.result.main_process:
         return 0
     stop = f"; {run.result.stop_note}" if run.result.stop_note else ""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -33,7 +33,7 @@ from .checks import check_positive_int, check_preset, check_types
 from .distributed import shutdown
 from .optim import adamw
 from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
-from .schedules import cosine_schedule
+from .schedules import Schedule
 from .trainer import StepLoss, Trainer, TrainResult
 
 DATASETS = ("digits",)
@@ -63,6 +63,8 @@ class CaptionSettings(RunSettings):
     eval_every: int = 250
     keep_checkpoints: int = 0
     seed: int = 0
+
+    task: ClassVar[str] = "caption"
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -129,12 +131,15 @@ def evaluate_captions(model: CaptionModel, batches, device) -> dict[str, float]:
     return {"loss": total / tokens, "token_accuracy": right_tokens / tokens, "exact_match": exact / strips}
 
 
-def train_caption(dataset: str, settings: CaptionSettings, out_dir: str | Path, *, resume: bool = False) -> CaptionRun:
+def train_caption(dataset: str, settings: CaptionSettings, out_dir: str | Path, *, resume: bool = False,
+                  extend: bool = False) -> CaptionRun:
     """Train an image captioner on ``dataset`` ("digits"); save ``out_dir/best`` and ``out_dir/last``;
-    write the held-out test exact match to ``out_dir/results.json``."""
+    write the held-out test exact match to ``out_dir/results.json``.  ``resume``: continue the run in
+    ``out_dir`` exactly where its last checkpoint stopped (``extend``: to ``settings.steps``, more than
+    it was set to)."""
     if str(dataset) not in DATASETS:
         raise ConfigError(f"dataset {str(dataset)!r} is unknown; choose one of {list(DATASETS)}")
-    run = start_run(settings, out_dir, resume)
+    run = start_run(settings, out_dir, resume, extend)
     s = settings
     tokenizer = word_tokenizer()
     fixed = dict(image_size=DIGIT_SIZE, image_width=DIGIT_SIZE * s.max_digits, channels=1,
@@ -150,7 +155,7 @@ def train_caption(dataset: str, settings: CaptionSettings, out_dir: str | Path, 
     data = load_caption_data(s.seed, min_digits=s.min_digits, max_digits=s.max_digits, valid_strips=s.valid_strips,
                              test_strips=s.test_strips)
     fp = fingerprint(settings, config, dataset=str(dataset), images=len(data.digits.labels))
-    check_resume(run, fp)
+    check_resume(run, fp, s.steps)
     torch.manual_seed(s.seed)
     model = build_model(config)
     batcher = CaptionBatcher(tokenizer)
@@ -160,21 +165,23 @@ def train_caption(dataset: str, settings: CaptionSettings, out_dir: str | Path, 
         save_model_dir(path, model, tokenizer, generation={"task": "caption"})
 
     pools = {k: len(v) for k, v in data.pools.items()}
+    schedule = Schedule.cosine(s.lr, s.warmup, s.min_lr_ratio)
     trainer = Trainer(
         model,
         lambda m: adamw(m, s.lr, s.weight_decay, (0.9, 0.999)),
-        lambda opt: cosine_schedule(opt, s.warmup, s.steps, s.min_lr_ratio),
+        schedule.for_steps(s.steps),
         caption_loss(s.label_smoothing), lambda m: evaluate_captions(m, valid_batches, run.device), save,
         trainer_config(settings, run, max_steps=s.steps, rate_unit="caption tokens"),
         run.out_dir, run.device, world=run.world, fingerprint=fp,
         summary=summary("caption", model, run, data=f"strips of {s.min_digits}-{s.max_digits} digits from "
                         f"{pools['train']:,} training, {pools['valid']:,} validation and {pools['test']:,} test "
-                        f"images", batch=f"batch {s.batch_size} × {s.grad_accum}", steps=s.steps),
+                        f"images", batch=f"batch {s.batch_size} × {s.grad_accum}", steps=s.steps,
+                        schedule=schedule),
     )
     stream = CaptionStream(data, batcher, s.batch_size, s.seed, shift=s.shift, rank=run.world.rank,
                            world=run.world.size)
     try:
-        result = trainer.fit(stream, resume=resume)
+        result = trainer.fit(stream, resume=resume, extend=extend)
     finally:
         shutdown(run.world)
     from ..model_dir import load_model_dir

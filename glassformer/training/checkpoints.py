@@ -5,9 +5,11 @@ generation.json: loadable by every command) with two more files:
 
     last/
       config.json  model.safetensors  tokenizer.json  generation.json     the model directory
-      training.json    step, best validation loss, history, world size, and the
-                       run's fingerprint (family, model config, settings that
-                       shape the data) that a resume must match
+      training.json    step, steps asked for, best validation loss, history, world
+                       size, and the run's fingerprint: its task, the family, model
+                       config, settings that shape what is learned and data that a
+                       resume must match, and (the defaults of a resume) the settings
+                       it may change and where the data was read from
       training.pt      optimiser, schedule and gradient-scaler state, every random
                        generator (Python, NumPy, torch CPU and CUDA; per process) and
                        the data streams' positions
@@ -129,12 +131,18 @@ def remove_unfinished_saves(run_dir: str | Path) -> None:
                 leftover.unlink(missing_ok=True)
 
 
-def read_training_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(info from training.json, state from training.pt), read safely: nothing is unpickled
-    beyond tensors and plain values."""
+def read_training_info(path: Path) -> dict[str, Any]:
+    """The checkpoint's training.json: step, best loss, history, the run's fingerprint ..."""
     info = read_json(path / TRAINING_JSON, what="training checkpoint", error=CheckpointError)
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise CheckpointError(f"{path / TRAINING_JSON} is not a glassformer training checkpoint of format {FORMAT}")
+    return info
+
+
+def read_training_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(info from training.json, state from training.pt), read safely: nothing is unpickled
+    beyond tensors and plain values."""
+    info = read_training_info(path)
     try:
         state = torch.load(path / TRAINING_STATE, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -148,18 +156,30 @@ def read_training_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]
     return info, state
 
 
-def check_fingerprint(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    """A resumed run must be the same run: the same family, model config and data settings."""
-    for key in current:
-        if saved.get(key) != current[key]:
-            if isinstance(current[key], dict) and isinstance(saved.get(key), dict):
-                diff = sorted(k for k in set(current[key]) | set(saved[key])
-                              if current[key].get(k) != saved[key].get(k))
-                what = ", ".join(f"{k}: {saved[key].get(k)!r} there, {current[key].get(k)!r} now" for k in diff[:3])
-            else:
-                what = f"{saved.get(key)!r} there, {current[key]!r} now"
-            raise CheckpointError(f"cannot resume from {path}: its {key} differs ({what}); resume with the "
-                                  "settings it was started with, or start a new run in another --out")
+# What a resumed run must share with the run it continues (a fingerprint's other parts are its defaults).
+COMPARED = ("family", "model", "settings", "data")
+
+
+def check_fingerprint(saved: dict[str, Any], current: dict[str, Any], path: Path, *, extend: bool = False) -> None:
+    """A resumed run must be the same run: the same family, model config, settings that shape what is
+    learned, and data.  ``extend``: its number of ``steps`` may differ (``runs.check_resume`` checks
+    that it grows)."""
+    for key in (k for k in COMPARED if k in current):
+        then, now = saved.get(key), current[key]
+        if extend and key == "settings" and isinstance(then, dict):
+            then, now = ({k: v for k, v in d.items() if k != "steps"} for d in (then, now))
+        if then == now:
+            continue
+        diff: list[str] = []
+        if isinstance(now, dict) and isinstance(then, dict):
+            diff = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+            what = ", ".join(f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in diff[:3])
+        else:
+            what = f"{then!r} there, {now!r} now"
+        verb = "differ" if key in ("settings", "data") else "differs"
+        more = "; to train this run for more steps, add --extend" if key == "settings" and "steps" in diff else ""
+        raise CheckpointError(f"cannot resume from {path}: its {key} {verb} ({what}); resume with the settings it "
+                              f"was started with, or start a new run in another --out{more}")
 
 
 def existing_run(run_dir: str | Path) -> str | None:
@@ -176,5 +196,5 @@ def existing_run(run_dir: str | Path) -> str | None:
 __all__ = ["CONFIG", "GENERATION", "SOURCE_TOKENIZER", "TOKENIZER", "WEIGHTS", "ModelDir", "load_model_dir",
            "load_weights", "read_config", "save_model_dir", "read_json", "write_atomically", "write_text_atomically",
            "TRAINING_JSON", "TRAINING_STATE", "rng_state", "set_rng_state", "save_training_checkpoint",
-           "find_checkpoint", "remove_unfinished_saves", "read_training_checkpoint", "check_fingerprint", "existing_run",
-           "is_training_checkpoint"]
+           "find_checkpoint", "remove_unfinished_saves", "read_training_info", "read_training_checkpoint",
+           "check_fingerprint", "COMPARED", "existing_run", "is_training_checkpoint"]

@@ -53,7 +53,7 @@ from .checks import check_positive_int, check_range, check_types
 from .distributed import shutdown
 from .optim import adamw
 from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
-from .schedules import cosine_schedule
+from .schedules import Schedule, cosine_schedule
 from .trainer import StepLoss, Trainer, TrainResult
 
 SCHEDULES = ("linear", "cosine")
@@ -107,6 +107,7 @@ class ClassifySettings(RunSettings):
         return self.lr if self.lr is not None else (SCRATCH_LR if self.from_preset else PRETRAINED_LR)
 
     setting_name: ClassVar[str] = "fine-tuning setting"
+    task: ClassVar[str] = "classify"
 
 
 @dataclass
@@ -261,11 +262,13 @@ def finetune_classify(
     out_dir: str | Path,
     *,
     resume: bool = False,
+    extend: bool = False,
     data: dict[str, Any] | None = None,
 ) -> ClassifyRun:
     """Fine-tune ``settings.model`` on ``train_rows`` and save ``out_dir/best`` and ``out_dir/last``
     model directories.  ``resume``: continue the run in ``out_dir`` exactly where its last checkpoint
-    stopped.  ``data``: where the examples came from (files, columns), recorded with the run."""
+    stopped (``extend``: to ``settings.steps``, more than it was set to).  ``data``: where the examples
+    came from (files, columns), recorded with the run."""
     if not train_rows or not valid_rows:
         raise InputError(f"fine-tuning needs training and validation examples ({len(train_rows)} and "
                          f"{len(valid_rows)} given)")
@@ -276,7 +279,7 @@ def finetune_classify(
     labels = None if regression else label_names(train_rows, valid_rows)
     if labels is not None and len(labels) < 2:
         raise InputError(f"the training data has one label only ({labels[0]!r}); classification needs two or more")
-    run = start_run(settings, out_dir, resume)
+    run = start_run(settings, out_dir, resume, extend)
     saved_tokenizer = None
     if resume and settings.from_preset:
         saved_tokenizer = Tokenizer.load(find_checkpoint(run.out_dir) / TOKENIZER)
@@ -290,11 +293,16 @@ def finetune_classify(
               file=sys.stderr, flush=True)
     steps_per_epoch = max(1, math.ceil(len(train) / settings.batch_size) // settings.grad_accum)
     total = settings.steps or settings.epochs * steps_per_epoch
-    warmup = round(settings.warmup * total)
     fp = fingerprint(settings, model.config, **(data or {}), examples=len(train_rows),
                      digest=_digest([*train_rows, *valid_rows]))
-    check_resume(run, fp)
+    check_resume(run, fp, total)
     lr = settings.learning_rate
+
+    def warmup(steps: int) -> int:                # a share of the steps: an extended run warms up longer
+        return round(settings.warmup * steps)
+
+    schedule = Schedule(settings.schedule,
+                        lambda opt, n: fine_tuning_schedule(opt, settings.schedule, warmup(n), n), lr)
 
     def save(path: Path, model: Bert) -> None:
         save_model_dir(path, model, tokenizer, generation={"task": "classify", "max_len": max_len,
@@ -304,19 +312,19 @@ def finetune_classify(
     trainer = Trainer(
         model,
         lambda m: adamw(m, lr, settings.weight_decay, (0.9, 0.999)),
-        lambda opt: fine_tuning_schedule(opt, settings.schedule, warmup, total),
+        schedule.for_steps(total),
         classify_loss, lambda m: evaluate_classifier(m, valid, settings.eval_batch_size, run.device), save,
         trainer_config(settings, run, max_steps=total, eval_every=settings.eval_every or steps_per_epoch,
                        rate_unit="examples"),
         run.out_dir, run.device, world=run.world, fingerprint=fp,
         summary=summary("bert", model, run, data=f"{len(train):,} training and {len(valid):,} validation "
                         f"examples ({what})", batch=f"batch {settings.batch_size} × {settings.grad_accum} "
-                        f"micro-batches, lr {lr:g} ({settings.schedule}, {warmup} warm-up steps), "
-                        f"{steps_per_epoch:,} steps per epoch", steps=total),
+                        f"micro-batches, lr {lr:g} ({settings.schedule}, {warmup(total)} warm-up steps), "
+                        f"{steps_per_epoch:,} steps per epoch", steps=total, schedule=schedule),
     )
     stream = ClassifyStream(train, settings.batch_size, settings.seed, rank=run.world.rank, world=run.world.size)
     try:
-        result = trainer.fit(stream, resume=resume)
+        result = trainer.fit(stream, resume=resume, extend=extend)
     finally:
         shutdown(run.world)
     return ClassifyRun(trainer.model, tokenizer, labels, result, run.out_dir)

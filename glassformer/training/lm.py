@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -34,7 +34,7 @@ from ..tokenizers import Tokenizer
 from ..model_dir import TOKENIZER, save_model_dir
 from .checks import check_positive_int, check_preset, check_types
 from .optim import adamw
-from .schedules import cosine_schedule
+from .schedules import Schedule
 from .checkpoints import find_checkpoint
 from .distributed import barrier, shutdown
 from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
@@ -65,6 +65,8 @@ class LMSettings(RunSettings):
     eval_batches: int = 20
     keep_checkpoints: int = 0            # step-* model directories kept (for checkpoint averaging)
     seed: int = 0
+
+    task: ClassVar[str] = "lm"
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -125,15 +127,17 @@ def prepare(source: str | Path, settings: LMSettings, tokenizer: Tokenizer | Non
     return tokenizer, config, block, texts
 
 
-def train_lm(source: str | Path, settings: LMSettings, out_dir: str | Path, *, resume: bool = False) -> LMRun:
+def train_lm(source: str | Path, settings: LMSettings, out_dir: str | Path, *, resume: bool = False,
+             extend: bool = False) -> LMRun:
     """Train a GPT on the text of ``source`` (a file, a folder, or a built-in corpus: "tiny-shakespeare",
     "python-stdlib"); save ``out_dir/best`` and ``out_dir/last`` model directories.  ``resume``: continue
-    the run in ``out_dir`` exactly where its last checkpoint stopped."""
-    run = start_run(settings, out_dir, resume)
+    the run in ``out_dir`` exactly where its last checkpoint stopped (``extend``: to ``settings.steps``,
+    more than it was set to)."""
+    run = start_run(settings, out_dir, resume, extend)
     saved_tokenizer = Tokenizer.load(find_checkpoint(run.out_dir) / TOKENIZER) if resume else None
     tokenizer, config, block, texts = prepare(source, settings, saved_tokenizer)
     fp = fingerprint(settings, config, source=str(source), block_size=block)
-    check_resume(run, fp)
+    check_resume(run, fp, settings.steps)
     tokens_file = run.out_dir / "tokens.npy"
     if run.world.main:
         data = LMData.build(texts, tokenizer, tokens_file, block)
@@ -149,10 +153,11 @@ def train_lm(source: str | Path, settings: LMSettings, out_dir: str | Path, *, r
         save_model_dir(path, model, tokenizer, generation={"task": "lm", "temperature": 0.8, "top_k": 200,
                                                             "block_size": block})
 
+    schedule = Schedule.cosine(settings.lr, settings.warmup, settings.min_lr_ratio)
     trainer = Trainer(
         model,
         lambda m: adamw(m, settings.lr, settings.weight_decay, settings.betas),
-        lambda opt: cosine_schedule(opt, settings.warmup, settings.steps, settings.min_lr_ratio),
+        schedule.for_steps(settings.steps),
         lm_loss, lambda m: evaluate_lm(m, val_batches, run.device), save,
         trainer_config(settings, run, max_steps=settings.steps),
         run.out_dir, run.device, world=run.world, fingerprint=fp,
@@ -160,12 +165,12 @@ def train_lm(source: str | Path, settings: LMSettings, out_dir: str | Path, *, r
                         f"{len(data.splits['val']):,} validation tokens",
                         batch=f"batch {settings.batch_size} × {block} tokens × {settings.grad_accum} micro-batches = "
                               f"{settings.batch_size * block * settings.grad_accum:,} tokens per step",
-                        steps=settings.steps),
+                        steps=settings.steps, schedule=schedule),
     )
     stream = WindowStream(data, "train", settings.batch_size, settings.seed, rank=run.world.rank,
                           world=run.world.size)
     try:
-        result = trainer.fit(stream, resume=resume)
+        result = trainer.fit(stream, resume=resume, extend=extend)
     finally:
         shutdown(run.world)
     return LMRun(trainer.model, tokenizer, data, result, run.out_dir)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,7 @@ from .checks import check_positive_int, check_preset, check_range, check_types
 from .distributed import barrier, shutdown
 from .optim import adamw
 from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
-from .schedules import cosine_schedule
+from .schedules import Schedule
 from .trainer import StepLoss, Trainer, TrainResult
 
 DEFAULT_BLOCK = 128        # BERT pre-trains 90% of its steps on 128-token sequences (Appendix A.2)
@@ -72,6 +72,8 @@ class MLMSettings(RunSettings):
     eval_batches: int = 20
     keep_checkpoints: int = 0            # step-* model directories kept (for checkpoint averaging)
     seed: int = 0
+
+    task: ClassVar[str] = "mlm"
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -135,15 +137,17 @@ def prepare(source: str | Path, settings: MLMSettings, tokenizer: Tokenizer | No
     return tokenizer, config, block, texts
 
 
-def train_mlm(source: str | Path, settings: MLMSettings, out_dir: str | Path, *, resume: bool = False) -> MLMRun:
+def train_mlm(source: str | Path, settings: MLMSettings, out_dir: str | Path, *, resume: bool = False,
+              extend: bool = False) -> MLMRun:
     """Pre-train a BERT with masked-language modelling on the text of ``source`` (a file, a folder or a
     built-in corpus: "tiny-shakespeare", "python-stdlib"); save ``out_dir/best`` and ``out_dir/last``
-    model directories (with the tokenizer).  ``resume``: continue the run in ``out_dir`` exactly where its last checkpoint stopped."""
-    run = start_run(settings, out_dir, resume)
+    model directories (with the tokenizer).  ``resume``: continue the run in ``out_dir`` exactly where its last
+    checkpoint stopped (``extend``: to ``settings.steps``, more than it was set to)."""
+    run = start_run(settings, out_dir, resume, extend)
     saved_tokenizer = Tokenizer.load(find_checkpoint(run.out_dir) / TOKENIZER) if resume else None
     tokenizer, config, block, texts = prepare(source, settings, saved_tokenizer)
     fp = fingerprint(settings, config, source=str(source), block_size=block)
-    check_resume(run, fp)
+    check_resume(run, fp, settings.steps)
     masking = Masking.from_tokenizer(tokenizer, mask_prob=settings.mask_prob, whole_word=settings.whole_word)
     windows_file = run.out_dir / "windows.npy"
     if run.world.main:
@@ -159,10 +163,11 @@ def train_mlm(source: str | Path, settings: MLMSettings, out_dir: str | Path, *,
         save_model_dir(path, model, tokenizer, generation={"task": "fill-mask"})
 
     n_train, n_val = len(data.splits["train"]), len(data.splits["val"])
+    schedule = Schedule.cosine(settings.lr, settings.warmup, settings.min_lr_ratio)
     trainer = Trainer(
         model,
         lambda m: adamw(m, settings.lr, settings.weight_decay, settings.betas),
-        lambda opt: cosine_schedule(opt, settings.warmup, settings.steps, settings.min_lr_ratio),
+        schedule.for_steps(settings.steps),
         mlm_loss, lambda m: evaluate_mlm(m, val_batches, run.device), save,
         trainer_config(settings, run, max_steps=settings.steps, rate_unit="masked tokens"),
         run.out_dir, run.device, world=run.world, fingerprint=fp,
@@ -172,12 +177,12 @@ def train_mlm(source: str | Path, settings: MLMSettings, out_dir: str | Path, *,
                         batch=f"batch {settings.batch_size} × {block} tokens × {settings.grad_accum} micro-batches, "
                               f"{settings.mask_prob:.0%} of the tokens masked"
                               f"{' as whole words' if settings.whole_word else ''}",
-                        steps=settings.steps),
+                        steps=settings.steps, schedule=schedule),
     )
     stream = MaskedWindowStream(data, "train", settings.batch_size, settings.seed, rank=run.world.rank,
                                 world=run.world.size)
     try:
-        result = trainer.fit(stream, resume=resume)
+        result = trainer.fit(stream, resume=resume, extend=extend)
     finally:
         shutdown(run.world)
     return MLMRun(trainer.model, tokenizer, data, result, run.out_dir)

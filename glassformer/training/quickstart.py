@@ -156,7 +156,7 @@ def run_quickstart(
         # Refused before the corpus is built; quickstart has no --resume (its corpus is built, not read from files).
         raise ConfigError(f"{out_dir} already holds {found}, which quickstart cannot continue; give quickstart another "
                           f"--out (or delete {out_dir}); a `train translation` run there continues with: "
-                          f"glassformer train translation --resume {out_dir} --src ... --tgt ... (its own files)")
+                          f"glassformer train translation --resume {out_dir}")
     started = time.perf_counter()
     print(f"Building the {src_lang}→{tgt_lang} number corpus (0..{max_number:,}; train/valid/test disjoint) ...",
           flush=True)

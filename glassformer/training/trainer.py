@@ -43,6 +43,7 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from ..devices import pick_device  # noqa: F401  (re-exported: it was defined here)
@@ -228,14 +229,15 @@ class Trainer:
         return total / n_tokens * self.world.size, norm, finite
 
     # -- the loop ------------------------------------------------------------------------------
-    def fit(self, stream, *, resume: bool = False) -> TrainResult:
+    def fit(self, stream, *, resume: bool = False, extend: bool = False) -> TrainResult:
         """Train on ``stream`` (an endless iterator of micro-batches with ``state_dict``) until
-        ``max_steps``; with ``resume``, first restore everything from ``run_dir/last``."""
+        ``max_steps``; with ``resume``, first restore everything from ``run_dir/last`` (``extend``:
+        a run set to fewer steps, whose schedule now runs to ``max_steps``)."""
         cfg, result = self.config, self.result
         main = self.world.main
         self.stream = stream
         if resume:
-            self._restore(stream)
+            self._restore(stream, extend)
             if main:                                    # what a save killed half-way left behind
                 remove_unfinished_saves(self.run_dir)
         elif main:
@@ -348,7 +350,8 @@ class Trainer:
                 raise TrainingStopped(f"step {self.step}: the weights are not finite; nothing was saved "
                                       f"({last} holds the last good checkpoint)")
             model = self._model_for_saving(weights)
-            info = {"step": self.step, "best_loss": _json_number(self.result.best_loss), "world_size": self.world.size,
+            info = {"step": self.step, "max_steps": self.config.max_steps,
+                    "best_loss": _json_number(self.result.best_loss), "world_size": self.world.size,
                     "fingerprint": self.fingerprint, "history": self.result.history,
                     "skipped_steps": int(self._skipped)}
             state = {"optimizer": optim, "scheduler": self.scheduler.state_dict() if self.scheduler else None,
@@ -377,11 +380,11 @@ class Trainer:
         copy.load_state_dict(weights)
         return copy
 
-    def _restore(self, stream) -> None:
+    def _restore(self, stream, extend: bool = False) -> None:
         """Load ``run_dir/last`` (weights, optimiser, schedule, scaler, generators, data position)."""
         path = find_checkpoint(self.run_dir)
         info, state = read_training_checkpoint(path)
-        check_fingerprint(info.get("fingerprint", {}), self.fingerprint, path)
+        check_fingerprint(info.get("fingerprint", {}), self.fingerprint, path, extend=extend)
         if info.get("world_size", 1) != self.world.size:
             raise CheckpointError(f"cannot resume from {path}: it was trained by {info.get('world_size')} "
                                   f"processes, this run has {self.world.size}; resume with the same number")
@@ -396,15 +399,27 @@ class Trainer:
             set_model_state_dict(self.model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
         else:
             missing, unexpected = self.model.load_state_dict(weights, strict=False)
-            tied = {k for k in missing if k.endswith("weight")}   # tied copies are stored once
-            if unexpected or set(missing) - tied:
-                raise CheckpointError(f"{path / WEIGHTS} does not fit this model: missing {sorted(missing)[:3]}, "
-                                      f"unexpected {sorted(unexpected)[:3]}")
+            # A tied weight is stored once: the parameter of a missing name may be one that was loaded.
+            params = self.model.state_dict(keep_vars=True)
+            loaded = {id(params[k]) for k in weights if k in params}
+            absent = sorted(k for k in missing if id(params[k]) not in loaded)
+            if absent:
+                raise CheckpointError(f"{path / WEIGHTS} lacks {len(absent)} tensor(s) of this model "
+                                      f"({', '.join(absent[:3])}{', ...' if len(absent) > 3 else ''}); the checkpoint "
+                                      "is incomplete or of another model")
+            if unexpected:
+                raise CheckpointError(f"{path / WEIGHTS} does not fit this model: it holds tensors the model does "
+                                      f"not have ({', '.join(sorted(unexpected)[:3])})")
             if hasattr(self.model, "tie_weights"):
                 self.model.tie_weights()
         distributed.load_optimizer_state(self.model, self.optimizer, state["optimizer"], self.world)
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+            if extend and isinstance(self.scheduler, LambdaLR):
+                # the saved rate is the shorter schedule's; the next step takes the longer one's
+                for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                               self.scheduler.lr_lambdas):
+                    group["lr"] = base * factor(self.scheduler.last_epoch)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"][self.world.rank])

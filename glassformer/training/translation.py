@@ -17,7 +17,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 
@@ -31,7 +31,7 @@ from ..data.streams import EpochStream
 from .checks import check_positive_int, check_preset, check_range, check_types
 from .losses import LabelSmoothedCrossEntropy
 from .optim import paper_adam
-from .schedules import noam_schedule
+from .schedules import Schedule, noam_schedule
 from .checkpoints import find_checkpoint
 from .distributed import shutdown
 from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
@@ -58,6 +58,8 @@ class TranslationSettings(RunSettings):
     eval_every: int | None = None        # steps between evaluations; None = once per epoch
     keep_checkpoints: int = 0
     seed: int = 0
+
+    task: ClassVar[str] = "translation"
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -120,10 +122,14 @@ def train_translation(
     out_dir: str | Path,
     *,
     resume: bool = False,
+    extend: bool = False,
+    sources: dict[str, Any] | None = None,
 ) -> TranslationRun:
     """Train tokenizers and a Transformer; save ``out_dir/best`` and ``out_dir/last`` model
-    directories.  ``resume``: continue the run in ``out_dir`` exactly where its last checkpoint stopped."""
-    run = start_run(settings, out_dir, resume)
+    directories.  ``resume``: continue the run in ``out_dir`` exactly where its last checkpoint stopped
+    (``extend``: to ``settings.steps``, more than it was set to).  ``sources``: where the pairs were
+    read from (files), recorded with the run as the defaults of its resumption."""
+    run = start_run(settings, out_dir, resume, extend)
     if resume:
         saved = find_checkpoint(run.out_dir)
         tgt_tok = Tokenizer.load(saved / TOKENIZER)
@@ -141,8 +147,8 @@ def train_translation(
     if too_long > config.max_len:
         raise InputError(f"a training sentence has {too_long} tokens but the model takes at most "
                          f"max_len={config.max_len}; raise max_len or filter long sentences")
-    fp = fingerprint(settings, config, pairs=len(train_pairs), digest=_digest(train_pairs))
-    check_resume(run, fp)
+    fp = fingerprint(settings, config, sources=sources, pairs=len(train_pairs), digest=_digest(train_pairs))
+    check_resume(run, fp, settings.steps)
     torch.manual_seed(settings.seed)
     model = build_model(config)
     valid_batches = valid.batches(settings.max_tokens, shuffle=False)
@@ -155,8 +161,10 @@ def train_translation(
         save_model_dir(path, model, tgt_tok, source_tokenizer=None if settings.shared_vocab else src_tok,
                        generation={"task": "translation", "beam": 4, "alpha": 0.6, "max_len_a": 1.0, "max_len_b": 50})
 
+    schedule = Schedule("inverse-square-root",      # the paper's: the optimiser's rate is set by the schedule alone
+                        lambda opt, total: noam_schedule(opt, config.d_model, settings.warmup, settings.lr_factor), 1.0)
     trainer = Trainer(
-        model, paper_adam, lambda opt: noam_schedule(opt, config.d_model, settings.warmup, settings.lr_factor),
+        model, paper_adam, schedule.for_steps(settings.steps),
         translation_loss(settings.label_smoothing),
         lambda m: validation(m, valid_batches, settings.label_smoothing, run.device), save,
         trainer_config(settings, run, max_steps=settings.steps, eval_every=eval_every, rate_unit="target tokens"),
@@ -164,12 +172,12 @@ def train_translation(
         summary=summary("transformer", model, run, data=f"{len(train):,} training and {len(valid):,} validation "
                         "sentence pairs", batch=f"batches of up to {settings.max_tokens:,} tokens × "
                         f"{settings.grad_accum} per step ({steps_per_epoch:,} batches per epoch)",
-                        steps=settings.steps),
+                        steps=settings.steps, schedule=schedule),
     )
     stream = EpochStream(train, settings.max_tokens, settings.seed, max_sentences=settings.max_sentences,
                          by_length=settings.length_buckets, rank=run.world.rank, world=run.world.size)
     try:
-        result = trainer.fit(stream, resume=resume)
+        result = trainer.fit(stream, resume=resume, extend=extend)
     finally:
         shutdown(run.world)
     return TranslationRun(trainer.model, tgt_tok, src_tok, result, run.out_dir)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -27,7 +27,7 @@ from .checks import check_positive_int, check_preset, check_types
 from .distributed import shutdown
 from .optim import adamw
 from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
-from .schedules import cosine_schedule
+from .schedules import Schedule
 from .trainer import StepLoss, Trainer, TrainResult
 
 DATASETS = ("digits",)
@@ -51,6 +51,8 @@ class ViTSettings(RunSettings):
     eval_every: int = 250
     keep_checkpoints: int = 0
     seed: int = 0
+
+    task: ClassVar[str] = "vit"
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -91,10 +93,13 @@ def evaluate_images(model: ViT, batches, device) -> dict[str, float]:
     return {"loss": total / n, "accuracy": right / n}
 
 
-def train_vit(dataset: str | Path, settings: ViTSettings, out_dir: str | Path, *, resume: bool = False) -> ViTRun:
+def train_vit(dataset: str | Path, settings: ViTSettings, out_dir: str | Path, *, resume: bool = False,
+              extend: bool = False) -> ViTRun:
     """Train a ViT on ``dataset`` ("digits" or a folder of class folders); save ``out_dir/best``
-    and ``out_dir/last``; write the held-out test accuracy to ``out_dir/results.json``."""
-    run = start_run(settings, out_dir, resume)
+    and ``out_dir/last``; write the held-out test accuracy to ``out_dir/results.json``.  ``resume``:
+    continue the run in ``out_dir`` exactly where its last checkpoint stopped (``extend``: to
+    ``settings.steps``, more than it was set to)."""
+    run = start_run(settings, out_dir, resume, extend)
     base = preset(settings.preset, **settings.model)
     data = load_images(dataset, None if str(dataset) == "digits" else base.image_size, base.channels)
     size, channels = data.images.shape[-1], data.images.shape[1]
@@ -105,7 +110,7 @@ def train_vit(dataset: str | Path, settings: ViTSettings, out_dir: str | Path, *
                           "choose a preset (or --config model fields) that fits")
     parts = split(data, settings.seed)
     fp = fingerprint(settings, config, dataset=str(dataset), images=len(data.labels))
-    check_resume(run, fp)
+    check_resume(run, fp, settings.steps)
     torch.manual_seed(settings.seed)
     model = build_model(config)
     valid_batches = batches_of(parts.valid, 256)
@@ -113,22 +118,23 @@ def train_vit(dataset: str | Path, settings: ViTSettings, out_dir: str | Path, *
     def save(path: Path, model: ViT) -> None:
         save_model_dir(path, model, generation={"task": "image-classification"})
 
+    schedule = Schedule.cosine(settings.lr, settings.warmup, settings.min_lr_ratio)
     trainer = Trainer(
         model,
         lambda m: adamw(m, settings.lr, settings.weight_decay, (0.9, 0.999)),
-        lambda opt: cosine_schedule(opt, settings.warmup, settings.steps, settings.min_lr_ratio),
+        schedule.for_steps(settings.steps),
         image_loss, lambda m: evaluate_images(m, valid_batches, run.device), save,
         trainer_config(settings, run, max_steps=settings.steps, rate_unit="images"),
         run.out_dir, run.device, world=run.world, fingerprint=fp,
         summary=summary("vit", model, run, data=f"{len(parts.train.labels):,} training, {len(parts.valid.labels):,} "
                         f"validation and {len(parts.test.labels):,} test images of {channels}×{size}×{size}, "
                         f"{len(data.classes)} classes", batch=f"batch {settings.batch_size} × {settings.grad_accum}",
-                        steps=settings.steps),
+                        steps=settings.steps, schedule=schedule),
     )
     stream = ImageStream(parts.train, settings.batch_size, settings.seed, shift=settings.shift, rank=run.world.rank,
                          world=run.world.size)
     try:
-        result = trainer.fit(stream, resume=resume)
+        result = trainer.fit(stream, resume=resume, extend=extend)
     finally:
         shutdown(run.world)
     from ..model_dir import load_model_dir

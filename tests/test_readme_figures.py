@@ -86,11 +86,15 @@ def test_demo_block_reads_what_quickstart_json_holds(tables, tmp_path):
         "quickstart": {"exact_match": 98.5, "bleu": 99.1, "chrf": 99.8, "sentences": 2000, "train_steps": 800,
                        "max_steps": 800, "time_limited": False, "train_seconds": 190.0, "threads": 4,
                        "by_range": {"0-99": {"seen": {"n": 100, "exact_match": 80.0},
-                                             "held_out": {"n": 0, "exact_match": None}}}},
+                                             "held_out": {"n": 0, "exact_match": None}}},
+                       "spoken_forms": {"seen": {"n": 351, "exact_match": 99.43},
+                                        "held_out": {"n": 217, "exact_match": 98.62}}},
     }))
     block = tables.render_block("demo", tmp_path)
     for expected in ("2030-01-02", "**98.50%**", "99.10 / 99.80", "2,000", "seen in training 80.0% of 100",
-                     "held out: none", "800 of 800 steps", "190 s on 4 threads", "**251 s**", "`make demo`"):
+                     "held out: none", "spoken forms (\"hundert\" for \"einhundert\", all ranges) | seen in training "
+                     "99.4% of 351 · held out 98.6% of 217", "800 of 800 steps", "190 s on 4 threads", "**251 s**",
+                     "`make demo`"):
         assert expected in block, expected
     assert tables.MISSING not in block
 

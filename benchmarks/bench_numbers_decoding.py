@@ -1,6 +1,7 @@
 """Greedy vs beam search vs MBR on the built-in number-translation task.
 
-Uses the quickstart model (``make demo`` writes runs/quickstart/best) and the
+Uses the model the demo benchmark trained (``bench_quickstart.py`` keeps it in
+benchmarks/out/quickstart-model/best; else runs/quickstart/best, which ``make demo`` writes) and the
 same held-out test numbers (the corpus is rebuilt from the same seed).  Speed is
 timed with the shared harness (``benchmarks/harness.py``): the strategies take
 turns in ABBA order (the order reverses every round), each gets the same warm-up
@@ -8,7 +9,7 @@ pass (whose translations are the ones scored) and the same timed passes over the
 whole test set under ``torch.inference_mode()``; sentences/s is the median over
 rounds.
 
-    python benchmarks/bench_numbers_decoding.py [--model runs/quickstart/best] [--n-test 2000] [--rounds 3]
+    python benchmarks/bench_numbers_decoding.py [--model DIR] [--n-test 2000] [--rounds 3]
     python benchmarks/bench_numbers_decoding.py --quick --out /tmp/bench      # 200 numbers, 1 round
 
 Writes numbers_decoding.json and numbers_decoding.md under --out (default benchmarks/results).
@@ -23,10 +24,10 @@ from pathlib import Path
 
 import harness
 from harness import add_common_args, finish_machine_info, interleave, machine_info, machine_line, protocol_line
-from harness import setup, write_results
+from harness import DEMO_MODEL, setup, weights_digest, write_results
 
 NAME = "numbers_decoding"
-DEFAULT_MODEL = harness.ROOT / "runs" / "quickstart" / "best"
+DEFAULT_MODEL = DEMO_MODEL if (DEMO_MODEL / "config.json").is_file() else harness.ROOT / "runs" / "quickstart" / "best"
 STRATEGIES = {
     "greedy": {},
     "beam 4, α 0.6": {"beam": 4, "alpha": 0.6},
@@ -37,7 +38,8 @@ STRATEGIES = {
 
 def markdown(r: dict) -> str:
     lines = ["# Number translation (de→en): decoding strategies", "",
-             f"{r['test_sentences']:,} held-out test numbers, model {r['model']}.", "",
+             f"{r['test_sentences']:,} held-out test numbers, model {r['model']} (model.safetensors sha256 "
+             f"{r.get('model_sha256', 'not recorded')}).", "",
              f"{machine_line(r['machine'])}.  Timing: {protocol_line(r['protocol'])}.", "",
              "| decoding | exact match % | sacreBLEU | chrF | sentences/s (median) | sentences/s (best round) |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -89,6 +91,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     result = {"benchmark": "decoding strategies on the number-translation task (de→en)",
               "machine": finish_machine_info(info), "quick": args.quick, "model": str(args.model),
+              "model_sha256": weights_digest(args.model),
               "corpus_seed": args.seed, "test_sentences": len(sources), "protocol": timings.protocol.to_dict(),
               "outputs_stable": all(o == outs[0] for outs in outputs.values() for o in outs),
               "results": rows}

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import RESULTS, ROOT, finish_machine_info, machine_info, machine_line, write_results
+from harness import DEMO_MODEL, RESULTS, ROOT, finish_machine_info, machine_info, machine_line, weights_digest, write_results
 
 
 def run_logged(cmd: list[str], cwd: Path, log: Path) -> float:
@@ -82,6 +82,15 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def keep_model(model: Path, keep: Path) -> None:
+    """Copy the model the demo trained to ``keep`` (replacing the previous demo model kept there), so the
+    decoding benchmark measures the very model whose figures the demo block shows."""
+    if keep.exists():
+        shutil.rmtree(keep)
+    shutil.copytree(model, keep)
+    print(f"the demo's model is kept in {keep}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-clone", action="store_true",
@@ -89,6 +98,8 @@ def main() -> None:
     ap.add_argument("--repo", default=str(ROOT), help="repository to clone (default: this one)")
     ap.add_argument("--out", default=str(RESULTS), help="directory for quickstart.json/.md")
     ap.add_argument("--keep", action="store_true", help="keep the temporary clone (its path is printed)")
+    ap.add_argument("--keep-model", default=str(DEMO_MODEL),
+                    help="where the demo's model is copied for bench_numbers_decoding.py (default: %(default)s)")
     args = ap.parse_args()
 
     info = machine_info()
@@ -115,8 +126,10 @@ def main() -> None:
         info["transformers"] = None                     # not used by the demo
         info["threads"] = quickstart["threads"]
         info["git_commit"] = commit
+        keep_model(run_dir / "best", Path(args.keep_model))
         result = {"fresh_clone": not args.no_clone, "command": " ".join(cmd), "wall_seconds": round(wall, 1),
-                  "OMP_NUM_THREADS": env_threads, "quickstart": quickstart, "machine": finish_machine_info(info)}
+                  "OMP_NUM_THREADS": env_threads, "quickstart": quickstart,
+                  "model_sha256": weights_digest(run_dir / "best"), "machine": finish_machine_info(info)}
         write_results(args.out, "quickstart", result, markdown(result))
     finally:
         if args.keep:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -44,6 +45,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
+# The model the demo benchmark trained (bench_quickstart.py keeps it here; git ignores benchmarks/out/):
+# the decoding benchmark measures this one, so the two README blocks are about the same model.
+DEMO_MODEL = HERE / "out" / "quickstart-model" / "best"
 if str(ROOT) not in sys.path:                      # run as a script from anywhere: import the checkout
     sys.path.insert(0, str(ROOT))
 
@@ -271,6 +275,16 @@ def finish_machine_info(info: dict[str, Any]) -> dict[str, Any]:
     if hasattr(os, "getloadavg"):
         info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     return info
+
+
+def weights_digest(model_dir: str | Path) -> str:
+    """The first 16 hex digits of the SHA-256 of a model directory's model.safetensors: which model
+    a result measured."""
+    digest = hashlib.sha256()
+    with open(Path(model_dir) / "model.safetensors", "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def _write_atomic(path: Path, text: str) -> None:

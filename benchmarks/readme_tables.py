@@ -206,10 +206,24 @@ def render_demo(results: Path) -> str:
     return "\n".join(lines)
 
 
+def decoding_model(r: dict[str, Any], results: Path) -> str:
+    """Which model the decoding block measured: the demo block's own (the same weights) or another."""
+    digest = r.get("model_sha256")
+    try:
+        demo = load(results, "quickstart")
+    except NotMeasured:
+        demo = {}
+    if digest and digest == demo.get("model_sha256"):
+        commit = (demo.get("machine") or {}).get("git_commit")
+        return f"the demo's model (trained by the run above{f' at commit {commit}' if commit else ''})"
+    return (f"a quickstart model other than the demo's above (weights sha256 {digest})" if digest
+            else "a quickstart model (which one was not recorded)")
+
+
 def render_decoding(results: Path) -> str:
     r = load(results, "numbers_decoding")
     rows = r["results"]
-    lines = [f"{quick_warning(r)}*{r['test_sentences']:,} held-out test numbers, the quickstart model; "
+    lines = [f"{quick_warning(r)}*{r['test_sentences']:,} held-out test numbers, {decoding_model(r, results)}; "
              f"{measured_on(r['machine'])}; sentences/s timed in {timing(r['protocol'])}; "
              "[results](benchmarks/results/numbers_decoding.md).*", "",
              "| decoding | exact match % | sacreBLEU | chrF | sentences/s |", "| --- | ---: | ---: | ---: | ---: |"]

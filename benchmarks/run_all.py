@@ -43,6 +43,7 @@ GPU_ONLY = {
     "gpu": ("bench_gpu.py", "GPT-2 training (MFU) and generation vs Hugging Face, on a CUDA GPU", ()),
 }
 QUICKSTART_MODEL = ROOT / "runs" / "quickstart" / "best"
+DEMO_MODEL = HERE / "out" / "quickstart-model" / "best"          # kept by bench_quickstart.py (harness.DEMO_MODEL)
 
 
 def script_options(script: Path) -> str:
@@ -82,9 +83,11 @@ def command(name: str, args: argparse.Namespace, out: Path) -> list[str] | str:
 
 
 def quickstart_model(args: argparse.Namespace, out: Path) -> Path:
-    """runs/quickstart/best if it exists, else where :func:`train_quickstart` puts one."""
-    if (QUICKSTART_MODEL / "config.json").is_file():
-        return QUICKSTART_MODEL
+    """The demo benchmark's model (so the decoding block measures the demo block's model), else
+    runs/quickstart/best if it exists, else where :func:`train_quickstart` puts one."""
+    for model in ([] if args.quick else [DEMO_MODEL]) + [QUICKSTART_MODEL]:
+        if (model / "config.json").is_file():
+            return model
     return (out / "quickstart-model" if args.quick else QUICKSTART_MODEL.parent) / "best"
 
 

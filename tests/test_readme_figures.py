@@ -103,3 +103,17 @@ def test_demo_block_marks_what_is_missing(tables, tmp_path):
     (tmp_path / "quickstart.json").write_text(json.dumps({"quickstart": {"exact_match": 97.0}}))
     block = tables.render_block("demo", tmp_path)
     assert "**97.00%**" in block and tables.MISSING in block
+
+
+def test_every_block_names_its_date_and_the_decoding_block_the_demo_model(tables):
+    """Each figure says when it was measured, and the decoding table measured the model the demo table did."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name, body in tables.blocks_in(readme).items():
+        assert "date not recorded" not in body, f"README block {name!r} does not say when it was measured"
+    results = ROOT / "benchmarks" / "results"
+    demo = json.loads((results / "quickstart.json").read_text(encoding="utf-8"))
+    decoding = json.loads((results / "numbers_decoding.json").read_text(encoding="utf-8"))
+    assert decoding.get("model_sha256") and decoding["model_sha256"] == demo.get("model_sha256"), (
+        "benchmarks/results/numbers_decoding.json measured another model than quickstart.json's demo; run "
+        "benchmarks/bench_quickstart.py then benchmarks/bench_numbers_decoding.py (make bench does both)")
+    assert "the demo's model" in tables.render_block("decoding", results)

@@ -59,6 +59,19 @@ def untrained_translator(path, corpus, vocab_size: int, max_len: int):
     return path
 
 
+def untrained_gpt(path, text: str, **generation):
+    """A model directory of a freshly initialised gpt-tiny with a character tokenizer of ``text``
+    (``generation``: its generation settings, if any)."""
+    from glassformer.model_dir import save_model_dir
+    from glassformer.models import build_model, preset
+    from glassformer.tokenizers import Tokenizer
+
+    torch.manual_seed(0)
+    tok = Tokenizer.train_char([text])
+    save_model_dir(path, build_model(preset("gpt-tiny", vocab_size=tok.vocab_size)), tok, generation=generation or None)
+    return path
+
+
 # -- the headless browser (the ``browser`` fixture of conftest.py) ---------------------------------
 SCREENSHOTS = Path(os.environ.get("GLASSFORMER_TEST_OUTPUT", Path(__file__).resolve().parents[1] / "test-output"))
 

@@ -7,13 +7,12 @@ import math
 
 import pytest
 import torch
-from helpers import one_line_error, run_cli, untrained_translator
+from helpers import one_line_error, run_cli, untrained_gpt, untrained_translator
 
 from glassformer.cli.main import _leaves, build_parser
 from glassformer.data.numbers import number_corpus
 from glassformer.errors import ConfigError
 from glassformer.generation import BeamOptions, SamplingOptions, decode, length_limits
-from glassformer.model_dir import save_model_dir
 from glassformer.models import build_model, preset
 from glassformer.tokenizers import Tokenizer
 
@@ -23,10 +22,7 @@ NOT_FINITE = ["nan", "NaN", "inf", "-inf", "Infinity", "1e999"]
 
 @pytest.fixture(scope="module")
 def gpt_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    tok = Tokenizer.train_char([TEXT * 3])
-    return save_model_dir(tmp_path_factory.mktemp("bad") / "gpt",
-                          build_model(preset("gpt-tiny", vocab_size=tok.vocab_size)), tok)
+    return untrained_gpt(tmp_path_factory.mktemp("bad") / "gpt", TEXT * 3)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ uvicorn = pytest.importorskip("uvicorn", reason="serve needs uvicorn: pip instal
 httpx = pytest.importorskip("httpx", reason="the tests need httpx: pip install 'glassformer[serve]'")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from helpers import run_cli, screenshot, untrained_translator, wait_for  # noqa: E402
+from helpers import run_cli, screenshot, untrained_gpt, untrained_translator, wait_for  # noqa: E402
 
 from glassformer.data.numbers import number_corpus  # noqa: E402
 from glassformer.explain.attention import attention_modules, capture_attention  # noqa: E402
@@ -37,10 +37,7 @@ TEXT = "the quick brown fox jumps over the lazy dog. "
 
 @pytest.fixture(scope="module")
 def gpt_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    tok = Tokenizer.train_char([TEXT * 3])
-    return save_model_dir(tmp_path_factory.mktemp("serve") / "gpt",
-                          build_model(preset("gpt-tiny", vocab_size=tok.vocab_size)), tok)
+    return untrained_gpt(tmp_path_factory.mktemp("serve") / "gpt", TEXT * 3)
 
 
 @pytest.fixture(scope="module")

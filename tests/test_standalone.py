@@ -41,7 +41,8 @@ def test_no_file_of_the_project_names_a_folder_outside_the_checkout():
 
 
 def test_the_pattern_catches_what_it_must():
-    assert OUTSIDE.search('DATA = "' + ".." + '/shared/data/tinyshakespeare.txt"')
+    assert OUTSIDE.search('DATA = "' + ".." + '/shared/' + 'data/tinyshakespeare.txt"')
+    assert OUTSIDE.search('Path("shared/' + 'data/tinyshakespeare.txt")')
     assert OUTSIDE.search('Path(__file__).resolve().parents[2] / "' + 'shared" / "data"')
     assert not OUTSIDE.search("shared vocabulary, shared_vocab, a shared BPE")
 

@@ -13,7 +13,7 @@ from glassformer.data.lm import BUILTIN_CORPORA, SHIPPED_CORPORA, TINY_SHAKESPEA
 ROOT = Path(__file__).resolve().parents[1]
 # A path that leaves the checkout for the folder it was developed beside (written as a pattern, so
 # this file does not name it itself).
-OUTSIDE = re.compile(r"\.\./shared\b|parents\[2\]\s*/\s*['\"]shared|\bshared/data/")
+OUTSIDE = re.compile(r"\.\./shared\b|parents\[2\]\s*/\s*['\"]shared|\bshared[/]data/")
 
 
 def project_files() -> list[Path]:

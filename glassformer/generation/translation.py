@@ -37,8 +37,8 @@ def encode_sources(texts: Sequence[str], src_tok: Tokenizer, max_len: int, eos_i
         if not text.strip():
             raise InputError(f"input line {i} is empty; give one non-empty sentence per line")
         if len(ids) + 1 > max_len:
-            raise InputError(f"input line {i} has {len(ids) + 1} tokens but the model takes at most {max_len}; "
-                             "shorten or split it")
+            raise InputError(f"input line {i} has {len(ids) + 1} tokens but the model takes at most {max_len} "
+                             "(max_len); shorten or split it")
         out.append(ids + [eos_id])
     return out
 

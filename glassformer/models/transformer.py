@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..nn import (
     ACTIVATIONS,
     NORMS,
@@ -200,8 +200,22 @@ class Transformer(DecodingMixin, nn.Module):
     def _rotary(self, positions: Tensor):
         return self.rotary(positions) if self.rotary is not None else None
 
+    @property
+    def _position_limit(self) -> int | None:
+        """Positions the tables (sinusoidal, learned, rotary) hold: ``max_len``; a longer sequence is
+        refused rather than met by an index error (a device assert on a GPU).  Relative position
+        buckets (T5) and no positions at all have no limit (None)."""
+        return None if self.config.positional in ("relative", "none") else self.config.max_len
+
+    def _check_length(self, length: int, what: str) -> None:
+        limit = self._position_limit
+        if limit is not None and length > limit:
+            raise InputError(f"the {what} has {length} tokens but the model's {self.config.positional} positions "
+                             f"cover max_len={limit}; shorten or split it")
+
     def encode(self, src: Tensor, *, need_weights: bool = False, use_fused: bool = True) -> EncoderOutput:
         """src: (batch, src_len) token ids (padded with pad_id) -> memory (batch, src_len, d_model)."""
+        self._check_length(src.shape[1], "source")
         mask = padding_mask(src, self.config.pad_id)
         positions = torch.arange(src.shape[1], device=src.device)
         x = self.src_embed(src, positions)
@@ -229,7 +243,9 @@ class Transformer(DecodingMixin, nn.Module):
         """
         positions = torch.arange(tgt.shape[1], device=tgt.device)
         mask, is_causal, keys = None, True, positions
-        if cache is not None:
+        if cache is None:                          # with a cache, start_decoding has bounded the positions
+            self._check_length(tgt.shape[1], "target")
+        else:
             positions = cache.position + positions
             mask, is_causal = prepare_mask(cache.step_mask(tgt.shape[1])), False
             keys = torch.arange(cache.max_len, device=tgt.device)      # the whole (static) cache buffer
@@ -265,6 +281,10 @@ class Transformer(DecodingMixin, nn.Module):
         """Encode the source once and project it to every decoder layer's cross-attention keys and
         values; return a cache for ``max_new_tokens`` steps and the first decoder input (batch, 1)."""
         c = self.config
+        limit = self._position_limit
+        if limit is not None and max_new_tokens > limit:            # the last new token is never fed back
+            raise ConfigError(f"max_new_tokens={max_new_tokens} is too many: the decoder's {c.positional} positions "
+                              f"cover max_len={limit}, so at most {limit} new tokens")
         enc = self.encode(src)
         cache = KVCache(c.decoder_layers, src.shape[0], c.n_kv_heads or c.n_heads, c.d_model // c.n_heads,
                         max_new_tokens + 1, dtype=enc.memory.dtype, device=src.device)

@@ -3,15 +3,19 @@
     HF_DIR/config.json            model_type "bert": hidden_size, num_hidden_layers, num_attention_heads,
                                   intermediate_size, max_position_embeddings, type_vocab_size, layer_norm_eps,
                                   hidden_act, architectures (BertModel, BertForMaskedLM, BertForSequenceClassification,
-                                  BertForTokenClassification), id2label
+                                  BertForTokenClassification), id2label, problem_type (regression,
+                                  single_label_classification, multi_label_classification), tie_word_embeddings
     HF_DIR/model.safetensors      [bert.]embeddings.{word,position,token_type}_embeddings, embeddings.LayerNorm,
                                   [bert.]encoder.layer.{i}.attention.self.{query,key,value},
                                   attention.output.{dense,LayerNorm}, intermediate.dense, output.{dense,LayerNorm},
                                   [bert.]pooler.dense, cls.predictions.{transform.dense,transform.LayerNorm,bias},
+                                  cls.predictions.decoder.{weight,bias} (read when tie_word_embeddings is false),
                                   classifier
     HF_DIR/tokenizer.json         the tokenizer (or vocab.txt + tokenizer_config.json: do_lower_case, strip_accents)
 
 The separate query/key/value projections are concatenated into our fused ``qkv_proj``.
+A causal BERT (``is_decoder``) or one with cross-attention (``add_cross_attention``) is refused,
+as is a regression over several numbers (``problem_type`` "regression" with ``num_labels`` > 1).
 A sentence-transformers directory (such as all-MiniLM-L6-v2) is a BertModel directory plus
 its pooling settings; it loads as an encoder (head "none") whose sentence embedding is the mean.
 """
@@ -48,16 +52,25 @@ def config_from_hf_bert(hf: dict, weights: dict[str, Tensor] | None = None) -> B
         raise ConfigError(f"model_type={hf.get('model_type')!r} is not a BERT checkpoint (expected 'bert')")
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise ConfigError(f"position_embedding_type={hf['position_embedding_type']!r} is not supported (absolute only)")
+    for name in ("is_decoder", "add_cross_attention"):
+        if hf.get(name):
+            raise ConfigError(f"{name}=true is not supported: glassformer's BERT is a bidirectional encoder "
+                              "without cross-attention")
     architecture = (hf.get("architectures") or ["BertModel"])[0]
     head = _HEADS.get(architecture)
     if head is None:
         raise ConfigError(f"architecture {architecture!r} is not supported; known: {sorted(_HEADS)}")
     labels = None
-    regression = False
+    regression = multi_label = False
     if head in ("classify", "tokens"):
         id2label = hf.get("id2label") or {}
         n = hf.get("num_labels") or len(id2label) or 2
-        regression = head == "classify" and (hf.get("problem_type") == "regression" or n == 1)
+        problem = hf.get("problem_type") if head == "classify" else None
+        if problem == "regression" and n != 1:
+            raise ConfigError(f"problem_type='regression' with num_labels={n} (several numbers per sequence) is "
+                              "not supported; a regression head has num_labels=1")
+        regression = problem == "regression" or (problem is None and head == "classify" and n == 1)
+        multi_label = problem == "multi_label_classification"
         labels = None if regression else [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
     has_pooler = weights is None or any(k.endswith("pooler.dense.weight") for k in weights)
     try:
@@ -69,6 +82,7 @@ def config_from_hf_bert(hf: dict, weights: dict[str, Tensor] | None = None) -> B
             norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
             activation=activation_from_hf(hf.get("hidden_act", "gelu"), "hidden_act"),
             pad_id=hf.get("pad_token_id", 0) or 0, pooler=has_pooler, head=head, labels=labels, regression=regression,
+            multi_label=multi_label, tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
         )
     except KeyError as e:
         raise ConfigError(f"the BERT config lacks the field {e.args[0]!r}") from None
@@ -100,6 +114,10 @@ def state_dict_from_hf_bert(weights: dict[str, Tensor], config: BertConfig) -> d
         linear("mlm.dense", "cls.predictions.transform.dense")
         linear("mlm.norm", "cls.predictions.transform.LayerNorm")
         ours["mlm.bias"] = take("cls.predictions.bias")
+        if not config.tie_embeddings:     # untied, transformers adds the decoder's own bias (older ones share it)
+            ours["mlm.decoder.weight"] = take("cls.predictions.decoder.weight")
+            if "cls.predictions.decoder.bias" in weights:
+                ours["mlm.bias"] = take("cls.predictions.decoder.bias")
     elif config.head in ("classify", "tokens"):
         linear("classifier", "classifier")
     return ours
@@ -114,13 +132,15 @@ def to_hf_bert(model: Bert) -> tuple[dict, dict[str, Tensor]]:
               "intermediate_size": c.d_ff, "max_position_embeddings": c.max_len, "type_vocab_size": c.segments,
               "hidden_dropout_prob": c.dropout, "attention_probs_dropout_prob": c.attention_dropout,
               "layer_norm_eps": c.norm_eps, "hidden_act": activation_to_hf(c.activation), "pad_token_id": c.pad_id,
-              "position_embedding_type": "absolute"}
+              "position_embedding_type": "absolute", "tie_word_embeddings": c.tie_embeddings}
     if c.head in ("classify", "tokens"):
         names = c.labels or ["LABEL_0"]
         config.update(num_labels=c.n_outputs, id2label={str(i): n for i, n in enumerate(names)},
                       label2id={n: i for i, n in enumerate(names)})
         if c.regression:
             config["problem_type"] = "regression"
+        elif c.multi_label:
+            config["problem_type"] = "multi_label_classification"
     ours = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     prefix = "" if c.head == "none" else "bert."
     out: dict[str, Tensor] = {}
@@ -145,6 +165,9 @@ def to_hf_bert(model: Bert) -> tuple[dict, dict[str, Tensor]]:
         linear("mlm.dense", "cls.predictions.transform.dense")
         linear("mlm.norm", "cls.predictions.transform.LayerNorm")
         out["cls.predictions.bias"] = ours["mlm.bias"]
+        if not c.tie_embeddings:
+            out["cls.predictions.decoder.weight"] = ours["mlm.decoder.weight"]
+            out["cls.predictions.decoder.bias"] = ours["mlm.bias"].clone()     # its own tensor in the file
     elif c.head in ("classify", "tokens"):
         linear("classifier", "classifier")
     return config, out

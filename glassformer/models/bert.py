@@ -5,8 +5,10 @@
                      ─► hidden states (batch, seq, d_model)
                           ├─ pooler: tanh(W · hidden[:, 0])               the [CLS] summary of the sequence
                           ├─ masked-LM head: dense ─► GELU ─► LayerNorm ─► the token-embedding matrix + a bias
+                          │    (or a matrix of its own: tie_embeddings=False)
                           ├─ sequence classification: dropout ─► linear on the pooled vector
-                          │    (one output and a squared error when the labels are numbers: regression)
+                          │    (one output and a squared error when the labels are numbers: regression;
+                          │     a yes/no per label and a binary cross-entropy each: multi_label)
                           ├─ token classification: dropout ─► linear on every hidden state
                           └─ sentence embedding: the mean of the real tokens' hidden states (L2-normalised on request)
 
@@ -55,6 +57,8 @@ class BertConfig(ModelConfig):
     head: str = "none"                   # none | mlm | classify | tokens
     labels: list[str] | None = None      # class names of the classify / tokens heads (index = class id)
     regression: bool = False             # classify head: one number, squared error
+    multi_label: bool = False            # classify head: any number of labels per sequence, a sigmoid each
+    tie_embeddings: bool = True          # tie_word_embeddings: the masked-LM output is the token-embedding matrix
 
     def __post_init__(self) -> None:
         if self.d_ff is None:
@@ -71,6 +75,8 @@ class BertConfig(ModelConfig):
             raise ConfigError(f"head={self.head!r} needs labels (the class names), e.g. labels=['neg', 'pos']")
         if self.regression and self.head != "classify":
             raise ConfigError("regression=True is a classify head's option (one number per sequence)")
+        if self.multi_label and (self.head != "classify" or self.regression):
+            raise ConfigError("multi_label=True is a classify head's option with class names (not regression)")
 
     @property
     def n_outputs(self) -> int:
@@ -98,7 +104,8 @@ class EncoderOutput(NamedTuple):
 
 
 class MaskedLMHead(nn.Module):
-    """transform (dense, activation, LayerNorm), then the token-embedding matrix (tied) and a bias."""
+    """transform (dense, activation, LayerNorm), then the token-embedding matrix (tied; or ``decoder``,
+    a matrix of its own, when ``tie_embeddings`` is False) and a bias."""
 
     def __init__(self, c: BertConfig):
         super().__init__()
@@ -106,6 +113,7 @@ class MaskedLMHead(nn.Module):
         self.activation = activation_fn(c.activation)
         self.norm = nn.LayerNorm(c.d_model, eps=c.norm_eps)
         self.bias = nn.Parameter(torch.zeros(c.vocab_size))
+        self.decoder = None if c.tie_embeddings else nn.Linear(c.d_model, c.vocab_size, bias=False)
 
     def transform(self, hidden: Tensor) -> Tensor:
         return self.norm(self.activation(self.dense(hidden)))
@@ -175,9 +183,14 @@ class Bert(nn.Module):
         return self.mean_pool(out.hidden, out.mask, normalize=normalize)
 
     # -- the heads -----------------------------------------------------------------------------
+    @property
+    def mlm_output(self) -> Tensor:
+        """The masked-LM output matrix (vocab, d_model): the token embeddings, unless untied."""
+        return self.embed.token.weight if self.mlm.decoder is None else self.mlm.decoder.weight
+
     def mlm_logits(self, hidden: Tensor) -> Tensor:
         """(..., d_model) -> masked-LM logits over the vocabulary (..., vocab)."""
-        return F.linear(self.mlm.transform(hidden), self.embed.token.weight, self.mlm.bias)
+        return F.linear(self.mlm.transform(hidden), self.mlm_output, self.mlm.bias)
 
     def forward(self, tokens: Tensor, segments: Tensor | None = None, attention_mask: Tensor | None = None,
                 targets: Tensor | None = None, *, reduction: str = "mean") -> Tensor:
@@ -187,7 +200,8 @@ class Bert(nn.Module):
         * mlm: logits (batch, seq, vocab); targets (batch, seq) with -100 where nothing is predicted:
           only the selected positions are projected to the vocabulary (fused, chunked cross-entropy);
         * classify: logits (batch, labels), or (batch,) numbers for regression; targets (batch,)
-          class ids (cross-entropy) or numbers (squared error);
+          class ids (cross-entropy) or numbers (squared error); multi_label: targets (batch, labels)
+          of 0/1, a binary cross-entropy per label, averaged over the labels (transformers' loss);
         * tokens: logits (batch, seq, labels); targets (batch, seq), -100 = ignored."""
         out = self.encode(tokens, segments, attention_mask)
         head = self.config.head
@@ -200,7 +214,7 @@ class Bert(nn.Module):
                 return self.mlm_logits(out.hidden)
             selected = targets != -100
             hidden = self.mlm.transform(out.hidden[selected])           # (n_selected, d_model)
-            return linear_cross_entropy(hidden, self.embed.token.weight, targets[selected], bias=self.mlm.bias,
+            return linear_cross_entropy(hidden, self.mlm_output, targets[selected], bias=self.mlm.bias,
                                         reduction=reduction)
         if head == "classify":
             logits = self.classifier(self.head_dropout(self.pool(out.hidden)))
@@ -208,8 +222,16 @@ class Bert(nn.Module):
                 logits = logits.squeeze(-1)
             if targets is None:
                 return logits
+            if self.config.multi_label != (targets.dim() == 2):
+                raise InputError(f"targets of shape {tuple(targets.shape)} do not fit multi_label="
+                                 f"{self.config.multi_label}: multi-label targets are (batch, labels) of 0/1, "
+                                 "others (batch,)")
             if self.config.regression:
                 return F.mse_loss(logits.float(), targets.float(), reduction=reduction)
+            if self.config.multi_label:
+                per_example = F.binary_cross_entropy_with_logits(logits.float(), targets.float(),
+                                                                 reduction="none").mean(-1)
+                return per_example.sum() if reduction == "sum" else per_example.mean()
             return F.cross_entropy(logits.float(), targets, reduction=reduction)
         logits = self.classifier(self.head_dropout(out.hidden))
         if targets is None:
@@ -217,7 +239,7 @@ class Bert(nn.Module):
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction=reduction)
 
     def tie_weights(self) -> None:
-        """The masked-LM output reads the token-embedding matrix itself (no separate copy to tie)."""
+        """The tied masked-LM output reads the token-embedding matrix itself (no separate copy to tie)."""
 
 
 __all__ = ["BertConfig", "Bert", "EncoderOutput", "MaskedLMHead", "HEADS"]

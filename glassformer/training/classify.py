@@ -143,7 +143,7 @@ def classifier_from_pretrained(source: Bert, labels: list[str] | None, seed: int
         raise ConfigError(f"fine-tuning for classification needs a BERT encoder; this directory holds a "
                           f"{getattr(source.config, 'family', type(source).__name__)!r} model")
     config = dataclasses.replace(source.config, head="classify", labels=labels, regression=labels is None,
-                                 pooler=True)
+                                 multi_label=False, pooler=True)
     torch.manual_seed(seed)
     model = Bert(config)
     theirs = source.state_dict()
@@ -366,7 +366,7 @@ def classify_texts(model: Bert, tokenizer: Tokenizer, texts: Sequence[str], pair
     outputs = predict(model.eval(), data, batch_size, device)
     if config.regression:
         return [Prediction(None, None, [], float(v)) for v in outputs], n_cut
-    probs = outputs.softmax(-1)
+    probs = outputs.sigmoid() if config.multi_label else outputs.softmax(-1)     # multi-label: a yes/no per label
     k = min(top_k, len(config.labels))
     best_p, best_i = probs.topk(k, dim=-1)
     predictions = []

@@ -33,8 +33,8 @@ def convert_cmd(args) -> int:
     check_output_dir(args.out, force=args.force, reading=[source])
     loaded = load_model_dir(source)
     if args.from_ == "hf":
-        save_model_dir(args.out, loaded.model, loaded.tokenizer)
+        save_model_dir(args.out, loaded.model, loaded.tokenizer, generation=loaded.generation)
     else:
-        save_hf_directory(loaded.model, args.out, loaded.tokenizer)
+        save_hf_directory(loaded.model, args.out, loaded.tokenizer, generation=loaded.generation)
     print(f"wrote {args.out} ({loaded.config.family}, {'glassformer' if args.from_ else 'Hugging Face'} layout)")
     return 0

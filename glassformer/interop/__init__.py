@@ -17,17 +17,54 @@ from .hf_llama import (
     state_dict_from_hf_llama,
 )
 
+from .hf_bert import _HEADS as _BERT_HEADS
 from .hf_bert import config_from_hf_bert, convert_hf_bert, load_hf_bert, state_dict_from_hf_bert
+from .hf_files import GENERATION_CONFIG, generation_from_hf, generation_to_hf
+
+# The architectures (config.json's "architectures") that each model_type's loader implements: any
+# other (a classifier over a decoder, a bare model without its head) is refused by name.
+_ARCHITECTURES = {
+    "bert": tuple(_BERT_HEADS),
+    "gpt2": ("GPT2LMHeadModel", "GPT2Model"),       # GPT2Model: the output layer is wte, as in GPT2LMHeadModel
+    "llama": ("LlamaForCausalLM",),
+    "marian": ("MarianMTModel",),
+    "t5": ("T5ForConditionalGeneration",),
+    "vit": ("ViTForImageClassification",),
+}
+
+
+def _check_architecture(path, model_type: str) -> None:
+    """Refuse a directory whose config.json names an architecture its ``model_type``'s loader does
+    not implement.  A config without ``architectures`` is read by its model_type (as transformers'
+    Auto classes read it)."""
+    from pathlib import Path
+
+    from ..errors import CheckpointError, ConfigError
+    from ..files import read_json
+
+    hf = read_json(Path(path) / "config.json", what="Hugging Face config", error=CheckpointError)
+    names = hf.get("architectures") if isinstance(hf, dict) else None
+    if not names:
+        return
+    architecture = names[0]
+    if architecture not in _ARCHITECTURES.get(model_type, (architecture,)):
+        known = sorted(name for names in _ARCHITECTURES.values() for name in names)
+        raise ConfigError(f"{path} holds a {architecture} (config.json's architectures, model_type "
+                          f"{model_type!r}); glassformer reads only {', '.join(known)}: other heads and "
+                          "bare models without their head are not supported yet")
 
 
 def load_hf_directory(path, model_type: str):
     """A Hugging Face directory of ``model_type`` as a :class:`~glassformer.model_dir.ModelDir`
-    (what ``load_model_dir`` returns for glassformer's own directories)."""
+    (what ``load_model_dir`` returns for glassformer's own directories); an architecture that its
+    loader does not implement is refused by name."""
     from pathlib import Path
 
     from ..errors import ConfigError
     from ..model_dir import ModelDir
     from ..tokenizers import Tokenizer
+
+    _check_architecture(path, model_type)
 
     if model_type == "bert":
         return load_hf_bert(path)
@@ -50,7 +87,8 @@ def load_hf_directory(path, model_type: str):
                           f"{sorted(['bert', 'marian', 't5', 'vit', *loaders])}")
     model = loaders[model_type](path)
     tokenizer_file = Path(path) / "tokenizer.json"
-    return ModelDir(model, model.config, Tokenizer.load(tokenizer_file) if tokenizer_file.is_file() else None)
+    return ModelDir(model, model.config, Tokenizer.load(tokenizer_file) if tokenizer_file.is_file() else None,
+                    generation=generation_from_hf(path))
 
 
 def to_hugging_face(model) -> tuple[dict, dict]:
@@ -80,9 +118,15 @@ def to_hugging_face(model) -> tuple[dict, dict]:
                       "Hugging Face exporter here (BERT, ViT, GPT-2, Llama, T5 and Marian have)")
 
 
-def save_hf_directory(model, out_dir, tokenizer=None):
-    """Write ``model`` as a Hugging Face directory: config.json, model.safetensors (and tokenizer.json),
-    atomically."""
+# Families that generate text with their tokenizer's special tokens: their export states those ids and the
+# decoding defaults (generation.json) in config.json and generation_config.json.  (An encoder–decoder's
+# exporter writes the ids of its config.)
+_GENERATING_FAMILIES = ("gpt",)
+
+
+def save_hf_directory(model, out_dir, tokenizer=None, generation=None):
+    """Write ``model`` as a Hugging Face directory: config.json, model.safetensors (and tokenizer.json,
+    and generation_config.json from ``generation``, our generation.json settings), atomically."""
     import json
     from pathlib import Path
 
@@ -91,9 +135,15 @@ def save_hf_directory(model, out_dir, tokenizer=None):
     from ..files import write_atomically
 
     config, weights = to_hugging_face(model)
+    hf_generation = None
+    if model.config.family in _GENERATING_FAMILIES:
+        ids, hf_generation = generation_to_hf(generation or {}, tokenizer)
+        config = {**config, **ids}
 
     def fill(tmp: Path) -> None:
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        if hf_generation:
+            (tmp / GENERATION_CONFIG).write_text(json.dumps(hf_generation, indent=2) + "\n", encoding="utf-8")
         save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"),
                   metadata={"format": "pt"})
         if tokenizer is not None:

@@ -49,6 +49,13 @@ def tensor_taker(weights: dict[str, Tensor], family: str, prefix: str):
     return take
 
 
+def output_is_tied(tied_in_config: bool, head: Tensor | None, embedding: Tensor | None) -> bool:
+    """Whether the output projection is the token-embedding matrix: what ``tie_word_embeddings``
+    says, unless the weights hold an output matrix (``head``) that differs from the embedding.
+    transformers (5.x) then loads the file's matrix untied, with a warning; so do we, silently."""
+    return tied_in_config and (head is None or embedding is None or torch.equal(head, embedding))
+
+
 def read_hf_directory(path: str | Path, family: str) -> tuple[dict[str, Any], dict[str, Tensor], Path]:
     """(config dict, weights by name, weights file) of a Hugging Face ``family`` directory: one
     ``model.safetensors``, or shards listed by ``model.safetensors.index.json`` (its ``weight_map``:
@@ -119,3 +126,59 @@ def activation_from_hf(name: str, field: str = "activation_function") -> str:
     if name not in _ACTIVATIONS:
         raise ConfigError(f"{field}={name!r} is not supported; known: {sorted(_ACTIVATIONS)}")
     return _ACTIVATIONS[name]
+
+
+# -- special tokens and decoding defaults ----------------------------------------------------------
+# A Hugging Face directory states them in config.json (the ids) and generation_config.json (the
+# ids again, and how to decode); a glassformer directory in tokenizer.json and generation.json.
+GENERATION_CONFIG = "generation_config.json"
+SPECIAL_TOKENS = ("bos_token_id", "eos_token_id", "pad_token_id")
+
+
+def generation_from_hf(path: str | Path) -> dict[str, Any]:
+    """Our decoding defaults (generation.json) from a Hugging Face directory.
+
+    transformers samples only with ``do_sample`` (then with top_k 50 and top_p 1 unless told
+    otherwise) and otherwise decodes greedily whatever ``temperature`` says: our temperature 0.
+    What our decoders do not read — the special-token ids (an EOS id may be a list), num_beams,
+    max_length, bad_words_ids, forced_eos_token_id, ... — is kept verbatim under ``hugging_face``,
+    so that :func:`generation_to_hf` writes it back unchanged."""
+    path = Path(path)
+    hf_config = read_json(path / "config.json", what="Hugging Face config", error=CheckpointError)
+    file = path / GENERATION_CONFIG
+    hf_generation = read_json(file, what="generation config", error=CheckpointError) if file.is_file() else {}
+    if not isinstance(hf_generation, dict):
+        raise CheckpointError(f"{file} must hold a JSON object")
+    hf_generation = {k: v for k, v in hf_generation.items() if k != "transformers_version"}
+    ids = {k: hf_config[k] for k in SPECIAL_TOKENS if hf_config.get(k) is not None}
+    if not hf_generation and not ids:
+        return {}
+    ours: dict[str, Any] = {}
+    if hf_generation.get("do_sample"):
+        given = {k: v for k, v in hf_generation.items() if v is not None}
+        ours = {"temperature": given.get("temperature", 1.0), "top_k": given.get("top_k", 50) or None,
+                "top_p": given.get("top_p", 1.0)}
+        ours = {k: v for k, v in ours.items() if v is not None and not (k == "top_p" and v == 1.0)}
+    elif hf_generation:
+        ours["temperature"] = 0.0
+    return {**ours, "hugging_face": {"config": ids, "generation_config": hf_generation}}
+
+
+def generation_to_hf(generation: dict[str, Any], tokenizer=None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(special-token ids for config.json, generation_config.json) from our decoding defaults: the
+    inverse of :func:`generation_from_hf`.  The ids are those carried from a Hugging Face directory,
+    else the tokenizer's end-of-text token (which also begins a text, as GPT-2's does) and padding;
+    an unknown id is written as null, never left to transformers' default (GPT-2's 50256, Llama's 2)."""
+    carried = generation.get("hugging_face") or {}
+    ids = dict(carried.get("config") or {})
+    if not ids and tokenizer is not None:
+        ids = {"bos_token_id": tokenizer.eos_id, "eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.pad_id}
+    ids = {k: ids.get(k) for k in SPECIAL_TOKENS}
+    hf_generation = {**{k: v for k, v in ids.items() if v is not None}, **(carried.get("generation_config") or {})}
+    temperature = generation.get("temperature")
+    if temperature == 0:
+        hf_generation["do_sample"] = False
+    elif temperature is not None:
+        hf_generation.update(do_sample=True, temperature=temperature, top_k=generation.get("top_k") or 0,
+                             top_p=generation.get("top_p", 1.0))
+    return ids, hf_generation

@@ -19,7 +19,14 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..models.gpt import GPT, GPTConfig
-from .hf_files import activation_from_hf, activation_to_hf, model_with_weights, read_hf_directory, tensor_taker
+from .hf_files import (
+    activation_from_hf,
+    activation_to_hf,
+    model_with_weights,
+    output_is_tied,
+    read_hf_directory,
+    tensor_taker,
+)
 
 # Per-layer names: ours <- theirs, and whether the matrix is a Conv1D (transposed).
 _LAYER_MAP = [
@@ -38,8 +45,10 @@ _LAYER_MAP = [
 ]
 
 
-def config_from_hf_gpt2(hf: dict) -> GPTConfig:
-    """A :class:`GPTConfig` from the fields of a Hugging Face ``GPT2Config`` (a dict)."""
+def config_from_hf_gpt2(hf: dict, weights: dict[str, Tensor] | None = None) -> GPTConfig:
+    """A :class:`GPTConfig` from the fields of a Hugging Face ``GPT2Config`` (a dict).  With the
+    ``weights``, an ``lm_head`` that differs from ``wte`` unties the output whatever the config says
+    (as transformers loads it)."""
     if hf.get("model_type", "gpt2") != "gpt2":
         raise ConfigError(f"model_type={hf.get('model_type')!r} is not a GPT-2 checkpoint (expected 'gpt2')")
     unsupported = {k: hf[k] for k in ("add_cross_attention", "scale_attn_by_inverse_layer_idx",
@@ -49,12 +58,16 @@ def config_from_hf_gpt2(hf: dict) -> GPTConfig:
     if unsupported:
         raise ConfigError(f"GPT-2 options {unsupported} are not supported by glassformer's GPT")
     activation = activation_from_hf(hf.get("activation_function", "gelu_new"))
+    tied = bool(hf.get("tie_word_embeddings", True))
+    if weights is not None:
+        wte = weights.get("transformer.wte.weight", weights.get("wte.weight"))
+        tied = output_is_tied(tied, weights.get("lm_head.weight"), wte)
     try:
         return GPTConfig(
             vocab_size=hf["vocab_size"], n_layers=hf["n_layer"], n_heads=hf["n_head"], d_model=hf["n_embd"],
             d_ff=hf.get("n_inner") or 4 * hf["n_embd"], max_len=hf["n_positions"],
             dropout=float(hf.get("resid_pdrop", 0.1)), norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
-            activation=activation, bias=True, tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+            activation=activation, bias=True, tie_embeddings=tied,
         )
     except KeyError as e:
         raise ConfigError(f"GPT-2 config lacks the field {e.args[0]!r}") from None
@@ -110,7 +123,7 @@ def to_hf_gpt2(model: GPT) -> tuple[dict, dict[str, Tensor]]:
 def load_hf_gpt2(path: str | Path, dtype: torch.dtype = torch.float32) -> GPT:
     """A :class:`GPT` with the weights of a Hugging Face GPT-2 directory (config.json + model.safetensors)."""
     hf_config, weights, weights_file = read_hf_directory(path, "GPT-2")
-    config = config_from_hf_gpt2(hf_config)
+    config = config_from_hf_gpt2(hf_config, weights)
     return model_with_weights(GPT, config, state_dict_from_hf_gpt2(weights, config), weights_file, dtype)
 
 

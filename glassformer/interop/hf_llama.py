@@ -34,7 +34,15 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..models.gpt import GPT, GPTConfig
-from .hf_files import activation_from_hf, activation_to_hf, model_with_weights, read_hf_directory, split_rows, tensor_taker
+from .hf_files import (
+    activation_from_hf,
+    activation_to_hf,
+    model_with_weights,
+    output_is_tied,
+    read_hf_directory,
+    split_rows,
+    tensor_taker,
+)
 
 # Per-layer names, ours <- theirs: the norms (a weight only), the linear layers (a weight and, with
 # ``bias``, a bias) and the fused linear layers, each the concatenation of theirs along its output.
@@ -69,8 +77,10 @@ def _rope(hf: dict[str, Any]) -> tuple[float, dict | None]:
                       "positions and Llama 3.1's (rope_type 'llama3')")
 
 
-def config_from_hf_llama(hf: dict[str, Any]) -> GPTConfig:
-    """A :class:`GPTConfig` with Llama's options from the fields of a Hugging Face ``LlamaConfig`` (a dict)."""
+def config_from_hf_llama(hf: dict[str, Any], weights: dict[str, Tensor] | None = None) -> GPTConfig:
+    """A :class:`GPTConfig` with Llama's options from the fields of a Hugging Face ``LlamaConfig`` (a
+    dict).  With the ``weights``, an ``lm_head`` that differs from ``embed_tokens`` unties the output
+    whatever the config says (as transformers loads it)."""
     if hf.get("model_type", "llama") != "llama":
         raise ConfigError(f"model_type={hf.get('model_type')!r} is not a Llama checkpoint (expected 'llama')")
     try:
@@ -83,6 +93,10 @@ def config_from_hf_llama(hf: dict[str, Any]) -> GPTConfig:
         if attention_bias != mlp_bias:
             raise ConfigError(f"attention_bias={attention_bias} with mlp_bias={mlp_bias} is not supported; "
                               "glassformer's GPT has one bias option for every linear layer")
+        tied = bool(hf.get("tie_word_embeddings", False))
+        if weights is not None:
+            embedding = weights.get("model.embed_tokens.weight", weights.get("embed_tokens.weight"))
+            tied = output_is_tied(tied, weights.get("lm_head.weight"), embedding)
         return GPTConfig(
             vocab_size=hf["vocab_size"], n_layers=hf["num_hidden_layers"], n_heads=n_heads,
             n_kv_heads=hf.get("num_key_value_heads") or n_heads, d_model=d_model, d_ff=hf["intermediate_size"],
@@ -90,7 +104,7 @@ def config_from_hf_llama(hf: dict[str, Any]) -> GPTConfig:
             norm="rmsnorm", norm_bias=False, norm_eps=float(hf.get("rms_norm_eps", 1e-6)), norm_first=True,
             positional="rotary", rope_theta=_rope(hf)[0], rope_scaling=_rope(hf)[1],
             activation=activation_from_hf(hf.get("hidden_act", "silu"), "hidden_act"), gated=True,
-            bias=attention_bias, tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            bias=attention_bias, tie_embeddings=tied,
         )
     except KeyError as e:
         raise ConfigError(f"the Llama config lacks the field {e.args[0]!r}") from None
@@ -155,7 +169,7 @@ def to_hf_llama(model: GPT) -> tuple[dict, dict[str, Tensor]]:
 def load_hf_llama(path: str | Path, dtype: torch.dtype = torch.float32) -> GPT:
     """A :class:`GPT` with the weights of a Hugging Face Llama directory (config.json + model.safetensors)."""
     hf_config, weights, weights_file = read_hf_directory(path, "Llama")
-    config = config_from_hf_llama(hf_config)
+    config = config_from_hf_llama(hf_config, weights)
     return model_with_weights(GPT, config, state_dict_from_hf_llama(weights, config), weights_file, dtype)
 
 

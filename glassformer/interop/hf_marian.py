@@ -15,7 +15,12 @@ is needed — only the right :class:`TransformerConfig`:
   on both sides (no offset, unlike BART's learned positions).  They are not stored
   in the checkpoint; ours are computed from the config the same way;
 * embeddings scaled by sqrt(d_model) and one matrix shared by the source embedding,
-  target embedding and output projection (``share_encoder_decoder_embeddings``);
+  target embedding and output projection (``share_encoder_decoder_embeddings`` and
+  ``tie_word_embeddings``).  Which matrices are one is read from the weights, as
+  transformers 5 loads them: an ``lm_head`` (or encoder/decoder ``embed_tokens``) the file
+  holds is used whenever it differs from the matrix it would be tied to, and without
+  ``tie_word_embeddings`` each is the file's own (the shared matrix standing in for
+  embed_tokens a file lacks);
 * ``final_logits_bias`` added to the output logits (a bias on our output projection);
 * special ids that differ from glassformer's defaults: EOS ``</s>`` = 0, ``<unk>`` = 1,
   pad = the last id, and decoding starts from the pad token (no BOS).
@@ -37,7 +42,15 @@ from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
 from ..models.transformer import Transformer, TransformerConfig
-from .hf_files import activation_from_hf, activation_to_hf, model_with_weights, read_hf_directory, split_rows, tensor_taker
+from .hf_files import (
+    activation_from_hf,
+    activation_to_hf,
+    model_with_weights,
+    output_is_tied,
+    read_hf_directory,
+    split_rows,
+    tensor_taker,
+)
 
 # Per-layer names: ours <- theirs (q/k/v are fused separately, below).
 _LAYER_MAP = [
@@ -54,8 +67,36 @@ _CROSS_MAP = [
 ]
 
 
-def config_from_hf_marian(hf: dict) -> TransformerConfig:
-    """A :class:`TransformerConfig` from the fields of a Hugging Face ``MarianConfig`` (a dict)."""
+def _input_embeddings(weights: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """(source, target) token embeddings of a Marian checkpoint: each side's ``embed_tokens`` where
+    the file holds one, else the shared matrix."""
+    stored = {k.removeprefix("model."): v for k, v in weights.items()}
+    shared = stored.get("shared.weight", stored.get("encoder.embed_tokens.weight"))
+    source = stored.get("encoder.embed_tokens.weight", shared)
+    target = stored.get("decoder.embed_tokens.weight", shared)
+    if source is None or target is None:
+        raise CheckpointError("the Marian checkpoint lacks the shared embedding 'model.shared.weight'")
+    return source, target
+
+
+def _tie_mode(hf: dict, weights: dict[str, Tensor] | None) -> str:
+    """Our ``tie_embeddings``: which of the source embedding, target embedding and output matrix
+    are one.  With the ``weights`` it is read from them (matrices that are equal are tied); without,
+    from ``share_encoder_decoder_embeddings`` and ``tie_word_embeddings``."""
+    tied = bool(hf.get("tie_word_embeddings", True))
+    if weights is None:
+        inputs_shared = bool(hf.get("share_encoder_decoder_embeddings", True))
+    else:
+        source, target = _input_embeddings(weights)
+        inputs_shared = source.shape == target.shape and torch.equal(source, target)
+        tied = output_is_tied(tied, weights.get("lm_head.weight"), target)
+    return {(True, True): "all", (True, False): "inputs", (False, True): "decoder", (False, False): "none"}[
+        (inputs_shared, tied)]
+
+
+def config_from_hf_marian(hf: dict, weights: dict[str, Tensor] | None = None) -> TransformerConfig:
+    """A :class:`TransformerConfig` from the fields of a Hugging Face ``MarianConfig`` (a dict), the
+    tied matrices read from the ``weights`` where given."""
     if hf.get("model_type", "marian") != "marian":
         raise ConfigError(f"model_type={hf.get('model_type')!r} is not a Marian checkpoint (expected 'marian')")
     try:
@@ -85,7 +126,7 @@ def config_from_hf_marian(hf: dict) -> TransformerConfig:
             activation_dropout=float(hf.get("activation_dropout", 0.0)), activation=activation,
             norm_first=False, norm_eps=1e-5, max_len=hf.get("max_position_embeddings", 1024),
             positional="sinusoidal-split", scale_embedding=bool(hf.get("scale_embedding", False)),
-            tie_embeddings="all" if shared else ("decoder" if hf.get("tie_word_embeddings", True) else "none"),
+            tie_embeddings=_tie_mode(hf, weights),
             final_logits_bias=True, pad_id=pad, bos_id=start, eos_id=eos, unk_id=1 if vocab > 1 else 0,
             decoder_start_id=start,
         )
@@ -96,7 +137,6 @@ def config_from_hf_marian(hf: dict) -> TransformerConfig:
 def state_dict_from_hf_marian(weights: dict[str, Tensor], config: TransformerConfig) -> dict[str, Tensor]:
     """Rename (and fuse) Hugging Face Marian tensors into a state dict of :class:`Transformer`."""
     take = tensor_taker(weights, "Marian", "model.")
-    hf = {k.removeprefix("model."): v for k, v in weights.items()}      # for the optional tensors
 
     def linear(ours: dict, mine: str, theirs: str) -> None:
         ours[f"{mine}.weight"], ours[f"{mine}.bias"] = take(f"{theirs}.weight"), take(f"{theirs}.bias")
@@ -106,17 +146,11 @@ def state_dict_from_hf_marian(weights: dict[str, Tensor], config: TransformerCon
         ours[f"{mine}.bias"] = torch.cat([take(f"{prefix}.{p}_proj.bias") for p in parts], dim=0)
 
     ours: dict[str, Tensor] = {}
-    if config.tie_embeddings == "all":
-        shared = hf.get("shared.weight", hf.get("encoder.embed_tokens.weight"))
-        if shared is None:
-            raise CheckpointError("the Marian checkpoint lacks the shared embedding 'model.shared.weight'")
-        ours["src_embed.token.weight"] = ours["tgt_embed.token.weight"] = ours["generator.proj.weight"] = shared
-    else:
-        ours["src_embed.token.weight"] = take("encoder.embed_tokens.weight")
-        ours["tgt_embed.token.weight"] = take("decoder.embed_tokens.weight")
-        ours["generator.proj.weight"] = (ours["tgt_embed.token.weight"] if config.tie_embeddings == "decoder"
-                                         else take("lm_head.weight"))
-    bias = hf.get("final_logits_bias")
+    source, target = _input_embeddings(weights)
+    ours["src_embed.token.weight"] = target if config.tie_embeddings in ("all", "inputs") else source
+    ours["tgt_embed.token.weight"] = target
+    ours["generator.proj.weight"] = target if config.tie_embeddings in ("all", "decoder") else take("lm_head.weight")
+    bias = weights.get("final_logits_bias")
     ours["generator.proj.bias"] = (bias.reshape(-1) if bias is not None
                                    else torch.zeros(config.tgt_vocab_size))
     for side, n_layers in (("encoder", config.encoder_layers), ("decoder", config.decoder_layers)):
@@ -138,7 +172,7 @@ def to_hf_marian(model: Transformer) -> tuple[dict, dict[str, Tensor]]:
     if c.positional != "sinusoidal-split" or c.norm_first or c.norm != "layernorm" or not c.bias or c.gated:
         raise ConfigError("this encoder-decoder is not Marian-shaped (post-norm LayerNorm, biases, the "
                           "sin|cos positional layout 'sinusoidal-split'); Marian and T5 shapes export to Hugging Face")
-    shared = c.tie_embeddings == "all"
+    shared = c.tie_embeddings in ("all", "inputs")
     config = {"architectures": ["MarianMTModel"], "model_type": "marian", "vocab_size": c.src_vocab_size,
               "decoder_vocab_size": c.tgt_vocab_size, "d_model": c.d_model, "encoder_layers": c.encoder_layers,
               "decoder_layers": c.decoder_layers, "encoder_attention_heads": c.n_heads,
@@ -146,7 +180,8 @@ def to_hf_marian(model: Transformer) -> tuple[dict, dict[str, Tensor]]:
               "dropout": c.dropout, "attention_dropout": c.attention_dropout,
               "activation_dropout": c.activation_dropout, "activation_function": activation_to_hf(c.activation),
               "max_position_embeddings": c.max_len, "scale_embedding": c.scale_embedding,
-              "share_encoder_decoder_embeddings": shared, "tie_word_embeddings": c.tie_embeddings != "none",
+              "share_encoder_decoder_embeddings": shared,
+              "tie_word_embeddings": c.tie_embeddings in ("all", "decoder"),
               "pad_token_id": c.pad_id, "eos_token_id": c.eos_id, "decoder_start_token_id": c.start_id,
               "is_encoder_decoder": True, "normalize_before": False}
     ours = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -154,11 +189,11 @@ def to_hf_marian(model: Transformer) -> tuple[dict, dict[str, Tensor]]:
                                                     else torch.zeros(c.tgt_vocab_size))[None, :]}
     if shared:
         out["model.shared.weight"] = ours["tgt_embed.token.weight"]
-    else:
+    if c.tie_embeddings != "all":            # transformers 5 ties nothing without tie_word_embeddings
         out["model.encoder.embed_tokens.weight"] = ours["src_embed.token.weight"]
         out["model.decoder.embed_tokens.weight"] = ours["tgt_embed.token.weight"]
-        if c.tie_embeddings == "none":
-            out["lm_head.weight"] = ours["generator.proj.weight"]
+    if c.tie_embeddings in ("none", "inputs"):
+        out["lm_head.weight"] = ours["generator.proj.weight"]
 
     def linear(mine: str, theirs: str) -> None:
         out[f"model.{theirs}.weight"], out[f"model.{theirs}.bias"] = ours[f"{mine}.weight"], ours[f"{mine}.bias"]
@@ -182,7 +217,7 @@ def to_hf_marian(model: Transformer) -> tuple[dict, dict[str, Tensor]]:
 def transformer_from_hf_marian(hf_config: dict, weights: dict[str, Tensor],
                                dtype: torch.dtype = torch.float32) -> Transformer:
     """A :class:`Transformer` with the weights of a Marian model (config dict + state dict), in eval mode."""
-    config = config_from_hf_marian(hf_config)
+    config = config_from_hf_marian(hf_config, weights)
     return model_with_weights(Transformer, config, state_dict_from_hf_marian(weights, config), "the Marian weights",
                               dtype)
 

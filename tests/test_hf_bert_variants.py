@@ -108,3 +108,79 @@ def test_a_multi_label_classifier_gives_each_label_its_own_probability(tmp_path)
     assert [name for name, _ in predictions[0].top] == [name for name, _ in expected]
     torch.testing.assert_close(torch.tensor([p for _, p in predictions[0].top]), torch.tensor([p for _, p in expected]),
                                atol=1e-5, rtol=1e-5)
+
+
+# -- fine-tuning with several labels per example --------------------------------------------------------
+MULTI = [("rockets reach orbit", "sci,space"), ("the telescope saw a comet", "space"),
+         ("cells divide", "sci"), ("a quiet evening", ""), ("stars and planets", "space,sci"), ("good food", "")]
+
+
+def write_multi(path, rows=MULTI):
+    if path.suffix == ".jsonl":
+        lines = [json.dumps({"text": t, "label": [n for n in labels.split(",") if n]}) for t, labels in rows]
+    else:
+        sep = "\t" if path.suffix == ".tsv" else ","
+        lines = [f"text{sep}label"] + [f'{t}{sep}"{labels}"' if sep == "," else f"{t}\t{labels}" for t, labels in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_multi_label_files_give_one_zero_or_one_per_label(tmp_path):
+    from glassformer.data.classify import encode_examples, label_names, read_examples
+    from glassformer.tokenizers import Tokenizer
+
+    tok = Tokenizer.train_wordpiece([t for t, _ in MULTI], 100)
+    expected = [[1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 0.0]]    # labels ["sci", "space"]
+    for suffix in (".csv", ".tsv", ".jsonl"):
+        rows = read_examples(write_multi(tmp_path / f"train{suffix}"), multi_label=True)
+        assert label_names(rows) == ["sci", "space"]
+        data, _ = encode_examples(rows, tok, ["sci", "space"], 32, multi_label=True)
+        assert data.batch(range(6)).targets.tolist() == expected, suffix
+    with pytest.raises(Exception, match="multi_label is off"):
+        encode_examples(rows, tok, ["sci", "space"], 32)
+
+
+def test_finetune_multi_label_trains_on_transformers_loss(tmp_path, capsys):
+    from glassformer.data.classify import encode_examples, read_examples
+
+    train, valid = write_multi(tmp_path / "train.csv", MULTI * 3), write_multi(tmp_path / "valid.csv")
+    code, out, err = run_cli(capsys, "finetune", "classify", "--train", train, "--valid", valid, "--multi-label",
+                             "--model", "bert-tiny", "--vocab-size", "100", "--steps", "3", "--eval-every", "3",
+                             "--device", "cpu", "--out", tmp_path / "run")
+    assert code == 0, err
+    best = tmp_path / "run" / "best"
+    config = json.loads((best / "config.json").read_text())
+    assert config["multi_label"] and config["labels"] == ["sci", "space"]
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    loss = [r for r in logged if r["kind"] == "eval"][-1]["loss"]                  # the validation loss, step 3
+
+    code, _, err = run_cli(capsys, "convert", "--to", "hf", best, tmp_path / "hf")
+    assert code == 0, err
+    hf = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    assert hf.config.problem_type == "multi_label_classification"
+    loaded = load_model_dir(best)
+    data, _ = encode_examples(read_examples(valid, multi_label=True), loaded.tokenizer, ["sci", "space"],
+                              loaded.config.max_len, multi_label=True)
+    batch = data.batch(range(len(data)))
+    with torch.no_grad():
+        expected = hf(input_ids=batch.tokens, token_type_ids=batch.segments, attention_mask=batch.mask.long(),
+                      labels=batch.targets).loss
+    assert abs(loss - float(expected)) < 1e-5
+
+
+def test_multi_label_scores_equal_scikit_learn():
+    from glassformer.training.classify import scores
+
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    g = torch.Generator().manual_seed(0)
+    outputs = torch.randn(40, 5, generator=g)
+    targets = (torch.rand(40, 5, generator=g) < 0.3).float()
+    targets[:, 4] = 0                                   # a label nobody has
+    outputs[:, 4] = -1.0                                # nor is predicted: left out of the mean, as in macro_f1
+    figures = scores(outputs, targets.tolist(), regression=False, multi_label=True)
+    predicted = (outputs.sigmoid() > 0.5).int().numpy()
+    true = targets.int().numpy()
+    assert figures["macro_f1"] == pytest.approx(sklearn_metrics.f1_score(
+        true, predicted, average="macro", labels=[0, 1, 2, 3], zero_division=0), abs=1e-12)
+    assert figures["accuracy"] == pytest.approx(sklearn_metrics.accuracy_score(true, predicted), abs=1e-12)
+    assert figures["loss"] == pytest.approx(float(torch.nn.BCEWithLogitsLoss()(outputs, targets)), abs=1e-6)

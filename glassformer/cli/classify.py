@@ -3,6 +3,7 @@
     glassformer finetune classify --train train.csv --valid valid.csv --text-column text --label-column label \\
         --model MODEL_DIR|PRESET [--epochs N | --steps N] [--out runs/classify]
     glassformer finetune classify --dataset number-language --model bert-small
+    glassformer finetune classify --train train.csv --valid valid.csv --multi-label ...   (label cells "sci,space")
     glassformer classify runs/classify/best "drei" "trois" [--top-k 3] [--json]
 """
 
@@ -48,6 +49,9 @@ def register(subparsers) -> None:
     t.add_argument("--label-column", default=None, metavar="L", help="the column of the label (default: label)")
     t.add_argument("--regression", action="store_true", default=None,
                    help="the labels are numbers: predict a number (squared error) instead of a class")
+    t.add_argument("--multi-label", action="store_true", default=None,
+                   help="any number of labels per example: names separated by commas in a CSV/TSV cell, or a JSON "
+                        "list in .jsonl (empty: none); a sigmoid and a binary cross-entropy per label")
     t.add_argument("--model", default=None, metavar="MODEL_DIR|PRESET",
                    help=f"a model directory (ours, or a Hugging Face BERT such as all-MiniLM-L6-v2: its tokenizer "
                         f"and encoder are kept, the head is new) or a preset trained from scratch: "
@@ -99,8 +103,8 @@ def register(subparsers) -> None:
 
 
 # -- finetune classify --------------------------------------------------------------------------
-_FLAGS = ("model", "vocab_size", "regression", "epochs", "steps", "batch_size", "grad_accum", "lr", "warmup",
-          "schedule", "weight_decay", "max_len", "truncate", "eval_every", "time_limit", "seed", "device")
+_FLAGS = ("model", "vocab_size", "regression", "multi_label", "epochs", "steps", "batch_size", "grad_accum", "lr",
+          "warmup", "schedule", "weight_decay", "max_len", "truncate", "eval_every", "time_limit", "seed", "device")
 _COLUMNS = {"text_column": "text", "text_pair_column": None, "label_column": "label"}
 
 
@@ -139,14 +143,16 @@ def finetune_classify_cmd(args) -> int:
     if source.get("dataset") == "number-language":
         from ..data.numbers_language import number_language_corpus
 
-        if settings.regression:
-            raise ConfigError("the number-language data set is a classification task; leave out --regression")
+        if settings.regression or settings.multi_label:
+            raise ConfigError("the number-language data set is a one-label classification task; leave out "
+                              "--regression and --multi-label")
         corpus = number_language_corpus()
         train, valid, test = corpus.train, corpus.valid, corpus.test
     else:
         columns = (source["text_column"], source["label_column"], source["text_pair_column"])
-        train = read_examples(source["train"], *columns, regression=settings.regression)
-        valid = read_examples(source["valid"], *columns, regression=settings.regression)
+        kind = {"regression": settings.regression, "multi_label": settings.multi_label}
+        train = read_examples(source["train"], *columns, **kind)
+        valid = read_examples(source["valid"], *columns, **kind)
     with fresh_output_dir(out):
         run = finetune_classify(train, valid, settings, out, resume=resume, extend=args.extend, data=source)
     if not run.result.main_process:                  # another process of a distributed run: rank 0 reports
@@ -156,7 +162,8 @@ def finetune_classify_cmd(args) -> int:
     if settings.regression:
         figures = f"validation mean squared error {best['loss']:.4g} (RMSE {best['rmse']:.4g})"
     else:
-        figures = (f"validation accuracy {best['accuracy']:.2%}, macro-F1 {best['macro_f1']:.4f} "
+        exact = "exact-match " if settings.multi_label else ""
+        figures = (f"validation {exact}accuracy {best['accuracy']:.2%}, macro-F1 {best['macro_f1']:.4f} "
                    f"(loss {best['loss']:.4f})")
     print(f"fine-tuned {run.result.steps} steps in {run.result.seconds:.0f}s{stop}; best (lowest validation loss, "
           f"step {best['step']}): {figures}; model saved to {out / 'best'}")

@@ -10,6 +10,10 @@ has a text, optionally a second text (``--text-pair-column``: entailment, paraph
 and a label: a class name, or a number for regression.  Anything unusable is one
 :class:`InputError` naming the file, the line and what would be right.
 
+Multi-label examples (``multi_label``: any number of classes per text, none included) hold
+their class names separated by commas in a CSV/TSV cell (``"sci,space"``; empty for none), or
+as a JSON list in a ``.jsonl`` file (``["sci", "space"]``); their targets are 0/1 per class.
+
 The classes are the training labels, sorted (numerically when every label is a number,
 so "2" comes before "10"); index = class id, stored as the model config's ``labels``.
 
@@ -45,16 +49,17 @@ class Example:
     """One labelled example; ``where`` ("FILE: line N") locates it for error messages."""
 
     text: str
-    label: str | float                   # a class name, or a number (regression)
+    label: str | float | tuple[str, ...]  # a class name, a number (regression), or class names (multi-label)
     pair: str | None = None              # the second text of a sentence-pair task
     where: str = ""
 
 
 # -- reading -------------------------------------------------------------------------------
 def read_examples(path: str | Path, text_column: str = "text", label_column: str = "label",
-                  pair_column: str | None = None, *, regression: bool = False) -> list[Example]:
-    """The examples of a ``.csv``, ``.tsv`` or ``.jsonl`` file (labels as strings, or floats with
-    ``regression``).  Blank lines are skipped."""
+                  pair_column: str | None = None, *, regression: bool = False, multi_label: bool = False
+                  ) -> list[Example]:
+    """The examples of a ``.csv``, ``.tsv`` or ``.jsonl`` file (labels as strings, floats with
+    ``regression``, or tuples of names with ``multi_label``).  Blank lines are skipped."""
     path = Path(path)
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
@@ -62,7 +67,7 @@ def read_examples(path: str | Path, text_column: str = "text", label_column: str
     text = read_text(path).removeprefix("\ufeff")          # a spreadsheet's UTF-8 byte-order mark
     columns = {"text": text_column, "label": label_column, "pair": pair_column}
     rows = _jsonl_rows(text, path, columns) if kind == "jsonl" else _table_rows(text, path, columns, kind)
-    examples = [_example(row, line, path, columns, regression) for line, row in rows]
+    examples = [_example(row, line, path, columns, regression, multi_label) for line, row in rows]
     if not examples:
         layout = ("one JSON object per line" if kind == "jsonl"
                   else "a header line naming the columns, then one example per line")
@@ -120,7 +125,7 @@ def _jsonl_rows(text: str, path: Path, columns: dict):
         yield line, {role: obj[name] for role, name in columns.items() if name is not None}
 
 
-def _example(row: dict, line: int, path: Path, columns: dict, regression: bool) -> Example:
+def _example(row: dict, line: int, path: Path, columns: dict, regression: bool, multi_label: bool) -> Example:
     where = f"{path}: line {line}"
     texts = {}
     for role in ("text", "pair"):
@@ -133,7 +138,22 @@ def _example(row: dict, line: int, path: Path, columns: dict, regression: bool) 
         if not value.strip():
             raise InputError(f"{where}: {what} ({columns[role]!r}) is empty; every example needs one")
         texts[role] = value
-    return Example(texts["text"], _label(row["label"], where, columns["label"], regression), texts.get("pair"), where)
+    label = (_label_set(row["label"], where, columns["label"]) if multi_label
+             else _label(row["label"], where, columns["label"], regression))
+    return Example(texts["text"], label, texts.get("pair"), where)
+
+
+def _label_set(value: Any, where: str, column: str) -> tuple[str, ...]:
+    """A multi-label example's class names, sorted: a JSON list, or names separated by commas."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list) or any(isinstance(v, (list, dict)) for v in value):
+        raise InputError(f"{where}: the labels ({column!r}) {json.dumps(value)} are not class names; multi-label "
+                         "examples need names separated by commas, or a JSON list of names")
+    names = (v.strip() if isinstance(v, str) else json.dumps(v) for v in value)
+    return tuple(sorted({name for name in names if name}, key=_label_order))
 
 
 def _label(value: Any, where: str, column: str, regression: bool) -> str | float:
@@ -159,13 +179,19 @@ def label_names(train: Sequence[Example], valid: Sequence[Example] = (), *, trai
                 ) -> list[str]:
     """The class names of ``train``, sorted (numerically if all are numbers); a label of ``valid``
     that training never shows is an InputError naming it (no model could predict it)."""
-    names = sorted({str(e.label) for e in train}, key=_label_order)
+    names = sorted({name for e in train for name in _names(e)}, key=_label_order)
     known = set(names)
     for e in valid:
-        if str(e.label) not in known:
-            raise InputError(f"{e.where or 'validation'}: label {e.label!r} occurs only in validation, not in "
-                             f"{train_name}; its labels are {names[:20]}{' ...' if len(names) > 20 else ''}")
+        for name in _names(e):
+            if name not in known:
+                raise InputError(f"{e.where or 'validation'}: label {name!r} occurs only in validation, not in "
+                                 f"{train_name}; its labels are {names[:20]}{' ...' if len(names) > 20 else ''}")
     return names
+
+
+def _names(example: Example) -> tuple[str, ...]:
+    """The class names of an example: one, or a multi-label example's several."""
+    return example.label if isinstance(example.label, tuple) else (str(example.label),)
 
 
 def _label_order(name: str):
@@ -183,7 +209,7 @@ class ClassifyBatch:
     tokens: Tensor       # (batch, seq) ids, [PAD] after the end
     segments: Tensor     # (batch, seq) 0 for the first text, 1 for the second
     mask: Tensor         # (batch, seq) bool, True = a real token
-    targets: Tensor      # (batch,) class ids (long), or numbers (float) for regression
+    targets: Tensor      # (batch,) class ids (long), numbers (float) for regression; (batch, labels) 0/1 multi-label
     n_tokens: int        # examples in the batch (the loss normaliser; counted on the CPU)
 
     def to(self, device) -> "ClassifyBatch":
@@ -197,9 +223,10 @@ class ClassifyData:
 
     ids: list[list[int]]
     segments: list[list[int]]
-    targets: list[int] | list[float]
+    targets: list[int] | list[float] | list[list[float]]
     pad_id: int
     regression: bool = False
+    multi_label: bool = False
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -208,7 +235,7 @@ class ClassifyData:
         tokens = pad([self.ids[i] for i in indices], self.pad_id)
         segments = pad([self.segments[i] for i in indices], 0)
         mask = pad([[1] * len(self.ids[i]) for i in indices], 0).bool()
-        dtype = torch.float32 if self.regression else torch.long
+        dtype = torch.float32 if self.regression or self.multi_label else torch.long
         targets = torch.tensor([self.targets[i] for i in indices], dtype=dtype)
         return ClassifyBatch(tokens, segments, mask, targets, len(indices))
 
@@ -220,10 +247,11 @@ class ClassifyData:
 
 
 def encode_examples(examples: Sequence[Example], tokenizer, labels: list[str] | None, max_len: int, *,
-                    truncate: bool = True) -> tuple[ClassifyData, int]:
+                    truncate: bool = True, multi_label: bool = False) -> tuple[ClassifyData, int]:
     """Tokenize ``examples`` for a model of ``max_len`` positions: (data, how many were cut).
 
     ``labels``: the class names (a label outside them is an InputError); None for regression.
+    ``multi_label``: each example's target is 0/1 for every class (1 for the classes it names).
     Longer than ``max_len`` tokens ([CLS] and [SEP] included): cut (the longer text first), or
     with ``truncate=False`` an InputError naming the first such example."""
     if tokenizer.token_to_id("[CLS]") is None:
@@ -242,11 +270,19 @@ def encode_examples(examples: Sequence[Example], tokenizer, labels: list[str] | 
         index = {name: i for i, name in enumerate(labels)}
         targets = []
         for e in examples:
-            if str(e.label) not in index:
-                raise InputError(f"{e.where or 'an example'}: label {e.label!r} is not one of the model's labels "
-                                 f"{labels[:20]}")
-            targets.append(index[str(e.label)])
-    return ClassifyData(ids, segments, targets, tokenizer.pad_id, regression=labels is None), sum(cut)
+            if isinstance(e.label, tuple) and not multi_label:
+                raise InputError(f"{e.where or 'an example'}: {len(e.label)} labels {list(e.label)} for a model "
+                                 "with one label per example (multi_label is off)")
+            for name in _names(e):
+                if name not in index:
+                    raise InputError(f"{e.where or 'an example'}: label {name!r} is not one of the model's labels "
+                                     f"{labels[:20]}")
+            if multi_label:
+                targets.append([1.0 if name in _names(e) else 0.0 for name in labels])
+            else:
+                targets.append(index[str(e.label)])
+    return ClassifyData(ids, segments, targets, tokenizer.pad_id, regression=labels is None,
+                        multi_label=multi_label), sum(cut)
 
 
 class ClassifyStream(EpochBatches):

@@ -18,7 +18,9 @@ The recipe is BERT's fine-tuning one: AdamW (weight decay 0.01 on matrices), a l
 warm-up over the first 10% of the steps then linear (or cosine) decay to zero, gradient
 clipping at 1.0, batches of 32; lr 5e-5 for a pretrained model, 5e-4 from scratch.
 Validation after every epoch: loss, accuracy and macro-F1 (regression: mean squared
-error and its root).  ``best/`` holds the model with the lowest validation loss.
+error and its root; multi-label: binary cross-entropy, exact-match accuracy, macro-F1 over
+the labels, a label predicted when its probability passes 0.5).  ``best/`` holds the model
+with the lowest validation loss.
 
     run_dir/
       last/          training checkpoint (a model directory + the state to resume from)
@@ -67,6 +69,7 @@ class ClassifySettings(RunSettings):
     model: str = "bert-small"            # a model directory (ours or Hugging Face BERT) or a BERT preset name
     vocab_size: int = 8000               # a preset's WordPiece vocabulary, trained on the training texts
     regression: bool = False             # labels are numbers: one output, squared error
+    multi_label: bool = False            # any number of labels per example: a sigmoid and a binary cross-entropy each
     epochs: int = 3
     steps: int | None = None             # optimiser steps; replaces epochs when given
     batch_size: int = 32                 # examples per micro-batch
@@ -92,6 +95,8 @@ class ClassifySettings(RunSettings):
         if self.max_len is not None and self.max_len < 3:
             raise ConfigError(f"max_len={self.max_len} is invalid; [CLS] text [SEP] needs at least 3 positions")
         self.check_run_settings()
+        if self.regression and self.multi_label:
+            raise ConfigError("regression and multi_label exclude each other (numbers, or several class names)")
         if self.from_preset:
             preset(self.model, family="bert")            # a preset of another family is a clear error
         elif not Path(self.model).is_dir():
@@ -126,24 +131,24 @@ class ClassifyRun:
 
 # -- the model ---------------------------------------------------------------------------------
 def classifier_from_preset(name: str, tokenizer: Tokenizer, labels: list[str] | None, max_len: int | None,
-                           seed: int) -> Bert:
+                           seed: int, multi_label: bool = False) -> Bert:
     """A fresh BERT of preset ``name`` with a classification head (its vocabulary: ``tokenizer``'s)."""
     overrides = {"vocab_size": tokenizer.vocab_size, "pad_id": tokenizer.pad_id, "head": "classify",
-                 "labels": labels, "regression": labels is None, "pooler": True}
+                 "labels": labels, "regression": labels is None, "multi_label": multi_label, "pooler": True}
     if max_len is not None:
         overrides["max_len"] = max_len                  # positions are learned from scratch: any number will do
     torch.manual_seed(seed)
     return Bert(preset(name, family="bert", **overrides))
 
 
-def classifier_from_pretrained(source: Bert, labels: list[str] | None, seed: int) -> Bert:
+def classifier_from_pretrained(source: Bert, labels: list[str] | None, seed: int, multi_label: bool = False) -> Bert:
     """A BERT with ``source``'s embeddings, encoder (and pooler, if it has one) and a fresh
     classification head; every embedding and encoder tensor must be there with its shape."""
     if not isinstance(source, Bert):
         raise ConfigError(f"fine-tuning for classification needs a BERT encoder; this directory holds a "
                           f"{getattr(source.config, 'family', type(source).__name__)!r} model")
     config = dataclasses.replace(source.config, head="classify", labels=labels, regression=labels is None,
-                                 multi_label=False, pooler=True)
+                                 multi_label=multi_label, pooler=True)
     torch.manual_seed(seed)
     model = Bert(config)
     theirs = source.state_dict()
@@ -167,12 +172,13 @@ def build_classifier(settings: ClassifySettings, train: Sequence[Example], label
         if tokenizer is None:
             texts = [t for e in train for t in (e.text, e.pair) if t is not None]
             tokenizer = Tokenizer.train_wordpiece(texts, settings.vocab_size)
-        return classifier_from_preset(settings.model, tokenizer, labels, settings.max_len, settings.seed), tokenizer
+        return classifier_from_preset(settings.model, tokenizer, labels, settings.max_len, settings.seed,
+                                      settings.multi_label), tokenizer
     loaded = load_model_dir(settings.model)
     if loaded.tokenizer is None or loaded.tokenizer.token_to_id("[CLS]") is None:
         raise CheckpointError(f"{settings.model} has no BERT tokenizer (tokenizer.json with [CLS] and [SEP], or "
                               "vocab.txt); fine-tuning needs the one the model was trained with")
-    model = classifier_from_pretrained(loaded.model, labels, settings.seed)
+    model = classifier_from_pretrained(loaded.model, labels, settings.seed, settings.multi_label)
     if settings.max_len is not None and settings.max_len > model.config.max_len:
         raise ConfigError(f"max_len={settings.max_len} is more than the model's {model.config.max_len} positions; "
                           f"use --max-len <= {model.config.max_len}")
@@ -181,7 +187,8 @@ def build_classifier(settings: ClassifySettings, train: Sequence[Example], label
 
 # -- the loss, the metrics ----------------------------------------------------------------------
 def classify_loss(module, batch: ClassifyBatch) -> StepLoss:
-    """The summed cross-entropy (or squared error) of ``batch``, normalised per example by the Trainer."""
+    """The summed cross-entropy (squared error; multi-label: mean binary cross-entropy over the labels) of
+    ``batch``, normalised per example by the Trainer."""
     total = module(batch.tokens, batch.segments, batch.mask, batch.targets, reduction="sum")
     return StepLoss(total, batch.n_tokens)
 
@@ -215,12 +222,24 @@ def predict(model: Bert, data: ClassifyData, batch_size: int = 64, device="cpu")
     return torch.stack(outputs)
 
 
-def scores(outputs: torch.Tensor, targets: Sequence[int] | Sequence[float], regression: bool) -> dict[str, float]:
+def scores(outputs: torch.Tensor, targets: Sequence[int] | Sequence[float] | Sequence[Sequence[float]],
+           regression: bool, multi_label: bool = False) -> dict[str, float]:
     """Loss and quality of ``outputs`` against ``targets``: loss (mean cross-entropy), accuracy,
-    macro-F1; for regression loss (mean squared error) and rmse."""
+    macro-F1; for regression loss (mean squared error) and rmse; multi-label (targets 0/1 per
+    label) loss (mean binary cross-entropy), accuracy (every label right) and macro-F1 (the mean
+    F1 = 2TP / (predicted + true) of the labels that occur), a label predicted above probability 0.5."""
     if regression:
         mse = float(F.mse_loss(outputs, torch.tensor(targets, dtype=torch.float32)))
         return {"loss": mse, "rmse": math.sqrt(mse)}
+    if multi_label:
+        targets = torch.tensor(targets, dtype=torch.float32)
+        predicted, true = outputs > 0, targets > 0.5
+        tp, n_predicted, n_true = (predicted & true).sum(0), predicted.sum(0), true.sum(0)
+        present = (n_predicted + n_true) > 0
+        f1 = 2 * tp[present].double() / (n_predicted + n_true)[present]
+        return {"loss": float(F.binary_cross_entropy_with_logits(outputs, targets)),
+                "accuracy": float((predicted == true).all(-1).double().mean()),
+                "macro_f1": float(f1.mean()) if present.any() else 0.0}
     targets = torch.tensor(targets, dtype=torch.long)
     predicted = outputs.argmax(-1)
     return {"loss": float(F.cross_entropy(outputs, targets)), "accuracy": float((predicted == targets).double().mean()),
@@ -228,14 +247,14 @@ def scores(outputs: torch.Tensor, targets: Sequence[int] | Sequence[float], regr
 
 
 def evaluate_classifier(model: Bert, data: ClassifyData, batch_size: int = 64, device="cpu") -> dict[str, float]:
-    return scores(predict(model, data, batch_size, device), data.targets, data.regression)
+    return scores(predict(model, data, batch_size, device), data.targets, data.regression, data.multi_label)
 
 
 def evaluate_examples(model: Bert, tokenizer: Tokenizer, examples: Sequence[Example], *, batch_size: int = 64,
                       device="cpu") -> dict[str, float]:
     """Scores of a fine-tuned model on labelled examples (a test set), long ones cut to its positions."""
     data, _ = encode_examples(examples, tokenizer, None if model.config.regression else model.config.labels,
-                              model.config.max_len)
+                              model.config.max_len, multi_label=model.config.multi_label)
     return evaluate_classifier(model.eval(), data, batch_size, device)
 
 
@@ -285,8 +304,10 @@ def finetune_classify(
         saved_tokenizer = Tokenizer.load(find_checkpoint(run.out_dir) / TOKENIZER)
     model, tokenizer = build_classifier(settings, train_rows, labels, saved_tokenizer)
     max_len = settings.max_len or model.config.max_len
-    train, n_cut = encode_examples(train_rows, tokenizer, labels, max_len, truncate=settings.truncate)
-    valid, v_cut = encode_examples(valid_rows, tokenizer, labels, max_len, truncate=settings.truncate)
+    train, n_cut = encode_examples(train_rows, tokenizer, labels, max_len, truncate=settings.truncate,
+                                   multi_label=settings.multi_label)
+    valid, v_cut = encode_examples(valid_rows, tokenizer, labels, max_len, truncate=settings.truncate,
+                                   multi_label=settings.multi_label)
     if (n_cut or v_cut) and run.world.main:
         print(f"glassformer: warning: {n_cut} of {len(train)} training and {v_cut} of {len(valid)} validation "
               f"examples are longer than {max_len} tokens and were cut (--no-truncate refuses them)",
@@ -309,6 +330,8 @@ def finetune_classify(
                                                             "pair": any(e.pair is not None for e in train_rows)})
 
     what = "regression" if regression else f"{len(labels)} labels"
+    if settings.multi_label:
+        what += ", several per example"
     trainer = Trainer(
         model,
         lambda m: adamw(m, lr, settings.weight_decay, (0.9, 0.999)),

@@ -84,3 +84,33 @@ def test_char_gpt_exports_its_own_end_of_text_and_decoding_defaults(tmp_path, ca
     _convert(capsys, "from", tmp_path / "hf", tmp_path / "again")
     again = json.loads((tmp_path / "again" / "generation.json").read_text())
     assert (again["temperature"], again["top_k"]) == (0.8, 20)
+
+
+@pytest.mark.parametrize("family", ["marian", "t5"])
+def test_translator_generation_config_survives_the_round_trip(tmp_path, capsys, family):
+    """An encoder–decoder's beam size, length limit, banned and forced tokens come back as they were;
+    its ids are its config's (pad, eos, decoder start), written by its exporter."""
+    torch.manual_seed(0)
+    if family == "marian":
+        model = transformers.MarianMTModel(transformers.MarianConfig(
+            vocab_size=60, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+            decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=20,
+            pad_token_id=59, decoder_start_token_id=59, eos_token_id=0))
+        settings = dict(num_beams=4, max_length=30, bad_words_ids=[[59]], forced_eos_token_id=0,
+                        pad_token_id=59, eos_token_id=0, decoder_start_token_id=59)
+    else:
+        model = transformers.T5ForConditionalGeneration(transformers.T5Config(
+            vocab_size=60, d_model=16, d_kv=4, num_heads=4, d_ff=32, num_layers=1, decoder_start_token_id=0))
+        settings = dict(num_beams=3, max_length=25, no_repeat_ngram_size=2, pad_token_id=0, eos_token_id=1,
+                        decoder_start_token_id=0)
+    model.generation_config = transformers.GenerationConfig(**settings)
+    model.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    _convert(capsys, "from", tmp_path / "hf", tmp_path / "ours")
+    _convert(capsys, "to", tmp_path / "ours", tmp_path / "back")
+    before, after = (transformers.GenerationConfig.from_pretrained(tmp_path / d) for d in ("hf", "back"))
+    assert after.to_diff_dict() == before.to_diff_dict()
+    for name, value in settings.items():
+        assert getattr(after, name) == value, name
+    before, after = (transformers.AutoConfig.from_pretrained(tmp_path / d) for d in ("hf", "back"))
+    for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id", "bos_token_id"):
+        assert getattr(after, name, None) == getattr(before, name, None), name

@@ -76,11 +76,13 @@ def load_hf_directory(path, model_type: str):
         from .hf_marian import load_hf_marian
 
         model = load_hf_marian(path)
-        return ModelDir(model, model.config)
+        return ModelDir(model, model.config, generation=generation_from_hf(path))
     if model_type == "t5":
         from .hf_t5 import load_hf_t5
 
-        return load_hf_t5(path)
+        loaded = load_hf_t5(path)
+        loaded.generation = generation_from_hf(path)
+        return loaded
     loaders = {"gpt2": load_hf_gpt2, "llama": load_hf_llama}
     if model_type not in loaders:
         raise ConfigError(f"{path}: Hugging Face model_type {model_type!r} is not supported; glassformer reads "
@@ -118,10 +120,9 @@ def to_hugging_face(model) -> tuple[dict, dict]:
                       "Hugging Face exporter here (BERT, ViT, GPT-2, Llama, T5 and Marian have)")
 
 
-# Families that generate text with their tokenizer's special tokens: their export states those ids and the
-# decoding defaults (generation.json) in config.json and generation_config.json.  (An encoder–decoder's
-# exporter writes the ids of its config.)
-_GENERATING_FAMILIES = ("gpt",)
+# Families that generate text: their export states the special-token ids in config.json and the decoding
+# defaults (generation.json) in generation_config.json.
+_GENERATING_FAMILIES = ("gpt", "transformer")
 
 
 def save_hf_directory(model, out_dir, tokenizer=None, generation=None):
@@ -137,7 +138,7 @@ def save_hf_directory(model, out_dir, tokenizer=None, generation=None):
     config, weights = to_hugging_face(model)
     hf_generation = None
     if model.config.family in _GENERATING_FAMILIES:
-        ids, hf_generation = generation_to_hf(generation or {}, tokenizer)
+        ids, hf_generation = generation_to_hf(generation or {}, config, tokenizer)
         config = {**config, **ids}
 
     def fill(tmp: Path) -> None:

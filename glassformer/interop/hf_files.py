@@ -164,20 +164,26 @@ def generation_from_hf(path: str | Path) -> dict[str, Any]:
     return {**ours, "hugging_face": {"config": ids, "generation_config": hf_generation}}
 
 
-def generation_to_hf(generation: dict[str, Any], tokenizer=None) -> tuple[dict[str, Any], dict[str, Any]]:
+def generation_to_hf(generation: dict[str, Any], hf_config: dict[str, Any],
+                     tokenizer=None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(special-token ids for config.json, generation_config.json) from our decoding defaults: the
-    inverse of :func:`generation_from_hf`.  The ids are those carried from a Hugging Face directory,
-    else the tokenizer's end-of-text token (which also begins a text, as GPT-2's does) and padding;
-    an unknown id is written as null, never left to transformers' default (GPT-2's 50256, Llama's 2)."""
+    inverse of :func:`generation_from_hf`.  The ids are those carried from a Hugging Face directory;
+    else those the family's exporter wrote in ``hf_config`` (an encoder–decoder's, from its config);
+    else the tokenizer's end-of-text token (which also begins a text, as GPT-2's does) and padding.
+    An unknown id is written as null, never left to transformers' default (GPT-2's 50256, Llama's 2)."""
     carried = generation.get("hugging_face") or {}
     ids = dict(carried.get("config") or {})
+    if not ids and "eos_token_id" in hf_config:
+        ids = {k: hf_config[k] for k in SPECIAL_TOKENS if k in hf_config}
     if not ids and tokenizer is not None:
         ids = {"bos_token_id": tokenizer.eos_id, "eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.pad_id}
     ids = {k: ids.get(k) for k in SPECIAL_TOKENS}
-    hf_generation = {**{k: v for k, v in ids.items() if v is not None}, **(carried.get("generation_config") or {})}
+    stated = {k: v for k, v in {**hf_config, **ids}.items() if k.endswith("_token_id") and v is not None}
+    hf_generation = {**stated, **(carried.get("generation_config") or {})}
     temperature = generation.get("temperature")
     if temperature == 0:
-        hf_generation["do_sample"] = False
+        if hf_generation.get("do_sample"):
+            hf_generation["do_sample"] = False          # greedy
     elif temperature is not None:
         hf_generation.update(do_sample=True, temperature=temperature, top_k=generation.get("top_k") or 0,
                              top_p=generation.get("top_p", 1.0))

@@ -29,8 +29,9 @@ Separate query/key/value projections are concatenated into our fused ``qkv_proj`
 (self-attention) and ``kv_proj`` (cross-attention).  Nothing here imports
 ``transformers``; an in-memory model's ``state_dict()`` and ``config.to_dict()`` work too.
 
-What is not carried over: Hugging Face's generation settings (``forced_eos_token_id``,
-``bad_words_ids``, beam size) — decoding options are passed to glassformer's decoders.
+Hugging Face's generation settings (``forced_eos_token_id``, ``bad_words_ids``, beam size) are
+carried through ``convert`` in generation.json (``hf_files.generation_from_hf``) but not applied:
+decoding options are passed to glassformer's decoders.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..nn import KVCache
-from .processors import apply_bans, check_number, check_rules, penalise_repetition, token_history
+from .processors import apply_bans, check_number, check_rules, end_ids, penalise_repetition, token_history
 
 LENGTH_PENALTIES = ("gnmt", "hf")
 MAX_ALPHA = 10.0
@@ -111,6 +111,7 @@ class BeamOptions:
     no_repeat_ngram_size: int = 0
     repetition_penalty: float = 1.0
     eos_id: int | None = 2
+    eos_ids: tuple[int, ...] = ()        # further tokens that end a hypothesis as eos_id does
     pad_id: int = 0
     banned_ids: tuple[int, ...] = ()
     stopping: str = "exact"
@@ -189,7 +190,7 @@ def beam_search(
     device = first_tokens.device
     batch, t0 = first_tokens.shape
     beam = options.beam
-    eos = options.eos_id
+    eos = torch.tensor(end_ids(options), dtype=torch.long, device=device)
     inf = float("-inf")
     limits = torch.full((batch,), options.max_new_tokens, dtype=torch.long, device=device)
     if max_lengths is not None:
@@ -236,7 +237,7 @@ def beam_search(
         top_scores, top_index = total.topk(min(2 * beam, width * vocab), dim=-1)   # (batch, k), best first
         origin = top_index // vocab                     # which beam each candidate extends
         token = top_index % vocab
-        ends = token == eos if eos is not None else torch.zeros_like(token, dtype=torch.bool)
+        ends = torch.isin(token, eos)
         at_limit = (t + 1 >= limits)[:, None]           # (batch, 1)
 
         # 3. finished candidates (ranked in the first `beam`) join the kept-aside ones

@@ -106,7 +106,7 @@ def decode(
         n_best=1 if mbr else n_best, length_penalty_kind=length_penalty_kind, stopping=stopping,
         max_new_tokens=sampling.max_new_tokens, min_new_tokens=sampling.min_new_tokens,
         no_repeat_ngram_size=sampling.no_repeat_ngram_size, repetition_penalty=sampling.repetition_penalty,
-        eos_id=sampling.eos_id, pad_id=sampling.pad_id, banned_ids=sampling.banned_ids,
+        eos_id=sampling.eos_id, eos_ids=sampling.eos_ids, pad_id=sampling.pad_id, banned_ids=sampling.banned_ids,
     )
     if mbr:
         check_utility(mbr_utility)
@@ -125,7 +125,7 @@ def decode(
     if beam > 1:
         out = beam_search(model, cache, first_tokens, beam_options, max_lengths=max_lengths)
         tokens, lengths, scores = out.tokens.tolist(), out.lengths.tolist(), out.scores.tolist()
-        hyps = [[_strip(tokens[b][k][: lengths[b][k]], sampling.eos_id, sampling.pad_id)
+        hyps = [[_strip(tokens[b][k][: lengths[b][k]], sampling)
                  for k in range(n_best) if lengths[b][k] > 0] for b in range(len(tokens))]
         kept = [[scores[b][k] for k in range(n_best) if lengths[b][k] > 0] for b in range(len(tokens))]
         texts = [[detokenize(h) for h in row] for row in hyps] if detokenize else None
@@ -135,7 +135,7 @@ def decode(
     if max_lengths is not None:   # generation is causal: cutting at the limit = stopping there
         limit = max_lengths.to(new.device)[:, None]
         new = new.masked_fill(torch.arange(new.shape[1], device=new.device)[None] >= limit, sampling.pad_id)
-    hyps = [[_strip(row, sampling.eos_id, sampling.pad_id)] for row in new.tolist()]
+    hyps = [[_strip(row, sampling)] for row in new.tolist()]
     texts = [[detokenize(h) for h in row] for row in hyps] if detokenize else None
     return Decoded(hyps, texts, None, "greedy" if sampling.greedy else "sample")
 

@@ -24,6 +24,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..nn import KVCache
 from .beam import BeamOptions, beam_search
+from .processors import end_ids
 from .sampling import SamplingOptions, generate
 
 UTILITIES = ("bleu", "chrf")
@@ -90,13 +91,14 @@ def mbr_rank(candidates: Sequence[str], utility: str = "bleu") -> tuple[list[int
     return [first[distinct[k]] for k in order], [expected[k] for k in order]
 
 
-def _strip(row: Sequence[int], eos_id: int | None, pad_id: int) -> list[int]:
-    """Token ids up to (not including) EOS, without padding."""
+def _strip(row: Sequence[int], options) -> list[int]:
+    """Token ids up to (not including) the first end token of ``options``, without padding."""
+    ends = set(end_ids(options))
     out = []
     for tok in row:
-        if tok == eos_id:
+        if tok in ends:
             break
-        if tok != pad_id:
+        if tok != options.pad_id:
             out.append(tok)
     return out
 
@@ -133,7 +135,7 @@ def mbr_candidates(
         opts = replace(base, beam=n, n_best=n)
         out = beam_search(model, cache, first_tokens, opts, max_lengths=max_lengths)
         tokens, lengths = out.tokens.tolist(), out.lengths.tolist()
-        return [[_strip(tokens[b][k][: lengths[b][k]], opts.eos_id, opts.pad_id)
+        return [[_strip(tokens[b][k][: lengths[b][k]], opts)
                  for k in range(n) if lengths[b][k] > 0] for b in range(batch)]
     sampling = sampling or SamplingOptions()
     if sampling.greedy:
@@ -148,7 +150,7 @@ def mbr_candidates(
         tokens = tokens.masked_fill(torch.arange(tokens.shape[1], device=tokens.device)[None] >= limit,
                                     sampling.pad_id)
     rows_list = tokens.tolist()
-    return [[_strip(rows_list[b * n + k], sampling.eos_id, sampling.pad_id) for k in range(n)]
+    return [[_strip(rows_list[b * n + k], sampling) for k in range(n)]
             for b in range(batch)]
 
 

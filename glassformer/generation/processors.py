@@ -67,8 +67,18 @@ def check_rules(options) -> None:
                  rule="between {low:g} and {high:g} (1 = off, > 1 discourages repeating tokens)")
     if any(not isinstance(i, int) or i < 0 for i in options.banned_ids):
         raise ConfigError(f"banned_ids={options.banned_ids!r} is invalid; give token ids (integers >= 0)")
-    if options.eos_id is not None and options.eos_id in options.banned_ids:
-        raise ConfigError(f"eos_id={options.eos_id} is also in banned_ids; an output could never end")
+    options.eos_ids = tuple(options.eos_ids)
+    if any(not isinstance(i, int) or i < 0 for i in options.eos_ids):
+        raise ConfigError(f"eos_ids={options.eos_ids!r} is invalid; give token ids (integers >= 0)")
+    if any(i in options.banned_ids for i in end_ids(options)):
+        raise ConfigError(f"eos_id={options.eos_id} (or eos_ids={options.eos_ids}) is also in banned_ids; an output "
+                          "could never end")
+
+
+def end_ids(options) -> tuple[int, ...]:
+    """Every token that ends an output: ``eos_id`` and the further ``eos_ids`` (a checkpoint may list
+    several end-of-text tokens, as Llama 3's generation config does)."""
+    return tuple(dict.fromkeys(([options.eos_id] if options.eos_id is not None else []) + list(options.eos_ids)))
 
 
 def token_history(first_tokens: Tensor, key_padding: Tensor | None, max_new_tokens: int) -> Tensor:
@@ -123,18 +133,20 @@ def ban_repeated_ngrams(scores: Tensor, history: Tensor, n: int) -> Tensor:
     return scores.masked_fill(ban[:, :vocab], NEG_INF)
 
 
-def forbid_eos_before(scores: Tensor, eos_id: int | None, step: int, min_new_tokens: int) -> Tensor:
-    """No end-of-sequence while fewer than ``min_new_tokens`` tokens were generated (``step`` so far)."""
-    if eos_id is None or step >= min_new_tokens:
+def forbid_eos_before(scores: Tensor, eos_ids: int | Sequence[int] | None, step: int, min_new_tokens: int) -> Tensor:
+    """No end-of-sequence token (``eos_ids``: one id or several) while fewer than ``min_new_tokens``
+    tokens were generated (``step`` so far)."""
+    eos_ids = [eos_ids] if isinstance(eos_ids, int) else list(eos_ids or [])
+    if not eos_ids or step >= min_new_tokens:
         return scores
-    return forbid_tokens(scores, [eos_id])
+    return forbid_tokens(scores, eos_ids)
 
 
 def apply_bans(scores: Tensor, history: Tensor, step: int, options) -> Tensor:
     """Every ban of ``options`` (banned_ids, no_repeat_ngram_size, min_new_tokens before EOS)."""
     scores = forbid_tokens(scores, options.banned_ids)
     scores = ban_repeated_ngrams(scores, history, options.no_repeat_ngram_size)
-    return forbid_eos_before(scores, options.eos_id, step, options.min_new_tokens)
+    return forbid_eos_before(scores, end_ids(options), step, options.min_new_tokens)
 
 
 def apply_temperature(logits: Tensor, temperature: float) -> Tensor:

@@ -47,6 +47,7 @@ from .processors import (
     ban_repeated_ngrams,
     check_number,
     check_rules,
+    end_ids,
     keep_top_k,
     keep_top_p,
     penalise_repetition,
@@ -77,7 +78,8 @@ class SamplingOptions:
     ``banned_ids``: tokens that may never be generated (padding, the start token,
     ``<unk>``: the text-level helpers pass the tokenizer's).  ``repetition_penalty``,
     ``no_repeat_ngram_size``, ``min_new_tokens`` and ``eos_id`` are shared with beam
-    search (see :mod:`.processors`).  ``seed``: an integer from 0 to 2**64 - 1, or None for torch's global
+    search (see :mod:`.processors`); ``eos_ids``: further tokens that end a row as ``eos_id`` does
+    (a checkpoint may state several).  ``seed``: an integer from 0 to 2**64 - 1, or None for torch's global
     generator (see :func:`stream_uniforms`)."""
 
     max_new_tokens: int = 64
@@ -88,6 +90,7 @@ class SamplingOptions:
     no_repeat_ngram_size: int = 0
     min_new_tokens: int = 0
     eos_id: int | None = None
+    eos_ids: tuple[int, ...] = ()
     pad_id: int = 0
     banned_ids: tuple[int, ...] = ()
     seed: int | None = None
@@ -134,7 +137,7 @@ def adjust_scores(logits: Tensor, history: Tensor, step: int, options: SamplingO
 def ban_mask(options: SamplingOptions, vocab: int, device: torch.device, *, with_eos: bool) -> Tensor:
     """(vocab,) bool on ``device``: ``options.banned_ids``, and with ``with_eos`` the end-of-sequence
     token too (forbidden before ``min_new_tokens``).  Ids beyond the vocabulary are ignored."""
-    ids = set(options.banned_ids) | ({options.eos_id} if with_eos and options.eos_id is not None else set())
+    ids = set(options.banned_ids) | (set(end_ids(options)) if with_eos else set())
     mask = torch.zeros(vocab, dtype=torch.bool)
     mask[[i for i in sorted(ids) if i < vocab]] = True
     return mask.to(device)
@@ -207,6 +210,8 @@ def generate_stream(
                                                             first_tokens.device)
     history = token_history(first_tokens, cache.key_padding, options.max_new_tokens)
     finished = torch.zeros(batch, dtype=torch.bool, device=first_tokens.device)
+    ends = end_ids(options)
+    ends_on_device = torch.tensor(ends, dtype=torch.long, device=first_tokens.device)
     bans: dict[bool, Tensor] = {}            # the forbidden tokens as device masks, built at the first step
     prefix = first_tokens
     feed = first_tokens.clone()     # an inference tensor like every later feed: one compiled graph serves all
@@ -215,17 +220,17 @@ def generate_stream(
             logits = model.decode_step(feed, cache)
         else:
             logits = model.decode_step(prefix, cache.cleared())
-        eos_banned = options.eos_id is not None and step < options.min_new_tokens
+        eos_banned = bool(ends) and step < options.min_new_tokens
         if eos_banned not in bans:
             bans[eos_banned] = ban_mask(options, logits.shape[-1], logits.device, with_eos=eos_banned)
         scores = adjust_scores(logits, history[:, : t0 + step], step, options, bans[eos_banned])
         token = choose(scores, options, None if uniforms is None else uniforms[:, step])
-        if options.eos_id is not None:
+        if ends:
             token = token.masked_fill(finished, options.pad_id)
-            finished = finished | (token == options.eos_id)
+            finished = finished | torch.isin(token, ends_on_device)
         history[:, t0 + step] = token
         yield token
-        if options.eos_id is not None and (step + 1) % check_every == 0 and bool(finished.all()):
+        if ends and (step + 1) % check_every == 0 and bool(finished.all()):
             return                  # the one host sync of the loop, every `check_every` tokens
         feed = token[:, None]
         if not use_cache:
@@ -240,15 +245,17 @@ def generate(model, cache: KVCache, first_tokens: Tensor, options: SamplingOptio
     ``streams``: each row's random stream (see :func:`generate_stream`)."""
     steps = list(generate_stream(model, cache, first_tokens, options, use_cache=use_cache, check_every=check_every,
                                  streams=streams))
-    return cut_after_last_eos(torch.stack(steps, dim=1), options.eos_id)
+    return cut_after_last_eos(torch.stack(steps, dim=1), end_ids(options))
 
 
-def cut_after_last_eos(tokens: Tensor, eos_id: int | None) -> Tensor:
+def cut_after_last_eos(tokens: Tensor, eos_id: int | Sequence[int] | None) -> Tensor:
     """(batch, n) generated tokens -> the first n' columns, n' = the column of the last row's first
-    ``eos_id`` + 1, or n if some row never ended (the padding steps a late check leaves are cut)."""
-    if eos_id is None:
+    end token (``eos_id``: one id or several) + 1, or n if some row never ended (the padding steps a
+    late check leaves are cut)."""
+    ends = [eos_id] if isinstance(eos_id, int) else list(eos_id or [])
+    if not ends:
         return tokens
-    ended = tokens == eos_id
+    ended = torch.isin(tokens, torch.tensor(ends, dtype=tokens.dtype, device=tokens.device))
     n = tokens.shape[1]
     first = torch.where(ended.any(dim=1), ended.to(torch.uint8).argmax(dim=1), n)   # argmax: the first True
     return tokens[:, : min(int(first.max()) + 1, n)]

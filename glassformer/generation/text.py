@@ -36,15 +36,17 @@ from .sampling import SamplingOptions, default_check_every, generate_stream
 
 
 def prompt_ids(tokenizer, text: str, context: int, max_new_tokens: int, truncate_left: bool = False) -> list[int]:
-    """Token ids of a prompt, checked against the context.  An empty prompt starts from the
-    end-of-text token, which separates documents in the training data."""
+    """Token ids of a prompt (framed as a checkpoint's own tokenizer frames it: its BOS where its
+    post-processor adds one), checked against the context.  An empty prompt starts from the
+    beginning-of-text token a checkpoint's tokenizer adds, else the end-of-text token, which
+    separates documents in the training data."""
     if max_new_tokens >= context:
         raise ConfigError(f"max_new_tokens={max_new_tokens} (--max-new-tokens) leaves no room for a prompt in the model's context "
                           f"of {context} tokens; use at most {context - 1}")
     if not text:
-        return [tokenizer.eos_id]
+        return tokenizer.encode_prompt("") or [tokenizer.eos_id]
     tokenizer.check_known(text, "prompt")
-    ids = tokenizer.encode(text)
+    ids = tokenizer.encode_prompt(text)
     room = context - max_new_tokens
     if len(ids) > room:
         if not truncate_left:
@@ -57,14 +59,19 @@ def prompt_ids(tokenizer, text: str, context: int, max_new_tokens: int, truncate
 
 def never_generated(tokenizer) -> tuple[int, ...]:
     """Tokens a continuation never contains: padding, the start-of-sequence token and ``<unk>``
-    (the end-of-text token stays: it ends the continuation)."""
-    return tuple(sorted({tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id} - {tokenizer.eos_id, None}))
+    (the end-of-text tokens stay: they end the continuation).  A checkpoint's own tokenizer bans
+    nothing: transformers' generate may emit any token (a stand-in padding id is never emitted, it
+    is the end-of-text token)."""
+    if tokenizer.frames_prompts:
+        return ()
+    return tuple(sorted({tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id} - {*tokenizer.eos_ids, None}))
 
 
 def text_options(tokenizer, options: SamplingOptions) -> SamplingOptions:
     """``options`` with the tokenizer's end-of-text, padding and never-generated tokens filled in."""
     banned = tuple(sorted(set(options.banned_ids) | set(never_generated(tokenizer))))
-    return replace(options, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, banned_ids=banned)
+    return replace(options, eos_id=tokenizer.eos_id, eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id,
+                   banned_ids=banned)
 
 
 def held_back(text: str, stop: str | None) -> int:
@@ -96,7 +103,7 @@ def stream_completion(model, tokenizer, ids: Sequence[int], options: SamplingOpt
     written = 0                                  # characters of the completion already yielded
     for token in generate_stream(model, cache, first, options):
         tok = int(token[0])
-        if tok == tokenizer.eos_id:
+        if tok in tokenizer.eos_ids:
             break
         generated.append(tok)
         text = tokenizer.decode(generated)
@@ -136,7 +143,7 @@ def complete_batch(model, tokenizer, ids: Sequence[Sequence[int]], options: Samp
             for t in chunk:
                 if done[r]:
                     break
-                if t == tokenizer.eos_id:
+                if t in tokenizer.eos_ids:
                     done[r] = True
                     break
                 rows[r].append(t)

@@ -88,9 +88,9 @@ def load_hf_directory(path, model_type: str):
         raise ConfigError(f"{path}: Hugging Face model_type {model_type!r} is not supported; glassformer reads "
                           f"{sorted(['bert', 'marian', 't5', 'vit', *loaders])}")
     model = loaders[model_type](path)
-    tokenizer_file = Path(path) / "tokenizer.json"
-    return ModelDir(model, model.config, Tokenizer.load(tokenizer_file) if tokenizer_file.is_file() else None,
-                    generation=generation_from_hf(path))
+    # The checkpoint's own tokenizer: its special tokens and their roles as its files state them.
+    tokenizer = Tokenizer.load_checkpoint(path) if (Path(path) / "tokenizer.json").is_file() else None
+    return ModelDir(model, model.config, tokenizer, generation=generation_from_hf(path))
 
 
 def to_hugging_face(model) -> tuple[dict, dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -9,6 +10,7 @@ import tokenizers
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from ..errors import CheckpointError, InputError
+from ..files import read_json
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 PAD, BOS, EOS, UNK = SPECIAL_TOKENS
@@ -24,15 +26,36 @@ class Tokenizer:
     or :meth:`load`; it wraps a ``tokenizers.Tokenizer`` (``.backend``).
     """
 
-    def __init__(self, backend: tokenizers.Tokenizer):
+    def __init__(self, backend: tokenizers.Tokenizer, roles: "CheckpointRoles | None" = None):
         self.backend = backend
         backend.no_padding()           # a checkpoint's tokenizer.json may pad or cut; batching does that here
         backend.no_truncation()
         names = BERT_SPECIAL_TOKENS if backend.token_to_id("[CLS]") is not None else SPECIAL_TOKENS
+        if roles is not None:
+            names = [roles.pad, roles.bos, roles.eos, roles.unk]
         self.special_tokens = names          # pad, begin (bos / [CLS]), end (eos / [SEP]), unknown
-        ids = [backend.token_to_id(t) for t in names]
+        ids = [None if t is None else backend.token_to_id(t) for t in names]
         self.pad_id, self.bos_id, self.eos_id, self.unk_id = ids
         self.mask_id = next((backend.token_to_id(t) for t in MASK_TOKENS if backend.token_to_id(t) is not None), None)
+        # Every token that ends a text (a checkpoint may list several, as Llama 3 does), the main one first.
+        self.eos_ids: tuple[int, ...] = (self.eos_id,) if self.eos_id is not None else ()
+        # Prompts framed by tokenizer.json's post-processor (a checkpoint's own tokenizer: BOS exactly
+        # where it adds one); glassformer's own tokenizers frame nothing.
+        self.frames_prompts = False
+        self.clean_up_spaces = False         # transformers' clean_up_tokenization_spaces, as a checkpoint says
+        self.has_pad = self.pad_id is not None
+        if roles is not None:
+            # Generation stops where transformers' generate does: at the configs' end ids if they
+            # state any, else at the tokenizer's end-of-text token.
+            if roles.eos_ids:
+                self.eos_ids = tuple(sorted(set(roles.eos_ids), key=lambda i: (i != self.eos_id, i)))
+                self.eos_id = self.eos_ids[0]
+            self.frames_prompts = True
+            self.clean_up_spaces = roles.clean_up_spaces
+            if self.pad_id is None:
+                # No pad token: rows are left-padded under the attention mask with a stand-in id that
+                # is never seen nor emitted (the end-of-text id, as transformers' generate does).
+                self.pad_id = roles.pad_id if roles.pad_id is not None else self.eos_id
 
     # -- training ------------------------------------------------------------------
     @classmethod
@@ -134,11 +157,17 @@ class Tokenizer:
                 self.backend.no_truncation()
         return [e.ids for e in full], [e.type_ids for e in full], cut
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """A prompt's ids as the model reads them: framed by a checkpoint's post-processor (its BOS
+        added there and only there), unframed for glassformer's own tokenizers."""
+        return self.backend.encode(text, add_special_tokens=self.frames_prompts).ids
+
     def decode(self, ids: Sequence[int]) -> str:
         """Token ids -> text, special tokens dropped (whether or not the backend marks them special:
         a character vocabulary holds them as plain entries)."""
-        special = {self.pad_id, self.bos_id, self.eos_id, self.unk_id, self.mask_id}
-        return self.backend.decode([int(i) for i in ids if int(i) not in special], skip_special_tokens=True)
+        special = {self.pad_id if self.has_pad else None, self.bos_id, *self.eos_ids, self.unk_id, self.mask_id}
+        text = self.backend.decode([int(i) for i in ids if int(i) not in special], skip_special_tokens=True)
+        return _clean_up_spaces(text) if self.clean_up_spaces else text
 
     def token_to_id(self, token: str) -> int | None:
         return self.backend.token_to_id(token)
@@ -166,6 +195,21 @@ class Tokenizer:
                                   f"{SPECIAL_TOKENS} (or BERT's {BERT_SPECIAL_TOKENS})")
         return cls(backend)
 
+    @classmethod
+    def load_checkpoint(cls, path: str | Path) -> "Tokenizer":
+        """A Hugging Face directory's own tokenizer: tokenizer.json with the special tokens and roles
+        its tokenizer_config.json / special_tokens_map.json name, and the end-of-text ids (several,
+        possibly) and padding id of its generation_config.json / config.json."""
+        path = Path(path)
+        file = path / "tokenizer.json"
+        if not file.is_file():
+            raise CheckpointError(f"tokenizer file {file} is missing")
+        try:
+            backend = tokenizers.Tokenizer.from_file(str(file))
+        except Exception as e:  # the library raises a bare Exception on bad JSON
+            raise CheckpointError(f"tokenizer file {file} is corrupt or not a tokenizer.json: {e}") from None
+        return cls(backend, CheckpointRoles.read(path, backend))
+
     def unknown_characters(self, text: str) -> list[str]:
         """The characters of ``text`` this tokenizer cannot represent (they become ``<unk>``, which
         decoding drops), each once, in order of appearance; ``[]`` for byte-level BPE."""
@@ -181,6 +225,54 @@ class Tokenizer:
         if ids and all(i == self.unk_id for i in ids):
             raise InputError(f"every character of the {what} {text[:40]!r} is unknown to this tokenizer; "
                              "use characters from the training text")
+
+
+def _clean_up_spaces(text: str) -> str:
+    """transformers' ``clean_up_tokenization_spaces``: the space before punctuation and contractions removed."""
+    for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                          (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+        text = text.replace(before, after)
+    return text
+
+
+@dataclass
+class CheckpointRoles:
+    """The special tokens of a Hugging Face checkpoint's tokenizer and what each one does."""
+
+    pad: str | None
+    bos: str | None
+    eos: str | None
+    unk: str | None
+    eos_ids: tuple[int, ...] = ()        # generation stops at any of them
+    pad_id: int | None = None            # the padding id the model's configs state (no pad token)
+    clean_up_spaces: bool = False
+
+    @classmethod
+    def read(cls, path: Path, backend: tokenizers.Tokenizer) -> "CheckpointRoles":
+        def json_of(name: str) -> dict:
+            file = path / name
+            data = read_json(file, what=name, error=CheckpointError) if file.is_file() else {}
+            if not isinstance(data, dict):
+                raise CheckpointError(f"{file} must hold a JSON object")
+            return data
+
+        settings = {**json_of("tokenizer_config.json"), **json_of("special_tokens_map.json")}
+        model, generation = json_of("config.json"), json_of("generation_config.json")
+
+        def token(role: str) -> str | None:
+            value = settings.get(f"{role}_token")
+            value = value.get("content") if isinstance(value, dict) else value
+            if value is not None and backend.token_to_id(value) is None:
+                raise CheckpointError(f"{path}: the {role} token {value!r} is not in tokenizer.json's vocabulary")
+            return value
+
+        def ids(key: str) -> tuple[int, ...]:
+            value = generation.get(key, model.get(key))
+            return tuple(value) if isinstance(value, list) else (() if value is None else (value,))
+
+        return cls(pad=token("pad"), bos=token("bos"), eos=token("eos"), unk=token("unk"),
+                   eos_ids=ids("eos_token_id"), pad_id=next(iter(ids("pad_token_id")), None),
+                   clean_up_spaces=bool(settings.get("clean_up_tokenization_spaces", False)))
 
 
 def _bert_pipeline(backend: tokenizers.Tokenizer, *, lowercase: bool, strip_accents: bool | None) -> None:

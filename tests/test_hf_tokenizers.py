@@ -1,0 +1,121 @@
+"""Hugging Face directories with their own tokenizers, as real checkpoints ship them.
+
+Each directory holds a seeded tiny model (save_pretrained) and a tokenizer built with the
+``tokenizers`` library the way the family's released tokenizer.json is (GPT-2's byte-level BPE
+whose one special token is ``<|endoftext|>``; Llama 2's ``<unk> <s> </s>`` with a post-processor
+adding ``<s>``; Llama 3's ``<|begin_of_text|>``/``<|end_of_text|>`` and several end ids; T5's
+``<pad> </s> <unk>`` with ``</s>`` appended), wrapped in ``PreTrainedTokenizerFast`` and saved next
+to it.  ``glassformer generate`` / ``translate`` must print what transformers' greedy ``generate``
+decoded by ``AutoTokenizer`` on the same directory gives.
+"""
+
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from tokenizers import Tokenizer as Backend  # noqa: E402
+from tokenizers import decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
+
+from glassformer.model_dir import load_model_dir  # noqa: E402
+from helpers import run_cli  # noqa: E402
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "A journey of a thousand miles begins with a single step.",
+    "To be, or not to be, that is the question.",
+    "All that glitters is not gold; all who wander are not lost.",
+    "It was the best of times, it was the worst of times.",
+] * 4
+PROMPTS = ["The quick brown", "It was the best of times, it was"]
+NEW = 12
+
+
+def noisy(model, seed=0):
+    """Larger weights than the initialiser's: varied continuations from a random model."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model.eval()
+
+
+def hf_greedy(path, prompt, n=NEW):
+    """transformers' greedy continuation of ``prompt``: (prompt ids, new ids, new text decoded by its tokenizer)."""
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    enc = tok(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**enc, do_sample=False, max_new_tokens=n,
+                             pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    prompt_ids, new = enc["input_ids"][0].tolist(), out[0, enc["input_ids"].shape[1]:].tolist()
+    return prompt_ids, new, tok.decode(new, skip_special_tokens=True)
+
+
+def ours_cli(capsys, path, prompt, n=NEW):
+    code, out, err = run_cli(capsys, "generate", path, prompt, "--temperature", "0", "--max-new-tokens", n)
+    assert code == 0, err
+    return out
+
+
+def check_generate(capsys, path, tmp_path):
+    """``generate`` (one prompt, streamed, and a left-padded batch) prints transformers' greedy text;
+    the prompt is framed as transformers frames it; ``explain`` reads the directory."""
+    from glassformer.generation.text import prompt_ids
+
+    loaded = load_model_dir(path)
+    for prompt in PROMPTS:
+        theirs_prompt, _, text = hf_greedy(path, prompt)
+        assert prompt_ids(loaded.tokenizer, prompt, loaded.config.max_len, NEW) == theirs_prompt
+        assert ours_cli(capsys, path, prompt) == prompt + text + "\n"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "generate", path, "--prompts-file", prompts, "--temperature", "0",
+                             "--max-new-tokens", NEW)
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["completion"] for r in rows] == [hf_greedy(path, p)[2] for p in PROMPTS]
+    code, _, err = run_cli(capsys, "explain", path, PROMPTS[0], "--out", tmp_path / "x.html")
+    assert code == 0, err
+
+
+def save_tokenizer(backend, path, **special):
+    transformers.PreTrainedTokenizerFast(tokenizer_object=backend, **special).save_pretrained(path)
+
+
+# -- GPT-2 -------------------------------------------------------------------------------------------
+def gpt2_tokenizer():
+    backend = Backend(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    backend.train_from_iterator(SENTENCES, trainers.BpeTrainer(
+        vocab_size=320, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    return backend
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hf_gpt2_tok")
+    backend = gpt2_tokenizer()
+    eot = backend.token_to_id("<|endoftext|>")
+    save_tokenizer(backend, path, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    config = transformers.GPT2Config(vocab_size=backend.get_vocab_size(), n_positions=64, n_embd=32, n_layer=2,
+                                     n_head=2, bos_token_id=eot, eos_token_id=eot)
+    torch.manual_seed(0)
+    noisy(transformers.GPT2LMHeadModel(config)).save_pretrained(path)
+    return path
+
+
+def test_gpt2_tokenizer_roles_come_from_the_checkpoint(gpt2_dir):
+    tok = load_model_dir(gpt2_dir).tokenizer
+    eot = tok.token_to_id("<|endoftext|>")
+    assert (tok.bos_id, tok.eos_id, tok.unk_id, tok.eos_ids) == (eot, eot, eot, (eot,))
+    assert not tok.has_pad            # no pad token: batches pad under the mask with a stand-in id
+
+
+def test_gpt2_generate_matches_transformers(gpt2_dir, capsys, tmp_path):
+    check_generate(capsys, gpt2_dir, tmp_path)

@@ -17,7 +17,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from tokenizers import Tokenizer as Backend  # noqa: E402
-from tokenizers import decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
 
 from glassformer.model_dir import load_model_dir  # noqa: E402
 from helpers import run_cli  # noqa: E402
@@ -119,3 +119,44 @@ def test_gpt2_tokenizer_roles_come_from_the_checkpoint(gpt2_dir):
 
 def test_gpt2_generate_matches_transformers(gpt2_dir, capsys, tmp_path):
     check_generate(capsys, gpt2_dir, tmp_path)
+
+
+# -- Llama 2: <unk> <s> </s>, no pad token, the post-processor adds <s> -----------------------------------
+def llama2_tokenizer():
+    backend = Backend(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])
+    backend.train_from_iterator(SENTENCES, trainers.BpeTrainer(
+        vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False))
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", backend.token_to_id("<s>"))])
+    return backend
+
+
+def llama_model(path, vocab, seed=0, **ids):
+    config = transformers.LlamaConfig(
+        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False, **ids)
+    torch.manual_seed(seed)
+    return noisy(transformers.LlamaForCausalLM(config), seed)
+
+
+@pytest.fixture(scope="module")
+def llama2_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hf_llama2_tok")
+    backend = llama2_tokenizer()
+    save_tokenizer(backend, path, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    llama_model(path, backend.get_vocab_size(), bos_token_id=1, eos_token_id=2, pad_token_id=None).save_pretrained(path)
+    return path
+
+
+def test_llama2_tokenizer_roles_and_one_bos(llama2_dir):
+    tok = load_model_dir(llama2_dir).tokenizer
+    assert (tok.unk_id, tok.bos_id, tok.eos_id, tok.eos_ids) == (0, 1, 2, (2,))
+    assert not tok.has_pad
+    assert tok.encode_prompt("The quick")[:2].count(1) == 1 and tok.encode_prompt("The quick")[0] == 1
+
+
+def test_llama2_generate_matches_transformers(llama2_dir, capsys, tmp_path):
+    check_generate(capsys, llama2_dir, tmp_path)

@@ -160,3 +160,51 @@ def test_llama2_tokenizer_roles_and_one_bos(llama2_dir):
 
 def test_llama2_generate_matches_transformers(llama2_dir, capsys, tmp_path):
     check_generate(capsys, llama2_dir, tmp_path)
+
+
+# -- Llama 3: byte-level BPE, <|begin_of_text|> added by the post-processor, several end ids --------------
+LLAMA3_SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+
+
+def llama3_tokenizer():
+    backend = Backend(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator(SENTENCES, trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    backend.add_special_tokens(LLAMA3_SPECIAL)          # after the BPE vocabulary, as Llama 3's
+    bos = backend.token_to_id("<|begin_of_text|>")
+    backend.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=False),
+        processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+                                      special_tokens=[("<|begin_of_text|>", bos)])])
+    return backend
+
+
+@pytest.fixture(scope="module")
+def llama3_dir(tmp_path_factory):
+    """The generation config ends a text at <|end_of_text|> or <|eot_id|>; <|eot_id|>'s output row is
+    made to win where the model would next say what it says at the 4th step of PROMPTS[0], so the
+    continuation ends there, at the second end id."""
+    path = tmp_path_factory.mktemp("hf_llama3_tok")
+    backend = llama3_tokenizer()
+    save_tokenizer(backend, path, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
+    bos, end, eot = (backend.token_to_id(t) for t in LLAMA3_SPECIAL)
+    model = llama_model(path, backend.get_vocab_size(), bos_token_id=bos, eos_token_id=end, pad_token_id=None)
+    model.save_pretrained(path)
+    _, new, _ = hf_greedy(path, PROMPTS[0])
+    with torch.no_grad():
+        model.lm_head.weight[eot] = 2 * model.lm_head.weight[new[3]]
+    model.generation_config.eos_token_id = [end, eot]
+    model.save_pretrained(path)
+    return path
+
+
+def test_llama3_generation_stops_at_any_end_id(llama3_dir, capsys, tmp_path):
+    tok = load_model_dir(llama3_dir).tokenizer
+    end, eot = tok.token_to_id("<|end_of_text|>"), tok.token_to_id("<|eot_id|>")
+    assert tok.eos_ids == (end, eot) and tok.bos_id == tok.token_to_id("<|begin_of_text|>")
+    assert tok.unk_id is None and not tok.has_pad
+    _, new, _ = hf_greedy(llama3_dir, PROMPTS[0])
+    assert new[-1] == eot and len(new) < NEW          # transformers stopped at the second end id
+    check_generate(capsys, llama3_dir, tmp_path)

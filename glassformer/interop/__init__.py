@@ -73,10 +73,11 @@ def load_hf_directory(path, model_type: str):
 
         return load_hf_vit(path)
     if model_type == "marian":
-        from .hf_marian import load_hf_marian
+        from .hf_marian import load_hf_marian, load_hf_marian_tokenizers
 
         model = load_hf_marian(path)
-        return ModelDir(model, model.config, generation=generation_from_hf(path))
+        source, target = load_hf_marian_tokenizers(path, model.config)
+        return ModelDir(model, model.config, target, source, generation=generation_from_hf(path))
     if model_type == "t5":
         from .hf_t5 import load_hf_t5
 

@@ -29,6 +29,10 @@ Separate query/key/value projections are concatenated into our fused ``qkv_proj`
 (self-attention) and ``kv_proj`` (cross-attention).  Nothing here imports
 ``transformers``; an in-memory model's ``state_dict()`` and ``config.to_dict()`` work too.
 
+The tokenizer (``source.spm``, ``target.spm``, ``vocab.json``, as transformers' ``MarianTokenizer`` reads
+them) is :class:`~glassformer.tokenizers.sentencepiece.SentencePieceTokenizer`
+(:func:`load_hf_marian_tokenizers`); its special ids must be config.json's.
+
 Hugging Face's generation settings (``forced_eos_token_id``, ``bad_words_ids``, beam size) are
 carried through ``convert`` in generation.json (``hf_files.generation_from_hf``) but not applied:
 decoding options are passed to glassformer's decoders.
@@ -42,6 +46,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
+from ..files import read_json
 from ..models.transformer import Transformer, TransformerConfig
 from .hf_files import (
     activation_from_hf,
@@ -120,6 +125,10 @@ def config_from_hf_marian(hf: dict, weights: dict[str, Tensor] | None = None) ->
         start = hf.get("decoder_start_token_id", pad)
         if pad is None:
             raise ConfigError("the Marian config has no pad_token_id; it is needed for source padding")
+        for name, idx in (("pad_token_id", pad), ("eos_token_id", eos), ("decoder_start_token_id", start)):
+            if not isinstance(idx, int) or not 0 <= idx < min(vocab, tgt_vocab):
+                raise ConfigError(f"config.json's {name}={idx!r} is outside the vocabulary of "
+                                  f"{min(vocab, tgt_vocab)} tokens (vocab_size / decoder_vocab_size)")
         return TransformerConfig(
             src_vocab_size=vocab, tgt_vocab_size=tgt_vocab, d_model=hf["d_model"], n_heads=heads,
             encoder_layers=hf["encoder_layers"], decoder_layers=hf["decoder_layers"], d_ff=ffn,
@@ -229,13 +238,71 @@ def load_hf_marian(path: str | Path, dtype: torch.dtype = torch.float32) -> Tran
     return transformer_from_hf_marian(hf_config, weights, dtype)
 
 
+# The tokenizer files of a Marian checkpoint (transformers' MarianTokenizer): SentencePiece models and
+# piece -> id vocabularies; target_vocab.json only with tokenizer_config.json's separate_vocabs.
+SOURCE_SPM, TARGET_SPM, VOCAB, TARGET_VOCAB, TOKENIZER_CONFIG = (
+    "source.spm", "target.spm", "vocab.json", "target_vocab.json", "tokenizer_config.json")
+
+
+def _token_name(settings: dict, key: str, default: str) -> str:
+    """A special token's text in tokenizer_config.json: a string, or an added token's ``content``."""
+    value = settings.get(key) or default
+    return str(value.get("content", default) if isinstance(value, dict) else value)
+
+
+def _vocabulary(file: Path) -> dict[str, int]:
+    vocab = read_json(file, what="Marian vocabulary", error=CheckpointError)
+    if not isinstance(vocab, dict) or not all(isinstance(i, int) and i >= 0 for i in vocab.values()):
+        raise CheckpointError(f"Marian vocabulary {file} is not an object of piece -> non-negative id")
+    return vocab
+
+
+def load_hf_marian_tokenizers(path: str | Path, config: TransformerConfig):
+    """(source, target) :class:`~glassformer.tokenizers.sentencepiece.SentencePieceTokenizer` of a Marian
+    directory (source.spm, target.spm, vocab.json), or (None, None) where it has none.  Special tokens
+    that contradict config.json (another EOS or pad id, ids outside the model's vocabulary) are refused,
+    naming the file."""
+    from ..tokenizers.sentencepiece import SentencePieceTokenizer
+
+    path = Path(path)
+    if not (path / SOURCE_SPM).exists():
+        return None, None
+    settings = read_json(path / TOKENIZER_CONFIG, what="tokenizer config", error=CheckpointError) \
+        if (path / TOKENIZER_CONFIG).exists() else {}
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"tokenizer config {path / TOKENIZER_CONFIG} is not a JSON object")
+    names = {"eos": _token_name(settings, "eos_token", "</s>"), "unk": _token_name(settings, "unk_token", "<unk>"),
+             "pad": _token_name(settings, "pad_token", "<pad>")}
+    target_vocab = TARGET_VOCAB if settings.get("separate_vocabs") else VOCAB
+    sides = []
+    for spm, vocab_file, size in ((SOURCE_SPM, VOCAB, config.src_vocab_size),
+                                  (TARGET_SPM, target_vocab, config.tgt_vocab_size)):
+        vocab = _vocabulary(path / vocab_file)
+        tok = SentencePieceTokenizer(path / spm, vocab, vocab_file=path / vocab_file, **names)
+        too_large = {p: i for p, i in vocab.items() if i >= size}
+        if too_large:
+            piece, idx = next(iter(too_large.items()))
+            raise CheckpointError(f"{path / vocab_file} gives {piece!r} the id {idx}, outside the model's vocabulary "
+                                  f"of {size} (config.json's vocab_size); the tokenizer and the model do not belong together")
+        for role, ours in (("eos", config.eos_id), ("pad", config.pad_id)):
+            theirs = getattr(tok, f"{role}_id")
+            if theirs != ours:
+                raise CheckpointError(f"{path / vocab_file} gives the {role} token {names[role]!r} the id {theirs} but "
+                                      f"config.json's {role}_token_id is {ours}; the tokenizer and the model disagree")
+        sides.append(tok)
+    return tuple(sides)
+
+
 def convert_hf_marian(path: str | Path, out_dir: str | Path) -> Path:
-    """Write a Hugging Face Marian directory as a glassformer model directory (the SentencePiece
-    tokenizer of OPUS-MT is not a ``tokenizers`` file, so it is not carried over)."""
+    """Write a Hugging Face Marian directory as a glassformer model directory.  One with OPUS-MT's
+    SentencePiece tokenizer is refused: it is not a ``tokenizers`` file, and a model directory holds
+    only those (the Hugging Face directory itself translates)."""
     from ..model_dir import save_model_dir
 
-    return save_model_dir(out_dir, load_hf_marian(path))
+    model = load_hf_marian(path)
+    source, target = load_hf_marian_tokenizers(path, model.config)
+    return save_model_dir(out_dir, model, target, source_tokenizer=source)
 
 
 __all__ = ["config_from_hf_marian", "state_dict_from_hf_marian", "to_hf_marian", "transformer_from_hf_marian", "load_hf_marian",
-           "convert_hf_marian"]
+           "load_hf_marian_tokenizers", "convert_hf_marian"]

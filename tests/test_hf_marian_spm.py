@@ -155,3 +155,37 @@ def test_tokenizer_json_that_does_not_load(tmp_path, capsys):
     (tmp_path / "gpt2" / "tokenizer.json").write_text('{"version": "1.0", "model": 7}', encoding="utf-8")
     capsys.readouterr()
     one_line_error(*run_cli(capsys, "generate", tmp_path / "gpt2", "x")[::2], "tokenizer.json", "corrupt")
+
+
+def test_separate_vocabularies_equal_marian_tokenizer(tmp_path):
+    """``separate_vocabs``: the source side's ids from vocab.json, the target side's from target_vocab.json."""
+    from glassformer.interop.hf_marian import config_from_hf_marian, load_hf_marian_tokenizers
+
+    vocabs = []
+    for name, sentences in (("source", SOURCE), ("target", TARGET)):
+        model = _spm(sentences, tmp_path / f"{name}.spm", 60)
+        vocab = {"</s>": 0, "<unk>": 1, "<pad>": 2}
+        for i in range(model.get_piece_size()):
+            if not (model.is_unknown(i) or model.is_control(i)):
+                vocab.setdefault(model.id_to_piece(i), len(vocab))
+        vocabs.append(vocab)
+    (tmp_path / "vocab.json").write_text(json.dumps(vocabs[0]), encoding="utf-8")
+    (tmp_path / "target_vocab.json").write_text(json.dumps(vocabs[1]), encoding="utf-8")
+    theirs = transformers.MarianTokenizer(source_spm=str(tmp_path / "source.spm"),
+                                          target_spm=str(tmp_path / "target.spm"), vocab=str(tmp_path / "vocab.json"),
+                                          target_vocab_file=str(tmp_path / "target_vocab.json"), separate_vocabs=True)
+    theirs.save_pretrained(tmp_path / "m")
+    theirs = transformers.MarianTokenizer.from_pretrained(tmp_path / "m")
+    config = config_from_hf_marian({
+        "vocab_size": len(vocabs[0]), "decoder_vocab_size": len(vocabs[1]), "share_encoder_decoder_embeddings": False,
+        "d_model": 8, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2, "encoder_ffn_dim": 8,
+        "pad_token_id": 2, "eos_token_id": 0, "decoder_start_token_id": 2})
+    src, tgt = load_hf_marian_tokenizers(tmp_path / "m", config)
+    assert vocabs[0] != vocabs[1] and (src.vocab, tgt.vocab) == tuple(vocabs)
+    for text in SENTENCES:
+        assert src.encode(text, eos=True) == theirs(text).input_ids, text
+    assert tgt.encode("das kleine Haus", eos=True) == theirs(text_target="das kleine Haus").input_ids
+    g = torch.Generator().manual_seed(2)
+    for _ in range(20):
+        ids = torch.randint(0, tgt.vocab_size, (12,), generator=g).tolist()
+        assert tgt.decode(ids) == theirs.decode(ids, skip_special_tokens=True), ids

@@ -33,12 +33,12 @@ PROMPTS = ["The quick brown", "It was the best of times, it was"]
 NEW = 12
 
 
-def noisy(model, seed=0):
+def noisy(model, seed=0, scale=0.3):
     """Larger weights than the initialiser's: varied continuations from a random model."""
     torch.manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
+            p.add_(torch.randn_like(p) * scale)
     return model.eval()
 
 
@@ -208,3 +208,59 @@ def test_llama3_generation_stops_at_any_end_id(llama3_dir, capsys, tmp_path):
     _, new, _ = hf_greedy(llama3_dir, PROMPTS[0])
     assert new[-1] == eot and len(new) < NEW          # transformers stopped at the second end id
     check_generate(capsys, llama3_dir, tmp_path)
+
+
+# -- T5: a Unigram over Metaspace, <pad> </s> <unk>, the post-processor appends </s> ------------------------
+def t5_tokenizer():
+    """A SentencePiece-like Unigram vocabulary (spelled out: Unigram training is not deterministic):
+    the sentences' words, then their characters, scored like log-probabilities."""
+    words = sorted({"▁" + w for line in SENTENCES for w in line.split()})
+    chars = sorted({c for line in SENTENCES for c in line if c != " "} | {"▁"})
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [(w, -2.0 - 0.01 * i) for i, w in enumerate(words)] + [(c, -8.0) for c in chars]
+    backend = Backend(models.Unigram(pieces, unk_id=2))
+    backend.add_special_tokens(["<pad>", "</s>", "<unk>"])
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", backend.token_to_id("</s>"))])
+    return backend
+
+
+def t5_greedy(path):
+    """transformers' greedy translations of PROMPTS, decoded by its tokenizer: (texts, generated ids)."""
+    hf_tok = transformers.AutoTokenizer.from_pretrained(path)
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(path).eval()
+    texts, ids = [], []
+    for text in PROMPTS:
+        with torch.no_grad():
+            out = model.generate(**hf_tok(text, return_tensors="pt"), do_sample=False, max_new_tokens=NEW)
+        texts.append(hf_tok.decode(out[0], skip_special_tokens=True))
+        ids.append(out[0, 1:].tolist())
+    return texts, ids
+
+
+@pytest.fixture(scope="module")
+def t5_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hf_t5_tok")
+    backend = t5_tokenizer()
+    save_tokenizer(backend, path, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    config = transformers.T5Config(
+        vocab_size=backend.get_vocab_size(), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
+        num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=20, dropout_rate=0.0,
+        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    torch.manual_seed(0)
+    noisy(transformers.T5ForConditionalGeneration(config), scale=0.6).save_pretrained(path)
+    return path
+
+
+def test_t5_translate_reads_its_tokenizer_and_matches_transformers(t5_dir, capsys, tmp_path):
+    tok = load_model_dir(t5_dir).tokenizer
+    assert (tok.pad_id, tok.eos_id, tok.unk_id, tok.bos_id) == (0, 1, 2, None)
+    expected, ids = t5_greedy(t5_dir)
+    assert 0 in ids[1][:-1]             # transformers bans nothing: <pad> is generated, and decoded to nothing
+    code, out, err = run_cli(capsys, "translate", t5_dir, *PROMPTS, "--max-len-a", "0", "--max-len-b", NEW)
+    assert code == 0, err
+    assert out.splitlines() == expected
+    code, _, err = run_cli(capsys, "explain", t5_dir, PROMPTS[0], "--out", tmp_path / "x.html")
+    assert code == 0, err

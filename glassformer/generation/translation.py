@@ -31,16 +31,26 @@ from .sampling import SamplingOptions
 
 
 def encode_sources(texts: Sequence[str], src_tok: Tokenizer, max_len: int, eos_id: int) -> list[list[int]]:
-    """Token ids (+EOS) per source line; an empty line or one longer than the model allows is an InputError."""
-    out = []
-    for i, (text, ids) in enumerate(zip(texts, src_tok.encode_batch(list(texts))), 1):
+    """Token ids (+EOS) per source line — framed by the post-processor of a checkpoint's own
+    tokenizer instead (T5's appends its ``</s>``); an empty line or one longer than the model allows
+    is an InputError."""
+    if checkpoint_tokenizer(src_tok):
+        framed = [src_tok.encode_prompt(text) for text in texts]
+    else:
+        framed = [ids + [eos_id] for ids in src_tok.encode_batch(list(texts))]
+    for i, (text, ids) in enumerate(zip(texts, framed), 1):
         if not text.strip():
             raise InputError(f"input line {i} is empty; give one non-empty sentence per line")
-        if len(ids) + 1 > max_len:
-            raise InputError(f"input line {i} has {len(ids) + 1} tokens but the model takes at most {max_len} "
+        if len(ids) > max_len:
+            raise InputError(f"input line {i} has {len(ids)} tokens but the model takes at most {max_len} "
                              "(max_len); shorten or split it")
-        out.append(ids + [eos_id])
-    return out
+    return framed
+
+
+def checkpoint_tokenizer(tokenizer) -> bool:
+    """Whether ``tokenizer`` is a Hugging Face checkpoint's own (``Tokenizer.load_checkpoint``): it
+    frames its inputs, and transformers' generate bans none of its tokens."""
+    return bool(getattr(tokenizer, "frames_prompts", False))
 
 
 @torch.no_grad()
@@ -81,7 +91,9 @@ def translate_nbest(
         src = pad([sources[i] for i in idx], config.pad_id).to(device)
         limits = length_limits(src, config.pad_id, max_len_a, max_len_b, cap=config.max_len - 1)
         cache, first = model.start_decoding(src, int(limits.max()))
-        decoded = decode(model, cache, first, sampling_options(int(limits.max()), config, options), max_lengths=limits,
+        sampling = sampling_options(int(limits.max()), config, options,
+                                    banned=() if checkpoint_tokenizer(tgt_tok) else None)
+        decoded = decode(model, cache, first, sampling, max_lengths=limits,
                          streams=idx, **{k: v for k, v in options.items() if k not in SAMPLING_KEYS})
         scores = decoded.scores or [[math.nan] * len(row) for row in decoded.tokens]
         for i, row, row_scores in zip(idx, decoded.tokens, scores):
@@ -97,9 +109,11 @@ def never_generated(config) -> tuple[int, ...]:
     return tuple(sorted({config.pad_id, config.bos_id, config.start_id, config.unk_id} - {config.eos_id}))
 
 
-def sampling_options(max_new_tokens: int, config, options: dict[str, Any]) -> SamplingOptions:
+def sampling_options(max_new_tokens: int, config, options: dict[str, Any],
+                     banned: tuple[int, ...] | None = None) -> SamplingOptions:
+    """``banned``: the tokens never generated (default: :func:`never_generated`)."""
     return SamplingOptions(max_new_tokens=max_new_tokens, eos_id=config.eos_id, pad_id=config.pad_id,
-                           banned_ids=never_generated(config),
+                           banned_ids=never_generated(config) if banned is None else banned,
                            **{k: v for k, v in options.items() if k in SAMPLING_KEYS and v is not None})
 
 

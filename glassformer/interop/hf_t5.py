@@ -23,6 +23,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..model_dir import ModelDir
 from ..models.transformer import Transformer, TransformerConfig
+from ..tokenizers import Tokenizer
 from .hf_files import model_with_weights, read_hf_directory, split_rows, tensor_taker
 
 _FEED_FORWARD = {"relu": ("relu", False), "gated-gelu": ("gelu_tanh", True), "gated-silu": ("silu", True)}
@@ -153,7 +154,8 @@ def load_hf_t5(path: str | Path, dtype: torch.dtype = torch.float32) -> ModelDir
     hf_config, weights, weights_file = read_hf_directory(path, "T5")
     config = config_from_hf_t5(hf_config, weights)
     model = model_with_weights(Transformer, config, state_dict_from_hf_t5(weights, config), weights_file, dtype)
-    return ModelDir(model, config)
+    tokenizer = Tokenizer.load_checkpoint(path) if (Path(path) / "tokenizer.json").is_file() else None
+    return ModelDir(model, config, tokenizer)
 
 
 __all__ = ["config_from_hf_t5", "state_dict_from_hf_t5", "to_hf_t5", "load_hf_t5"]

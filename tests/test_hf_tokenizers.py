@@ -264,3 +264,18 @@ def test_t5_translate_reads_its_tokenizer_and_matches_transformers(t5_dir, capsy
     assert out.splitlines() == expected
     code, _, err = run_cli(capsys, "explain", t5_dir, PROMPTS[0], "--out", tmp_path / "x.html")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("make", [gpt2_tokenizer, t5_tokenizer])
+def test_clean_up_tokenization_spaces_as_transformers(make, tmp_path):
+    """Real GPT-2 and T5 tokenizer configs say clean_up_tokenization_spaces: transformers applies it
+    to a Unigram's text, not to a BPE's."""
+    from glassformer.tokenizers import Tokenizer
+
+    save_tokenizer(make(), tmp_path, eos_token="</s>" if make is t5_tokenizer else "<|endoftext|>",
+                   clean_up_tokenization_spaces=True)
+    hf, ours = transformers.AutoTokenizer.from_pretrained(tmp_path), Tokenizer.load_checkpoint(tmp_path)
+    for text in ["It was , he said . Is it ? I 'm sure ! do n't", "a ' b"]:
+        ids = hf(text)["input_ids"]
+        assert ours.decode(ids) == hf.decode(ids, skip_special_tokens=True)
+

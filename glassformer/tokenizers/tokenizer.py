@@ -272,7 +272,9 @@ class CheckpointRoles:
 
         return cls(pad=token("pad"), bos=token("bos"), eos=token("eos"), unk=token("unk"),
                    eos_ids=ids("eos_token_id"), pad_id=next(iter(ids("pad_token_id")), None),
-                   clean_up_spaces=bool(settings.get("clean_up_tokenization_spaces", False)))
+                   # transformers (5) skips the clean-up for a BPE model, where it would strip real spaces
+                   clean_up_spaces=bool(settings.get("clean_up_tokenization_spaces", False))
+                   and type(backend.model).__name__ != "BPE")
 
 
 def _bert_pipeline(backend: tokenizers.Tokenizer, *, lowercase: bool, strip_accents: bool | None) -> None:

@@ -279,3 +279,29 @@ def test_clean_up_tokenization_spaces_as_transformers(make, tmp_path):
         ids = hf(text)["input_ids"]
         assert ours.decode(ids) == hf.decode(ids, skip_special_tokens=True)
 
+
+
+def test_llama3_beam_search_ends_at_any_end_id(llama3_dir):
+    """Beam search ends hypotheses at either end id, as transformers' beam search does."""
+    from glassformer.generation import BeamOptions, beam_search
+    from glassformer.generation.text import prompt_ids
+
+    loaded = load_model_dir(llama3_dir)
+    tok = loaded.tokenizer
+    hf = transformers.AutoModelForCausalLM.from_pretrained(llama3_dir).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(llama3_dir)
+    ended = 0
+    for prompt in PROMPTS:
+        ids = prompt_ids(tok, prompt, loaded.config.max_len, NEW)
+        with torch.no_grad():
+            theirs = hf.generate(**hf_tok(prompt, return_tensors="pt"), max_new_tokens=NEW, num_beams=3,
+                                 do_sample=False, length_penalty=1.0, early_stopping=False,
+                                 pad_token_id=tok.pad_id)[0, len(ids):].tolist()
+        cache, first = loaded.model.start_decoding([ids], NEW, tok.pad_id)
+        best = beam_search(loaded.model, cache, first, BeamOptions(
+            beam=3, alpha=1.0, length_penalty_kind="hf", stopping="heuristic", max_new_tokens=NEW,
+            eos_id=tok.eos_id, eos_ids=tok.eos_ids, pad_id=tok.pad_id))
+        ours = best.tokens[0, 0, : int(best.lengths[0, 0])].tolist()
+        assert ours == theirs[: len(ours)] and set(theirs[len(ours):]) <= {tok.pad_id}
+        ended += ours[-1] == tok.eos_ids[1]
+    assert ended                         # some best beam ended at the second end id (<|eot_id|>)

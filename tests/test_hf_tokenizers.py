@@ -20,7 +20,7 @@ from tokenizers import Tokenizer as Backend  # noqa: E402
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
 
 from glassformer.model_dir import load_model_dir  # noqa: E402
-from helpers import run_cli  # noqa: E402
+from helpers import one_line_error, run_cli  # noqa: E402
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -305,3 +305,11 @@ def test_llama3_beam_search_ends_at_any_end_id(llama3_dir):
         assert ours == theirs[: len(ours)] and set(theirs[len(ours):]) <= {tok.pad_id}
         ended += ours[-1] == tok.eos_ids[1]
     assert ended                         # some best beam ended at the second end id (<|eot_id|>)
+
+
+def test_convert_refuses_a_checkpoint_tokenizer_it_could_not_read_back(gpt2_dir, capsys, tmp_path):
+    """A glassformer directory records no special-token roles: converting GPT-2's own tokenizer (only
+    <|endoftext|>) would write a directory that generate then refuses; convert refuses it instead."""
+    code, _, err = run_cli(capsys, "convert", str(gpt2_dir), str(tmp_path / "ours"), "--from", "hf")
+    one_line_error(code, err, "special tokens", "Hugging Face directory itself")
+    assert not (tmp_path / "ours").exists()

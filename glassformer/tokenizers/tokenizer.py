@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 import tokenizers
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, ConfigError, InputError
 from ..files import read_json
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -177,6 +177,13 @@ class Tokenizer:
 
     # -- files -----------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
+        """Write tokenizer.json.  A checkpoint's own tokenizer whose special tokens are not glassformer's
+        is refused: a glassformer model directory keeps no record of their roles (BOS, the EOS ids, no
+        pad), so what :meth:`load` would read back would not be this tokenizer."""
+        if self.frames_prompts and not all(self.backend.token_to_id(t) is not None for t in SPECIAL_TOKENS):
+            raise ConfigError(f"this checkpoint's tokenizer has its own special tokens ({self.special_tokens}), whose "
+                              "roles a glassformer model directory cannot record yet; use the Hugging Face directory "
+                              "itself with generate / translate / explain / serve")
         self.backend.save(str(path))
 
     @classmethod

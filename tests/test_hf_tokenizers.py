@@ -313,3 +313,21 @@ def test_convert_refuses_a_checkpoint_tokenizer_it_could_not_read_back(gpt2_dir,
     code, _, err = run_cli(capsys, "convert", str(gpt2_dir), str(tmp_path / "ours"), "--from", "hf")
     one_line_error(code, err, "special tokens", "Hugging Face directory itself")
     assert not (tmp_path / "ours").exists()
+
+
+def test_llama2_explain_and_serve_read_the_prompt_as_generate_does(llama2_dir):
+    """explain and serve frame a prompt with the checkpoint's post-processor (its one <s>), as generate
+    and transformers do: serve's greedy text equals transformers', and explain's tokens start with <s>."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from glassformer.explain.report import explain
+    from glassformer.serve.app import create_app
+
+    prompt = "The quick"
+    prompt_ids, _, text = hf_greedy(llama2_dir, prompt)
+    report = explain(llama2_dir, prompt, max_new_tokens=2, saliency_steps=2)
+    assert len(report["tokens"]["input"]) == len(prompt_ids) and report["tokens"]["input"][0] == "<s>"
+    answer = TestClient(create_app(llama2_dir)).post("/v1/generate", json={"prompt": prompt, "max_new_tokens": NEW})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["text"] == text

@@ -197,7 +197,7 @@ def _explain_gpt(loaded, model, text, target, layers, heads, max_new_tokens, dev
     from ..generation.text import complete_batch
 
     tok = loaded.tokenizer
-    ids = tok.encode(text) if text else []
+    ids = tok.encode_prompt(text) if text else []      # as generate reads it (a checkpoint's BOS included)
     if not ids:
         raise InputError("the text tokenizes to nothing; give a prompt with at least one token")
     context = model.config.max_len

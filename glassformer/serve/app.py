@@ -261,7 +261,7 @@ class Served:
 
         self.require("generate")
         tok = self.loaded.tokenizer
-        ids = self._ids(req.prompt, "prompt")
+        ids = self._ids(req.prompt, "prompt", prompt=True)
         room = self.max_len - req.max_new_tokens
         if room < 1:
             raise ApiError(400, f"max_new_tokens={req.max_new_tokens} leaves no room for a prompt in the model's "
@@ -386,7 +386,7 @@ class Served:
         from ..explain.attention import capture_attention
 
         tok = self.loaded.src_tokenizer if self.family == "transformer" else self.loaded.tokenizer
-        ids = self._ids(req.text, "text", tok)
+        ids = self._ids(req.text, "text", tok, prompt=self.family == "gpt")
         if self.family == "transformer":
             ids = ids + [self.loaded.config.eos_id]
         elif self.family == "bert":
@@ -441,11 +441,12 @@ class Served:
             raise ApiError(400, "the image is empty; send an image file base64-encoded")
         return data
 
-    def _ids(self, text: str, what: str, tok=None) -> list[int]:
-        """Token ids of ``text``; 400 when it tokenizes to nothing (or to unknown tokens only)."""
+    def _ids(self, text: str, what: str, tok=None, *, prompt: bool = False) -> list[int]:
+        """Token ids of ``text`` (``prompt``: a GPT prompt as generate reads it, framed by a checkpoint
+        tokenizer's post-processor); 400 when it tokenizes to nothing (or to unknown tokens only)."""
         tok = tok or self.loaded.tokenizer
         self.check_length(text, what)
-        ids = tok.encode(text) if text.strip() else []
+        ids = (tok.encode_prompt(text) if prompt else tok.encode(text)) if text.strip() else []
         if not ids:
             raise ApiError(400, f"the {what} is empty (it tokenizes to nothing); give some text")
         tok.check_known(text, what)

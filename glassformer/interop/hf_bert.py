@@ -9,7 +9,8 @@
                                   [bert.]encoder.layer.{i}.attention.self.{query,key,value},
                                   attention.output.{dense,LayerNorm}, intermediate.dense, output.{dense,LayerNorm},
                                   [bert.]pooler.dense, cls.predictions.{transform.dense,transform.LayerNorm,bias},
-                                  cls.predictions.decoder.{weight,bias} (read when tie_word_embeddings is false),
+                                  cls.predictions.decoder.{weight,bias} (the weight read when tie_word_embeddings
+                                  is false, or when it differs from the word embeddings, as transformers does),
                                   classifier
     HF_DIR/tokenizer.json         the tokenizer (or vocab.txt + tokenizer_config.json: do_lower_case, strip_accents)
 
@@ -32,7 +33,15 @@ from ..files import read_json
 from ..model_dir import ModelDir
 from ..models.bert import Bert, BertConfig
 from ..tokenizers import Tokenizer
-from .hf_files import activation_from_hf, activation_to_hf, model_with_weights, read_hf_directory, split_rows, tensor_taker
+from .hf_files import (
+    activation_from_hf,
+    activation_to_hf,
+    model_with_weights,
+    output_is_tied,
+    read_hf_directory,
+    split_rows,
+    tensor_taker,
+)
 
 _HEADS = {"BertModel": "none", "BertForMaskedLM": "mlm", "BertForPreTraining": "mlm",
           "BertForSequenceClassification": "classify", "BertForTokenClassification": "tokens"}
@@ -73,6 +82,11 @@ def config_from_hf_bert(hf: dict, weights: dict[str, Tensor] | None = None) -> B
         multi_label = problem == "multi_label_classification"
         labels = None if regression else [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
     has_pooler = weights is None or any(k.endswith("pooler.dense.weight") for k in weights)
+    tied = bool(hf.get("tie_word_embeddings", True))
+    if weights is not None:
+        embedding = weights.get("bert.embeddings.word_embeddings.weight",
+                                weights.get("embeddings.word_embeddings.weight"))
+        tied = output_is_tied(tied, weights.get("cls.predictions.decoder.weight"), embedding)
     try:
         return BertConfig(
             vocab_size=hf["vocab_size"], n_layers=hf["num_hidden_layers"], n_heads=hf["num_attention_heads"],
@@ -82,7 +96,7 @@ def config_from_hf_bert(hf: dict, weights: dict[str, Tensor] | None = None) -> B
             norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
             activation=activation_from_hf(hf.get("hidden_act", "gelu"), "hidden_act"),
             pad_id=hf.get("pad_token_id", 0) or 0, pooler=has_pooler, head=head, labels=labels, regression=regression,
-            multi_label=multi_label, tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+            multi_label=multi_label, tie_embeddings=tied,
         )
     except KeyError as e:
         raise ConfigError(f"the BERT config lacks the field {e.args[0]!r}") from None
@@ -113,11 +127,11 @@ def state_dict_from_hf_bert(weights: dict[str, Tensor], config: BertConfig) -> d
     if config.head == "mlm":
         linear("mlm.dense", "cls.predictions.transform.dense")
         linear("mlm.norm", "cls.predictions.transform.LayerNorm")
-        ours["mlm.bias"] = take("cls.predictions.bias")
-        if not config.tie_embeddings:     # untied, transformers adds the decoder's own bias (older ones share it)
+        # transformers adds the decoder's own bias where the file has one (tied or not; older files share it)
+        own_bias = "cls.predictions.decoder.bias" in weights
+        ours["mlm.bias"] = take("cls.predictions.decoder.bias" if own_bias else "cls.predictions.bias")
+        if not config.tie_embeddings:
             ours["mlm.decoder.weight"] = take("cls.predictions.decoder.weight")
-            if "cls.predictions.decoder.bias" in weights:
-                ours["mlm.bias"] = take("cls.predictions.decoder.bias")
     elif config.head in ("classify", "tokens"):
         linear("classifier", "classifier")
     return ours

@@ -2,7 +2,7 @@
 
     HF_DIR/config.json          model_type "vit": image_size, patch_size, num_channels, hidden_size,
                                 num_hidden_layers, num_attention_heads, intermediate_size, layer_norm_eps,
-                                hidden_act, id2label
+                                hidden_act, id2label; qkv_bias=false is refused
     HF_DIR/model.safetensors    vit.embeddings.{cls_token, position_embeddings, patch_embeddings.projection},
                                 vit.encoder.layer.{i}.{layernorm_before, attention.attention.{query,key,value},
                                 attention.output.dense, layernorm_after, intermediate.dense, output.dense},
@@ -36,6 +36,9 @@ _LAYER_MAP = [
 def config_from_hf_vit(hf: dict) -> ViTConfig:
     if hf.get("model_type", "vit") != "vit":
         raise ConfigError(f"model_type={hf.get('model_type')!r} is not a ViT checkpoint (expected 'vit')")
+    if not hf.get("qkv_bias", True):
+        raise ConfigError("qkv_bias=false (query/key/value projections without bias) is not supported: "
+                          "glassformer's ViT attention has biases")
     id2label = hf.get("id2label") or {}
     n = len(id2label) or hf.get("num_labels") or 2
     labels = [str(id2label.get(str(i), id2label.get(i, i))) for i in range(n)] if id2label else None

@@ -324,7 +324,7 @@ def test_help_shows_defaults_and_the_familys_presets(capsys, monkeypatch):
     from glassformer.training.quickstart import QUICKSTART_SETTINGS
     assert f"--steps STEPS training steps (default: {QUICKSTART_SETTINGS['steps']}" in text and "(default: auto)" in text
     text = help_text(capsys, monkeypatch, "translate")
-    assert "beam size (1 = greedy) (default: 1)" in text and "(default: 16)" in text and "(default: bleu)" in text
+    assert "beam size (1 = greedy; default: a Hugging Face directory's num_beams, else 1)" in " ".join(text.split()) and "(default: 16)" in text and "(default: bleu)" in text
     assert "(default: auto)" in help_text(capsys, monkeypatch, "generate")
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from ..errors import CheckpointError, InputError
 from ..files import why_unreadable
-from .common import (CORPUS_CHOICES, CORPUS_HELP, COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags,
-                     add_run_flags, fresh_output_dir, non_negative_float, non_negative_int, positive_float,
-                     positive_int, preset_help, probability, setting_defaults, train_settings)
+from .common import (CORPUS_CHOICES, CORPUS_HELP, COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags, adopt_end_ids,
+                     add_run_flags, decoding_defaults, fresh_output_dir, non_negative_float, non_negative_int,
+                     positive_float, positive_int, preset_help, probability, setting_defaults, train_settings)
 
 
 def register(subparsers) -> None:
@@ -30,7 +30,8 @@ def register(subparsers) -> None:
                    help="sampling temperature; 0 = greedy (default: the model directory's setting, else 1)")
     g.add_argument("--top-k", type=positive_int, default=None, metavar="K",
                    help="sample among the K most likely tokens (default: the model directory's setting, else all)")
-    g.add_argument("--top-p", type=probability, default=None, help="nucleus sampling mass, in (0, 1] (default: 1)")
+    g.add_argument("--top-p", type=probability, default=None,
+                   help="nucleus sampling mass, in (0, 1] (default: the model directory's setting, else 1)")
     g.add_argument("--repetition-penalty", type=positive_float, default=1.0, help="CTRL repetition penalty (1 = off)")
     g.add_argument("--seed", type=non_negative_int, default=0,
                    help="sampling seed: the same seed gives each prompt the same text, whatever --batch-size "
@@ -39,10 +40,12 @@ def register(subparsers) -> None:
     g.add_argument("--truncate-left", action="store_true",
                    help="drop the start of prompts that do not fit in the context instead of refusing them")
     g.add_argument("--batch-size", type=positive_int, default=32, help="prompts decoded together in batch mode")
-    g.add_argument("--beam", type=positive_int, default=1, metavar="N",
-                   help="beam search with this many beams (1 = sample/greedy)")
-    g.add_argument("--alpha", type=non_negative_float, default=0.6,
-                   help="beam length penalty α (GNMT); 0 = raw log-probability")
+    g.add_argument("--beam", type=positive_int, default=None, metavar="N",
+                   help="beam search with this many beams (1 = sample/greedy; default: a Hugging Face directory's "
+                        "num_beams, else 1)")
+    g.add_argument("--alpha", type=non_negative_float, default=None,
+                   help="beam length penalty α (GNMT); 0 = raw log-probability (default: 0.6, or a Hugging Face "
+                        "directory's length_penalty with its own formula)")
     g.add_argument("--n-best", type=positive_int, default=1, metavar="N",
                    help="with --beam: print the N best continuations")
     g.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -129,24 +132,23 @@ def generate_cmd(args) -> int:
     tokenizer = loaded.tokenizer
     if tokenizer is None:
         raise CheckpointError(f"{args.model_dir} has no tokenizer.json; generate needs one to read prompts")
-    temperature = args.temperature if args.temperature is not None else loaded.generation.get("temperature", 1.0)
-    top_k = args.top_k if args.top_k is not None else (loaded.generation.get("top_k") if args.temperature is None
-                                                        else None)
-    if args.beam != 1 or args.n_best != 1:     # the search is deterministic: no sampling defaults (explicit ones are refused)
-        temperature = args.temperature or 0.0
-        top_k = args.top_k
+    settings = decoding_defaults(args, loaded.generation, temperature=1.0)
+    temperature, top_k, top_p = settings["temperature"], settings["top_k"], settings["top_p"]
+    if settings["beam"] != 1 or args.n_best != 1:   # a search: no sampling defaults (explicit ones are refused)
+        temperature, top_k, top_p = args.temperature or 0.0, args.top_k, args.top_p
+    adopt_end_ids(tokenizer, settings["eos_ids"])
     model, context = loaded.model, loaded.config.max_len
     if args.max_new_tokens is None:
         args.max_new_tokens = min(200, context // 2)
     options = SamplingOptions(max_new_tokens=args.max_new_tokens, temperature=temperature, top_k=top_k,
-                              top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                              top_p=top_p, repetition_penalty=args.repetition_penalty,
                               eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, seed=args.seed)
     ids = [prompt_ids(tokenizer, p, context, args.max_new_tokens, args.truncate_left) for p in prompts]
     _warn_unknown_characters(tokenizer, prompts)
     batch_mode = len(prompts) > 1 or bool(args.prompts_file)
 
-    if args.beam != 1 or args.n_best != 1:
-        return _beam_generate(args, model, tokenizer, prompts, ids, options, batch_mode)
+    if settings["beam"] != 1 or args.n_best != 1:
+        return _beam_generate(args, model, tokenizer, prompts, ids, options, batch_mode, settings)
     if not batch_mode:                           # one prompt: print each piece of text as it is produced
         pieces = stream_completion(model, tokenizer, ids[0], options, args.stop, compile=args.compile)
         first = next(pieces, "")                 # the first step (and a compile) may fail: then nothing is printed
@@ -175,14 +177,16 @@ def _warn_unknown_characters(tokenizer, prompts: list[str]) -> None:
               + " ".join(repr(ch) for ch in unknown), file=sys.stderr)
 
 
-def _beam_generate(args, model, tokenizer, prompts, ids, options, batch_mode) -> int:
+def _beam_generate(args, model, tokenizer, prompts, ids, options, batch_mode, settings) -> int:
     """Beam search (not streamed: the best beam is known only at the end)."""
     from ..generation.text import beam_complete
 
     for start in range(0, len(prompts), args.batch_size):
         chunk = list(range(start, min(start + args.batch_size, len(prompts))))
-        results = beam_complete(model, tokenizer, [ids[i] for i in chunk], options, beam=args.beam, alpha=args.alpha,
-                                n_best=args.n_best, stop=args.stop, compile=args.compile)
+        results = beam_complete(model, tokenizer, [ids[i] for i in chunk], options, beam=settings["beam"],
+                                alpha=settings["alpha"], length_penalty_kind=settings["length_penalty_kind"],
+                                stopping=settings["stopping"], n_best=args.n_best, stop=args.stop,
+                                compile=args.compile)
         for i, hyps in zip(chunk, results):
             if batch_mode or args.n_best > 1:
                 print(json.dumps({"prompt": prompts[i], "completions": [t for t, _ in hyps],

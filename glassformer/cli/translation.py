@@ -13,7 +13,8 @@ import json
 import time
 
 from ..errors import CheckpointError, ConfigError, InputError
-from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, non_negative_float, non_negative_int, note,
+from .common import (DEVICE_HELP, add_run_flags, decoding_defaults, fresh_output_dir, non_negative_float,
+                     non_negative_int, note,
                      open_fraction, positive_float, positive_int, preset_help, probability, setting_defaults,
                      stdin_lines, train_settings)
 
@@ -112,17 +113,23 @@ def add_decoding_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
 
     mbr_default = {k: v.default for k, v in inspect.signature(decode).parameters.items() if k.startswith("mbr_")}
     g = p.add_argument_group("decoding")
-    g.add_argument("--beam", type=positive_int, default=1, metavar="N", help="beam size (1 = greedy)")
-    g.add_argument("--alpha", type=non_negative_float, default=0.6, help="length penalty α (GNMT); 0 = raw log-probability")
+    g.add_argument("--beam", type=positive_int, default=None, metavar="N",
+                   help="beam size (1 = greedy; default: a Hugging Face directory's num_beams, else 1)")
+    g.add_argument("--alpha", type=non_negative_float, default=None,
+                   help="length penalty α (GNMT); 0 = raw log-probability (default: 0.6, or a Hugging Face "
+                        "directory's length_penalty with its own formula)")
     g.add_argument("--n-best", type=positive_int, default=1, metavar="N", help="print the N best hypotheses per input (translate)")
     g.add_argument("--mbr", action="store_true", help="minimum Bayes risk decoding")
     g.add_argument("--mbr-candidates", type=positive_int, default=None,
                    help=f"with --mbr: candidates to choose from (default: {mbr_default['mbr_candidates']})")
     g.add_argument("--mbr-utility", choices=["bleu", "chrf"], default=None,
                    help=f"with --mbr: the similarity to maximise (default: {mbr_default['mbr_utility']})")
-    g.add_argument("--temperature", type=non_negative_float, default=0.0, help="sampling temperature (0 = greedy)")
-    g.add_argument("--top-k", type=positive_int, help="sample among the K most likely tokens (default: all)")
-    g.add_argument("--top-p", type=probability, help="nucleus sampling mass, in (0, 1] (default: 1)")
+    g.add_argument("--temperature", type=non_negative_float, default=None,
+                   help="sampling temperature (0 = greedy; default: the model directory's setting, else 0)")
+    g.add_argument("--top-k", type=positive_int,
+                   help="sample among the K most likely tokens (default: the model directory's setting, else all)")
+    g.add_argument("--top-p", type=probability,
+                   help="nucleus sampling mass, in (0, 1] (default: the model directory's setting, else 1)")
     g.add_argument("--repetition-penalty", type=positive_float, default=1.0, help="CTRL repetition penalty (1 = off)")
     if seed:
         g.add_argument("--seed", type=int, default=None, help="sampling seed (default: none, a new sample each run)")
@@ -134,15 +141,18 @@ def add_decoding_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
                    help="never repeat an n-gram of this size (beam; 0 = off)")
 
 
-def decoding_options(args) -> dict:
-    """The decoding flags as ``decode`` options; refuses MBR settings given without ``--mbr``."""
+def decoding_options(args, generation: dict | None = None) -> dict:
+    """The decoding flags as ``decode`` options, with the model directory's ``generation`` settings
+    for those left out (:func:`~.common.decoding_defaults`); refuses MBR settings given without ``--mbr``."""
     given = [flag for flag, value in (("--mbr-candidates", args.mbr_candidates), ("--mbr-utility", args.mbr_utility))
              if value is not None]
     if given and not args.mbr:
         verb = "apply" if len(given) > 1 else "applies"
         raise ConfigError(f"{' and '.join(given)} {verb} only with --mbr; add --mbr or leave {'them' if len(given) > 1 else 'it'} out")
-    opts = {"beam": args.beam, "alpha": args.alpha, "n_best": args.n_best, "mbr": args.mbr,
-            "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+    settings = decoding_defaults(args, generation or {})
+    opts = {"n_best": args.n_best, "mbr": args.mbr,
+            **{k: settings[k] for k in ("beam", "alpha", "length_penalty_kind", "stopping", "temperature", "top_k",
+                                        "top_p")},
             "repetition_penalty": args.repetition_penalty, "min_new_tokens": args.min_length,
             "no_repeat_ngram_size": args.no_repeat_ngram_size}
     if args.mbr_candidates is not None:
@@ -192,6 +202,7 @@ def translate_cmd(args) -> int:
     blank = set() if args.text else {i for i, line in enumerate(lines) if not line.strip()}
     texts = [line for i, line in enumerate(lines) if i not in blank]
     loaded = _load_translator(args.model_dir, device, args.dtype)
+    options = decoding_options(args, loaded.generation)
     results = iter(translate_nbest(loaded.model, loaded.src_tokenizer, loaded.tokenizer, texts,
                                    **_translate_kwargs(args, options)))
     for i in range(len(lines)):
@@ -220,6 +231,7 @@ def evaluate_cmd(args) -> int:
     options = decoding_options(args)
     pairs = read_parallel(args.src, args.ref)
     loaded = _load_translator(args.model_dir, device, args.dtype)
+    options = decoding_options(args, loaded.generation)
     start = time.perf_counter()
     hyps = translate(loaded.model, loaded.src_tokenizer, loaded.tokenizer, [s for s, _ in pairs],
                      **_translate_kwargs(args, options))

@@ -163,16 +163,19 @@ def complete_batch(model, tokenizer, ids: Sequence[Sequence[int]], options: Samp
 
 
 def beam_complete(model, tokenizer, ids: Sequence[Sequence[int]], options: SamplingOptions, *, beam: int,
-                  alpha: float = 0.6, n_best: int = 1, stop: str | None = None,
+                  alpha: float = 0.6, length_penalty_kind: str = "gnmt", stopping: str = "exact",
+                  n_best: int = 1, stop: str | None = None,
                   compile: bool = False) -> list[list[tuple[str, float]]]:
     """Beam-search continuations of prompts decoded together: for each, up to ``n_best``
-    (text, score) pairs, best first (score = log P / length penalty; see ``generation.beam``).
+    (text, score) pairs, best first (score = log P / length penalty; see ``generation.beam``
+    for ``length_penalty_kind`` and ``stopping``).
     With ``compile`` the batch keeps its shape as prompts finish (``beam_search(static_batch=...)``)."""
     options = text_options(tokenizer, options)
     if compile:
         ensure_compiled(model)
     cache, first = model.start_decoding([list(i) for i in ids], options.max_new_tokens, tokenizer.pad_id)
-    out = decode(model, cache, first, options, beam=beam, alpha=alpha, n_best=n_best)
+    out = decode(model, cache, first, options, beam=beam, alpha=alpha, length_penalty_kind=length_penalty_kind,
+                 stopping=stopping, n_best=n_best)
     return [[(cut_at_stop(tokenizer.decode(h), stop), score) for h, score in zip(hyps, scores)]
             for hyps, scores in zip(out.tokens, out.scores)]
 

@@ -75,6 +75,17 @@ def test_generate_refuses_the_directorys_beam_sampling(tmp_path, capsys):
     assert run_cli(capsys, "generate", path, PROMPTS[0], "--beam", "3", "--max-new-tokens", NEW)[0] == 0
 
 
+@pytest.mark.parametrize("setting", [dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.5),
+                                     dict(penalty_alpha=0.6)])
+def test_generate_refuses_a_search_it_does_not_run(tmp_path, capsys, setting):
+    """Group beam search and contrastive search are refused by name, not decoded another way."""
+    path = llama_dir(tmp_path / "unrun", do_sample=False, **setting)
+    capsys.readouterr()
+    code, _, err = run_cli(capsys, "generate", path, PROMPTS[0])
+    one_line_error(code, err, next(k for k in setting if k != "num_beams"))
+    assert run_cli(capsys, "generate", path, PROMPTS[0], "--beam", "2", "--max-new-tokens", NEW)[0] == 0
+
+
 def test_converted_directory_stops_at_every_end_id_of_the_config(tmp_path, capsys):
     """A Llama whose config ends texts at [</s>, Y] with our own character tokenizer (which knows only
     </s>): ``convert --from hf`` keeps the tokenizer, and generate stops at Y as transformers does."""

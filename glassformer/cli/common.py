@@ -109,6 +109,11 @@ RUN_FLAGS = ("precision", "compile", "on_nan", "distributed", "log_every", "tens
 _HF_STOPPING = {True: "first", False: "heuristic", "never": "exact"}   # transformers' early_stopping
 
 
+# Settings of a Hugging Face generation config that select a search glassformer does not run, with the
+# values that leave it off (a directory asking for one is refused rather than decoded another way).
+_HF_UNRUN = {"num_beam_groups": (None, 1), "diversity_penalty": (None, 0, 0.0), "penalty_alpha": (None, 0, 0.0)}
+
+
 def decoding_defaults(args, generation: dict, *, temperature: float = 0.0) -> dict:
     """The decoding settings of ``generate``/``translate``: each option given on the command line
     (``args.temperature``, ``top_k``, ``top_p``, ``beam``, ``alpha``: None when left out), else what
@@ -125,6 +130,11 @@ def decoding_defaults(args, generation: dict, *, temperature: float = 0.0) -> di
     hf_generation, hf_config = hf.get("generation_config") or {}, hf.get("config") or {}
     eos = hf_generation.get("eos_token_id", hf_config.get("eos_token_id"))
     sampling_given = any(getattr(args, k) is not None for k in ("temperature", "top_k", "top_p"))
+    unrun = [f"{k}={hf_generation[k]!r}" for k in _HF_UNRUN if hf_generation.get(k) not in _HF_UNRUN[k]]
+    if unrun and args.beam is None and not sampling_given:
+        raise ConfigError(f"the model directory asks for a search glassformer does not run ({', '.join(unrun)}: "
+                          "group beam search or contrastive search); give --beam N to search or --temperature T to "
+                          "sample our way")
     beams = hf_generation.get("num_beams") or 1
     if args.beam is None and not sampling_given and beams > 1 and hf_generation.get("do_sample"):
         raise ConfigError(f"the model directory asks for beam sampling (do_sample with num_beams={beams}), which "

@@ -189,12 +189,7 @@ class Tokenizer:
     @classmethod
     def load(cls, path: str | Path) -> "Tokenizer":
         path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"tokenizer file {path} is missing")
-        try:
-            backend = tokenizers.Tokenizer.from_file(str(path))
-        except Exception as e:  # the library raises a bare Exception on bad JSON
-            raise CheckpointError(f"tokenizer file {path} is corrupt or not a tokenizer.json: {e}") from None
+        backend = _read_backend(path)
         if not any(all(backend.token_to_id(t) is not None for t in names)
                    for names in (SPECIAL_TOKENS, BERT_SPECIAL_TOKENS)):
             missing = [t for t in SPECIAL_TOKENS if backend.token_to_id(t) is None]
@@ -208,13 +203,7 @@ class Tokenizer:
         its tokenizer_config.json / special_tokens_map.json name, and the end-of-text ids (several,
         possibly) and padding id of its generation_config.json / config.json."""
         path = Path(path)
-        file = path / "tokenizer.json"
-        if not file.is_file():
-            raise CheckpointError(f"tokenizer file {file} is missing")
-        try:
-            backend = tokenizers.Tokenizer.from_file(str(file))
-        except Exception as e:  # the library raises a bare Exception on bad JSON
-            raise CheckpointError(f"tokenizer file {file} is corrupt or not a tokenizer.json: {e}") from None
+        backend = _read_backend(path / "tokenizer.json")
         return cls(backend, CheckpointRoles.read(path, backend))
 
     def unknown_characters(self, text: str) -> list[str]:
@@ -232,6 +221,16 @@ class Tokenizer:
         if ids and all(i == self.unk_id for i in ids):
             raise InputError(f"every character of the {what} {text[:40]!r} is unknown to this tokenizer; "
                              "use characters from the training text")
+
+
+def _read_backend(file: Path) -> tokenizers.Tokenizer:
+    """The ``tokenizers`` object of a tokenizer.json; a missing or unreadable file is a CheckpointError."""
+    if not file.is_file():
+        raise CheckpointError(f"tokenizer file {file} is missing")
+    try:
+        return tokenizers.Tokenizer.from_file(str(file))
+    except Exception as e:  # the library raises a bare Exception on bad JSON
+        raise CheckpointError(f"tokenizer file {file} is corrupt or not a tokenizer.json: {e}") from None
 
 
 def _clean_up_spaces(text: str) -> str:

@@ -4,6 +4,8 @@
       config.json              the model config (family + fields), plain JSON
       model.safetensors        the weights (tied matrices stored once), never pickled
       tokenizer.json           the (target / shared) tokenizer, ``tokenizers`` format
+      tokenizer_roles.json     only for a checkpoint's own tokenizer: what its special tokens do
+                               (BOS, EOS, the ids that end a text, pad or none)
       source_tokenizer.json    only when source and target vocabularies are separate
       generation.json          decoding defaults and what the run recorded (optional)
 

@@ -307,12 +307,63 @@ def test_llama3_beam_search_ends_at_any_end_id(llama3_dir):
     assert ended                         # some best beam ended at the second end id (<|eot_id|>)
 
 
-def test_convert_refuses_a_checkpoint_tokenizer_it_could_not_read_back(gpt2_dir, capsys, tmp_path):
-    """A glassformer directory records no special-token roles: converting GPT-2's own tokenizer (only
-    <|endoftext|>) would write a directory that generate then refuses; convert refuses it instead."""
-    code, _, err = run_cli(capsys, "convert", str(gpt2_dir), str(tmp_path / "ours"), "--from", "hf")
-    one_line_error(code, err, "special tokens", "Hugging Face directory itself")
-    assert not (tmp_path / "ours").exists()
+@pytest.mark.parametrize("which", ["gpt2_dir", "llama2_dir", "llama3_dir"])
+def test_convert_keeps_a_checkpoint_tokenizer_both_ways(which, request, capsys, tmp_path):
+    """convert --from hf keeps the checkpoint's own tokenizer and what its special tokens do
+    (tokenizer_roles.json): the converted directory generates what transformers generates on the
+    source; convert --to hf writes a tokenizer_config.json that transformers' AutoTokenizer reads with
+    the same special tokens, and transformers generates the same text on it."""
+    source = request.getfixturevalue(which)
+    ours, back = tmp_path / "ours", tmp_path / "back"
+    code, _, err = run_cli(capsys, "convert", source, ours, "--from", "hf")
+    assert code == 0, err
+    assert (ours / "tokenizer_roles.json").is_file()
+    for prompt in PROMPTS:
+        assert ours_cli(capsys, ours, prompt) == prompt + hf_greedy(source, prompt)[2] + "\n"
+    before, after = load_model_dir(source).tokenizer, load_model_dir(ours).tokenizer
+    assert (after.bos_id, after.eos_ids, after.pad_id, after.has_pad) == (
+        before.bos_id, before.eos_ids, before.pad_id, before.has_pad)
+    code, _, err = run_cli(capsys, "convert", ours, back, "--to", "hf")
+    assert code == 0, err
+    src_tok, back_tok = (transformers.AutoTokenizer.from_pretrained(p) for p in (source, back))
+    for role in ("bos_token", "eos_token", "unk_token", "pad_token"):
+        assert getattr(back_tok, role) == getattr(src_tok, role), role
+    for prompt in PROMPTS:
+        assert hf_greedy(back, prompt) == hf_greedy(source, prompt)
+
+
+def test_t5_convert_keeps_its_tokenizer_both_ways(t5_dir, capsys, tmp_path):
+    ours, back = tmp_path / "ours", tmp_path / "back"
+    code, _, err = run_cli(capsys, "convert", t5_dir, ours, "--from", "hf")
+    assert code == 0, err
+    expected, ids = t5_greedy(t5_dir)
+    code, out, err = run_cli(capsys, "translate", ours, *PROMPTS, "--max-len-a", "0", "--max-len-b", NEW)
+    assert code == 0, err
+    assert out.splitlines() == expected
+    code, _, err = run_cli(capsys, "convert", ours, back, "--to", "hf")
+    assert code == 0, err
+    assert t5_greedy(back) == (expected, ids)
+
+
+def test_a_roles_file_that_contradicts_the_tokenizer_is_refused(gpt2_dir, capsys, tmp_path):
+    ours = tmp_path / "ours"
+    code, _, err = run_cli(capsys, "convert", gpt2_dir, ours, "--from", "hf")
+    assert code == 0, err
+    roles = json.loads((ours / "tokenizer_roles.json").read_text())
+    (ours / "tokenizer_roles.json").write_text(json.dumps({**roles, "eos_ids": [10_000]}))
+    code, _, err = run_cli(capsys, "generate", ours, "The")
+    one_line_error(code, err, "tokenizer_roles.json", "eos_token_id 10000", "not a token")
+
+
+def test_a_checkpoint_eos_id_outside_the_tokenizer_is_refused(gpt2_dir, capsys, tmp_path):
+    import shutil
+
+    path = tmp_path / "bad"
+    shutil.copytree(gpt2_dir, path)
+    generation = json.loads((path / "generation_config.json").read_text())
+    (path / "generation_config.json").write_text(json.dumps({**generation, "eos_token_id": [5, 10_000]}))
+    code, _, err = run_cli(capsys, "generate", path, "The")
+    one_line_error(code, err, "eos_token_id 10000", "not a token of tokenizer.json")
 
 
 def test_llama2_explain_and_serve_read_the_prompt_as_generate_does(llama2_dir):

@@ -127,8 +127,8 @@ _GENERATING_FAMILIES = ("gpt", "transformer")
 
 
 def save_hf_directory(model, out_dir, tokenizer=None, generation=None):
-    """Write ``model`` as a Hugging Face directory: config.json, model.safetensors (and tokenizer.json,
-    and generation_config.json from ``generation``, our generation.json settings), atomically."""
+    """Write ``model`` as a Hugging Face directory: config.json, model.safetensors (and tokenizer.json
+    with the tokenizer_config.json naming its special tokens, and generation_config.json from ``generation``, our generation.json settings), atomically."""
     import json
     from pathlib import Path
 
@@ -149,7 +149,7 @@ def save_hf_directory(model, out_dir, tokenizer=None, generation=None):
         save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"),
                   metadata={"format": "pt"})
         if tokenizer is not None:
-            tokenizer.save(tmp / "tokenizer.json")
+            tokenizer.save_hf(tmp)
 
     return write_atomically(out_dir, fill)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -28,6 +29,7 @@ class Tokenizer:
 
     def __init__(self, backend: tokenizers.Tokenizer, roles: "CheckpointRoles | None" = None):
         self.backend = backend
+        self.roles = roles                   # a checkpoint's own special tokens (None: glassformer's)
         backend.no_padding()           # a checkpoint's tokenizer.json may pad or cut; batching does that here
         backend.no_truncation()
         names = BERT_SPECIAL_TOKENS if backend.token_to_id("[CLS]") is not None else SPECIAL_TOKENS
@@ -177,24 +179,44 @@ class Tokenizer:
 
     # -- files -----------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Write tokenizer.json.  A checkpoint's own tokenizer whose special tokens are not glassformer's
-        is refused: a glassformer model directory keeps no record of their roles (BOS, the EOS ids, no
-        pad), so what :meth:`load` would read back would not be this tokenizer."""
-        if self.frames_prompts and not all(self.backend.token_to_id(t) is not None for t in SPECIAL_TOKENS):
-            raise ConfigError(f"this checkpoint's tokenizer has its own special tokens ({self.special_tokens}), whose "
-                              "roles a glassformer model directory cannot record yet; use the Hugging Face directory "
-                              "itself with generate / translate / explain / serve")
+        """Write tokenizer.json; a checkpoint's own tokenizer also writes what its special tokens do
+        (``tokenizer_roles.json`` beside it: BOS, EOS, the end ids, pad or none), which :meth:`load`
+        reads back, so a converted checkpoint frames, pads and stops as its source did."""
+        path = Path(path)
         self.backend.save(str(path))
+        if self.roles is not None:
+            roles_file(path).write_text(json.dumps(asdict(self.roles), indent=2) + "\n", encoding="utf-8")
+
+    def save_hf(self, directory: str | Path) -> None:
+        """Write tokenizer.json and the tokenizer_config.json that names its special tokens, as
+        transformers' ``PreTrainedTokenizerFast`` reads them."""
+        directory = Path(directory)
+        self.backend.save(str(directory / "tokenizer.json"))
+        if self.roles is not None:
+            named = {"bos": self.roles.bos, "eos": self.roles.eos, "unk": self.roles.unk, "pad": self.roles.pad}
+        elif self.special_tokens == BERT_SPECIAL_TOKENS:
+            named = dict(zip(["pad", "cls", "sep", "unk"], BERT_SPECIAL_TOKENS))
+        else:
+            named = dict(zip(["pad", "bos", "eos", "unk"], SPECIAL_TOKENS))
+        mask = next((t for t in MASK_TOKENS if self.backend.token_to_id(t) is not None), None)
+        settings = {"tokenizer_class": "PreTrainedTokenizerFast",
+                    **{f"{role}_token": t for role, t in {**named, "mask": mask}.items() if t is not None},
+                    "clean_up_tokenization_spaces": self.clean_up_spaces}
+        (directory / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> "Tokenizer":
+        """A tokenizer.json written by :meth:`save` (with its roles file when it has one)."""
         path = Path(path)
         backend = _read_backend(path)
+        if roles_file(path).is_file():
+            return cls(backend, CheckpointRoles.from_file(roles_file(path), backend))
         if not any(all(backend.token_to_id(t) is not None for t in names)
                    for names in (SPECIAL_TOKENS, BERT_SPECIAL_TOKENS)):
             missing = [t for t in SPECIAL_TOKENS if backend.token_to_id(t) is None]
             raise CheckpointError(f"tokenizer {path} lacks the special tokens {missing}; glassformer needs "
-                                  f"{SPECIAL_TOKENS} (or BERT's {BERT_SPECIAL_TOKENS})")
+                                  f"{SPECIAL_TOKENS} (or BERT's {BERT_SPECIAL_TOKENS}), or a "
+                                  f"{roles_file(path).name} naming its own")
         return cls(backend)
 
     @classmethod
@@ -221,6 +243,11 @@ class Tokenizer:
         if ids and all(i == self.unk_id for i in ids):
             raise InputError(f"every character of the {what} {text[:40]!r} is unknown to this tokenizer; "
                              "use characters from the training text")
+
+
+def roles_file(tokenizer_file: Path) -> Path:
+    """Where a checkpoint tokenizer's roles are kept beside its tokenizer.json (tokenizer_roles.json)."""
+    return tokenizer_file.with_name(f"{tokenizer_file.stem}_roles.json")
 
 
 def _read_backend(file: Path) -> tokenizers.Tokenizer:
@@ -267,20 +294,43 @@ class CheckpointRoles:
 
         def token(role: str) -> str | None:
             value = settings.get(f"{role}_token")
-            value = value.get("content") if isinstance(value, dict) else value
-            if value is not None and backend.token_to_id(value) is None:
-                raise CheckpointError(f"{path}: the {role} token {value!r} is not in tokenizer.json's vocabulary")
-            return value
+            return value.get("content") if isinstance(value, dict) else value
 
         def ids(key: str) -> tuple[int, ...]:
             value = generation.get(key, model.get(key))
             return tuple(value) if isinstance(value, list) else (() if value is None else (value,))
 
-        return cls(pad=token("pad"), bos=token("bos"), eos=token("eos"), unk=token("unk"),
-                   eos_ids=ids("eos_token_id"), pad_id=next(iter(ids("pad_token_id")), None),
-                   # transformers (5) skips the clean-up for a BPE model, where it would strip real spaces
-                   clean_up_spaces=bool(settings.get("clean_up_tokenization_spaces", False))
-                   and type(backend.model).__name__ != "BPE")
+        roles = cls(pad=token("pad"), bos=token("bos"), eos=token("eos"), unk=token("unk"),
+                    eos_ids=ids("eos_token_id"), pad_id=next(iter(ids("pad_token_id")), None),
+                    # transformers (5) skips the clean-up for a BPE model, where it would strip real spaces
+                    clean_up_spaces=bool(settings.get("clean_up_tokenization_spaces", False))
+                    and type(backend.model).__name__ != "BPE")
+        return roles.checked(backend, path)
+
+    @classmethod
+    def from_file(cls, file: Path, backend: tokenizers.Tokenizer) -> "CheckpointRoles":
+        """The roles :meth:`Tokenizer.save` wrote (tokenizer_roles.json)."""
+        data = read_json(file, what="tokenizer roles", error=CheckpointError)
+        names = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or not set(data) <= names:
+            raise CheckpointError(f"{file} must hold a JSON object with the keys {sorted(names)}")
+        roles = cls(**{**data, "eos_ids": tuple(data.get("eos_ids") or ())})
+        return roles.checked(backend, file)
+
+    def checked(self, backend: tokenizers.Tokenizer, source: Path) -> "CheckpointRoles":
+        """These roles, if every named token is in the vocabulary and every stated id is one of its
+        tokens; else a CheckpointError naming ``source`` and the role."""
+        for role in ("pad", "bos", "eos", "unk"):
+            value = getattr(self, role)
+            if value is not None and (not isinstance(value, str) or backend.token_to_id(value) is None):
+                raise CheckpointError(f"{source}: the {role} token {value!r} is not in tokenizer.json's vocabulary")
+        size = backend.get_vocab_size(with_added_tokens=True)
+        for key, values in (("eos_token_id", self.eos_ids), ("pad_token_id", (self.pad_id,))):
+            for idx in values:
+                if idx is not None and not (isinstance(idx, int) and 0 <= idx < size):
+                    raise CheckpointError(f"{source}: {key} {idx!r} is not a token of tokenizer.json (ids 0..{size - 1});"
+                                          " the tokenizer and the model's configs disagree")
+        return self
 
 
 def _bert_pipeline(backend: tokenizers.Tokenizer, *, lowercase: bool, strip_accents: bool | None) -> None:

@@ -382,3 +382,75 @@ def test_llama2_explain_and_serve_read_the_prompt_as_generate_does(llama2_dir):
     answer = TestClient(create_app(llama2_dir)).post("/v1/generate", json={"prompt": prompt, "max_new_tokens": NEW})
     assert answer.status_code == 200, answer.text
     assert answer.json()["text"] == text
+
+
+# -- the generation config's shared rules: repetition penalty, n-gram ban, minimum length, bad words ----------
+RULES = {"repetition_penalty": 1.6, "no_repeat_ngram_size": 2, "min_length": 12, "bad_words_ids": [[5], [7]]}
+
+
+def with_rules(source, path, **rules):
+    """A copy of ``source`` whose generation_config.json also states ``rules``."""
+    import shutil
+
+    shutil.copytree(source, path)
+    file = path / "generation_config.json"
+    file.write_text(json.dumps({**json.loads(file.read_text()), **rules}))
+    return path
+
+
+def test_generate_applies_the_directory_rules_as_transformers(llama2_dir, capsys, tmp_path):
+    """A generation config's repetition_penalty, no_repeat_ngram_size, min_length (which counts the
+    prompt) and single-token bad_words_ids shape generate's greedy text as they shape transformers';
+    an option given on the command line overrides the directory's."""
+    path = with_rules(llama2_dir, tmp_path / "rules", **RULES)
+    plain = with_rules(llama2_dir, tmp_path / "plain")
+    changed = 0
+    for prompt in PROMPTS:
+        prompt_ids, new, text = hf_greedy(path, prompt)
+        assert not {5, 7} & set(new) and len(prompt_ids) + len(new) >= RULES["min_length"]
+        assert ours_cli(capsys, path, prompt) == prompt + text + "\n"
+        changed += text != hf_greedy(plain, prompt)[2]
+    assert changed                       # the rules made a difference
+    code, out, err = run_cli(capsys, "generate", path, PROMPTS[0], "--temperature", "0", "--max-new-tokens", NEW,
+                             "--repetition-penalty", "1", "--no-repeat-ngram-size", "0", "--min-new-tokens", "0")
+    assert code == 0, err
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    enc = tok(PROMPTS[0], return_tensors="pt")
+    theirs = model.generate(**enc, do_sample=False, max_new_tokens=NEW, repetition_penalty=1.0,
+                            no_repeat_ngram_size=0, min_length=0, pad_token_id=tok.eos_token_id)
+    assert out == PROMPTS[0] + tok.decode(theirs[0, enc["input_ids"].shape[1]:], skip_special_tokens=True) + "\n"
+
+
+def test_translate_applies_the_directory_rules_as_transformers(t5_dir, capsys, tmp_path):
+    """The same rules in a T5 directory (min_length counts the decoder's start token)."""
+    path = with_rules(t5_dir, tmp_path / "rules", **{**RULES, "min_length": 6})
+    expected, ids = t5_greedy(path)
+    assert expected != t5_greedy(t5_dir)[0]
+    code, out, err = run_cli(capsys, "translate", path, *PROMPTS, "--max-len-a", "0", "--max-len-b", NEW)
+    assert code == 0, err
+    assert out.splitlines() == expected
+
+
+def test_bad_words_of_several_tokens_are_refused(llama2_dir, capsys, tmp_path):
+    path = with_rules(llama2_dir, tmp_path / "rules", bad_words_ids=[[5, 6]])
+    code, _, err = run_cli(capsys, "generate", path, "The", "--temperature", "0")
+    one_line_error(code, err, "bad_words_ids", "several tokens")
+
+
+def test_translate_stops_at_any_end_id_the_directory_lists(t5_dir, capsys, tmp_path):
+    """A generation config listing several end ids (here </s> and <unk>, whose output row is made to win
+    where the model would say a word of its second translation): translate stops at each, as
+    transformers does."""
+    _, ids = t5_greedy(t5_dir)
+    at, word = next((i, t) for i, t in enumerate(ids[1]) if i > 0 and t not in (0, 1, ids[1][0]))
+    path = with_rules(t5_dir, tmp_path / "ends", eos_token_id=[1, 2])
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(path)
+    with torch.no_grad():
+        model.shared.weight[2] = 2 * model.shared.weight[word]
+    model.save_pretrained(path)
+    expected, theirs = t5_greedy(path)
+    assert theirs[1][-1] == 2 and len(theirs[1]) <= at + 1
+    code, out, err = run_cli(capsys, "translate", path, *PROMPTS, "--max-len-a", "0", "--max-len-b", NEW)
+    assert code == 0, err
+    assert out.splitlines() == expected

@@ -157,7 +157,34 @@ def decoding_defaults(args, generation: dict, *, temperature: float = 0.0) -> di
     for name, ours in (("temperature", temperature), ("top_k", None), ("top_p", None)):
         given = getattr(args, name)
         settings[name] = given if given is not None else generation.get(name, ours) if use_directory else ours
-    return settings
+    return {**settings, **_shared_rules(args, generation, hf_generation)}
+
+
+def _shared_rules(args, generation: dict, hf_generation: dict) -> dict:
+    """What every decoding method applies, given or from the directory: the repetition penalty,
+    the n-gram ban, the minimum length and the banned tokens (a Hugging Face ``bad_words_ids`` of
+    single tokens).  transformers' ``min_length`` counts the tokens before the new ones (the prompt,
+    or the decoder's start token), so it is returned as is (``min_length``) beside ``min_new_tokens``
+    for the command to subtract what comes first; a bad word of several tokens is refused."""
+    def pick(flag: str, key: str, default):
+        given = getattr(args, flag, None)
+        if given is not None:
+            return given
+        value = hf_generation.get(key, generation.get(key))
+        return default if value is None else value
+
+    bad = hf_generation.get("bad_words_ids") or []
+    if any(not isinstance(w, list) or len(w) != 1 or not isinstance(w[0], int) for w in bad):
+        raise ConfigError("the model directory's generation config bans sequences of several tokens (bad_words_ids "
+                          f"{bad!r}), which glassformer does not do; remove them from generation_config.json or "
+                          "keep single-token entries")
+    rules = {"repetition_penalty": pick("repetition_penalty", "repetition_penalty", 1.0),
+             "no_repeat_ngram_size": pick("no_repeat_ngram_size", "no_repeat_ngram_size", 0),
+             "min_new_tokens": pick("min_new_tokens", "min_new_tokens", 0), "min_length": 0,
+             "banned_ids": tuple(w[0] for w in bad)}
+    if getattr(args, "min_new_tokens", None) is None:
+        rules["min_length"] = hf_generation.get("min_length") or 0
+    return rules
 
 
 def adopt_end_ids(tokenizer, eos_ids: tuple[int, ...]) -> None:

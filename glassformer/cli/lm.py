@@ -32,7 +32,12 @@ def register(subparsers) -> None:
                    help="sample among the K most likely tokens (default: the model directory's setting, else all)")
     g.add_argument("--top-p", type=probability, default=None,
                    help="nucleus sampling mass, in (0, 1] (default: the model directory's setting, else 1)")
-    g.add_argument("--repetition-penalty", type=positive_float, default=1.0, help="CTRL repetition penalty (1 = off)")
+    g.add_argument("--repetition-penalty", type=positive_float, default=None,
+                   help="CTRL repetition penalty (1 = off; default: the model directory's setting, else 1)")
+    g.add_argument("--no-repeat-ngram-size", type=non_negative_int, default=None, metavar="N",
+                   help="never repeat an N-gram, prompt included (0 = off; default: the model directory's, else 0)")
+    g.add_argument("--min-new-tokens", type=non_negative_int, default=None, metavar="N",
+                   help="no end-of-text before N new tokens (default: the model directory's setting, else 0)")
     g.add_argument("--seed", type=non_negative_int, default=0,
                    help="sampling seed: the same seed gives each prompt the same text, whatever --batch-size "
                         "(default: 0)")
@@ -140,10 +145,14 @@ def generate_cmd(args) -> int:
     model, context = loaded.model, loaded.config.max_len
     if args.max_new_tokens is None:
         args.max_new_tokens = min(200, context // 2)
-    options = SamplingOptions(max_new_tokens=args.max_new_tokens, temperature=temperature, top_k=top_k,
-                              top_p=top_p, repetition_penalty=args.repetition_penalty,
-                              eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, seed=args.seed)
     ids = [prompt_ids(tokenizer, p, context, args.max_new_tokens, args.truncate_left) for p in prompts]
+    # transformers' min_length counts the prompt: of a batch, the longest (it left-pads them to one width)
+    min_new = settings["min_new_tokens"] or max(0, settings["min_length"] - max(map(len, ids)))
+    options = SamplingOptions(max_new_tokens=args.max_new_tokens, temperature=temperature, top_k=top_k,
+                              top_p=top_p, repetition_penalty=settings["repetition_penalty"],
+                              no_repeat_ngram_size=settings["no_repeat_ngram_size"],
+                              min_new_tokens=min_new, banned_ids=settings["banned_ids"],
+                              eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, seed=args.seed)
     _warn_unknown_characters(tokenizer, prompts)
     batch_mode = len(prompts) > 1 or bool(args.prompts_file)
 

@@ -130,15 +130,17 @@ def add_decoding_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
                    help="sample among the K most likely tokens (default: the model directory's setting, else all)")
     g.add_argument("--top-p", type=probability,
                    help="nucleus sampling mass, in (0, 1] (default: the model directory's setting, else 1)")
-    g.add_argument("--repetition-penalty", type=positive_float, default=1.0, help="CTRL repetition penalty (1 = off)")
+    g.add_argument("--repetition-penalty", type=positive_float, default=None,
+                   help="CTRL repetition penalty (1 = off; default: the model directory's setting, else 1)")
     if seed:
         g.add_argument("--seed", type=int, default=None, help="sampling seed (default: none, a new sample each run)")
     g.add_argument("--batch-size", type=positive_int, default=64, help="sentences decoded together")
     g.add_argument("--max-len-a", type=non_negative_float, default=1.0, help="output length limit a·|source| + b")
     g.add_argument("--max-len-b", type=non_negative_int, default=50, help="output length limit a·|source| + b")
-    g.add_argument("--min-length", type=non_negative_int, default=0, help="no EOS before this many tokens")
-    g.add_argument("--no-repeat-ngram-size", type=non_negative_int, default=0,
-                   help="never repeat an n-gram of this size (beam; 0 = off)")
+    g.add_argument("--min-length", dest="min_new_tokens", type=non_negative_int, default=None,
+                   help="no EOS before this many tokens (default: the model directory's setting, else 0)")
+    g.add_argument("--no-repeat-ngram-size", type=non_negative_int, default=None,
+                   help="never repeat an n-gram of this size (0 = off; default: the model directory's, else 0)")
 
 
 def decoding_options(args, generation: dict | None = None) -> dict:
@@ -153,8 +155,9 @@ def decoding_options(args, generation: dict | None = None) -> dict:
     opts = {"n_best": args.n_best, "mbr": args.mbr,
             **{k: settings[k] for k in ("beam", "alpha", "length_penalty_kind", "stopping", "temperature", "top_k",
                                         "top_p")},
-            "repetition_penalty": args.repetition_penalty, "min_new_tokens": args.min_length,
-            "no_repeat_ngram_size": args.no_repeat_ngram_size}
+            # transformers' min_length counts the decoder's start token
+            "min_new_tokens": settings["min_new_tokens"] or max(0, settings["min_length"] - 1),
+            **{k: settings[k] for k in ("repetition_penalty", "no_repeat_ngram_size", "banned_ids")}}
     if args.mbr_candidates is not None:
         opts["mbr_candidates"] = args.mbr_candidates
     if args.mbr_utility is not None:

@@ -91,10 +91,10 @@ def translate_nbest(
         src = pad([sources[i] for i in idx], config.pad_id).to(device)
         limits = length_limits(src, config.pad_id, max_len_a, max_len_b, cap=config.max_len - 1)
         cache, first = model.start_decoding(src, int(limits.max()))
-        sampling = sampling_options(int(limits.max()), config, options,
+        sampling = sampling_options(int(limits.max()), config, options, eos_ids=getattr(tgt_tok, "eos_ids", ()),
                                     banned=() if checkpoint_tokenizer(tgt_tok) else None)
         decoded = decode(model, cache, first, sampling, max_lengths=limits,
-                         streams=idx, **{k: v for k, v in options.items() if k not in SAMPLING_KEYS})
+                         streams=idx, **{k: v for k, v in options.items() if k not in (*SAMPLING_KEYS, "banned_ids")})
         scores = decoded.scores or [[math.nan] * len(row) for row in decoded.tokens]
         for i, row, row_scores in zip(idx, decoded.tokens, scores):
             outputs[i] = [(tgt_tok.decode(h), s) for h, s in zip(row, row_scores)]
@@ -109,12 +109,16 @@ def never_generated(config) -> tuple[int, ...]:
     return tuple(sorted({config.pad_id, config.bos_id, config.start_id, config.unk_id} - {config.eos_id}))
 
 
-def sampling_options(max_new_tokens: int, config, options: dict[str, Any],
+def sampling_options(max_new_tokens: int, config, options: dict[str, Any], *, eos_ids: Sequence[int] = (),
                      banned: tuple[int, ...] | None = None) -> SamplingOptions:
-    """``banned``: the tokens never generated (default: :func:`never_generated`)."""
-    return SamplingOptions(max_new_tokens=max_new_tokens, eos_id=config.eos_id, pad_id=config.pad_id,
-                           banned_ids=never_generated(config) if banned is None else banned,
-                           **{k: v for k, v in options.items() if k in SAMPLING_KEYS and v is not None})
+    """``banned``: the tokens never generated (default: :func:`never_generated`), with the options'
+    ``banned_ids``; ``eos_ids``: further tokens that end a translation (a checkpoint's generation
+    config may list several)."""
+    banned = never_generated(config) if banned is None else tuple(banned)
+    banned = tuple(sorted(set(banned) | set(options.get("banned_ids") or ())))
+    rules = {k: v for k, v in options.items() if k in SAMPLING_KEYS and v is not None}
+    return SamplingOptions(max_new_tokens=max_new_tokens, eos_id=config.eos_id, eos_ids=tuple(eos_ids),
+                           pad_id=config.pad_id, banned_ids=banned, **rules)
 
 
 def translate(model, src_tok: Tokenizer, tgt_tok: Tokenizer, texts: Sequence[str], **kwargs) -> list[str]:

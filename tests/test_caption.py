@@ -16,7 +16,7 @@ from glassformer.generation import BeamOptions, SamplingOptions, beam_search, ge
 from glassformer.model_dir import load_model_dir
 from glassformer.models import build_model, preset
 from glassformer.nn import PatchEmbedding
-from glassformer.training.caption import caption_images
+from glassformer.tasks import caption_images
 from helpers import one_line_error, run_cli
 
 

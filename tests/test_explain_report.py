@@ -238,7 +238,7 @@ def strip_png(tmp_path_factory):
 
 def test_caption_report_cross_attention_equals_the_models_own_weights(caption_dir, strip_png, tmp_path):
     from glassformer.data.captions import load_strip
-    from glassformer.training.caption import caption_images
+    from glassformer.tasks import caption_images
 
     loaded = load_model_dir(caption_dir)
     model, tok, c = loaded.model, loaded.tokenizer, loaded.config

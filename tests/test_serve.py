@@ -196,7 +196,7 @@ def test_attention_rows_are_probabilities(request, which, text, n_tokens):
 
 
 def test_fill_mask_is_the_library_fill_mask(mlm, mlm_dir):
-    from glassformer.cli.mlm import fill_mask
+    from glassformer.tasks import fill_mask
 
     loaded = load_model_dir(mlm_dir)
     text = "the quick [MASK] fox jumps over the [MASK] dog."
@@ -279,7 +279,7 @@ def test_classify_is_the_vits_own_softmax(vit, vit_dir):
 
 def test_caption_is_the_librarys_greedy_caption(captioner, caption_dir):
     from glassformer.data.captions import load_strip
-    from glassformer.training.caption import caption_images
+    from glassformer.tasks import caption_images
 
     loaded = load_model_dir(caption_dir)
     for width in (16, 8):                                   # a narrower strip is padded, as the CLI does

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import ConfigError
 from .common import (COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags, add_run_flags, fresh_output_dir,
                      fraction, non_negative_int, positive_int, preset_help, setting_defaults, train_settings)
 
@@ -66,25 +65,12 @@ def train_caption_cmd(args) -> int:
 
 
 def caption_cmd(args) -> int:
-    import torch
-
-    from ..data.captions import load_strip
     from ..devices import pick_device
     from ..model_dir import load_model_dir
-    from ..training.caption import caption_images
+    from ..tasks import caption_files
 
     device = pick_device(args.device)
-    loaded = load_model_dir(args.model_dir, device=device)
-    config = loaded.config
-    if config.family != "caption":
-        raise ConfigError(f"{args.model_dir} is a {config.family} model; caption needs a caption model directory "
-                          "(glassformer train caption)")
-    if loaded.tokenizer is None:
-        raise ConfigError(f"{args.model_dir} has no tokenizer.json; a caption model directory needs one")
-    images = torch.stack([load_strip(p, config.channels, config.image_size, config.image_width)
-                          for p in args.images]).to(device)
-    with torch.inference_mode():
-        captions = caption_images(loaded.model, loaded.tokenizer, images)
+    captions = caption_files(load_model_dir(args.model_dir, device=device), args.images, args.model_dir, device)
     for path, text in zip(args.images, captions):
         print(json.dumps({"image": str(Path(path)), "caption": text}))
     return 0

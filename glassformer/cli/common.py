@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,17 @@ def setting_defaults(settings_cls) -> dict:
 def note(message: str) -> None:
     """One line on stderr that is not an error (the output on stdout stays clean)."""
     print(f"glassformer: note: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def warnings_as_lines(kind: str = "warning"):
+    """Each warning the library raises inside the block becomes one ``glassformer: KIND: ...`` line on
+    stderr, after the block."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        print(f"glassformer: {kind}: {w.message}", file=sys.stderr)
 
 
 def stdin_lines(nothing_piped: str) -> list[str]:

@@ -289,7 +289,7 @@ def _explain_vit(loaded, model, image_path, layers, heads, neurons=None) -> dict
 def _explain_caption(loaded, model, image_path, target, layers, heads, device) -> dict:
     """The encoder over the image's patches, the decoder over [start] + the caption's tokens."""
     from ..data.captions import load_strip
-    from ..training.caption import caption_images
+    from ..tasks import caption_images
 
     config, tok = model.config, loaded.tokenizer
     image = load_strip(image_path, config.channels, config.image_size, config.image_width)[None].to(device)
@@ -364,7 +364,7 @@ def _explain_bert(loaded, model, text, target, layers, heads, max_new_tokens, de
     config = model.config
     mask_token = tok.id_to_token(tok.mask_id) if tok.mask_id is not None else None
     if config.head == "mlm" and mask_token and mask_token in text:
-        from ..cli.mlm import mask_ids
+        from ..tasks import mask_ids
 
         ids, positions = mask_ids(tok, text, config.max_len, False)
     else:

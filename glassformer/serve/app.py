@@ -301,7 +301,7 @@ class Served:
         return vectors.tolist()
 
     def fill_mask(self, req: FillMaskRequest) -> dict:
-        from ..cli.mlm import fill_mask, mask_ids
+        from ..tasks import fill_mask, mask_ids
 
         self.require("fill-mask")
         tok = self.loaded.tokenizer
@@ -326,7 +326,7 @@ class Served:
 
     def caption(self, req: ImageRequest) -> str:
         from ..data.captions import load_strip
-        from ..training.caption import caption_images
+        from ..tasks import caption_images
 
         self.require("caption")
         config = self.loaded.config

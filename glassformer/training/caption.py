@@ -20,15 +20,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
 
 from ..data.captions import CaptionBatcher, CaptionStream, load_caption_data, word_tokenizer
 from ..errors import ConfigError
 from ..files import write_text_atomically
-from ..generation import SamplingOptions, generate
 from ..model_dir import save_model_dir
 from ..models import CaptionModel, build_model, preset
-from ..tokenizers import Tokenizer
+from ..tasks.caption import greedy_ids
 from .checks import check_positive_int, check_preset, check_types
 from .distributed import shutdown
 from .optim import adamw
@@ -91,23 +89,6 @@ def caption_loss(label_smoothing: float):
         return StepLoss(module(batch.images, batch.tgt_in, batch.tgt_out, label_smoothing=label_smoothing,
                                reduction="sum"), batch.n_tokens)
     return loss
-
-
-def greedy_ids(model: CaptionModel, images: Tensor, max_new_tokens: int) -> Tensor:
-    """Greedy captions as token ids (batch, n ≤ max_new_tokens), ``pad_id`` after a row's EOS; the special
-    tokens other than EOS are never chosen."""
-    c = model.config
-    options = SamplingOptions(max_new_tokens=max_new_tokens, eos_id=c.eos_id, pad_id=c.pad_id,
-                              banned_ids=(c.pad_id, c.bos_id, c.unk_id))
-    return generate(model, *model.start_decoding(images, max_new_tokens), options)
-
-
-def caption_images(model: CaptionModel, tokenizer: Tokenizer, images: Tensor, max_new_tokens: int | None = None,
-                   batch_size: int = 256) -> list[str]:
-    """images (n, channels, H, W) -> their greedy captions; ``max_new_tokens`` defaults to the decoder's length."""
-    n_new = max_new_tokens or model.config.max_len
-    return [tokenizer.decode(row) for i in range(0, len(images), batch_size)
-            for row in greedy_ids(model, images[i:i + batch_size], n_new).tolist()]
 
 
 @torch.no_grad()
@@ -197,5 +178,4 @@ def train_caption(dataset: str, settings: CaptionSettings, out_dir: str | Path, 
     return CaptionRun(trainer.model, result, test["exact_match"], test["token_accuracy"], run.out_dir)
 
 
-__all__ = ["CaptionSettings", "CaptionRun", "train_caption", "evaluate_captions", "caption_images", "greedy_ids",
-           "caption_loss", "DATASETS"]
+__all__ = ["CaptionSettings", "CaptionRun", "train_caption", "evaluate_captions", "caption_loss", "DATASETS"]

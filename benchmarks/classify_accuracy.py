@@ -53,7 +53,8 @@ MODELS = {
 
 
 def run_one(key: str, corpus, device: str, quick: bool) -> dict:
-    from glassformer.training.classify import ClassifySettings, classify_texts, evaluate_examples, finetune_classify
+    from glassformer.tasks import classify_texts
+    from glassformer.training.classify import ClassifySettings, evaluate_examples, finetune_classify
 
     spec = MODELS[key]
     settings = dict(spec["settings"], warmup=0.1, schedule="linear", seed=SEED, device=device, progress=False,

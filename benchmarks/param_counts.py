@@ -30,7 +30,7 @@ MODELS = [
 
 
 def count(name: str, vocab: int | None) -> dict:
-    from glassformer.cli.params import with_vocab
+    from glassformer.explain.params import with_vocab
     from glassformer.explain.params import param_table
     from glassformer.models import preset
 

@@ -94,7 +94,7 @@ def test_a_regression_over_several_numbers_is_refused_naming_num_labels_and_prob
 
 
 def test_a_multi_label_classifier_gives_each_label_its_own_probability(tmp_path):
-    from glassformer.training.classify import classify_texts
+    from glassformer.tasks import classify_texts
 
     hf, path = hf_dir(tmp_path, "BertForSequenceClassification", num_labels=4,
                       problem_type="multi_label_classification")

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from ..errors import CheckpointError, ConfigError, InputError
+from ..errors import ConfigError, InputError
 from .common import (DEVICE_HELP, add_run_flags, fraction, fresh_output_dir, non_negative_float, positive_float,
-                     positive_int, setting_defaults, stdin_lines, train_settings)
+                     positive_int, setting_defaults, stdin_lines, train_settings, warnings_as_lines)
 
 DATASETS = ("number-language",)
 
@@ -205,21 +204,15 @@ def _inputs(args, pair_model: bool) -> tuple[list[str], list[str] | None]:
 def classify_cmd(args) -> int:
     from ..devices import pick_device
     from ..model_dir import load_model_dir
-    from ..training.classify import check_classifier, classify_texts
+    from ..tasks import check_text_classifier, classify
 
     device = pick_device(args.device)
     loaded = load_model_dir(args.model_dir, device)
-    check_classifier(loaded.model, args.model_dir)
-    if loaded.tokenizer is None:
-        raise CheckpointError(f"{args.model_dir} has no tokenizer.json; classify needs one to read texts")
+    check_text_classifier(loaded, args.model_dir)
     texts, pairs = _inputs(args, bool(loaded.generation.get("pair")))
-    max_len = min(int(loaded.generation.get("max_len") or loaded.config.max_len), loaded.config.max_len)
-    predictions, n_cut = classify_texts(loaded.model, loaded.tokenizer, texts, pairs, top_k=args.top_k,
-                                        batch_size=args.batch_size, device=device, max_len=max_len,
-                                        truncate=args.truncate)
-    if n_cut:
-        print(f"glassformer: warning: {n_cut} of {len(texts)} texts are longer than {max_len} tokens (what the "
-              "model was trained on) and were cut", file=sys.stderr)
+    with warnings_as_lines():
+        predictions = classify(loaded, texts, pairs, top_k=args.top_k, batch_size=args.batch_size, device=device,
+                               truncate=args.truncate)
     for i, (text, p) in enumerate(zip(texts, predictions)):
         if args.json:
             record = {"text": text} if pairs is None else {"text": text, "pair": pairs[i]}

@@ -21,8 +21,8 @@ def register(subparsers) -> None:
 def convert_cmd(args) -> int:
     from pathlib import Path
 
-    from ..interop import save_hf_directory
-    from ..model_dir import hugging_face_type, load_model_dir, save_model_dir
+    from ..interop import hugging_face_type, save_hf_directory
+    from ..model_dir import load_model_dir, save_model_dir
 
     source = Path(args.source)
     is_hf = hugging_face_type(source) is not None

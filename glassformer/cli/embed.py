@@ -1,7 +1,7 @@
 """Commands of sentence embeddings: ``embed`` (texts -> vectors) and ``similar`` (rank a corpus by a query).
 
 Both read a BERT-style encoder directory — ours, or a Hugging Face / sentence-transformers one
-such as all-MiniLM-L6-v2 — and call ``glassformer.generation.embeddings``.  Every input is checked
+such as all-MiniLM-L6-v2 — and call ``glassformer.tasks.embed``.  Every input is checked
 before the model runs, and an output file is written atomically: a refused command writes nothing.
 """
 
@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import io
 import json
-import sys
-import warnings
 from pathlib import Path
 
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 from ..files import why_unreadable, write_bytes_atomically
-from .common import DEVICE_HELP, positive_int
+from .common import DEVICE_HELP, positive_int, warnings_as_lines
 
 OUTPUT_KINDS = (".npy", ".jsonl")
 
@@ -76,45 +74,15 @@ def read_lines(path: str, what: str = "file") -> list[str]:
 
 
 def _load_encoder(args):
-    """(model, tokenizer, max_len) of the model directory, refused unless it holds a BERT-style encoder."""
+    """The model directory, refused unless it holds a BERT-style encoder, and the tokens per text at most."""
     from ..devices import pick_device, pick_dtype
     from ..model_dir import load_model_dir
+    from ..tasks.embed import check_encoder, sentence_max_len
 
     device = pick_device(args.device)
-    dtype = pick_dtype(args.dtype, device)
-    loaded = load_model_dir(args.model_dir, device, dtype)
-    if loaded.config.family != "bert":
-        raise CheckpointError(f"{args.model_dir} holds a {loaded.config.family!r} model, which has no sentence "
-                              f"encoder; {args.command} needs a BERT-style encoder directory (e.g. all-MiniLM-L6-v2)")
-    if loaded.tokenizer is None:
-        raise CheckpointError(f"{args.model_dir} has no tokenizer (tokenizer.json or vocab.txt); {args.command} "
-                              "needs one to read text")
-    return loaded.model, loaded.tokenizer, args.max_len or _sentence_max_len(Path(args.model_dir))
-
-
-def _sentence_max_len(model_dir: Path) -> int | None:
-    """The ``max_seq_length`` of a sentence-transformers directory (texts are cut there when it embeds
-    them, 256 for all-MiniLM-L6-v2), or None: the model's positions."""
-    from ..files import read_json
-
-    settings = model_dir / "sentence_bert_config.json"
-    if not settings.is_file():
-        return None
-    value = read_json(settings, what="sentence-transformers settings", error=CheckpointError).get("max_seq_length")
-    return value if isinstance(value, int) and value > 0 else None
-
-
-def _embed(args, model, tokenizer, texts, max_len, normalize=True):
-    """``embed_texts``, its truncation warning printed as one line on stderr."""
-    from ..generation.embeddings import embed_texts
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        vectors = embed_texts(model, tokenizer, texts, batch_size=args.batch_size, normalize=normalize,
-                              max_len=max_len)
-    for w in caught:
-        print(f"glassformer: warning: {w.message}", file=sys.stderr)
-    return vectors
+    loaded = load_model_dir(args.model_dir, device, pick_dtype(args.dtype, device))
+    check_encoder(loaded, args.model_dir, args.command)
+    return loaded, args.max_len or sentence_max_len(args.model_dir)
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -125,6 +93,8 @@ def _json_line(text: str, vector) -> str:
 
 def embed_cmd(args) -> int:
     import numpy as np
+
+    from ..tasks import embed
 
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix.lower() not in OUTPUT_KINDS:
@@ -137,8 +107,10 @@ def embed_cmd(args) -> int:
     for i, text in enumerate(args.text):
         if not text.strip():
             raise InputError(f"text {i + 1} on the command line is empty")
-    model, tokenizer, max_len = _load_encoder(args)
-    vectors = _embed(args, model, tokenizer, texts, max_len, normalize=args.normalize).numpy().astype(np.float32)
+    loaded, max_len = _load_encoder(args)
+    with warnings_as_lines():
+        vectors = embed(loaded, texts, batch_size=args.batch_size, normalize=args.normalize, max_len=max_len)
+    vectors = vectors.numpy().astype(np.float32)
     if out is None:
         for text, vector in zip(texts, vectors):
             print(_json_line(text, vector))
@@ -155,14 +127,15 @@ def embed_cmd(args) -> int:
 
 
 def similar_cmd(args) -> int:
-    from ..generation.embeddings import rank_by_similarity
+    from ..tasks import most_similar
 
     if not args.query.strip():
         raise InputError("--query is empty; give the text to compare with")
     corpus = read_lines(args.corpus, "--corpus")
-    model, tokenizer, max_len = _load_encoder(args)
-    vectors = _embed(args, model, tokenizer, [args.query, *corpus], max_len)
-    for index, score in rank_by_similarity(vectors[0], vectors[1:], args.top_k):
+    loaded, max_len = _load_encoder(args)
+    with warnings_as_lines():
+        ranked = most_similar(loaded, args.query, corpus, args.top_k, batch_size=args.batch_size, max_len=max_len)
+    for index, score in ranked:
         print(f"{score:.4f}\t{corpus[index]}")
     return 0
 

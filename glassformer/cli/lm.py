@@ -1,7 +1,7 @@
 """Commands of the language-model task: ``train lm`` and ``generate``.
 
 ``generate --dtype/--compile`` only pass on to the library: the weights' dtype to
-``load_model_dir`` (parsed by ``devices.pick_dtype``), ``compile`` to ``generation.text``.
+``load_model_dir`` (parsed by ``devices.pick_dtype``), ``compile`` to ``tasks.generate``.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 from ..files import why_unreadable
-from .common import (CORPUS_CHOICES, CORPUS_HELP, COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags, adopt_end_ids,
-                     add_run_flags, decoding_defaults, fresh_output_dir, non_negative_float, non_negative_int,
+from .common import (CORPUS_CHOICES, CORPUS_HELP, COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags,
+                     add_run_flags, fresh_output_dir, non_negative_float, non_negative_int,
                      positive_float, positive_int, preset_help, probability, setting_defaults, train_settings)
 
 
@@ -120,10 +120,11 @@ def _read_prompts(args) -> list[str]:
 
 
 def generate_cmd(args) -> int:
-    from ..generation import SamplingOptions
-    from ..generation.text import complete_batch, prompt_ids, stream_completion
-    from ..model_dir import load_model_dir
     from ..devices import pick_device, pick_dtype
+    from ..generation import SamplingOptions
+    from ..model_dir import load_model_dir
+    from ..tasks import (adopt_end_ids, check_generator, complete_batch, decoding_defaults, prompt_ids,
+                         stream_completion)
 
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
@@ -131,12 +132,8 @@ def generate_cmd(args) -> int:
         raise InputError("--stop needs a non-empty string")
     prompts = _read_prompts(args)
     loaded = load_model_dir(args.model_dir, device, dtype)
-    if loaded.config.family != "gpt":
-        raise CheckpointError(f"{args.model_dir} holds a {loaded.config.family!r} model; generate needs a GPT "
-                              "('gpt') model directory")
+    check_generator(loaded, args.model_dir)
     tokenizer = loaded.tokenizer
-    if tokenizer is None:
-        raise CheckpointError(f"{args.model_dir} has no tokenizer.json; generate needs one to read prompts")
     settings = decoding_defaults(args, loaded.generation, temperature=1.0)
     temperature, top_k, top_p = settings["temperature"], settings["top_k"], settings["top_p"]
     if settings["beam"] != 1 or args.n_best != 1:   # a search: no sampling defaults (explicit ones are refused)
@@ -188,7 +185,7 @@ def _warn_unknown_characters(tokenizer, prompts: list[str]) -> None:
 
 def _beam_generate(args, model, tokenizer, prompts, ids, options, batch_mode, settings) -> int:
     """Beam search (not streamed: the best beam is known only at the end)."""
-    from ..generation.text import beam_complete
+    from ..tasks import beam_complete
 
     for start in range(0, len(prompts), args.batch_size):
         chunk = list(range(start, min(start + args.batch_size, len(prompts))))

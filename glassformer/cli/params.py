@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from ..errors import ConfigError
 
 
 def register(subparsers) -> None:
@@ -22,46 +19,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _looks_like_path(name: str) -> bool:
-    return Path(name).is_dir() or "/" in name or name.startswith(".") or name.endswith(".json")
-
-
-def load_config(name: str):
-    """A preset by name, or the config of a model directory."""
-    if _looks_like_path(name):
-        from ..model_dir import read_config
-
-        path = Path(name)
-        return read_config(path.parent if path.name == "config.json" else path)
-    from ..models import preset
-
-    return preset(name)
-
-
-def with_vocab(config, vocab: int | None, src_vocab: int | None, tgt_vocab: int | None):
-    """Apply the vocabulary options to whichever vocabulary fields the config has."""
-    fields = set(config.to_dict())
-    changes: dict[str, int] = {}
-    if vocab is not None:
-        names = [f for f in ("vocab_size", "src_vocab_size", "tgt_vocab_size") if f in fields]
-        if not names:
-            raise ConfigError(f"--vocab does not apply: a {config.family} config has no vocabulary size field")
-        changes.update(dict.fromkeys(names, vocab))
-    for option, field_name, value in (("--src-vocab", "src_vocab_size", src_vocab),
-                                      ("--tgt-vocab", "tgt_vocab_size", tgt_vocab)):
-        if value is not None:
-            if field_name not in fields:
-                raise ConfigError(f"{option} does not apply: a {config.family} config has one vocabulary; use --vocab")
-            changes[field_name] = value
-    src, tgt = changes.get("src_vocab_size"), changes.get("tgt_vocab_size")
-    if src is not None and tgt is not None and src != tgt and getattr(config, "tie_embeddings", None) == "all":
-        # Separate vocabularies cannot share one embedding matrix; count the next-closest tying.
-        changes["tie_embeddings"] = "decoder"
-    return config.replace(**changes) if changes else config
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..explain.params import arithmetic, format_param_table, param_table
+    from ..explain.params import arithmetic, format_param_table, load_config, param_table, with_vocab
 
     config = with_vocab(load_config(args.model), args.vocab, args.src_vocab, args.tgt_vocab)
     title = f"{args.model} ({config.family})"

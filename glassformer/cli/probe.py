@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import CheckpointError, InputError
-from ..files import write_file_atomically
 from .common import DEVICE_HELP, positive_int
 
 
@@ -34,7 +33,10 @@ def register(subparsers) -> None:
 
 
 def probe_cmd(args) -> int:
+    import torch
+
     from ..devices import pick_device
+    from ..explain.figures import pca_figure, save_figure
     from ..explain.probe import analogy, neighbours, word_vectors
     from ..model_dir import load_model_dir
 
@@ -57,29 +59,6 @@ def probe_cmd(args) -> int:
         words = list(dict.fromkeys(args.words or query + [w for w, _ in results]))
         if len(words) < 2:
             raise InputError("--plot needs two or more words")
-        save_pca_plot(table, words, Path(args.plot))
+        vectors = torch.stack([table.vector(w) for w in words])
+        save_figure(pca_figure(vectors, words), args.plot, dpi=100, tight=True)
     return 0
-
-
-def save_pca_plot(table, words: list[str], out: Path) -> Path:
-    """A labelled 2-D PCA scatter of ``words`` written to ``out`` (PNG) atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
-    from ..explain.probe import pca_2d
-
-    coords, share = pca_2d(torch.stack([table.vector(w) for w in words]))
-    fig, ax = plt.subplots(figsize=(6, 5))
-    ax.scatter(coords[:, 0], coords[:, 1])
-    for (x, y), word in zip(coords.tolist(), words):
-        ax.annotate(word, (x, y), textcoords="offset points", xytext=(4, 4))
-    ax.set_xlabel(f"PC 1 ({share[0]:.0%} of the variance)")
-    ax.set_ylabel(f"PC 2 ({share[1]:.0%} of the variance)")
-    ax.set_title("word vectors, first two principal components")
-    try:
-        return write_file_atomically(out, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
-    finally:
-        plt.close(fig)

@@ -2,7 +2,7 @@
 
 ``translate`` / ``evaluate`` ``--dtype/--compile`` only pass on to the library: the weights'
 dtype to ``load_model_dir`` (parsed by ``devices.pick_dtype``), ``compile`` to
-``generation.translation``.
+``tasks.translate``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import importlib.util
 import json
 import time
 
-from ..errors import CheckpointError, ConfigError, InputError
-from .common import (DEVICE_HELP, add_run_flags, decoding_defaults, fresh_output_dir, non_negative_float,
+from ..errors import ConfigError, InputError
+from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, non_negative_float,
                      non_negative_int, note,
                      open_fraction, positive_float, positive_int, preset_help, probability, setting_defaults,
                      stdin_lines, train_settings)
@@ -145,7 +145,9 @@ def add_decoding_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
 
 def decoding_options(args, generation: dict | None = None) -> dict:
     """The decoding flags as ``decode`` options, with the model directory's ``generation`` settings
-    for those left out (:func:`~.common.decoding_defaults`); refuses MBR settings given without ``--mbr``."""
+    for those left out (:func:`glassformer.tasks.decoding_defaults`); refuses MBR settings given without ``--mbr``."""
+    from ..tasks import decoding_defaults
+
     given = [flag for flag, value in (("--mbr-candidates", args.mbr_candidates), ("--mbr-utility", args.mbr_utility))
              if value is not None]
     if given and not args.mbr:
@@ -170,13 +172,10 @@ def decoding_options(args, generation: dict | None = None) -> dict:
 def _load_translator(model_dir: str, device, dtype_name: str = "auto"):
     from ..devices import pick_dtype
     from ..model_dir import load_model_dir
+    from ..tasks import check_translator
 
     loaded = load_model_dir(model_dir, device, pick_dtype(dtype_name, device))
-    if loaded.config.family != "transformer":
-        raise CheckpointError(f"{model_dir} holds a {loaded.config.family!r} model; translation needs an "
-                              "encoder-decoder ('transformer') model directory")
-    if loaded.tokenizer is None:
-        raise CheckpointError(f"{model_dir} has no tokenizer.json; a translation model directory needs one")
+    check_translator(loaded, model_dir)
     return loaded
 
 
@@ -194,7 +193,7 @@ def _read_stdin_lines() -> list[str]:
 
 def translate_cmd(args) -> int:
     from ..devices import pick_device, pick_dtype
-    from ..generation.translation import translate_nbest
+    from ..tasks import translate_nbest
 
     device = pick_device(args.device)
     pick_dtype(args.dtype, device)               # a dtype the device cannot run is refused before any reading
@@ -225,7 +224,7 @@ def translate_cmd(args) -> int:
 
 def evaluate_cmd(args) -> int:
     from ..data.parallel import read_parallel
-    from ..generation.translation import score, translate
+    from ..tasks import score, translate
 
     from ..devices import pick_device, pick_dtype
 
@@ -241,7 +240,7 @@ def evaluate_cmd(args) -> int:
     result = score(hyps, [r for _, r in pairs])
     result["seconds"] = round(time.perf_counter() - start, 2)
     if args.hyp_out:
-        from ..model_dir import write_text_atomically
+        from ..files import write_text_atomically
 
         write_text_atomically(args.hyp_out, "".join(h + "\n" for h in hyps))
     print(f"BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  exact match {result['exact_match']:.2f}%  "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import ConfigError
 from .common import (COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags, add_run_flags, fresh_output_dir,
                      non_negative_int, positive_int, preset_help, setting_defaults, train_settings)
 
@@ -62,22 +61,13 @@ def train_vit_cmd(args) -> int:
 
 
 def classify_image_cmd(args) -> int:
-    import torch
-
-    from ..data.images import load_image
     from ..devices import pick_device
     from ..model_dir import load_model_dir
-    from ..models.vit import top_classes
+    from ..tasks import classify_images
 
     device = pick_device(args.device)
     loaded = load_model_dir(args.model_dir, device=device)
-    config = loaded.config
-    if config.family != "vit":
-        raise ConfigError(f"{args.model_dir} is a {config.family} model; classify-image needs a ViT model directory")
-    images = torch.stack([load_image(p, config.channels, config.image_size) for p in args.images]).to(device)
-    with torch.inference_mode():
-        logits = loaded.model(images)
-    for path, classes in zip(args.images, top_classes(logits, config.class_names, args.top_k)):
+    for path, classes in zip(args.images, classify_images(loaded, args.images, args.top_k, args.model_dir, device)):
         print(json.dumps({"image": str(Path(path)), "classes": [
             {"label": c["label"], "probability": round(c["probability"], 4)} for c in classes]}))
     return 0

@@ -29,7 +29,7 @@ from ..nn.positions import sinusoidal_table
 
 __all__ = ["MAX_CELLS", "MAX_PE_D_MODEL", "MAX_PE_LENGTH", "attention_grid_figure", "block_average",
            "figure_format", "logit_lens_figure", "neuron_activation_figure", "patch_attention_figure",
-           "positional_encoding_figure", "range_labels", "saliency_figure", "save_figure"]
+           "pca_figure", "positional_encoding_figure", "range_labels", "saliency_figure", "save_figure"]
 
 MAX_CELLS = 64          # per axis: longer inputs are averaged over blocks of positions
 # The positional-encoding figure draws its whole table; past these sizes the pixels are long used up,
@@ -296,6 +296,22 @@ def positional_encoding_figure(d_model: int = 128, length: int = 100, *, layout:
     return fig
 
 
+def pca_figure(vectors: Tensor, words: Sequence[str]):
+    """A labelled scatter of ``vectors`` (words, d) on their first two principal components."""
+    from .probe import pca_2d
+
+    coords, share = pca_2d(vectors)
+    fig = _figure_class()(figsize=(6, 5))
+    ax = fig.subplots()
+    ax.scatter(coords[:, 0], coords[:, 1])
+    for (x, y), word in zip(coords.tolist(), words):
+        ax.annotate(word, (x, y), textcoords="offset points", xytext=(4, 4))
+    ax.set_xlabel(f"PC 1 ({share[0]:.0%} of the variance)")
+    ax.set_ylabel(f"PC 2 ({share[1]:.0%} of the variance)")
+    ax.set_title("word vectors, first two principal components")
+    return fig
+
+
 def figure_format(path: str | Path) -> str:
     """The format a figure is written in to ``path``: its suffix (none: PNG).  A suffix matplotlib
     cannot write is an InputError naming those it can, so that a caller can check before drawing."""
@@ -309,10 +325,11 @@ def figure_format(path: str | Path) -> str:
     return fmt
 
 
-def save_figure(fig, path: str | Path, *, dpi: int | None = None) -> Path:
+def save_figure(fig, path: str | Path, *, dpi: int | None = None, tight: bool = False) -> Path:
     """Write ``fig`` to ``path`` (format from the suffix, default PNG; see :func:`figure_format`)
     atomically: into a temporary file in the same folder, then renamed over ``path``.  The pixel
-    size is figsize × dpi."""
+    size is figsize × dpi (``tight``: cut to what is drawn)."""
     path = Path(path)
     fmt = figure_format(path)
-    return write_file_atomically(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi if dpi is not None else fig.dpi))
+    return write_file_atomically(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi if dpi is not None else fig.dpi,
+                                                             bbox_inches="tight" if tight else None))

@@ -25,9 +25,12 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..errors import ConfigError
 
 KINDS = ("embeddings", "attention", "feed-forward", "norms", "output projection", "other")
 OUTPUT_NAMES = ("generator", "lm_head")
@@ -221,5 +224,44 @@ def arithmetic(config) -> list[str]:
     return lines
 
 
+# -- which config: a preset or a directory, with other vocabulary sizes --------------------------
+def _looks_like_path(name: str) -> bool:
+    return Path(name).is_dir() or "/" in name or name.startswith(".") or name.endswith(".json")
+
+
+def load_config(name: str):
+    """A preset by name, or the config of a model directory (or of its config.json)."""
+    if _looks_like_path(name):
+        from ..model_dir import read_config
+
+        path = Path(name)
+        return read_config(path.parent if path.name == "config.json" else path)
+    from ..models import preset
+
+    return preset(name)
+
+
+def with_vocab(config, vocab: int | None, src_vocab: int | None, tgt_vocab: int | None):
+    """Apply the vocabulary options to whichever vocabulary fields the config has."""
+    fields = set(config.to_dict())
+    changes: dict[str, int] = {}
+    if vocab is not None:
+        names = [f for f in ("vocab_size", "src_vocab_size", "tgt_vocab_size") if f in fields]
+        if not names:
+            raise ConfigError(f"--vocab does not apply: a {config.family} config has no vocabulary size field")
+        changes.update(dict.fromkeys(names, vocab))
+    for option, field_name, value in (("--src-vocab", "src_vocab_size", src_vocab),
+                                      ("--tgt-vocab", "tgt_vocab_size", tgt_vocab)):
+        if value is not None:
+            if field_name not in fields:
+                raise ConfigError(f"{option} does not apply: a {config.family} config has one vocabulary; use --vocab")
+            changes[field_name] = value
+    src, tgt = changes.get("src_vocab_size"), changes.get("tgt_vocab_size")
+    if src is not None and tgt is not None and src != tgt and getattr(config, "tie_embeddings", None) == "all":
+        # Separate vocabularies cannot share one embedding matrix; count the next-closest tying.
+        changes["tie_embeddings"] = "decoder"
+    return config.replace(**changes) if changes else config
+
+
 __all__ = ["KINDS", "ParamRow", "ParamTable", "param_table", "parameter_kind", "format_param_table", "human_count",
-           "arithmetic"]
+           "arithmetic", "load_config", "with_vocab"]

@@ -4,141 +4,132 @@ Nothing here imports ``transformers``: a Hugging Face checkpoint is a directory 
 plain files (``config.json`` + ``model.safetensors``), read directly.
 """
 
-from .hf_gpt2 import (
-    config_from_hf_gpt2,
-    convert_hf_gpt2,
-    load_hf_gpt2,
-    state_dict_from_hf_gpt2,
-)
-from .hf_llama import (
-    config_from_hf_llama,
-    convert_hf_llama,
-    load_hf_llama,
-    state_dict_from_hf_llama,
-)
+from pathlib import Path
+from typing import Callable, NamedTuple
 
+from ..errors import CheckpointError, ConfigError
+from ..files import read_json
+from ..model_format import CONFIG, ModelDir
+from ..tokenizers import Tokenizer
 from .hf_bert import _HEADS as _BERT_HEADS
-from .hf_bert import config_from_hf_bert, convert_hf_bert, load_hf_bert, state_dict_from_hf_bert
+from .hf_bert import config_from_hf_bert, convert_hf_bert, load_hf_bert, state_dict_from_hf_bert, to_hf_bert
 from .hf_files import GENERATION_CONFIG, generation_from_hf, generation_to_hf
+from .hf_gpt2 import config_from_hf_gpt2, convert_hf_gpt2, load_hf_gpt2, state_dict_from_hf_gpt2, to_hf_gpt2
+from .hf_llama import config_from_hf_llama, convert_hf_llama, load_hf_llama, state_dict_from_hf_llama, to_hf_llama
+from .hf_marian import load_hf_marian, load_hf_marian_tokenizers, to_hf_marian
+from .hf_t5 import load_hf_t5, to_hf_t5
+from .hf_vit import load_hf_vit, to_hf_vit
 
-# The architectures (config.json's "architectures") that each model_type's loader implements: any
-# other (a classifier over a decoder, a bare model without its head) is refused by name.
-_ARCHITECTURES = {
-    "bert": tuple(_BERT_HEADS),
-    "gpt2": ("GPT2LMHeadModel", "GPT2Model"),       # GPT2Model: the output layer is wte, as in GPT2LMHeadModel
-    "llama": ("LlamaForCausalLM",),
-    "marian": ("MarianMTModel",),
-    "t5": ("T5ForConditionalGeneration",),
-    "vit": ("ViTForImageClassification",),
+
+def _with_own_tokenizer(load_model):
+    """A loader of a decoder's directory: the model and the checkpoint's own tokenizer, its special tokens
+    and their roles as its files state them (when it has a tokenizer.json)."""
+    def load(path) -> ModelDir:
+        model = load_model(path)
+        tokenizer = Tokenizer.load_checkpoint(path) if (Path(path) / "tokenizer.json").is_file() else None
+        return ModelDir(model, model.config, tokenizer)
+    return load
+
+
+def _load_marian(path) -> ModelDir:
+    model = load_hf_marian(path)
+    source, target = load_hf_marian_tokenizers(path, model.config)
+    return ModelDir(model, model.config, target, source)
+
+
+class HFFamily(NamedTuple):
+    """How one Hugging Face ``model_type`` maps onto a glassformer model, in and out."""
+
+    architectures: tuple[str, ...]       # config.json's "architectures" that its loader implements
+    load: Callable[..., ModelDir]        # path -> the directory, loaded
+    export: Callable[..., tuple]         # model -> (config dict, weights) in its layout
+    exports: Callable[..., bool]         # whether a glassformer config is written in this layout
+    generates: bool                      # text out: generation_config.json is read and written
+
+
+# model_type -> its mapping.  Any other architecture (a classifier over a decoder, a bare model without
+# its head) is refused by name.  GPT2Model: the output layer is wte, as in GPT2LMHeadModel.
+FAMILIES = {
+    "bert": HFFamily(tuple(_BERT_HEADS), load_hf_bert, to_hf_bert, lambda c: c.family == "bert", False),
+    "vit": HFFamily(("ViTForImageClassification",), load_hf_vit, to_hf_vit, lambda c: c.family == "vit", False),
+    "gpt2": HFFamily(("GPT2LMHeadModel", "GPT2Model"), _with_own_tokenizer(load_hf_gpt2), to_hf_gpt2,
+                     lambda c: c.family == "gpt" and c.norm != "rmsnorm", True),
+    "llama": HFFamily(("LlamaForCausalLM",), _with_own_tokenizer(load_hf_llama), to_hf_llama,
+                      lambda c: c.family == "gpt" and c.norm == "rmsnorm", True),
+    "t5": HFFamily(("T5ForConditionalGeneration",), load_hf_t5, to_hf_t5,
+                   lambda c: c.family == "transformer" and c.positional == "relative", True),
+    "marian": HFFamily(("MarianMTModel",), _load_marian, to_hf_marian,
+                       lambda c: c.family == "transformer" and c.positional != "relative", True),
 }
 
 
-def _check_architecture(path, model_type: str) -> None:
+def hugging_face_type(path: Path) -> str | None:
+    """The ``model_type`` of a Hugging Face directory (its config.json has one and no glassformer
+    ``family``), or None for a glassformer model directory."""
+    cfg = Path(path) / CONFIG
+    if not cfg.is_file():
+        return None
+    data = read_json(cfg, what="config", error=CheckpointError)
+    if isinstance(data, dict) and "family" not in data and "model_type" in data:
+        return str(data["model_type"])
+    return None
+
+
+def _check_architecture(path, family: HFFamily, model_type: str) -> None:
     """Refuse a directory whose config.json names an architecture its ``model_type``'s loader does
     not implement.  A config without ``architectures`` is read by its model_type (as transformers'
     Auto classes read it)."""
-    from pathlib import Path
-
-    from ..errors import CheckpointError, ConfigError
-    from ..files import read_json
-
     hf = read_json(Path(path) / "config.json", what="Hugging Face config", error=CheckpointError)
     names = hf.get("architectures") if isinstance(hf, dict) else None
-    if not names:
-        return
-    architecture = names[0]
-    if architecture not in _ARCHITECTURES.get(model_type, (architecture,)):
-        known = sorted(name for names in _ARCHITECTURES.values() for name in names)
-        raise ConfigError(f"{path} holds a {architecture} (config.json's architectures, model_type "
+    if names and names[0] not in family.architectures:
+        known = sorted(name for f in FAMILIES.values() for name in f.architectures)
+        raise ConfigError(f"{path} holds a {names[0]} (config.json's architectures, model_type "
                           f"{model_type!r}); glassformer reads only {', '.join(known)}: other heads and "
                           "bare models without their head are not supported yet")
 
 
-def load_hf_directory(path, model_type: str):
-    """A Hugging Face directory of ``model_type`` as a :class:`~glassformer.model_dir.ModelDir`
+def load_hf_directory(path, model_type: str) -> ModelDir:
+    """A Hugging Face directory of ``model_type`` as a :class:`~glassformer.model_format.ModelDir`
     (what ``load_model_dir`` returns for glassformer's own directories); an architecture that its
     loader does not implement is refused by name."""
-    from pathlib import Path
-
-    from ..errors import ConfigError
-    from ..model_dir import ModelDir
-    from ..tokenizers import Tokenizer
-
-    _check_architecture(path, model_type)
-
-    if model_type == "bert":
-        return load_hf_bert(path)
-    if model_type == "vit":
-        from .hf_vit import load_hf_vit
-
-        return load_hf_vit(path)
-    if model_type == "marian":
-        from .hf_marian import load_hf_marian, load_hf_marian_tokenizers
-
-        model = load_hf_marian(path)
-        source, target = load_hf_marian_tokenizers(path, model.config)
-        return ModelDir(model, model.config, target, source, generation=generation_from_hf(path))
-    if model_type == "t5":
-        from .hf_t5 import load_hf_t5
-
-        loaded = load_hf_t5(path)
-        loaded.generation = generation_from_hf(path)
-        return loaded
-    loaders = {"gpt2": load_hf_gpt2, "llama": load_hf_llama}
-    if model_type not in loaders:
+    family = FAMILIES.get(model_type)
+    if family is None:
         raise ConfigError(f"{path}: Hugging Face model_type {model_type!r} is not supported; glassformer reads "
-                          f"{sorted(['bert', 'marian', 't5', 'vit', *loaders])}")
-    model = loaders[model_type](path)
-    # The checkpoint's own tokenizer: its special tokens and their roles as its files state them.
-    tokenizer = Tokenizer.load_checkpoint(path) if (Path(path) / "tokenizer.json").is_file() else None
-    return ModelDir(model, model.config, tokenizer, generation=generation_from_hf(path))
+                          f"{sorted(FAMILIES)}")
+    _check_architecture(path, family, model_type)
+    loaded = family.load(path)
+    if family.generates:
+        loaded.generation = generation_from_hf(path)
+    return loaded
+
+
+def _family_of(model) -> HFFamily:
+    for family in FAMILIES.values():
+        if family.exports(model.config):
+            return family
+    raise ConfigError(f"a {model.config.family} model with positional={getattr(model.config, 'positional', None)!r} "
+                      "has no Hugging Face exporter here (BERT, ViT, GPT-2, Llama, T5 and Marian have)")
 
 
 def to_hugging_face(model) -> tuple[dict, dict]:
     """(config dict, weights) of ``model`` in the Hugging Face layout of its family: BERT, ViT,
     GPT-2 or Llama (by the GPT's options), T5 or Marian (by the encoder–decoder's)."""
-    from ..errors import ConfigError
-    from .hf_gpt2 import to_hf_gpt2
-    from .hf_llama import to_hf_llama
-    from .hf_t5 import to_hf_t5
-    from .hf_vit import to_hf_vit
-    from .hf_bert import to_hf_bert
-
-    family = model.config.family
-    if family == "bert":
-        return to_hf_bert(model)
-    if family == "vit":
-        return to_hf_vit(model)
-    if family == "gpt":
-        return to_hf_llama(model) if model.config.norm == "rmsnorm" else to_hf_gpt2(model)
-    if family == "transformer" and model.config.positional == "relative":
-        return to_hf_t5(model)
-    if family == "transformer":
-        from .hf_marian import to_hf_marian
-
-        return to_hf_marian(model)
-    raise ConfigError(f"a {family} model with positional={getattr(model.config, 'positional', None)!r} has no "
-                      "Hugging Face exporter here (BERT, ViT, GPT-2, Llama, T5 and Marian have)")
-
-
-# Families that generate text: their export states the special-token ids in config.json and the decoding
-# defaults (generation.json) in generation_config.json.
-_GENERATING_FAMILIES = ("gpt", "transformer")
+    return _family_of(model).export(model)
 
 
 def save_hf_directory(model, out_dir, tokenizer=None, generation=None):
     """Write ``model`` as a Hugging Face directory: config.json, model.safetensors (and tokenizer.json
     with the tokenizer_config.json naming its special tokens, and generation_config.json from ``generation``, our generation.json settings), atomically."""
     import json
-    from pathlib import Path
 
     from safetensors.torch import save_file
 
     from ..files import write_atomically
 
-    config, weights = to_hugging_face(model)
+    family = _family_of(model)
+    config, weights = family.export(model)
     hf_generation = None
-    if model.config.family in _GENERATING_FAMILIES:
+    if family.generates:
         ids, hf_generation = generation_to_hf(generation or {}, config, tokenizer)
         config = {**config, **ids}
 
@@ -154,6 +145,6 @@ def save_hf_directory(model, out_dir, tokenizer=None, generation=None):
     return write_atomically(out_dir, fill)
 
 
-__all__ = ["to_hugging_face", "save_hf_directory", "load_hf_directory", "config_from_hf_bert", "convert_hf_bert", "load_hf_bert", "state_dict_from_hf_bert",
+__all__ = ["FAMILIES", "hugging_face_type", "to_hugging_face", "save_hf_directory", "load_hf_directory", "config_from_hf_bert", "convert_hf_bert", "load_hf_bert", "state_dict_from_hf_bert",
            "config_from_hf_gpt2", "convert_hf_gpt2", "load_hf_gpt2", "state_dict_from_hf_gpt2",
            "config_from_hf_llama", "convert_hf_llama", "load_hf_llama", "state_dict_from_hf_llama"]

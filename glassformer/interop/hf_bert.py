@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
 from ..files import read_json
-from ..model_dir import ModelDir
+from ..model_format import ModelDir
 from ..models.bert import Bert, BertConfig
 from ..tokenizers import Tokenizer
 from .hf_files import (
@@ -214,7 +214,7 @@ def load_hf_bert(path: str | Path, dtype: torch.dtype = torch.float32) -> ModelD
 
 def convert_hf_bert(path: str | Path, out_dir: str | Path) -> Path:
     """Write a Hugging Face BERT directory as a glassformer model directory (tokenizer included)."""
-    from ..model_dir import save_model_dir
+    from ..model_format import save_model_dir
 
     loaded = load_hf_bert(path)
     return save_model_dir(out_dir, loaded.model, loaded.tokenizer, generation={"task": "encoder"})

@@ -23,7 +23,7 @@ def model_with_weights(model_cls, config, state: dict[str, Tensor], source: str 
     tables) computed for real.  A mismatch is a CheckpointError naming ``source``."""
     with torch.device("meta"):
         model = model_cls(config)
-    from ..model_dir import check_shapes
+    from ..model_format import check_shapes
 
     check_shapes(model, {k: tuple(v.shape) for k, v in state.items()}, source)
     try:

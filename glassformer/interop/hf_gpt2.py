@@ -131,6 +131,6 @@ def convert_hf_gpt2(path: str | Path, out_dir: str | Path) -> Path:
     """Write a Hugging Face GPT-2 directory as a glassformer model directory (config.json,
     model.safetensors with tied matrices stored once).  The GPT-2 tokenizer has none of
     glassformer's special tokens, so it is not carried over."""
-    from ..model_dir import save_model_dir
+    from ..model_format import save_model_dir
 
     return save_model_dir(out_dir, load_hf_gpt2(path))

@@ -178,7 +178,7 @@ def convert_hf_llama(path: str | Path, out_dir: str | Path, tokenizer=None) -> P
     model.safetensors with tied matrices stored once).  Llama's tokenizers lack glassformer's
     special tokens, so none is carried over; pass ``tokenizer`` (a
     :class:`glassformer.tokenizers.Tokenizer`) to save one with the model."""
-    from ..model_dir import save_model_dir
+    from ..model_format import save_model_dir
 
     return save_model_dir(out_dir, load_hf_llama(path), tokenizer)
 

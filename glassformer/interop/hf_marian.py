@@ -297,7 +297,7 @@ def convert_hf_marian(path: str | Path, out_dir: str | Path) -> Path:
     """Write a Hugging Face Marian directory as a glassformer model directory.  One with OPUS-MT's
     SentencePiece tokenizer is refused: it is not a ``tokenizers`` file, and a model directory holds
     only those (the Hugging Face directory itself translates)."""
-    from ..model_dir import save_model_dir
+    from ..model_format import save_model_dir
 
     model = load_hf_marian(path)
     source, target = load_hf_marian_tokenizers(path, model.config)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..model_dir import ModelDir
+from ..model_format import ModelDir
 from ..models.transformer import Transformer, TransformerConfig
 from ..tokenizers import Tokenizer
 from .hf_files import model_with_weights, read_hf_directory, split_rows, tensor_taker

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..model_dir import ModelDir
+from ..model_format import ModelDir
 from ..models.vit import ViT, ViTConfig
 from .hf_files import activation_from_hf, activation_to_hf, model_with_weights, read_hf_directory, split_rows, tensor_taker
 

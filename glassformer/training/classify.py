@@ -37,7 +37,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,7 @@ from ..errors import CheckpointError, ConfigError, InputError
 from ..model_dir import TOKENIZER, load_model_dir, save_model_dir
 from ..models import Bert, preset
 from ..models.config import PRESETS, preset_names
+from ..tasks.classify import predict
 from ..tokenizers import Tokenizer
 from .checkpoints import find_checkpoint
 from .checks import check_positive_int, check_range, check_types
@@ -210,18 +211,6 @@ def macro_f1(predicted: Sequence[int] | torch.Tensor, true: Sequence[int] | torc
     return float(f1[present].mean())
 
 
-@torch.no_grad()
-def predict(model: Bert, data: ClassifyData, batch_size: int = 64, device="cpu") -> torch.Tensor:
-    """The model's outputs for every example, in order: logits (n, labels), or numbers (n,) for regression."""
-    outputs: list[torch.Tensor | None] = [None] * len(data)
-    for indices, batch in data.batches_in_order(batch_size):
-        batch = batch.to(device)
-        out = model(batch.tokens, batch.segments, batch.mask).float().cpu()
-        for i, row in zip(indices, out):
-            outputs[i] = row
-    return torch.stack(outputs)
-
-
 def scores(outputs: torch.Tensor, targets: Sequence[int] | Sequence[float] | Sequence[Sequence[float]],
            regression: bool, multi_label: bool = False) -> dict[str, float]:
     """Loss and quality of ``outputs`` against ``targets``: loss (mean cross-entropy), accuracy,
@@ -361,45 +350,6 @@ def _digest(examples: Sequence[Example]) -> str:
     return h.hexdigest()[:16]
 
 
-# -- using a fine-tuned model ---------------------------------------------------------------------
-class Prediction(NamedTuple):
-    label: str | None                    # the most likely class (None for regression)
-    probability: float | None            # its probability
-    top: list[tuple[str, float]]         # the ``top_k`` most likely classes with their probabilities
-    value: float | None = None           # the predicted number (regression)
-
-
-def check_classifier(model, where: str = "the model") -> None:
-    config = model.config
-    if getattr(config, "family", None) != "bert" or config.head != "classify":
-        head = f"head {config.head!r}" if getattr(config, "family", None) == "bert" else f"a {config.family!r} model"
-        raise CheckpointError(f"{where} has no classification head ({head}); fine-tune one with "
-                              "'glassformer finetune classify --model MODEL_DIR ...'")
-
-
-def classify_texts(model: Bert, tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
-                   top_k: int = 1, batch_size: int = 64, device="cpu", max_len: int | None = None,
-                   truncate: bool = True) -> tuple[list[Prediction], int]:
-    """Classify ``texts`` (with ``pairs``, for a pair task): (a prediction per text, how many were cut)."""
-    check_classifier(model)
-    config = model.config
-    rows = [Example(t, 0.0, None if pairs is None else p, f"text {i + 1}")
-            for i, (t, p) in enumerate(zip(texts, pairs if pairs is not None else texts))]
-    data, n_cut = encode_examples(rows, tokenizer, None, max_len or config.max_len, truncate=truncate)
-    outputs = predict(model.eval(), data, batch_size, device)
-    if config.regression:
-        return [Prediction(None, None, [], float(v)) for v in outputs], n_cut
-    probs = outputs.sigmoid() if config.multi_label else outputs.softmax(-1)     # multi-label: a yes/no per label
-    k = min(top_k, len(config.labels))
-    best_p, best_i = probs.topk(k, dim=-1)
-    predictions = []
-    for ps, ids in zip(best_p.tolist(), best_i.tolist()):
-        top = [(config.labels[i], p) for p, i in zip(ps, ids)]
-        predictions.append(Prediction(top[0][0], top[0][1], top))
-    return predictions, n_cut
-
-
 __all__ = ["ClassifySettings", "ClassifyRun", "finetune_classify", "build_classifier", "classifier_from_preset",
-           "classifier_from_pretrained", "classify_loss", "macro_f1", "predict", "scores", "evaluate_classifier",
-           "evaluate_examples", "linear_lr", "fine_tuning_schedule", "classify_texts", "check_classifier",
-           "Prediction", "SCHEDULES"]
+           "classifier_from_pretrained", "classify_loss", "macro_f1", "scores", "evaluate_classifier",
+           "evaluate_examples", "linear_lr", "fine_tuning_schedule", "SCHEDULES"]

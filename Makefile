@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 BIN        := $(VENV)/bin
 
-.PHONY: demo test install install-dev bench clean browser
+.PHONY: demo test install install-dev bench gpu-check clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ test: $(VENV)/.dev browser
 
 bench: $(VENV)/.dev        # every benchmark into benchmarks/results; e.g. make bench BENCH_ARGS="--quick" or "--skip-demo"
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+
+gpu-check: $(VENV)/.dev    # every GPU path on one CUDA GPU -> benchmarks/results/gpu_check.json; GPU_CHECK_ARGS="--smoke --out DIR" on a CPU
+	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) runs

@@ -131,6 +131,17 @@ def test_cli_translate_and_evaluate(capsys, model_dir, corpus, tmp_path):
     assert result["sentences"] == 20 and 0 <= result["exact_match"] <= 100
 
 
+def test_cli_evaluate_writes_the_hypotheses_it_scored(capsys, model_dir, corpus, tmp_path):
+    sources = [s for s, _ in corpus.test[:5]]
+    (tmp_path / "src.txt").write_text("".join(s + "\n" for s in sources), encoding="utf-8")
+    (tmp_path / "ref.txt").write_text("".join(t + "\n" for _, t in corpus.test[:5]), encoding="utf-8")
+    code, _, err = run_cli(capsys, "evaluate", model_dir, "--src", tmp_path / "src.txt", "--ref", tmp_path / "ref.txt",
+                           "--hyp-out", tmp_path / "hyp.txt")
+    assert code == 0, err
+    code, out, _ = run_cli(capsys, "translate", model_dir, *sources)
+    assert (tmp_path / "hyp.txt").read_text(encoding="utf-8") == out      # what translate says, a line each
+
+
 def test_cli_bad_inputs(capsys, model_dir, tmp_path):
     code, _, err = run_cli(capsys, "translate", model_dir, "")
     one_line_error(code, err, "empty")

@@ -142,3 +142,69 @@ def test_kv_cache_steps_are_refused():
         with capture_attention(model):
             cache, first = model.start_decoding(torch.randint(0, 64, (1, 4)), 3)
             model.decode_step(first, cache)
+
+
+def _torch_attention(ours) -> torch.nn.MultiheadAttention:
+    """PyTorch's multi-head attention with our module's weights (in_proj = [W^Q; W^K; W^V])."""
+    theirs = torch.nn.MultiheadAttention(ours.d_model, ours.n_heads, batch_first=True)
+    with torch.no_grad():
+        if ours.cross_attention:
+            theirs.in_proj_weight.copy_(torch.cat([ours.q_proj.weight, ours.kv_proj.weight]))
+            theirs.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.kv_proj.bias]))
+        else:
+            theirs.in_proj_weight.copy_(ours.qkv_proj.weight)
+            theirs.in_proj_bias.copy_(ours.qkv_proj.bias)
+    return theirs
+
+
+def test_captured_weights_equal_torch_multihead_attention():
+    # An independent reference: torch.nn.MultiheadAttention (average_attn_weights=False) fed the inputs
+    # each module received, under the same padding and causal masks.
+    model = _model("vaswani-tiny")
+    src = torch.randint(4, 50, (2, 9))
+    src[1, 6:] = model.config.pad_id
+    tgt = torch.randint(4, 50, (2, 7))
+    inputs = {}
+
+    def keep_inputs(name):
+        return lambda module, args, kwargs: inputs.__setitem__(name, args)
+    handles = [m.register_forward_pre_hook(keep_inputs(n), with_kwargs=True)
+               for n, m in model.named_modules() if n.endswith("attention")]
+    with torch.no_grad(), capture_attention(model) as cap:
+        model(src, tgt)
+    for h in handles:
+        h.remove()
+    padding = src == model.config.pad_id                                # torch: True = ignore
+    future = torch.ones(7, 7, dtype=torch.bool).triu(1)
+    assert len(cap.weights) == 6
+    for name, got in cap.weights.items():
+        module = model.get_submodule(name)
+        x = inputs[name][0]
+        with torch.no_grad():
+            if name.startswith("encoder"):
+                _, want = _torch_attention(module)(x, x, x, key_padding_mask=padding, average_attn_weights=False)
+            elif module.cross_attention:
+                memory = inputs[name][1]
+                _, want = _torch_attention(module)(x, memory, memory, key_padding_mask=padding,
+                                                   average_attn_weights=False)
+            else:
+                _, want = _torch_attention(module)(x, x, x, attn_mask=future, average_attn_weights=False)
+        torch.testing.assert_close(got, want, atol=ATOL, rtol=0, msg=name)
+
+
+def test_only_the_chosen_modules_leave_the_fused_path(monkeypatch):
+    import glassformer.nn.attention as attention
+
+    fused = []
+    sdpa = attention.F.scaled_dot_product_attention
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", lambda *a, **k: fused.append(1) or sdpa(*a, **k))
+    model = _model("gpt-tiny")
+    tokens = torch.randint(0, 64, (1, 6))
+    with capture_attention(model, layers=[1]) as cap:
+        model.hidden_states(tokens)
+    assert len(fused) == 1 and list(cap.weights) == ["decoder.layers.1.self_attention"]   # layer 0 only
+    fused.clear()
+    model.hidden_states(tokens)
+    assert len(fused) == 2                                                  # both fused again after the capture
+    assert all(not m.keep_weights and m.kept_weights is None for m in model.modules()
+               if isinstance(m, attention.MultiHeadAttention))

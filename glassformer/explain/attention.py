@@ -1,23 +1,19 @@
-"""Capture attention weights while a model runs its normal (fused) path.
+"""Capture attention weights while a model runs.
 
 The fused kernel (``torch.nn.functional.scaled_dot_product_attention``) never
-materialises the attention probabilities.  :func:`capture_attention` puts a
-forward hook on each chosen :class:`~glassformer.nn.attention.MultiHeadAttention`
-and, after the module has run, recomputes ``softmax(Q Kᵀ · scale + bias)`` from
-the same inputs, exactly as the module forms Q and K:
+materialises the attention probabilities.  :func:`capture_attention` asks each
+chosen :class:`~glassformer.nn.attention.MultiHeadAttention` for them: it sets the
+module's ``keep_weights``, so that the module takes its own explicit path
+(``softmax(Q Kᵀ · scale + bias)`` under its masks, then the values) and keeps the
+probabilities, and a forward hook stores them.  The modules that are not chosen
+run fused as always.  Nothing here rebuilds queries, keys, positions or masks: the
+weights are the ones the module used.
 
-* self-attention: ``qkv_proj`` split into Q, K (V is not needed), heads split,
-  rotary positions applied if given;
-* cross-attention: ``q_proj`` of the queries, keys from ``project_memory(memory)``
-  (or the cache's cross keys, when a cache holds them).
-
-Masks follow the library's convention (boolean, True = may attend, or a prepared
-:class:`~glassformer.nn.masks.AttentionMask`); ``is_causal`` adds the look-ahead
-mask.  Masked positions get exactly 0; a query row that may attend to nothing is
-all zeros (as the model's own output for it).  The softmax is taken in float32
-and the result is stored on the CPU as (batch, heads, q_len, k_len), one tensor
-per attention module, named by its module path
-(``"decoder.layers.0.self_attention"``, ``"decoder.layers.0.cross_attention"``).
+Masked positions get exactly 0; a query row that may attend to nothing is all
+zeros (as the model's own output for it).  The result is stored on the CPU in
+float32 as (batch, heads, q_len, k_len), one tensor per attention module, named by
+its module path (``"decoder.layers.0.self_attention"``,
+``"decoder.layers.0.cross_attention"``).
 
 Limitation: capture needs a *full* forward pass.  A self-attention call that
 goes through a KV cache (a decoding step, or a prefill that writes the cache)
@@ -34,19 +30,14 @@ Example::
 
 from __future__ import annotations
 
-import inspect
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
-import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
 from ..nn.attention import MultiHeadAttention
-from ..nn.masks import AttentionMask, causal_mask, prepare_mask
-from ..nn.positions import apply_rotary
 
 __all__ = ["AttentionCapture", "attention_modules", "capture_attention"]
 
@@ -123,64 +114,6 @@ def _check_heads(heads, n_heads: int, name: str) -> None:
             raise InputError(f"head {h} does not exist in {name}, which has {n_heads} heads (0..{n_heads - 1})")
 
 
-def _plain_mask(mask: Tensor | AttentionMask | None) -> Tensor | None:
-    """Back to a boolean mask (True = may attend) from a prepared one."""
-    if isinstance(mask, AttentionMask):
-        return mask.allowed & ~mask.empty
-    return mask
-
-
-@torch.no_grad()
-def recompute_weights(module: MultiHeadAttention, x: Tensor, memory: Tensor | None = None,
-                      mask: Tensor | AttentionMask | None = None, *, is_causal: bool = False,
-                      bias: Tensor | None = None, rotary: tuple[Tensor, Tensor] | None = None,
-                      cache=None, layer: int = 0, heads: Sequence[int] | None = None) -> Tensor:
-    """The attention probabilities (batch, heads, q_len, k_len), float32, of ``module`` called with
-    these arguments (the arguments of ``MultiHeadAttention.forward``).  Not for KV-cache steps."""
-    b, t, _ = x.shape
-    d_q, d_kv = module.d_model, module.n_kv_heads * module.d_head
-    if module.cross_attention:
-        query = module._split_heads(module.q_proj(x))
-        cached = cache.cross[layer] if cache is not None else None
-        key = cached[0] if cached is not None else module.project_memory(memory)[0]
-        if key.shape[0] != b:
-            if b % key.shape[0]:
-                raise InputError(f"a decoder batch of {b} rows cannot share an encoder batch of {key.shape[0]}")
-            key = key.repeat_interleave(b // key.shape[0], dim=0)
-    else:
-        if cache is not None:
-            raise InputError("capture_attention does not work through the KV cache (decoding steps); "
-                             "capture on a full forward pass without a cache")
-        query, key, _ = (module._split_heads(p) for p in module.qkv_proj(x).split([d_q, d_kv, d_kv], dim=-1))
-        if rotary is not None:
-            query, key = apply_rotary(query, *rotary), apply_rotary(key, *rotary)
-
-    group = module.n_heads // module.n_kv_heads
-    head_ids = list(range(module.n_heads)) if heads is None else list(heads)
-    query = query[:, head_ids]
-    key = key[:, [h // group for h in head_ids]]
-    q_len, k_len = query.shape[-2], key.shape[-2]
-    scale = module.scale if module.scale is not None else 1.0 / math.sqrt(module.d_head)
-
-    scores = (query.float() @ key.float().transpose(-2, -1)) * scale
-    if bias is not None:
-        bias = bias.float()
-        if bias.dim() == 4 and bias.shape[1] == module.n_heads and len(head_ids) != module.n_heads:
-            bias = bias[:, head_ids]
-        scores = scores + bias
-    plain = _plain_mask(mask)
-    if is_causal and q_len > 1:          # one query (a cached step) is the last position: it sees every key
-        causal = causal_mask(q_len, k_len, device=scores.device)
-        plain = causal if plain is None else plain & causal
-    prepared = prepare_mask(plain)
-    if prepared is not None:
-        scores = scores.masked_fill(~prepared.allowed, float("-inf"))
-    weights = scores.softmax(dim=-1)
-    if prepared is not None:
-        weights = weights.masked_fill(~prepared.allowed, 0.0).masked_fill(prepared.empty, 0.0)
-    return weights
-
-
 @contextmanager
 def capture_attention(model: nn.Module, layers: Iterable[str | int] | str | int | None = None,
                       heads: Iterable[int] | int | None = None) -> Iterator[AttentionCapture]:
@@ -188,10 +121,11 @@ def capture_attention(model: nn.Module, layers: Iterable[str | int] | str | int 
 
     ``layers``: None (every attention module), or module paths (a path selects every attention
     module under it) and/or layer indices (``1`` = ``*.layers.1.*``).  ``heads``: None (all) or
-    head indices; only those are computed and stored, so a long input costs one
-    (batch, len(heads), seq, seq) tensor per chosen module.  Yields an
+    head indices; only those are stored, so a long input keeps one (batch, len(heads), seq, seq)
+    tensor per chosen module (each computes all its heads while it runs).  Yields an
     :class:`AttentionCapture`, filled as the model runs (each call of a module replaces its
-    previous weights).  The model's own computation is untouched; the hooks are removed on exit.
+    previous weights).  The chosen modules run their explicit path (the same result as the fused
+    one, to rounding); on exit they run fused again and the hooks are removed.
     Needs full forward passes: KV-cache decoding steps raise :class:`InputError`.
     """
     modules = attention_modules(model)
@@ -203,23 +137,29 @@ def capture_attention(model: nn.Module, layers: Iterable[str | int] | str | int 
         for name, m in chosen.items():
             _check_heads(head_list, m.n_heads, name)
     capture = AttentionCapture(heads=head_list)
-    signature = inspect.signature(MultiHeadAttention.forward)
+
+    def refuse_cache(module: MultiHeadAttention, args, kwargs):
+        if kwargs.get("cache") is not None and not module.cross_attention:
+            raise InputError("capture_attention does not work through the KV cache (decoding steps); "
+                             "capture on a full forward pass without a cache")
 
     def make_hook(name: str):
-        def hook(module: MultiHeadAttention, args, kwargs, output):
-            bound = signature.bind(module, *args, **kwargs)
-            bound.apply_defaults()
-            a = bound.arguments
-            weights = recompute_weights(module, a["x"], a["memory"], a["mask"], is_causal=a["is_causal"],
-                                        bias=a["bias"], rotary=a["rotary"], cache=a["cache"], layer=a["layer"],
-                                        heads=head_list)
-            capture.weights[name] = weights.cpu()
+        def hook(module: MultiHeadAttention, args, output):
+            weights = module.kept_weights.detach()
+            module.kept_weights = None
+            capture.weights[name] = (weights if head_list is None else weights[:, head_list]).float().cpu()
             capture.kinds[name] = "cross" if module.cross_attention else "self"
         return hook
 
-    handles = [m.register_forward_hook(make_hook(name), with_kwargs=True) for name, m in chosen.items()]
+    handles = []
+    for name, m in chosen.items():
+        m.keep_weights = True
+        handles.append(m.register_forward_pre_hook(refuse_cache, with_kwargs=True))
+        handles.append(m.register_forward_hook(make_hook(name)))
     try:
         yield capture
     finally:
         for h in handles:
             h.remove()
+        for m in chosen.values():
+            m.keep_weights, m.kept_weights = False, None

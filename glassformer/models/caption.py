@@ -6,10 +6,10 @@
                                                       cross-attention over the memory, feed-forward])
                    ─► Generator (Linear to the vocabulary: logits)
 
-Nothing new is computed here: the encoder is the ViT's (``nn.PatchEmbedding``, a [CLS] vector,
-learned positions, ``nn.TransformerStack(norm_first=True)``) without its classification head,
-and the decoder is the encoder–decoder's (``nn.InputEmbedding``, ``nn.TransformerStack(
-cross_attention=True)``, ``models.transformer.Generator``).  Cross-attention is what joins the
+Nothing new is computed here: the encoder is the ViT's (``models.vit.ImageEncoder``: the ViT
+without its classification head), and the decoder is the encoder–decoder's (``nn.InputEmbedding``,
+``nn.TransformerStack(cross_attention=True)``, ``models.transformer.Generator``, decoded by
+``models.decoding.DecodingMixin``).  Cross-attention is what joins the
 two kinds of data: each caption position's query looks over every image patch (and [CLS]); the
 memory has no padding, so it needs no mask.  Images may be rectangular (a strip of digits is
 8 × 8k pixels): the patch grid is (H/P) × (W/P).
@@ -28,13 +28,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..nn import ACTIVATIONS, InputEmbedding, KVCache, PatchEmbedding, StackOutput, TransformerStack
+from ..nn import ACTIVATIONS, InputEmbedding, KVCache, StackOutput, TransformerStack
 from ..nn.cross_entropy import linear_cross_entropy
-from ..nn.masks import prepare_mask
 from .config import ModelConfig, register_family, register_preset
-from .decoding import DecodingMixin
-from .transformer import Generator
-from .vit import patch_sequence
+from .transformer import EncoderDecoderMixin, Generator
+from .vit import ImageEncoder
 
 
 @register_family
@@ -107,38 +105,23 @@ register_preset("caption-tiny", _preset(image_size=8, image_width=16, patch_size
                                         encoder_layers=1, decoder_layers=1, d_ff=64, dropout=0.0, max_len=8))
 
 
-class ImageEncoder(nn.Module):
-    """The ViT's encoder without a head: patches, [CLS] prepended, learned positions, pre-norm layers."""
-
-    def __init__(self, c: CaptionConfig):
-        super().__init__()
-        self.patches = PatchEmbedding(c.image_size, c.patch_size, c.channels, c.d_model, width=c.image_width)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.d_model))
-        self.position = nn.Parameter(torch.zeros(1, self.patches.n_patches + 1, c.d_model))
-        self.dropout = nn.Dropout(c.dropout)
-        self.stack = TransformerStack(c.encoder_layers, c.d_model, norm_first=True, norm_eps=c.norm_eps,
-                                      n_heads=c.n_heads, d_ff=c.d_ff, dropout=c.dropout,
-                                      attention_dropout=c.attention_dropout, activation=c.activation)
-
-    def forward(self, images: Tensor, *, need_weights: bool = False) -> StackOutput:
-        """images: (batch, channels, H, W) -> (batch, 1 + patches, d_model); position 0 is [CLS]."""
-        x = patch_sequence(images, self.patches, self.cls_token, self.position)
-        return self.stack(self.dropout(x), need_weights=need_weights)
-
-
-class CaptionModel(DecodingMixin, nn.Module):
+class CaptionModel(EncoderDecoderMixin, nn.Module):
     """Image -> caption: a ViT encoder whose patches the Transformer decoder cross-attends to."""
 
     def __init__(self, config: CaptionConfig):
         super().__init__()
         self.config = c = config
-        self.encoder = ImageEncoder(c)
+        self.encoder = ImageEncoder(c.image_size, c.patch_size, c.channels, c.d_model, c.encoder_layers, c.n_heads,
+                                    c.d_ff, width=c.image_width, dropout=c.dropout,
+                                    attention_dropout=c.attention_dropout, norm_eps=c.norm_eps,
+                                    activation=c.activation)
         self.tgt_embed = InputEmbedding(c.vocab_size, c.d_model, c.max_len, positional=c.positional,
                                         scale_embedding=False, dropout=c.dropout, padding_idx=c.pad_id)
         self.decoder = TransformerStack(c.decoder_layers, c.d_model, cross_attention=True, norm_first=True,
                                         norm_eps=c.norm_eps, n_heads=c.n_heads, d_ff=c.d_ff, dropout=c.dropout,
                                         attention_dropout=c.attention_dropout, activation=c.activation)
         self.generator = Generator(c.d_model, c.vocab_size)
+        self.rotary = self.decoder_bias = None                   # the caption's positions are in its embedding
         self.reset_parameters()
         self.tie_weights()
 
@@ -182,13 +165,7 @@ class CaptionModel(DecodingMixin, nn.Module):
         """tgt: (batch, tgt_len) decoder inputs (BOS + caption shifted right); memory from :meth:`encode`
         -> hidden states (batch, tgt_len, d_model), causal.  With a ``cache``, ``tgt`` holds only the
         new positions, written at ``cache.position`` (the cache is advanced by ``decode_step``)."""
-        positions = torch.arange(tgt.shape[1], device=tgt.device)
-        mask, is_causal = None, True
-        if cache is not None:
-            positions = cache.position + positions
-            mask, is_causal = prepare_mask(cache.step_mask(tgt.shape[1])), False
-        return self.decoder(self.tgt_embed(tgt, positions), mask, is_causal=is_causal, memory=memory, cache=cache,
-                            need_weights=need_weights, use_fused=use_fused)
+        return self.decoder_states(tgt, memory=memory, cache=cache, need_weights=need_weights, use_fused=use_fused)
 
     def forward(self, images: Tensor, tgt: Tensor, targets: Tensor | None = None, *, label_smoothing: float = 0.0,
                 reduction: str = "mean") -> Tensor:
@@ -200,8 +177,8 @@ class CaptionModel(DecodingMixin, nn.Module):
         chunked :func:`~glassformer.nn.linear_cross_entropy`."""
         hidden = self.decode(tgt, self.encode(images).hidden).hidden
         if targets is None:
-            return self.generator(hidden)
-        return linear_cross_entropy(hidden, self.generator.proj.weight, targets, bias=self.generator.proj.bias,
+            return self.logits(hidden)
+        return linear_cross_entropy(hidden, self.output_weight, targets, bias=self.output_bias,
                                     ignore_index=self.config.pad_id, label_smoothing=label_smoothing,
                                     reduction=reduction)
 
@@ -220,22 +197,7 @@ class CaptionModel(DecodingMixin, nn.Module):
         if max_new_tokens > c.max_len:         # the last new token is never fed back
             raise ConfigError(f"max_new_tokens={max_new_tokens} is too many: the decoder has {c.max_len} "
                               f"positions (max_len), so at most {c.max_len} new tokens")
-        memory = self.encode(images).hidden
-        cache = KVCache(c.decoder_layers, images.shape[0], c.n_heads, c.d_model // c.n_heads, max_new_tokens + 1,
-                        dtype=memory.dtype, device=images.device)
-        cache.memory = memory
-        cache.cross = [layer.cross_attention.project_memory(memory) for layer in self.decoder.layers]
-        start = torch.full((images.shape[0], 1), c.bos_id, dtype=torch.long, device=images.device)
-        return cache, start
-
-    def step(self, tokens: Tensor, cache: KVCache) -> Tensor:
-        """tokens: (batch, t) new decoder inputs -> float32 logits of the next token (batch, vocab)."""
-        hidden = self.decode(tokens, cache.memory, cache=cache).hidden
-        return self.generator(hidden[:, -1]).float()
-
-    @property
-    def max_positions(self) -> int:
-        return self.config.max_len
+        return self.start_from_memory(self.encode(images).hidden, None, max_new_tokens, c.bos_id)
 
 
 __all__ = ["CaptionConfig", "CaptionModel", "ImageEncoder"]

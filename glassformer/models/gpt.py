@@ -20,14 +20,12 @@ import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError, InputError
 from ..nn import ACTIVATIONS, NORMS, POSITIONS, InputEmbedding, KVCache, RotaryEmbedding, TransformerStack
 from ..nn.cross_entropy import linear_cross_entropy
 from ..nn.positions import LLAMA3_SCALING_FIELDS
-from ..nn.masks import prepare_mask
 from .config import ModelConfig, register_family, register_preset
 from .decoding import DecodingMixin
 
@@ -156,6 +154,7 @@ class GPT(DecodingMixin, nn.Module):
                                     scale_embedding=False, dropout=c.dropout)
         self.rotary = RotaryEmbedding(c.d_model // c.n_heads, c.max_len, c.rope_theta, c.rope_scaling) \
             if c.positional == "rotary" else None
+        self.decoder_bias = None                                 # no relative positions (T5 has them)
         self.decoder = TransformerStack(
             c.n_layers, c.d_model, norm_first=c.norm_first, norm=c.norm, norm_eps=c.norm_eps, norm_bias=c.norm_bias,
             n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, d_ff=c.d_ff, dropout=c.dropout, attention_dropout=c.dropout,
@@ -190,22 +189,16 @@ class GPT(DecodingMixin, nn.Module):
             nn.init.normal_(self.embed.position.weight, std=0.02)
 
     # -- the network -------------------------------------------------------------------
-    def _positions(self, tokens: Tensor, positions: Tensor, mask, *, cache: KVCache | None = None,
-                   is_causal: bool = False, need_weights: bool = False, use_fused: bool = True):
-        """Embed ``tokens`` at ``positions`` ((seq,) or (batch, seq)) and run the stack."""
-        x = self.embed(tokens, positions)
-        rotary = self.rotary(positions) if self.rotary is not None else None
-        return self.decoder(x, mask, is_causal=is_causal, rotary=rotary, cache=cache, need_weights=need_weights,
-                            use_fused=use_fused)
+    @property
+    def decoder_embedding(self) -> InputEmbedding:
+        return self.embed
 
     def hidden_states(self, tokens: Tensor, *, need_weights: bool = False, use_fused: bool = True):
         """tokens: (batch, seq) -> the stack's output: hidden (batch, seq, d_model), and the
         self-attention weights per layer (batch, heads, seq, seq) if ``need_weights``."""
         if tokens.shape[1] > self.config.max_len:
             raise InputError(f"{tokens.shape[1]} tokens exceed the model's context of {self.config.max_len}")
-        positions = torch.arange(tokens.shape[1], device=tokens.device)
-        return self._positions(tokens, positions, None, is_causal=True, need_weights=need_weights,
-                               use_fused=use_fused)
+        return self.decoder_states(tokens, need_weights=need_weights, use_fused=use_fused)
 
     @property
     def output_weight(self) -> Tensor:
@@ -224,7 +217,7 @@ class GPT(DecodingMixin, nn.Module):
         ``torch.compile``) see the whole computation."""
         hidden = self.hidden_states(tokens).hidden
         if targets is None:
-            return F.linear(hidden, self.output_weight)
+            return self.logits(hidden)
         return linear_cross_entropy(hidden, self.output_weight, targets, ignore_index=ignore_index, reduction=reduction)
 
     def loss(self, tokens: Tensor, targets: Tensor, *, reduction: str = "mean", ignore_index: int = -100) -> Tensor:
@@ -261,30 +254,12 @@ class GPT(DecodingMixin, nn.Module):
             raise InputError(f"prompt of {tokens.shape[1]} tokens + {max_new_tokens} new tokens = {needed} positions, "
                              f"more than the model's context of {self.config.max_len}; shorten the prompt or "
                              "generate fewer tokens")
-        c = self.config
-        cache = KVCache(c.n_layers, tokens.shape[0], c.n_kv_heads or c.n_heads, c.d_model // c.n_heads, needed,
-                        dtype=self.embed.token.weight.dtype, device=device)
+        cache = self.new_cache(tokens.shape[0], needed, dtype=self.embed.token.weight.dtype, device=device)
         if lengths is not None and min(lengths) != tokens.shape[1]:
             pads = torch.tensor([tokens.shape[1] - n for n in lengths], device=device)   # (batch,)
             cache.position_offset = pads
             cache.key_padding = torch.arange(needed, device=device)[None, :] >= pads[:, None]   # (batch, max_len)
         return cache, tokens
-
-    def step(self, tokens: Tensor, cache: KVCache) -> Tensor:
-        """tokens: (batch, t), the positions after those in ``cache`` -> float32 logits of the next
-        token (batch, vocab).  Static shapes: the keys/values go to ``cache.position`` and attention
-        reads the whole cache under its step mask.  Only the last position is projected to the
-        vocabulary.  (``decode_step`` runs this and advances the cache.)"""
-        positions = cache.position + torch.arange(tokens.shape[1], device=tokens.device)
-        if cache.position_offset is not None:   # left-padded rows: count positions from their first real token
-            positions = (positions[None, :] - cache.position_offset[:, None]).clamp_min(0)
-        mask = prepare_mask(cache.step_mask(tokens.shape[1]))
-        hidden = self._positions(tokens, positions, mask, cache=cache).hidden
-        return F.linear(hidden[:, -1], self.output_weight).float()
-
-    @property
-    def max_positions(self) -> int:
-        return self.config.max_len
 
 
 __all__ = ["GPTConfig", "GPT"]

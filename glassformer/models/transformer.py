@@ -30,7 +30,6 @@ from ..nn import (
     padding_mask,
 )
 from ..nn.cross_entropy import linear_cross_entropy
-from ..nn.masks import prepare_mask
 from .config import ModelConfig, register_family, register_preset
 from .decoding import DecodingMixin
 
@@ -143,7 +142,24 @@ class Generator(nn.Module):
         return self.proj(hidden)
 
 
-class Transformer(DecodingMixin, nn.Module):
+class EncoderDecoderMixin(DecodingMixin):
+    """The shared decoder of the encoder–decoder and the captioner: it embeds its tokens with
+    ``tgt_embed`` and projects to the vocabulary with ``generator``."""
+
+    @property
+    def decoder_embedding(self) -> InputEmbedding:
+        return self.tgt_embed
+
+    @property
+    def output_weight(self) -> Tensor:
+        return self.generator.proj.weight
+
+    @property
+    def output_bias(self) -> Tensor | None:
+        return self.generator.proj.bias
+
+
+class Transformer(EncoderDecoderMixin, nn.Module):
     """Encoder–decoder Transformer."""
 
     def __init__(self, config: TransformerConfig):
@@ -171,6 +187,7 @@ class Transformer(DecodingMixin, nn.Module):
         self.encoder = TransformerStack(c.encoder_layers, c.d_model, **layer)
         self.decoder = TransformerStack(c.decoder_layers, c.d_model, cross_attention=True, **layer)
         self.generator = Generator(c.d_model, c.tgt_vocab_size, bias=c.final_logits_bias)
+        self.decoder_output_scale = c.d_model ** -0.5 if c.scale_decoder_output else None   # T5
         self.reset_parameters()
         self.tie_weights()
 
@@ -197,9 +214,6 @@ class Transformer(DecodingMixin, nn.Module):
                     emb.weight[emb.padding_idx].zero_()
 
     # -- the two halves -------------------------------------------------------------
-    def _rotary(self, positions: Tensor):
-        return self.rotary(positions) if self.rotary is not None else None
-
     @property
     def _position_limit(self) -> int | None:
         """Positions the tables (sinusoidal, learned, rotary) hold: ``max_len``; a longer sequence is
@@ -220,7 +234,8 @@ class Transformer(DecodingMixin, nn.Module):
         positions = torch.arange(src.shape[1], device=src.device)
         x = self.src_embed(src, positions)
         bias = self.encoder_bias(positions, positions) if self.encoder_bias is not None else None
-        out = self.encoder(x, mask, bias=bias, rotary=self._rotary(positions), need_weights=need_weights,
+        rotary = self.rotary(positions) if self.rotary is not None else None
+        out = self.encoder(x, mask, bias=bias, rotary=rotary, need_weights=need_weights,
                            use_fused=use_fused)
         return EncoderOutput(out.hidden, mask, out.self_weights)
 
@@ -241,21 +256,10 @@ class Transformer(DecodingMixin, nn.Module):
         keys/values are written at ``cache.position`` and attention reads the whole cache under
         its step mask; the cache is not advanced here (``decode_step`` does it).
         """
-        positions = torch.arange(tgt.shape[1], device=tgt.device)
-        mask, is_causal, keys = None, True, positions
         if cache is None:                          # with a cache, start_decoding has bounded the positions
             self._check_length(tgt.shape[1], "target")
-        else:
-            positions = cache.position + positions
-            mask, is_causal = prepare_mask(cache.step_mask(tgt.shape[1])), False
-            keys = torch.arange(cache.max_len, device=tgt.device)      # the whole (static) cache buffer
-        x = self.tgt_embed(tgt, positions)
-        bias = self.decoder_bias(positions, keys) if self.decoder_bias is not None else None
-        out = self.decoder(x, mask, is_causal=is_causal, bias=bias, rotary=self._rotary(positions), memory=memory,
-                           memory_mask=memory_mask, cache=cache, need_weights=need_weights, use_fused=use_fused)
-        if self.config.scale_decoder_output:        # T5: before the projection to the vocabulary
-            out = out._replace(hidden=out.hidden * self.config.d_model ** -0.5)
-        return out
+        return self.decoder_states(tgt, memory=memory, memory_mask=memory_mask, cache=cache,
+                                   need_weights=need_weights, use_fused=use_fused)
 
     def forward(self, src: Tensor, tgt: Tensor, targets: Tensor | None = None, *, label_smoothing: float = 0.0,
                 reduction: str = "mean") -> Tensor:
@@ -271,8 +275,8 @@ class Transformer(DecodingMixin, nn.Module):
         enc = self.encode(src)
         hidden = self.decode(tgt, enc.memory, enc.mask).hidden
         if targets is None:
-            return self.generator(hidden)
-        return linear_cross_entropy(hidden, self.generator.proj.weight, targets, bias=self.generator.proj.bias,
+            return self.logits(hidden)
+        return linear_cross_entropy(hidden, self.output_weight, targets, bias=self.output_bias,
                                     ignore_index=self.config.pad_id, label_smoothing=label_smoothing,
                                     reduction=reduction)
 
@@ -286,22 +290,7 @@ class Transformer(DecodingMixin, nn.Module):
             raise ConfigError(f"max_new_tokens={max_new_tokens} is too many: the decoder's {c.positional} positions "
                               f"cover max_len={limit}, so at most {limit} new tokens")
         enc = self.encode(src)
-        cache = KVCache(c.decoder_layers, src.shape[0], c.n_kv_heads or c.n_heads, c.d_model // c.n_heads,
-                        max_new_tokens + 1, dtype=enc.memory.dtype, device=src.device)
-        cache.memory, cache.memory_mask = enc.memory, enc.mask
-        cache.cross = [layer.cross_attention.project_memory(enc.memory) for layer in self.decoder.layers]
-        start = torch.full((src.shape[0], 1), c.start_id, dtype=torch.long, device=src.device)
-        return cache, start
-
-    def step(self, tokens: Tensor, cache: KVCache) -> Tensor:
-        """tokens: (batch, t) new decoder inputs -> float32 logits of the next token (batch, vocab).
-        (``decode_step`` runs this and advances the cache.)"""
-        hidden = self.decode(tokens, cache.memory, cache.memory_mask, cache=cache).hidden
-        return self.generator(hidden[:, -1]).float()
-
-    @property
-    def max_positions(self) -> int:
-        return self.config.max_len
+        return self.start_from_memory(enc.memory, enc.mask, max_new_tokens, c.start_id)
 
 
 def num_parameters(module: nn.Module) -> int:
@@ -309,4 +298,4 @@ def num_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
 
 
-__all__ = ["TransformerConfig", "Transformer", "Generator", "EncoderOutput", "num_parameters"]
+__all__ = ["TransformerConfig", "Transformer", "Generator", "EncoderDecoderMixin", "EncoderOutput", "num_parameters"]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..nn import ACTIVATIONS, PatchEmbedding, TransformerStack
+from ..nn import ACTIVATIONS, PatchEmbedding, StackOutput, TransformerStack
 from .config import ModelConfig, register_family, register_preset
 
 
@@ -78,26 +78,46 @@ register_preset("vit-tiny", _preset(image_size=8, patch_size=4, channels=1, n_cl
                                     d_model=16, d_ff=32))
 
 
-def patch_sequence(images: Tensor, patches: PatchEmbedding, cls_token: Tensor, position: Tensor) -> Tensor:
-    """The encoder's input: the patches' vectors after a [CLS] vector, plus the learned position
-    embeddings -> (batch, 1 + patches, d_model)."""
-    x = patches(images)
-    return torch.cat([cls_token.expand(x.shape[0], -1, -1), x], dim=1) + position
+class ImageEncoder(nn.Module):
+    """The ViT's encoder without a head: patches, [CLS] prepended, learned positions, pre-norm layers.
+
+    Images are (channels, image_size, width) pixels, ``width`` = ``image_size`` unless given (the
+    patch grid is (H/P) × (W/P)).  The layers are the ``stack`` attribute, except in a :class:`ViT`,
+    whose checkpoints (and Hugging Face's names) call them ``encoder``: ``stack_name`` says which."""
+
+    stack_name = "stack"
+
+    def __init__(self, image_size: int, patch_size: int, channels: int, d_model: int, n_layers: int, n_heads: int,
+                 d_ff: int, *, width: int | None = None, dropout: float = 0.0, attention_dropout: float = 0.0,
+                 norm_eps: float = 1e-12, activation: str = "gelu"):
+        super().__init__()
+        self.patches = PatchEmbedding(image_size, patch_size, channels, d_model, width=width)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d_model))
+        self.position = nn.Parameter(torch.zeros(1, self.patches.n_patches + 1, d_model))
+        self.dropout = nn.Dropout(dropout)
+        self.add_module(self.stack_name, TransformerStack(
+            n_layers, d_model, norm_first=True, norm_eps=norm_eps, n_heads=n_heads, d_ff=d_ff, dropout=dropout,
+            attention_dropout=attention_dropout, activation=activation))
+
+    def forward(self, images: Tensor, *, need_weights: bool = False) -> StackOutput:
+        """images: (batch, channels, H, W) -> the encoder's output (batch, 1 + patches, d_model);
+        position 0 is [CLS].  With ``need_weights`` also the attention weights per layer."""
+        x = self.patches(images)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.position   # [CLS] first
+        return getattr(self, self.stack_name)(self.dropout(x), need_weights=need_weights)
 
 
-class ViT(nn.Module):
+class ViT(ImageEncoder):
     """Image classifier: patches -> encoder -> [CLS] -> classes."""
 
+    stack_name = "encoder"
+
     def __init__(self, config: ViTConfig):
-        super().__init__()
-        self.config = c = config
-        self.patches = PatchEmbedding(c.image_size, c.patch_size, c.channels, c.d_model)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.d_model))
-        self.position = nn.Parameter(torch.zeros(1, self.patches.n_patches + 1, c.d_model))
-        self.dropout = nn.Dropout(c.dropout)
-        self.encoder = TransformerStack(c.n_layers, c.d_model, norm_first=True, norm_eps=c.norm_eps, n_heads=c.n_heads,
-                                        d_ff=c.d_ff, dropout=c.dropout, attention_dropout=c.attention_dropout,
-                                        activation=c.activation)
+        c = config
+        super().__init__(c.image_size, c.patch_size, c.channels, c.d_model, c.n_layers, c.n_heads, c.d_ff,
+                         dropout=c.dropout, attention_dropout=c.attention_dropout, norm_eps=c.norm_eps,
+                         activation=c.activation)
+        self.config = c
         self.head = nn.Linear(c.d_model, c.n_classes)
         self.reset_parameters()
 
@@ -113,11 +133,9 @@ class ViT(nn.Module):
         nn.init.trunc_normal_(self.position, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
-    def features(self, images: Tensor, *, need_weights: bool = False):
-        """images: (batch, channels, H, W) -> the encoder's output (batch, 1 + patches, d_model);
-        position 0 is [CLS].  With ``need_weights`` also the attention weights per layer."""
-        x = patch_sequence(images, self.patches, self.cls_token, self.position)
-        return self.encoder(self.dropout(x), need_weights=need_weights)
+    def features(self, images: Tensor, *, need_weights: bool = False) -> StackOutput:
+        """The encoder's output, as :meth:`ImageEncoder.forward`."""
+        return super().forward(images, need_weights=need_weights)
 
     def forward(self, images: Tensor, targets: Tensor | None = None, *, reduction: str = "mean") -> Tensor:
         """images (batch, channels, H, W) -> class logits (batch, n_classes); with ``targets``
@@ -140,4 +158,4 @@ def top_classes(logits: Tensor, class_names, k: int) -> list[list[dict]]:
              for p, i in zip(values, indices)] for values, indices in zip(top.values.tolist(), top.indices.tolist())]
 
 
-__all__ = ["ViTConfig", "ViT", "patch_sequence", "top_classes"]
+__all__ = ["ViTConfig", "ViT", "ImageEncoder", "top_classes"]

@@ -226,7 +226,15 @@ class MultiHeadAttention(nn.Module):
     h) key/value heads are shared by groups of h / n_kv_heads query heads
     (grouped-query attention, Ainslie et al. 2023; 1 = multi-query attention).
     ``scale``: the factor on Q Kᵀ (default 1/sqrt(d_k)).
+
+    Looking inside: with ``keep_weights = True`` every call takes the explicit path and keeps its
+    attention weights (batch, heads, q_len, k_len) in ``kept_weights``, whatever its caller asked
+    for (``glassformer.explain.capture_attention`` sets it on the modules it watches); otherwise the
+    fused path runs unless ``need_weights`` or ``use_fused=False`` asks for the explicit one.
     """
+
+    keep_weights: bool = False
+    kept_weights: Tensor | None = None
 
     def __init__(
         self,
@@ -324,7 +332,7 @@ class MultiHeadAttention(nn.Module):
         dropout_p = self.dropout if self.training else 0.0
         out, weights = scaled_dot_product_attention(
             query, key, value, mask, bias=bias, scale=self.scale, is_causal=is_causal, dropout_p=dropout_p,
-            need_weights=need_weights or not use_fused,
+            need_weights=need_weights or not use_fused or self.keep_weights,
         )
         if group > 1:
             batch_m = key.shape[0]
@@ -334,6 +342,8 @@ class MultiHeadAttention(nn.Module):
                 weights = weights.view(batch_m, self.n_heads, group, t, -1).permute(0, 2, 1, 3, 4)
                 weights = weights.reshape(b, self.n_heads, t, -1)
         out = out.transpose(1, 2).reshape(b, t, self.d_model)
+        if self.keep_weights:
+            self.kept_weights = weights
         return AttentionOutput(self.out_proj(out), weights if need_weights else None)
 
 

@@ -473,6 +473,29 @@ def test_translator_neurons_are_its_encoders_over_the_source(translator_dir, tmp
     assert "Feed-forward neurons, encoder layer 1" in write_html(report, tmp_path / "t.html").read_text("utf-8")
 
 
+def test_the_report_is_typed_and_its_plain_form_holds_the_parts_that_apply(gpt_dir, translator_dir, tmp_path):
+    from glassformer.explain.report import AttentionModule, Neurons, Report
+
+    report = explain(load_model_dir(gpt_dir), "the cat", neurons=0)
+    assert isinstance(report, Report) and isinstance(report.neurons, Neurons) and report.patch_grid is None
+    assert report.attention and all(isinstance(m, AttentionModule) for m in report.attention)
+    plain = report.to_dict()
+    assert list(plain) == ["tokens", "prediction", "attention", "logit_lens", "saliency", "integrated_gradients",
+                           "neurons", "family", "text"]
+    assert list(plain["attention"][0]) == ["name", "kind", "layer", "heads", "q_tokens", "k_tokens", "weights"]
+    assert plain["attention"][0]["weights"] is report.attention[0].weights
+    assert plain["neurons"] == {"layer": 0, "d_ff": report.neurons.d_ff, "top": report.neurons.top}   # no "stack"
+    for key in ("tokens", "prediction", "logit_lens", "saliency", "neurons", "family", "text"):
+        assert report[key] == plain[key], key
+    page = write_html(report, tmp_path / "g.html").read_text(encoding="utf-8")
+    shown = re.search(r'<script type="application/json" id="neurons-data">(.*?)</script>', page, re.S).group(1)
+    assert json.loads(shown) == json.loads(json.dumps(plain["neurons"]))
+
+    plain = explain(load_model_dir(translator_dir), "the cat sat", neurons=0).to_dict()
+    assert list(plain) == ["tokens", "prediction", "attention", "neurons", "family", "text"]
+    assert plain["neurons"]["stack"] == "encoder" and list(plain["neurons"]) == ["layer", "d_ff", "top", "stack"]
+
+
 @pytest.mark.parametrize("family_dir, layer, words", [
     ("gpt_dir", "2", ["feed-forward layer 2 does not exist", "0..1"]),
     ("gpt_dir", "-1", ["feed-forward layer -1 does not exist", "0..1"]),

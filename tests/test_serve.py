@@ -408,6 +408,27 @@ def test_text_that_tokenizes_to_nothing_is_400(gpt, translator, bert):
     error(gpt.get("/v1/nowhere"), 404)
 
 
+@pytest.mark.parametrize("which, endpoints", [
+    ("gpt", ["generate"]), ("translator", ["translate"]), ("bert", ["embed"]), ("mlm", ["fill-mask", "embed"]),
+    ("vit", ["classify"]), ("captioner", ["caption"])])
+def test_the_page_is_its_static_file_filled_in_for_the_family(request, which, endpoints):
+    """Each family's adapter gives its endpoints (the first is the page's); the page is static/index.html
+    with every __PLACEHOLDER__ filled in and nothing else changed."""
+    import re
+    from importlib.resources import files
+
+    client = request.getfixturevalue(which)
+    info = client.get("/v1/info").json()
+    assert info["endpoints"] == endpoints + ["attention"] and info["task"] == endpoints[0]
+    static = files("glassformer.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
+    page = client.get("/").text
+    assert re.findall(r"__[A-Z_]+__", static) and not re.findall(r"__[A-Z_]+__", page)
+    at = 0
+    for part in re.split(r"__[A-Z_]+__", static):                # the file's own text, in order
+        at = page.index(part, at) + len(part)
+    assert at == len(page) and f"/v1/{endpoints[0]})" in page
+
+
 def test_cli_serve_refuses_a_missing_model_dir_in_one_line(capsys, tmp_path):
     code, out, err = run_cli(capsys, "serve", tmp_path / "absent", "--port", "0")
     assert code == 2 and err.startswith("glassformer: error:") and len(err.strip().splitlines()) == 1, err

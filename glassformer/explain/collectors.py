@@ -89,7 +89,7 @@ def _neurons(acts: torch.Tensor, tokens: list[str], layer: int, k: int = TOP_NEU
 # -- GPT -------------------------------------------------------------------------------------------
 def _explain_gpt(loaded, model, text, target, options: Options) -> Report:
     from ..generation.sampling import SamplingOptions
-    from ..generation.text import complete_batch
+    from ..tasks import complete_batch
 
     tok, device = loaded.tokenizer, options.device
     ids = tok.encode_prompt(text) if text else []      # as generate reads it (a checkpoint's BOS included)
@@ -207,7 +207,7 @@ def _explain_caption(loaded, model, image_path, target, options: Options) -> Rep
 
 # -- text encoders and encoder–decoders ------------------------------------------------------------
 def _explain_translation(loaded, model, text, target, options: Options) -> Report:
-    from ..generation.translation import translate
+    from ..tasks import translate
 
     config, device = model.config, options.device
     src_tok, tgt_tok = loaded.src_tokenizer, loaded.tokenizer

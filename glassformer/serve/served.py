@@ -80,7 +80,7 @@ class Served:
     # -- the endpoints' work ----------------------------------------------------------------------
     def generate(self, req: GenerateRequest) -> str:
         from ..generation import SamplingOptions
-        from ..generation.text import complete_batch
+        from ..tasks import complete_batch
 
         self.require("generate")
         tok = self.loaded.tokenizer
@@ -99,7 +99,7 @@ class Served:
             return complete_batch(self.model, tok, [ids], options)[0]
 
     def translate(self, text: str) -> str:
-        from ..generation.translation import translate
+        from ..tasks import translate
 
         self.require("translate")
         ids = self._ids(text, "text", self.loaded.src_tokenizer)
@@ -137,25 +137,20 @@ class Served:
         return {"filled": result["filled"], "masks": result["masks"]}
 
     def classify(self, req: ClassifyRequest) -> list[dict]:
-        from ..data.images import load_image
-        from ..models.vit import top_classes
+        from ..tasks import classify_images
 
         self.require("classify")
-        config = self.loaded.config
-        image = load_image(self._image(req.image), config.channels, config.image_size)
-        with self.lock, torch.inference_mode():
-            logits = self.model(image[None].to(self.device))
-        return top_classes(logits, config.class_names, req.top_k)[0]
+        image = self._image(req.image)
+        with self.lock:
+            return classify_images(self.loaded, [image], req.top_k, self.name, device=self.device)[0]
 
     def caption(self, req: ImageRequest) -> str:
-        from ..data.captions import load_strip
-        from ..tasks import caption_images
+        from ..tasks import caption_files
 
         self.require("caption")
-        config = self.loaded.config
-        image = load_strip(self._image(req.image), config.channels, config.image_size, config.image_width)
-        with self.lock, torch.inference_mode():
-            return caption_images(self.model, self.loaded.tokenizer, image[None].to(self.device))[0]
+        image = self._image(req.image)
+        with self.lock:
+            return caption_files(self.loaded, [image], self.name, device=self.device)[0]
 
     def attention(self, req: AttentionRequest) -> AttentionResponse:
         from ..explain.figures import block_average, range_labels
@@ -231,7 +226,7 @@ class Served:
     def _target_ids(self, text: str, target: str | None) -> list[int]:
         """A translator's decoder input for ``target`` (default: the translation of ``text``): the
         start token and the target's tokens, at most the model's length.  Call under the lock."""
-        from ..generation.translation import translate
+        from ..tasks import translate
 
         config = self.loaded.config
         given = target is not None

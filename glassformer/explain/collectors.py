@@ -68,6 +68,17 @@ def _modules(capture, q_k_tokens) -> list[AttentionModule]:
     return out
 
 
+def _encoder_decoder(source: list[str], target: list[str]):
+    """The (query, key) tokens of an encoder–decoder's modules: the encoder's over the source, the
+    decoder's over the target, its cross-attention from the target to the source."""
+    def q_k(name, kind):
+        if name.startswith("encoder"):
+            return source, source
+        return (target, source) if kind == "cross" else (target, target)
+
+    return q_k
+
+
 # -- feed-forward neurons ------------------------------------------------------------------------
 def _neurons(acts: torch.Tensor, tokens: list[str], layer: int, k: int = TOP_NEURONS) -> Neurons:
     """acts (seq, d_ff) -> the ``k`` neurons with the highest activation over the input, highest first
@@ -194,15 +205,10 @@ def _explain_caption(loaded, model, image_path, target, options: Options) -> Rep
         logits = model(image, torch.tensor([tgt_ids], device=device))
     next_top = _top(torch.softmax(logits[0, -1].float(), -1), tok)
 
-    def q_k(name, kind):
-        if name.startswith("encoder"):
-            return patches, patches
-        return (caption_tokens, patches) if kind == "cross" else (caption_tokens, caption_tokens)
-
     return Report(loaded.config.family, str(image_path),
                   {"input": patches, "patches": patches, "target": caption_tokens},
                   {"caption": target, "target_given": given, "next_token_top5": next_top},
-                  _modules(cap, q_k), patch_grid=[rows, cols])
+                  _modules(cap, _encoder_decoder(patches, caption_tokens)), patch_grid=[rows, cols])
 
 
 # -- text encoders and encoder–decoders ------------------------------------------------------------
@@ -230,11 +236,6 @@ def _explain_translation(loaded, model, text, target, options: Options) -> Repor
         logits = model(src, torch.tensor([tgt_ids], device=device))
     next_top = _top(torch.softmax(logits[0, -1].float(), -1), tgt_tok)
 
-    def q_k(name, kind):
-        if name.startswith("encoder"):
-            return src_tokens, src_tokens
-        return (tgt_tokens, src_tokens) if kind == "cross" else (tgt_tokens, tgt_tokens)
-
     neurons = None
     if options.neurons is not None:                          # the encoder's layer, over the source tokens
         neurons = _neurons(stack_neuron_activations(model.encoder.layers, options.neurons, lambda: model.encode(src)),
@@ -242,7 +243,7 @@ def _explain_translation(loaded, model, text, target, options: Options) -> Repor
         neurons.stack = "encoder"
     return Report(loaded.config.family, str(text), {"input": src_tokens, "source": src_tokens, "target": tgt_tokens},
                   {"translation": target, "target_given": given, "next_token_top5": next_top},
-                  _modules(cap, q_k), neurons=neurons)
+                  _modules(cap, _encoder_decoder(src_tokens, tgt_tokens)), neurons=neurons)
 
 
 def _explain_bert(loaded, model, text, target, options: Options) -> Report:

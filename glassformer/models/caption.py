@@ -164,7 +164,7 @@ class CaptionModel(EncoderDecoderMixin, nn.Module):
                use_fused: bool = True) -> StackOutput:
         """tgt: (batch, tgt_len) decoder inputs (BOS + caption shifted right); memory from :meth:`encode`
         -> hidden states (batch, tgt_len, d_model), causal.  With a ``cache``, ``tgt`` holds only the
-        new positions, written at ``cache.position`` (the cache is advanced by ``decode_step``)."""
+        new positions (see :meth:`decoder_states`)."""
         return self.decoder_states(tgt, memory=memory, cache=cache, need_weights=need_weights, use_fused=use_fused)
 
     def forward(self, images: Tensor, tgt: Tensor, targets: Tensor | None = None, *, label_smoothing: float = 0.0,

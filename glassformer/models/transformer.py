@@ -239,23 +239,11 @@ class Transformer(EncoderDecoderMixin, nn.Module):
                            use_fused=use_fused)
         return EncoderOutput(out.hidden, mask, out.self_weights)
 
-    def decode(
-        self,
-        tgt: Tensor,
-        memory: Tensor,
-        memory_mask: Tensor,
-        *,
-        cache: KVCache | None = None,
-        need_weights: bool = False,
-        use_fused: bool = True,
-    ) -> StackOutput:
-        """tgt: (batch, tgt_len) decoder inputs (BOS + target shifted right); memory from :meth:`encode`.
-
-        Returns hidden states (batch, tgt_len, d_model).  Causal: position i sees inputs ≤ i.
-        With a ``cache``, ``tgt`` holds only the new positions (earlier ones are cached), their
-        keys/values are written at ``cache.position`` and attention reads the whole cache under
-        its step mask; the cache is not advanced here (``decode_step`` does it).
-        """
+    def decode(self, tgt: Tensor, memory: Tensor, memory_mask: Tensor, *, cache: KVCache | None = None,
+               need_weights: bool = False, use_fused: bool = True) -> StackOutput:
+        """tgt: (batch, tgt_len) decoder inputs (BOS + target shifted right); memory and its mask from
+        :meth:`encode` -> hidden states (batch, tgt_len, d_model).  Causal: position i sees inputs ≤ i.
+        With a ``cache``, ``tgt`` holds only the new positions (see :meth:`decoder_states`)."""
         if cache is None:                          # with a cache, start_decoding has bounded the positions
             self._check_length(tgt.shape[1], "target")
         return self.decoder_states(tgt, memory=memory, memory_mask=memory_mask, cache=cache,

@@ -122,3 +122,75 @@ def test_a_world_that_does_not_divide_the_step_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="grad_accum=3 micro-batches per step cannot be shared equally between 2"):
         Trainer(build_model(preset("gpt-tiny")), None, None, None, None, None,
                 TrainerConfig(max_steps=1, eval_every=1, grad_accum=3), tmp_path, world=World("ddp", 0, 2))
+
+
+# -- saving under FSDP draws no random number; fp16's overflow steps do not stop a run ------------------
+@pytest.fixture
+def one_process_group():
+    """A gloo process group of one (this process), for FSDP without torchrun."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+class _Stream:
+    def state_dict(self) -> dict:
+        return {}
+
+
+def test_an_fsdp_save_leaves_the_random_generators_as_they_were_saved(one_process_group, tmp_path):
+    """Rank 0 rebuilds the model to write it; drawing its initial weights after the generators were
+    saved made a resumed run differ from an uninterrupted one (with dropout, say)."""
+    from glassformer.models import build_model, preset
+    from glassformer.model_dir import load_model_dir, save_model_dir
+    from glassformer.training.distributed import World
+    from glassformer.training.trainer import Trainer, TrainerConfig
+
+    torch.manual_seed(0)
+    model = build_model(preset("vaswani-tiny"))          # sinusoidal tables: buffers that are not saved
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = Trainer(model, lambda m: torch.optim.AdamW(m.parameters()), None, None, lambda m: {"loss": 0.0},
+                      lambda path, m: save_model_dir(path, m), TrainerConfig(max_steps=1, eval_every=1),
+                      tmp_path, world=World("fsdp", 0, 1))
+    trainer.stream = _Stream()
+    before = torch.get_rng_state()
+    trainer.save_checkpoint()
+    assert torch.equal(torch.get_rng_state(), before)
+    saved = load_model_dir(tmp_path / "last").model.state_dict()
+    assert saved.keys() == expected.keys()
+    assert all(torch.equal(saved[k], expected[k]) for k in expected)
+
+
+def test_fp16_overflow_steps_do_not_stop_a_run_but_a_non_finite_loss_does(tmp_path):
+    """With a gradient scaler the first steps overflow by design (the scale starts high and is halved
+    until the gradients fit): the scaler skips them; --on-nan stop stops only for a loss that is not finite."""
+    from glassformer.data.lm import LMBatch
+    from glassformer.errors import TrainingStopped
+    from glassformer.models import build_model, preset
+    from glassformer.training.lm import lm_loss
+    from glassformer.training.trainer import Trainer, TrainerConfig
+
+    torch.manual_seed(0)
+    model = build_model(preset("gpt-tiny"))
+    trainer = Trainer(model, lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2), None, lm_loss,
+                      lambda m: {"loss": 0.0}, lambda path, m: None,
+                      TrainerConfig(max_steps=10, eval_every=100, on_nan="stop", precision="fp16", progress=False),
+                      tmp_path)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40)     # overflows at once, on the CPU too
+    batch = LMBatch(torch.randint(0, 64, (2, 16)), torch.randint(0, 64, (2, 16)))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    _, norm, applied = trainer.train_step([batch])
+    assert not torch.isfinite(norm) and not applied                        # overflowed: skipped, not stopped
+    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
+    assert trainer.scaler.get_scale() < 2.0 ** 40
+    for _ in range(60):                                                    # the scale comes down until a step fits
+        applied = trainer.train_step([batch])[2]
+        if applied:
+            break
+    assert applied and not all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] = float("nan")                          # the model itself is broken now
+    with pytest.raises(TrainingStopped, match="not finite"):
+        trainer.train_step([batch])

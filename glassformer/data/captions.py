@@ -151,9 +151,10 @@ class CaptionBatcher:
 class CaptionStream:
     """Endless micro-batches of ``batch_size`` fresh training strips from ``data.pools["train"]``.
 
-    Every process draws the strips of every rank's micro-batch from the one seeded generator and
-    keeps its own (rank r: strips r·batch_size ... of each global draw), as ``data.streams``; the
-    state is the generator's.  ``shift``: move each strip by up to that many pixels (zero-filled)."""
+    Every process draws every rank's micro-batch from the one seeded generator and keeps its own
+    (rank r: the r-th of each ``world`` draws), as ``data.streams``, so that processes do not change
+    what a run learns; the state is the generator's.  ``shift``: move each strip by up to that many
+    pixels (zero-filled)."""
 
     def __init__(self, data: CaptionData, batcher: CaptionBatcher, batch_size: int, seed: int, *, shift: int = 0,
                  rank: int = 0, world: int = 1):
@@ -165,13 +166,13 @@ class CaptionStream:
         return self
 
     def __next__(self) -> CaptionBatch:
-        d, b = self.data, self.batch_size
-        strips = compose(d.digits, d.pools["train"], b * self.world, d.min_digits, d.max_digits, self.generator)
-        ours = slice(self.rank * b, (self.rank + 1) * b)
-        images = strips.images[ours]
-        if self.shift:      # drawn for every rank (the generator stays the same on all), applied to ours
-            images = shift_images(strips.images, self.shift, self.generator)[ours]
-        return self.batcher(CaptionSet(images, strips.digits[ours], strips.sources[ours]))
+        d = self.data
+        for r in range(self.world):            # every rank draws every rank's strips, keeps its own
+            strips = compose(d.digits, d.pools["train"], self.batch_size, d.min_digits, d.max_digits, self.generator)
+            images = shift_images(strips.images, self.shift, self.generator) if self.shift else strips.images
+            if r == self.rank:
+                ours = CaptionSet(images, strips.digits, strips.sources)
+        return self.batcher(ours)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

@@ -8,7 +8,11 @@
   gradients across processes during the backward pass.
 * ``fsdp``: ``torch.distributed.fsdp.fully_shard`` (FSDP2) on every block and on the model:
   each process holds a shard of every parameter, gradient and optimiser state; a block's
-  parameters are gathered just before it runs.
+  parameters are gathered just before it runs.  The model is sharded where it was built (the
+  CPU) and only the shards go to the device, one block at a time, so no process ever holds the
+  whole model on its device.  FSDP gathers parameters only around ``forward``: evaluation, which
+  calls a model's other entry points (``encode``, ``start_decoding`` ...), runs inside
+  :func:`whole_parameters`.
 
 What the trainer needs from here: the process's rank and the world size (:class:`World`), the
 wrapped module, the gradient-synchronisation switch for accumulation (synchronise only on a
@@ -40,6 +44,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    joined: bool = False           # this program's training joined the process group (and leaves it)
 
     @property
     def main(self) -> bool:
@@ -67,17 +72,16 @@ def setup(kind: str | None, device: torch.device) -> tuple[World, torch.device]:
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
+    joined = not dist.is_initialized()            # a program that made its own group keeps it
+    if joined:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return World(kind, rank, size, local_rank), device
+    return World(kind, rank, size, local_rank, joined), device
 
 
 def wrap(model: nn.Module, world: World, device: torch.device) -> tuple[nn.Module, nn.Module]:
-    """(the module to train through, the module that holds the parameters).  For FSDP both are
-    the model itself (``fully_shard`` shards it in place); for DDP the first is the wrapper."""
-    if world.kind == "ddp":
-        ids = [device.index] if device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids), model
+    """Place ``model`` on ``device`` and return (the module to train through, the module that holds
+    the parameters).  For FSDP both are the model itself (``fully_shard`` shards it in place and
+    moves only the shards to the device); for DDP the first is the wrapper."""
     if world.kind == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
@@ -86,7 +90,41 @@ def wrap(model: nn.Module, world: World, device: torch.device) -> tuple[nn.Modul
                 fully_shard(module)
         fully_shard(model)
         return model, model
+    model = model.to(device)
+    if world.kind == "ddp":
+        ids = [device.index] if device.type == "cuda" else None
+        # A parameter that takes no part in the loss (BERT's pooler under the masked-LM loss) gets no
+        # gradient: DDP looks for such parameters after each forward (a walk of the autograd graph) and
+        # leaves their gradients empty, as one process does.  (``static_graph``, which would look once,
+        # fails an internal assertion with ``no_sync``, which accumulation needs.)
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True), model
     return model, model
+
+
+@contextlib.contextmanager
+def whole_parameters(model: nn.Module, world: World):
+    """A context in which every parameter of ``model`` is whole on every process: under FSDP,
+    gathered on entry and sharded again on exit (FSDP gathers a block's parameters only around its
+    ``forward``; evaluation also calls ``encode``, ``start_decoding``, a layer's ``project_memory``).
+    Every process enters it together."""
+    if world.kind != "fsdp":
+        yield
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    blocks = [m for m in units if m is not model]
+    for unit in units:
+        unit.unshard()
+    for block in blocks:                             # (the model itself is never resharded after forward)
+        block.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield
+    finally:
+        for block in blocks:
+            block.set_reshard_after_forward(True, recurse=False)
+        for unit in units:
+            unit.reshard()
 
 
 def gradient_sync(module: nn.Module, world: World, enabled: bool):
@@ -127,7 +165,10 @@ def full_state_dict(model: nn.Module, world: World) -> dict[str, Tensor]:
     if world.kind == "fsdp":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        # A tensor whose rows did not divide between the processes is a view of a padded buffer, which
+        # safetensors refuses to write: it gets storage of its own.
+        return {k: v if v.untyped_storage().nbytes() == v.nbytes else v.clone() for k, v in state.items()}
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
@@ -152,9 +193,10 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sta
 
 
 def shutdown(world: World) -> None:
-    if world.active:
+    """Leave the process group that :func:`setup` joined (one the calling program made stays)."""
+    if world.active and world.joined:
         dist.destroy_process_group()
 
 
-__all__ = ["KINDS", "World", "setup", "wrap", "gradient_sync", "all_sum", "barrier", "gather", "full_state_dict",
-           "optimizer_state", "load_optimizer_state", "shutdown"]
+__all__ = ["KINDS", "World", "setup", "wrap", "whole_parameters", "gradient_sync", "all_sum", "barrier", "gather",
+           "full_state_dict", "optimizer_state", "load_optimizer_state", "shutdown"]

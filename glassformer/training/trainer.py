@@ -152,8 +152,7 @@ class Trainer:
                               f"between {self.world.size} processes; use a multiple of {self.world.size}")
         self.micro_batches = config.grad_accum // self.world.size      # this process's share of a step
         enable_tf32(self.device)
-        self.model = model.to(self.device)
-        self.module, self.model = distributed.wrap(self.model, self.world, self.device)
+        self.module, self.model = distributed.wrap(model, self.world, self.device)
         if config.compile:
             self.module = torch.compile(self.module)
         self.optimizer = make_optimizer(self.model)
@@ -205,7 +204,7 @@ class Trainer:
         finite = torch.isfinite(norm)
         if not self.world.active:                                # (ranks may differ in their own loss)
             finite = finite & torch.isfinite(total)
-        if self.config.on_nan == "stop" and not bool(finite):    # stop: one host check per step
+        if self.config.on_nan == "stop" and self._must_stop(finite, total):     # one host check per step
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingStopped(f"step {self.step + 1}: the loss or gradient is not finite (loss "
                                   f"{float(total / n_tokens):.4g}, gradient norm {float(norm):.4g}); training "
@@ -227,6 +226,16 @@ class Trainer:
         self._skipped += bad
         self._last_bad = torch.where(finite, self._last_bad, torch.tensor(self.step + 1, device=self.device))
         return total / n_tokens * self.world.size, norm, finite
+
+    def _must_stop(self, finite: Tensor, total: Tensor) -> bool:
+        """Whether a step is not finite in a way that ``on_nan="stop"`` stops for.  With a gradient
+        scaler (fp16), gradients that overflow are the scaler's to deal with: it skips the step and
+        lowers the scale, as it does by design in the first steps; only a loss that is not finite
+        (on any process) is the model's."""
+        if self.scaler is None:
+            return not bool(finite)
+        bad = (~torch.isfinite(total)).float()
+        return bool(distributed.all_sum(bad, self.world) > 0)
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self, stream, *, resume: bool = False, extend: bool = False) -> TrainResult:
@@ -324,7 +333,8 @@ class Trainer:
     # -- evaluation and saving ---------------------------------------------------------------
     def _evaluate_and_save(self, bar) -> None:
         self.model.eval()
-        with torch.no_grad(), autocast(self.config.precision, self.device):
+        with torch.no_grad(), autocast(self.config.precision, self.device), \
+                distributed.whole_parameters(self.model, self.world):
             metrics = {"step": self.step, **self.evaluate(self.model)}
         self.model.train()
         self.result.history.append(metrics)
@@ -371,13 +381,22 @@ class Trainer:
 
     def _model_for_saving(self, weights: dict[str, Tensor]) -> nn.Module:
         """A module holding ``weights`` that ``save`` can write: the model itself, or (under FSDP,
-        whose parameters are shards) a CPU copy built from its config."""
+        whose parameters are shards) a CPU copy built from its config — on the meta device, so that
+        nothing is initialised (no random number is drawn after the generators were saved), and
+        then given ``weights`` themselves."""
         if self.world.kind != "fsdp":
             return self.model
         from ..models import build_model
 
-        copy = build_model(self.model.config)
-        copy.load_state_dict(weights)
+        with torch.device("meta"):
+            copy = build_model(self.model.config)
+        copy.load_state_dict(weights, assign=True)
+        for name, buffer in self.model.named_buffers():  # those not saved (sinusoids, rotary tables)
+            owner, _, leaf = name.rpartition(".")
+            if getattr(copy.get_submodule(owner), leaf).is_meta:
+                copy.get_submodule(owner).register_buffer(leaf, buffer.cpu(), persistent=False)
+        if hasattr(copy, "tie_weights"):                 # (assigning replaced the shared matrix)
+            copy.tie_weights()
         return copy
 
     def _restore(self, stream, extend: bool = False) -> None:

@@ -132,9 +132,8 @@ def finetune_classify_cmd(args) -> int:
     from ..devices import pick_device
     from ..training.classify import ClassifySettings, evaluate_examples, finetune_classify
 
-    out, resume, _, settings, saved = train_settings(args, _FLAGS, task=ClassifySettings.task)
-    if args.epochs is not None:                       # --epochs instead of a resumed run's steps
-        settings["steps"] = None
+    epochs = {} if args.epochs is None else {"steps": None}      # --epochs instead of a resumed run's steps
+    out, resume, _, settings, saved = train_settings(args, _FLAGS, task=ClassifySettings.task, also=epochs)
     settings = ClassifySettings.from_dict(settings)     # checks types, ranges and the model
     pick_device(settings.device)
     source = _data_source(args, saved.get("data", {}))

@@ -180,43 +180,25 @@ def resume_dir(args) -> tuple[Path, bool]:
 
 
 def train_settings(args, flags: tuple[str, ...], *, task: str, data_flag: str | None = None,
-                   data_key: str | None = None, missing: str = "") -> tuple[Path, bool, Any, dict, dict]:
+                   data_key: str | None = None, missing: str = "",
+                   also: dict | None = None) -> tuple[Path, bool, Any, dict, dict]:
     """What every ``train`` command of ``task`` gathers before it builds its settings: (run directory,
     resume?, the data (``args.<data_flag>`` or, when resuming, the run's own), the settings dict, the
-    saved run).  Settings come in this order, later ones winning: every one the resumed run was
-    started with, ``--config`` (a JSON file of settings), the task's ``flags`` that were given, then
-    the run flags (--precision, --compile, ...)."""
-    from ..errors import InputError
-    from ..models.config import load_config_file
+    saved run).  Settings win by the library's one rule (``training.recipe.merged_settings``): the
+    resumed run's, then ``--config``, then the task's ``flags`` that were given (and ``also``, settings
+    other flags imply), then the run flags (--precision, --compile, ...)."""
+    from ..training.recipe import merged_settings
 
     out, resume = resume_dir(args)
-    saved = saved_run(out, task) if resume else {}
-    settings = {**saved.get("settings", {}), **saved.get("resumable", {})}
+    given = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
+    settings, saved = merged_settings(task, out, resume, config=getattr(args, "config", None),
+                                      given={**given, **(also or {})}, run=run_flags(args))
     data = None
     if data_flag is not None:
         data = getattr(args, data_flag) or saved.get("data", {}).get(data_key)
         if not data:
             raise InputError(missing)
-    if getattr(args, "config", None):
-        loaded = load_config_file(args.config)
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{args.config} must hold a JSON object of settings")
-        settings.update(loaded)
-    settings.update({k: getattr(args, k) for k in flags if getattr(args, k) is not None})
-    settings.update(run_flags(args))
     return out, resume, data, settings, saved
-
-
-def saved_run(run_dir: Path, task: str) -> dict:
-    """The fingerprint of the run saved in ``run_dir`` (``training.runs.fingerprint``): its "settings"
-    and "resumable" settings (the defaults of its resumption), "model" config, "data" and "sources".
-    A run of another task than ``task`` is refused, naming the command that continues it."""
-    from ..training.checkpoints import find_checkpoint, read_training_info
-    from ..training.runs import check_task
-
-    saved = read_training_info(find_checkpoint(run_dir)).get("fingerprint", {})
-    check_task(saved, task, run_dir)
-    return saved
 
 
 # -- the run directory ---------------------------------------------------------------------------
@@ -301,5 +283,5 @@ class fresh_output_dir:
             shutil.rmtree(self.created, ignore_errors=True)
 
 
-__all__ = ["check_output_dir", "add_run_flags", "run_flags", "resume_dir", "saved_run", "train_settings", "RUN_FLAGS", "fresh_output_dir", "saved_models", "positive_int", "non_negative_int", "positive_float", "preset_help",
+__all__ = ["check_output_dir", "add_run_flags", "run_flags", "resume_dir", "train_settings", "RUN_FLAGS", "fresh_output_dir", "saved_models", "positive_int", "non_negative_int", "positive_float", "preset_help",
            "non_negative_float", "fraction", "open_fraction", "probability", "setting_defaults", "note", "DEVICE_HELP", "CORPUS_CHOICES", "CORPUS_HELP"]

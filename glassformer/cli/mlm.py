@@ -64,9 +64,7 @@ def train_mlm_cmd(args) -> int:
 
     out, resume, data, settings, _ = train_settings(
         args, _FLAGS, task=MLMSettings.task, data_flag="data", data_key="source",
-        missing=f"give --data: {CORPUS_CHOICES}")
-    if args.cased is not None:
-        settings["lowercase"] = not args.cased
+        missing=f"give --data: {CORPUS_CHOICES}", also={} if args.cased is None else {"lowercase": not args.cased})
     settings = MLMSettings.from_dict(settings)         # checks types, ranges, the preset and its fields
     pick_device(settings.device)
     with fresh_output_dir(out):

@@ -272,9 +272,8 @@ def train_translation_cmd(args) -> int:
     from ..devices import pick_device
     from ..training.translation import TranslationSettings, train_translation
 
-    out, resume, _, settings, saved = train_settings(args, _FLAGS, task=TranslationSettings.task)
-    if args.separate_vocab:
-        settings["shared_vocab"] = False
+    out, resume, _, settings, saved = train_settings(args, _FLAGS, task=TranslationSettings.task,
+                                                     also={"shared_vocab": False} if args.separate_vocab else {})
     settings = TranslationSettings.from_dict(settings)     # checks types, ranges, the preset and its fields
     pick_device(settings.device)
     source = _sources(args, saved.get("sources", {}))

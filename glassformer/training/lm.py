@@ -29,16 +29,12 @@ import torch
 from ..data.lm import LMBatch, LMData, read_corpus, read_ids
 from ..data.streams import WindowStream
 from ..errors import ConfigError
-from ..models import GPT, build_model, preset
+from ..models import GPT, preset
 from ..tokenizers import Tokenizer
-from ..model_dir import TOKENIZER, save_model_dir
 from .checks import check_positive_int, check_preset, check_types
-from .optim import adamw
-from .schedules import Schedule
-from .checkpoints import find_checkpoint
-from .distributed import barrier, shutdown
-from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
-from .trainer import StepLoss, Trainer, TrainResult
+from .recipe import Recipe, checked, resumed_tokenizer, saver, seeded_model, settings_for, train, written_once
+from .runs import RunSettings, start_run
+from .trainer import StepLoss, TrainResult
 
 TOKENIZERS = ("char", "bpe")
 
@@ -118,62 +114,44 @@ def prepare(source: str | Path, settings: LMSettings, tokenizer: Tokenizer | Non
     texts = read_corpus(source)
     tokenizer = tokenizer or build_tokenizer(texts, settings.tokenizer, settings.vocab_size)
     config = preset(settings.preset, **{**settings.model, "vocab_size": tokenizer.vocab_size})
-    if config.family != "gpt":
-        raise ConfigError(f"preset {settings.preset!r} is a {config.family} model; train lm needs a GPT preset")
-    block = settings.block_size or config.max_len
+    return tokenizer, config, window(settings, config, config.max_len), texts
+
+
+def window(settings, config, default: int) -> int:
+    """Tokens per training window: ``settings.block_size`` or ``default``, at most the model's positions."""
+    block = settings.block_size or default
     if block > config.max_len:
         raise ConfigError(f"block size {block} is more than the model's {config.max_len} positions "
                           f"(preset {settings.preset!r}); use --block-size <= {config.max_len}")
-    return tokenizer, config, block, texts
+    return block
 
 
-def train_lm(source: str | Path, settings: LMSettings, out_dir: str | Path, *, resume: bool = False,
-             extend: bool = False) -> LMRun:
+def train_lm(source: str | Path | None, settings: LMSettings | dict[str, Any] | None, out_dir: str | Path, *,
+             resume: bool = False, extend: bool = False) -> LMRun:
     """Train a GPT on the text of ``source`` (a file, a folder, or a built-in corpus: "tiny-shakespeare",
     "python-stdlib"); save ``out_dir/best`` and ``out_dir/last`` model directories.  ``resume``: continue
     the run in ``out_dir`` exactly where its last checkpoint stopped (``extend``: to ``settings.steps``,
-    more than it was set to)."""
+    more than it was set to); ``source`` None and ``settings`` as a dict of the settings that change
+    (or None) take the run's own, as ``--resume`` does."""
+    settings, saved = settings_for(LMSettings, settings, out_dir, resume)
+    source = source or saved.get("data", {}).get("source")
     run = start_run(settings, out_dir, resume, extend)
-    saved_tokenizer = Tokenizer.load(find_checkpoint(run.out_dir) / TOKENIZER) if resume else None
-    tokenizer, config, block, texts = prepare(source, settings, saved_tokenizer)
-    fp = fingerprint(settings, config, source=str(source), block_size=block)
-    check_resume(run, fp, settings.steps)
+    tokenizer, config, block, texts = prepare(source, settings, resumed_tokenizer(run))
+    fp = checked(run, settings, config, settings.steps, source=str(source), block_size=block)
     tokens_file = run.out_dir / "tokens.npy"
-    if run.world.main:
-        data = LMData.build(texts, tokenizer, tokens_file, block)
-    barrier(run.world)
-    if not run.world.main:
-        data = LMData(read_ids(tokens_file), block)
-    torch.manual_seed(settings.seed)
-    model = build_model(config)
+    data = written_once(run, lambda: LMData.build(texts, tokenizer, tokens_file, block),
+                        lambda: LMData(read_ids(tokens_file), block))
+    model = seeded_model(config, settings.seed)
     val_generator = torch.Generator().manual_seed(settings.seed + 1)
     val_batches = [data.batch("val", settings.batch_size, val_generator) for _ in range(settings.eval_batches)]
-
-    def save(path: Path, model: GPT) -> None:
-        save_model_dir(path, model, tokenizer, generation={"task": "lm", "temperature": 0.8, "top_k": 200,
-                                                            "block_size": block})
-
-    schedule = Schedule.cosine(settings.lr, settings.warmup, settings.min_lr_ratio)
-    trainer = Trainer(
-        model,
-        lambda m: adamw(m, settings.lr, settings.weight_decay, settings.betas),
-        schedule.for_steps(settings.steps),
-        lm_loss, lambda m: evaluate_lm(m, val_batches, run.device), save,
-        trainer_config(settings, run, max_steps=settings.steps),
-        run.out_dir, run.device, world=run.world, fingerprint=fp,
-        summary=summary("gpt", model, run, data=f"{len(data.splits['train']):,} training and "
-                        f"{len(data.splits['val']):,} validation tokens",
-                        batch=f"batch {settings.batch_size} × {block} tokens × {settings.grad_accum} micro-batches = "
-                              f"{settings.batch_size * block * settings.grad_accum:,} tokens per step",
-                        steps=settings.steps, schedule=schedule),
-    )
-    stream = WindowStream(data, "train", settings.batch_size, settings.seed, rank=run.world.rank,
-                          world=run.world.size)
-    try:
-        result = trainer.fit(stream, resume=resume, extend=extend)
-    finally:
-        shutdown(run.world)
-    return LMRun(trainer.model, tokenizer, data, result, run.out_dir)
+    trained = train(run, settings, fp, Recipe(
+        model, lm_loss, lambda m: evaluate_lm(m, val_batches, run.device),
+        saver(tokenizer, {"task": "lm", "temperature": 0.8, "top_k": 200, "block_size": block}),
+        WindowStream(data, "train", settings.batch_size, settings.seed, rank=run.world.rank, world=run.world.size),
+        "gpt", data=f"{len(data.splits['train']):,} training and {len(data.splits['val']):,} validation tokens",
+        batch=f"batch {settings.batch_size} × {block} tokens × {settings.grad_accum} micro-batches = "
+              f"{settings.batch_size * block * settings.grad_accum:,} tokens per step"))
+    return LMRun(trained.model, tokenizer, data, trained.result, run.out_dir)
 
 
 __all__ = ["LMSettings", "LMRun", "train_lm", "prepare", "evaluate_lm", "lm_loss", "build_tokenizer"]

@@ -34,16 +34,13 @@ import torch.nn.functional as F
 from ..data.lm import read_corpus, read_ids
 from ..data.mlm import IGNORE, Masking, MaskedWindowStream, MLMBatch, MLMData
 from ..errors import ConfigError
-from ..model_dir import TOKENIZER, save_model_dir
-from ..models import Bert, build_model, preset
+from ..models import Bert, preset
 from ..tokenizers import Tokenizer
-from .checkpoints import find_checkpoint
 from .checks import check_positive_int, check_preset, check_range, check_types
-from .distributed import barrier, shutdown
-from .optim import adamw
-from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
-from .schedules import Schedule
-from .trainer import StepLoss, Trainer, TrainResult
+from .lm import window
+from .recipe import Recipe, checked, resumed_tokenizer, saver, seeded_model, settings_for, train, written_once
+from .runs import RunSettings, start_run
+from .trainer import StepLoss, TrainResult
 
 DEFAULT_BLOCK = 128        # BERT pre-trains 90% of its steps on 128-token sequences (Appendix A.2)
 
@@ -128,64 +125,38 @@ def prepare(source: str | Path, settings: MLMSettings, tokenizer: Tokenizer | No
     tokenizer = tokenizer or Tokenizer.train_wordpiece(texts, settings.vocab_size, lowercase=settings.lowercase)
     config = preset(settings.preset, **{**settings.model, "vocab_size": tokenizer.vocab_size,
                                         "pad_id": tokenizer.pad_id, "head": "mlm"})
-    if config.family != "bert":
-        raise ConfigError(f"preset {settings.preset!r} is a {config.family} model; train mlm needs a BERT preset")
-    block = settings.block_size or min(DEFAULT_BLOCK, config.max_len)
-    if block > config.max_len:
-        raise ConfigError(f"block size {block} is more than the model's {config.max_len} positions "
-                          f"(preset {settings.preset!r}); use --block-size <= {config.max_len}")
-    return tokenizer, config, block, texts
+    return tokenizer, config, window(settings, config, min(DEFAULT_BLOCK, config.max_len)), texts
 
 
-def train_mlm(source: str | Path, settings: MLMSettings, out_dir: str | Path, *, resume: bool = False,
-              extend: bool = False) -> MLMRun:
+def train_mlm(source: str | Path | None, settings: MLMSettings | dict[str, Any] | None, out_dir: str | Path, *,
+              resume: bool = False, extend: bool = False) -> MLMRun:
     """Pre-train a BERT with masked-language modelling on the text of ``source`` (a file, a folder or a
     built-in corpus: "tiny-shakespeare", "python-stdlib"); save ``out_dir/best`` and ``out_dir/last``
     model directories (with the tokenizer).  ``resume``: continue the run in ``out_dir`` exactly where its last
-    checkpoint stopped (``extend``: to ``settings.steps``, more than it was set to)."""
+    checkpoint stopped (``extend``: to ``settings.steps``, more than it was set to); ``source`` None and
+    ``settings`` as a dict of the settings that change (or None) take the run's own, as ``--resume`` does."""
+    settings, saved = settings_for(MLMSettings, settings, out_dir, resume)
+    source = source or saved.get("data", {}).get("source")
     run = start_run(settings, out_dir, resume, extend)
-    saved_tokenizer = Tokenizer.load(find_checkpoint(run.out_dir) / TOKENIZER) if resume else None
-    tokenizer, config, block, texts = prepare(source, settings, saved_tokenizer)
-    fp = fingerprint(settings, config, source=str(source), block_size=block)
-    check_resume(run, fp, settings.steps)
+    tokenizer, config, block, texts = prepare(source, settings, resumed_tokenizer(run))
+    fp = checked(run, settings, config, settings.steps, source=str(source), block_size=block)
     masking = Masking.from_tokenizer(tokenizer, mask_prob=settings.mask_prob, whole_word=settings.whole_word)
     windows_file = run.out_dir / "windows.npy"
-    if run.world.main:
-        data = MLMData.build(texts, tokenizer, windows_file, block, masking)
-    barrier(run.world)
-    if not run.world.main:
-        data = MLMData(read_ids(windows_file), masking)
-    torch.manual_seed(settings.seed)
-    model = build_model(config)
+    data = written_once(run, lambda: MLMData.build(texts, tokenizer, windows_file, block, masking),
+                        lambda: MLMData(read_ids(windows_file), masking))
+    model = seeded_model(config, settings.seed)
     val_batches = data.validation_batches(settings.batch_size, settings.eval_batches, settings.seed + 1)
-
-    def save(path: Path, model: Bert) -> None:
-        save_model_dir(path, model, tokenizer, generation={"task": "fill-mask"})
-
     n_train, n_val = len(data.splits["train"]), len(data.splits["val"])
-    schedule = Schedule.cosine(settings.lr, settings.warmup, settings.min_lr_ratio)
-    trainer = Trainer(
-        model,
-        lambda m: adamw(m, settings.lr, settings.weight_decay, settings.betas),
-        schedule.for_steps(settings.steps),
-        mlm_loss, lambda m: evaluate_mlm(m, val_batches, run.device), save,
-        trainer_config(settings, run, max_steps=settings.steps, rate_unit="masked tokens"),
-        run.out_dir, run.device, world=run.world, fingerprint=fp,
-        summary=summary("bert (masked LM)", model, run,
-                        data=f"{n_train:,} training and {n_val:,} validation windows of {block} tokens "
-                             f"(vocabulary {tokenizer.vocab_size:,})",
-                        batch=f"batch {settings.batch_size} × {block} tokens × {settings.grad_accum} micro-batches, "
-                              f"{settings.mask_prob:.0%} of the tokens masked"
-                              f"{' as whole words' if settings.whole_word else ''}",
-                        steps=settings.steps, schedule=schedule),
-    )
-    stream = MaskedWindowStream(data, "train", settings.batch_size, settings.seed, rank=run.world.rank,
-                                world=run.world.size)
-    try:
-        result = trainer.fit(stream, resume=resume, extend=extend)
-    finally:
-        shutdown(run.world)
-    return MLMRun(trainer.model, tokenizer, data, result, run.out_dir)
+    trained = train(run, settings, fp, Recipe(
+        model, mlm_loss, lambda m: evaluate_mlm(m, val_batches, run.device), saver(tokenizer, {"task": "fill-mask"}),
+        MaskedWindowStream(data, "train", settings.batch_size, settings.seed, rank=run.world.rank,
+                           world=run.world.size),
+        "bert (masked LM)", data=f"{n_train:,} training and {n_val:,} validation windows of {block} tokens "
+                                 f"(vocabulary {tokenizer.vocab_size:,})",
+        batch=f"batch {settings.batch_size} × {block} tokens × {settings.grad_accum} micro-batches, "
+              f"{settings.mask_prob:.0%} of the tokens masked{' as whole words' if settings.whole_word else ''}",
+        trainer={"rate_unit": "masked tokens"}))
+    return MLMRun(trained.model, tokenizer, data, trained.result, run.out_dir)
 
 
 __all__ = ["MLMSettings", "MLMRun", "train_mlm", "prepare", "evaluate_mlm", "mlm_loss"]

@@ -14,7 +14,6 @@ processes); the model directory holds the word-level tokenizer and ``generation.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,16 +22,12 @@ import torch
 
 from ..data.captions import CaptionBatcher, CaptionStream, load_caption_data, word_tokenizer
 from ..errors import ConfigError
-from ..files import write_text_atomically
-from ..model_dir import save_model_dir
-from ..models import CaptionModel, build_model, preset
+from ..models import CaptionModel, preset
 from ..tasks.caption import greedy_ids
 from .checks import check_positive_int, check_preset, check_types
-from .distributed import shutdown
-from .optim import adamw
-from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
-from .schedules import Schedule
-from .trainer import StepLoss, Trainer, TrainResult
+from .recipe import Recipe, checked, evaluate_best, saver, seeded_model, settings_for, train
+from .runs import RunSettings, start_run
+from .trainer import StepLoss, TrainResult
 
 DATASETS = ("digits",)
 DIGIT_SIZE = 8                           # scikit-learn's digits are 8×8 pixels, one channel
@@ -112,16 +107,18 @@ def evaluate_captions(model: CaptionModel, batches, device) -> dict[str, float]:
     return {"loss": total / tokens, "token_accuracy": right_tokens / tokens, "exact_match": exact / strips}
 
 
-def train_caption(dataset: str, settings: CaptionSettings, out_dir: str | Path, *, resume: bool = False,
-                  extend: bool = False) -> CaptionRun:
+def train_caption(dataset: str | None, settings: CaptionSettings | dict[str, Any] | None, out_dir: str | Path, *,
+                  resume: bool = False, extend: bool = False) -> CaptionRun:
     """Train an image captioner on ``dataset`` ("digits"); save ``out_dir/best`` and ``out_dir/last``;
     write the held-out test exact match to ``out_dir/results.json``.  ``resume``: continue the run in
     ``out_dir`` exactly where its last checkpoint stopped (``extend``: to ``settings.steps``, more than
-    it was set to)."""
+    it was set to); ``dataset`` None and ``settings`` as a dict of the settings that change (or None)
+    take the run's own, as ``--resume`` does."""
+    s, saved = settings_for(CaptionSettings, settings, out_dir, resume)
+    dataset = dataset or saved.get("data", {}).get("dataset")
     if str(dataset) not in DATASETS:
         raise ConfigError(f"dataset {str(dataset)!r} is unknown; choose one of {list(DATASETS)}")
-    run = start_run(settings, out_dir, resume, extend)
-    s = settings
+    run = start_run(s, out_dir, resume, extend)
     tokenizer = word_tokenizer()
     fixed = dict(image_size=DIGIT_SIZE, image_width=DIGIT_SIZE * s.max_digits, channels=1,
                  vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id,
@@ -135,47 +132,25 @@ def train_caption(dataset: str, settings: CaptionSettings, out_dir: str | Path, 
                           f"names and the end token; set model max_len >= {s.max_digits + 1}")
     data = load_caption_data(s.seed, min_digits=s.min_digits, max_digits=s.max_digits, valid_strips=s.valid_strips,
                              test_strips=s.test_strips)
-    fp = fingerprint(settings, config, dataset=str(dataset), images=len(data.digits.labels))
-    check_resume(run, fp, s.steps)
-    torch.manual_seed(s.seed)
-    model = build_model(config)
+    fp = checked(run, s, config, s.steps, dataset=str(dataset), images=len(data.digits.labels))
+    model = seeded_model(config, s.seed)
     batcher = CaptionBatcher(tokenizer)
     valid_batches = batcher.batches(data.valid, 250)
-
-    def save(path: Path, model: CaptionModel) -> None:
-        save_model_dir(path, model, tokenizer, generation={"task": "caption"})
-
     pools = {k: len(v) for k, v in data.pools.items()}
-    schedule = Schedule.cosine(s.lr, s.warmup, s.min_lr_ratio)
-    trainer = Trainer(
-        model,
-        lambda m: adamw(m, s.lr, s.weight_decay, (0.9, 0.999)),
-        schedule.for_steps(s.steps),
-        caption_loss(s.label_smoothing), lambda m: evaluate_captions(m, valid_batches, run.device), save,
-        trainer_config(settings, run, max_steps=s.steps, rate_unit="caption tokens"),
-        run.out_dir, run.device, world=run.world, fingerprint=fp,
-        summary=summary("caption", model, run, data=f"strips of {s.min_digits}-{s.max_digits} digits from "
-                        f"{pools['train']:,} training, {pools['valid']:,} validation and {pools['test']:,} test "
-                        f"images", batch=f"batch {s.batch_size} × {s.grad_accum}", steps=s.steps,
-                        schedule=schedule),
-    )
-    stream = CaptionStream(data, batcher, s.batch_size, s.seed, shift=s.shift, rank=run.world.rank,
-                           world=run.world.size)
-    try:
-        result = trainer.fit(stream, resume=resume, extend=extend)
-    finally:
-        shutdown(run.world)
-    from ..model_dir import load_model_dir
-
-    best = load_model_dir(run.out_dir / "best", device=run.device).model
-    test = evaluate_captions(best, batcher.batches(data.test, 250), run.device)
-    if run.world.main:
-        write_text_atomically(run.out_dir / "results.json", json.dumps(
-            {"dataset": str(dataset), "digits_per_strip": [s.min_digits, s.max_digits], "test_strips": len(data.test),
-             "test_images": pools["test"], "test_exact_match": test["exact_match"],
-             "test_token_accuracy": test["token_accuracy"], "test_loss": test["loss"], "steps": result.steps,
-             "train_seconds": round(result.seconds, 1), "best_valid_loss": result.best_loss}, indent=2) + "\n")
-    return CaptionRun(trainer.model, result, test["exact_match"], test["token_accuracy"], run.out_dir)
+    trained = train(run, s, fp, Recipe(
+        model, caption_loss(s.label_smoothing), lambda m: evaluate_captions(m, valid_batches, run.device),
+        saver(tokenizer, {"task": "caption"}),
+        CaptionStream(data, batcher, s.batch_size, s.seed, shift=s.shift, rank=run.world.rank, world=run.world.size),
+        "caption", data=f"strips of {s.min_digits}-{s.max_digits} digits from {pools['train']:,} training, "
+                        f"{pools['valid']:,} validation and {pools['test']:,} test images",
+        batch=f"batch {s.batch_size} × {s.grad_accum}", trainer={"rate_unit": "caption tokens"}))
+    test = evaluate_best(run, trained.result,
+                         lambda m: evaluate_captions(m, batcher.batches(data.test, 250), run.device),
+                         lambda test: {"dataset": str(dataset), "digits_per_strip": [s.min_digits, s.max_digits],
+                                       "test_strips": len(data.test), "test_images": pools["test"],
+                                       "test_exact_match": test["exact_match"],
+                                       "test_token_accuracy": test["token_accuracy"], "test_loss": test["loss"]})
+    return CaptionRun(trained.model, trained.result, test["exact_match"], test["token_accuracy"], run.out_dir)
 
 
 __all__ = ["CaptionSettings", "CaptionRun", "train_caption", "evaluate_captions", "caption_loss", "DATASETS"]

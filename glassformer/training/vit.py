@@ -11,7 +11,6 @@ split by the seed: 20% held out for the test, 10% of the rest for validation.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,15 +19,11 @@ import torch
 
 from ..data.images import ImageSet, ImageStream, batches_of, load_digits, load_image_folder, split
 from ..errors import ConfigError
-from ..files import write_text_atomically
-from ..model_dir import save_model_dir
-from ..models import ViT, build_model, preset
+from ..models import ViT, preset
 from .checks import check_positive_int, check_preset, check_types
-from .distributed import shutdown
-from .optim import adamw
-from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
-from .schedules import Schedule
-from .trainer import StepLoss, Trainer, TrainResult
+from .recipe import Recipe, checked, evaluate_best, saver, seeded_model, settings_for, train
+from .runs import RunSettings, start_run
+from .trainer import StepLoss, TrainResult
 
 DATASETS = ("digits",)
 
@@ -93,12 +88,15 @@ def evaluate_images(model: ViT, batches, device) -> dict[str, float]:
     return {"loss": total / n, "accuracy": right / n}
 
 
-def train_vit(dataset: str | Path, settings: ViTSettings, out_dir: str | Path, *, resume: bool = False,
-              extend: bool = False) -> ViTRun:
+def train_vit(dataset: str | Path | None, settings: ViTSettings | dict[str, Any] | None, out_dir: str | Path, *,
+              resume: bool = False, extend: bool = False) -> ViTRun:
     """Train a ViT on ``dataset`` ("digits" or a folder of class folders); save ``out_dir/best``
     and ``out_dir/last``; write the held-out test accuracy to ``out_dir/results.json``.  ``resume``:
     continue the run in ``out_dir`` exactly where its last checkpoint stopped (``extend``: to
-    ``settings.steps``, more than it was set to)."""
+    ``settings.steps``, more than it was set to); ``dataset`` None and ``settings`` as a dict of the
+    settings that change (or None) take the run's own, as ``--resume`` does."""
+    settings, saved = settings_for(ViTSettings, settings, out_dir, resume)
+    dataset = dataset or saved.get("data", {}).get("dataset")
     run = start_run(settings, out_dir, resume, extend)
     base = preset(settings.preset, **settings.model)
     data = load_images(dataset, None if str(dataset) == "digits" else base.image_size, base.channels)
@@ -109,44 +107,21 @@ def train_vit(dataset: str | Path, settings: ViTSettings, out_dir: str | Path, *
                           f"{settings.preset!r} takes {config.channels}×{config.image_size}×{config.image_size}; "
                           "choose a preset (or --config model fields) that fits")
     parts = split(data, settings.seed)
-    fp = fingerprint(settings, config, dataset=str(dataset), images=len(data.labels))
-    check_resume(run, fp, settings.steps)
-    torch.manual_seed(settings.seed)
-    model = build_model(config)
+    fp = checked(run, settings, config, settings.steps, dataset=str(dataset), images=len(data.labels))
+    model = seeded_model(config, settings.seed)
     valid_batches = batches_of(parts.valid, 256)
-
-    def save(path: Path, model: ViT) -> None:
-        save_model_dir(path, model, generation={"task": "image-classification"})
-
-    schedule = Schedule.cosine(settings.lr, settings.warmup, settings.min_lr_ratio)
-    trainer = Trainer(
-        model,
-        lambda m: adamw(m, settings.lr, settings.weight_decay, (0.9, 0.999)),
-        schedule.for_steps(settings.steps),
-        image_loss, lambda m: evaluate_images(m, valid_batches, run.device), save,
-        trainer_config(settings, run, max_steps=settings.steps, rate_unit="images"),
-        run.out_dir, run.device, world=run.world, fingerprint=fp,
-        summary=summary("vit", model, run, data=f"{len(parts.train.labels):,} training, {len(parts.valid.labels):,} "
-                        f"validation and {len(parts.test.labels):,} test images of {channels}×{size}×{size}, "
-                        f"{len(data.classes)} classes", batch=f"batch {settings.batch_size} × {settings.grad_accum}",
-                        steps=settings.steps, schedule=schedule),
-    )
-    stream = ImageStream(parts.train, settings.batch_size, settings.seed, shift=settings.shift, rank=run.world.rank,
-                         world=run.world.size)
-    try:
-        result = trainer.fit(stream, resume=resume, extend=extend)
-    finally:
-        shutdown(run.world)
-    from ..model_dir import load_model_dir
-
-    best = load_model_dir(run.out_dir / "best", device=run.device).model
-    test = evaluate_images(best, batches_of(parts.test, 256), run.device)
-    if run.world.main:
-        write_text_atomically(run.out_dir / "results.json", json.dumps(
-            {"dataset": str(dataset), "test_images": len(parts.test.labels), "test_accuracy": test["accuracy"],
-             "test_loss": test["loss"], "steps": result.steps, "train_seconds": round(result.seconds, 1),
-             "best_valid_loss": result.best_loss}, indent=2) + "\n")
-    return ViTRun(trainer.model, result, test["accuracy"], run.out_dir)
+    trained = train(run, settings, fp, Recipe(
+        model, image_loss, lambda m: evaluate_images(m, valid_batches, run.device),
+        saver(None, {"task": "image-classification"}),
+        ImageStream(parts.train, settings.batch_size, settings.seed, shift=settings.shift, rank=run.world.rank,
+                    world=run.world.size),
+        "vit", data=f"{len(parts.train.labels):,} training, {len(parts.valid.labels):,} validation and "
+                    f"{len(parts.test.labels):,} test images of {channels}×{size}×{size}, {len(data.classes)} classes",
+        batch=f"batch {settings.batch_size} × {settings.grad_accum}", trainer={"rate_unit": "images"}))
+    test = evaluate_best(run, trained.result, lambda m: evaluate_images(m, batches_of(parts.test, 256), run.device),
+                         lambda test: {"dataset": str(dataset), "test_images": len(parts.test.labels),
+                                       "test_accuracy": test["accuracy"], "test_loss": test["loss"]})
+    return ViTRun(trained.model, trained.result, test["accuracy"], run.out_dir)
 
 
 __all__ = ["ViTSettings", "ViTRun", "train_vit", "evaluate_images", "image_loss", "load_images", "DATASETS"]

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from glassformer.data.batching import collate, token_budget_batches
 from glassformer.models import build_model, preset
-from glassformer.training.losses import LabelSmoothedCrossEntropy
+from glassformer.nn import linear_cross_entropy
 from glassformer.training.optim import decay_groups, paper_adam
 from glassformer.training.schedules import cosine_lr, noam_lr, noam_schedule
 
@@ -16,42 +16,68 @@ from glassformer.training.schedules import cosine_lr, noam_lr, noam_schedule
 def test_label_smoothing_equals_closed_form():
     torch.manual_seed(0)
     V, eps, pad = 11, 0.1, 0
-    logits = torch.randn(4, 6, V)
+    hidden, weight = torch.randn(4, 6, 5), torch.randn(V, 5)
+    logits = hidden @ weight.T
     target = torch.randint(1, V, (4, 6))
     target[0, 4:] = pad
     target[2, 1:] = pad
     lp = logits.log_softmax(-1)
-    out = LabelSmoothedCrossEntropy(eps, ignore_index=pad)(logits, target)
+    loss = linear_cross_entropy(hidden, weight, target, ignore_index=pad, label_smoothing=eps, reduction="mean")
     # closed form: q = (1-eps)·onehot + eps/V, loss = -Σ q log p, over real tokens, mean per token
     q = torch.full_like(lp, eps / V)
     q.scatter_(-1, target[..., None], 1 - eps + eps / V)
     per_token = -(q * lp).sum(-1)
     real = target != pad
     expected = per_token[real].sum() / real.sum()
-    assert torch.allclose(out.loss, expected, atol=1e-6)
-    assert int(out.n_tokens) == int(real.sum())
+    assert torch.allclose(loss, expected, atol=1e-6)
     # and PyTorch's own label-smoothed cross-entropy agrees
     ref = F.cross_entropy(logits.reshape(-1, V), target.reshape(-1), ignore_index=pad, label_smoothing=eps)
-    assert torch.allclose(out.loss, ref, atol=1e-6)
+    assert torch.allclose(loss, ref, atol=1e-6)
 
 
 def test_label_smoothing_is_per_token_not_per_batch():
-    lp = torch.randn(2, 5, 7)
+    hidden, weight = torch.randn(2, 5, 4), torch.randn(7, 4)
     target = torch.randint(1, 7, (2, 5))
-    crit = LabelSmoothedCrossEntropy(0.1, ignore_index=0)
     padded = torch.cat([target, torch.zeros(2, 3, dtype=torch.long)], 1)
-    lp_padded = torch.cat([lp, torch.randn(2, 3, 7)], 1)
+    hidden_padded = torch.cat([hidden, torch.randn(2, 3, 4)], 1)
+
+    def mean(h, t):
+        return linear_cross_entropy(h, weight, t, ignore_index=0, label_smoothing=0.1, reduction="mean")
     # extra padding changes neither the mean nor the sum
-    assert torch.allclose(crit(lp, target).loss, crit(lp_padded, padded).loss, atol=1e-6)
+    assert torch.allclose(mean(hidden, target), mean(hidden_padded, padded), atol=1e-6)
 
 
-def test_no_smoothing_is_nll():
-    logits = torch.randn(3, 4, 9)
-    lp = torch.log_softmax(logits, -1)
-    target = torch.randint(1, 9, (3, 4))
-    out = LabelSmoothedCrossEntropy(0.0, ignore_index=0)(logits, target, with_nll=True)
-    assert torch.allclose(out.loss, F.nll_loss(lp.reshape(-1, 9), target.reshape(-1)), atol=1e-6)
-    assert torch.allclose(out.nll, F.nll_loss(lp.reshape(-1, 9), target.reshape(-1), reduction="sum"), atol=1e-5)
+def test_translation_validation_and_gradients_equal_the_loss_on_the_logits():
+    """The translator's loss is the fused linear_cross_entropy, in training and in validation: equal
+    (loss, perplexity, every gradient) to the label-smoothed cross-entropy of its logits."""
+    from glassformer.data.batching import ParallelDataset
+    from glassformer.training.translation import translation_loss, validation
+
+    torch.manual_seed(0)
+    model = build_model(preset("vaswani-tiny", src_vocab_size=40, tgt_vocab_size=40)).eval()
+    pad, eps = model.config.pad_id, 0.1
+    pairs = [(torch.randint(4, 40, (n,)).tolist(), torch.randint(4, 40, (n + 2,)).tolist()) for n in range(3, 12)]
+    batches = ParallelDataset(pairs, pad, model.config.bos_id, model.config.eos_id).batches(200, shuffle=False)
+    total = nll = tokens = 0.0
+    with torch.no_grad():
+        for b in batches:
+            logits = model(b.src, b.tgt_in).reshape(-1, 40)
+            total += float(F.cross_entropy(logits, b.tgt_out.reshape(-1), ignore_index=pad, label_smoothing=eps,
+                                           reduction="sum"))
+            nll += float(F.cross_entropy(logits, b.tgt_out.reshape(-1), ignore_index=pad, reduction="sum"))
+            tokens += int((b.tgt_out != pad).sum())
+    figures = validation(model, batches, eps, "cpu")
+    assert figures["loss"] == pytest.approx(total / tokens, rel=1e-6)
+    assert figures["ppl"] == pytest.approx(math.exp(nll / tokens), rel=1e-6)
+
+    b = batches[0]
+    step = translation_loss(eps)(model, b)
+    fused = torch.autograd.grad(step.total, list(model.parameters()))
+    reference = F.cross_entropy(model(b.src, b.tgt_in).reshape(-1, 40), b.tgt_out.reshape(-1), ignore_index=pad,
+                                label_smoothing=eps, reduction="sum")
+    assert float(step.total.detach()) == pytest.approx(float(reference.detach()), rel=1e-6)
+    for got, want in zip(fused, torch.autograd.grad(reference, list(model.parameters()))):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("step", [1, 10, 100, 3999, 4000, 4001, 10_000, 100_000])

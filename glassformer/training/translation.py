@@ -22,20 +22,18 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from ..data.batching import ParallelDataset, TranslationBatch, token_budget_batches
+from ..data.streams import EpochStream
 from ..errors import InputError
 from ..generation.translation import score, translate, translate_nbest  # noqa: F401  (were defined here)
-from ..models import Transformer, build_model, preset
+from ..model_dir import SOURCE_TOKENIZER
+from ..models import Transformer, preset
 from ..tokenizers import Tokenizer
-from ..model_dir import SOURCE_TOKENIZER, TOKENIZER, save_model_dir
-from ..data.streams import EpochStream
 from .checks import check_positive_int, check_preset, check_range, check_types
-from .losses import LabelSmoothedCrossEntropy
 from .optim import paper_adam
+from .recipe import Recipe, checked, resumed_tokenizer, saver, seeded_model, settings_for, train
+from .runs import RunSettings, start_run
 from .schedules import Schedule, noam_schedule
-from .checkpoints import find_checkpoint
-from .distributed import shutdown
-from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
-from .trainer import StepLoss, Trainer, TrainResult
+from .trainer import StepLoss, TrainResult
 
 
 @dataclass
@@ -103,22 +101,24 @@ def translation_loss(label_smoothing: float):
 
 
 def validation(model: Transformer, batches: list[TranslationBatch], label_smoothing: float, device) -> dict[str, float]:
-    """Label-smoothed loss (what is optimised) and perplexity (from the un-smoothed NLL) per target token."""
-    criterion = LabelSmoothedCrossEntropy(label_smoothing, ignore_index=model.config.pad_id)
+    """Label-smoothed loss (what is optimised) and perplexity (from the un-smoothed NLL) per target token,
+    both through the model's forward: the training loss, the fused ``linear_cross_entropy``."""
     total = nll = tokens = 0.0
-    for batch in batches:
-        batch = batch.to(device)
-        out = criterion(model(batch.src, batch.tgt_in), batch.tgt_out, with_nll=True)
-        total += float(out.total)
-        nll += float(out.nll)
-        tokens += int(out.n_tokens)
+    with torch.no_grad():
+        for batch in batches:
+            batch = batch.to(device)
+            smoothed = model(batch.src, batch.tgt_in, batch.tgt_out, label_smoothing=label_smoothing, reduction="sum")
+            total += float(smoothed)
+            nll += float(model(batch.src, batch.tgt_in, batch.tgt_out, reduction="sum")) if label_smoothing \
+                else float(smoothed)
+            tokens += batch.n_tokens
     return {"loss": total / tokens, "ppl": math.exp(min(nll / tokens, 50.0))}
 
 
 def train_translation(
     train_pairs: Sequence[tuple[str, str]],
     valid_pairs: Sequence[tuple[str, str]],
-    settings: TranslationSettings,
+    settings: TranslationSettings | dict[str, Any] | None,
     out_dir: str | Path,
     *,
     resume: bool = False,
@@ -127,13 +127,14 @@ def train_translation(
 ) -> TranslationRun:
     """Train tokenizers and a Transformer; save ``out_dir/best`` and ``out_dir/last`` model
     directories.  ``resume``: continue the run in ``out_dir`` exactly where its last checkpoint stopped
-    (``extend``: to ``settings.steps``, more than it was set to).  ``sources``: where the pairs were
+    (``extend``: to ``settings.steps``, more than it was set to; ``settings`` as a dict of the settings
+    that change, or None, takes the run's own, as ``--resume`` does).  ``sources``: where the pairs were
     read from (files), recorded with the run as the defaults of its resumption."""
+    settings, _ = settings_for(TranslationSettings, settings, out_dir, resume)
     run = start_run(settings, out_dir, resume, extend)
-    if resume:
-        saved = find_checkpoint(run.out_dir)
-        tgt_tok = Tokenizer.load(saved / TOKENIZER)
-        src_tok = Tokenizer.load(saved / SOURCE_TOKENIZER) if (saved / SOURCE_TOKENIZER).exists() else tgt_tok
+    tgt_tok = resumed_tokenizer(run)
+    if tgt_tok is not None:
+        src_tok = resumed_tokenizer(run, SOURCE_TOKENIZER) or tgt_tok
     else:
         src_tok, tgt_tok = build_tokenizers(train_pairs, settings.vocab_size, settings.shared_vocab)
     overrides = {"src_vocab_size": src_tok.vocab_size, "tgt_vocab_size": tgt_tok.vocab_size,
@@ -141,46 +142,36 @@ def train_translation(
     if not settings.shared_vocab:
         overrides["tie_embeddings"] = "decoder"
     config = preset(settings.preset, **{**settings.model, **overrides})
-    train = ParallelDataset(encode_pairs(train_pairs, src_tok, tgt_tok), config.pad_id, config.bos_id, config.eos_id)
+    train_set = ParallelDataset(encode_pairs(train_pairs, src_tok, tgt_tok), config.pad_id, config.bos_id,
+                                config.eos_id)
     valid = ParallelDataset(encode_pairs(valid_pairs, src_tok, tgt_tok), config.pad_id, config.bos_id, config.eos_id)
-    too_long = max(train.lengths + valid.lengths)
+    too_long = max(train_set.lengths + valid.lengths)
     if too_long > config.max_len:
         raise InputError(f"a training sentence has {too_long} tokens but the model takes at most "
                          f"max_len={config.max_len}; raise max_len or filter long sentences")
-    fp = fingerprint(settings, config, sources=sources, pairs=len(train_pairs), digest=_digest(train_pairs))
-    check_resume(run, fp, settings.steps)
-    torch.manual_seed(settings.seed)
-    model = build_model(config)
+    fp = checked(run, settings, config, settings.steps, sources=sources, pairs=len(train_pairs),
+                 digest=_digest(train_pairs))
+    model = seeded_model(config, settings.seed)
     valid_batches = valid.batches(settings.max_tokens, shuffle=False)
-    steps_per_epoch = len(token_budget_batches(train.lengths, settings.max_tokens, seed=settings.seed,
+    steps_per_epoch = len(token_budget_batches(train_set.lengths, settings.max_tokens, seed=settings.seed,
                                                max_sentences=settings.max_sentences,
                                                by_length=settings.length_buckets))
-    eval_every = settings.eval_every or steps_per_epoch
-
-    def save(path: Path, model: Transformer) -> None:
-        save_model_dir(path, model, tgt_tok, source_tokenizer=None if settings.shared_vocab else src_tok,
-                       generation={"task": "translation", "beam": 4, "alpha": 0.6, "max_len_a": 1.0, "max_len_b": 50})
-
-    schedule = Schedule("inverse-square-root",      # the paper's: the optimiser's rate is set by the schedule alone
-                        lambda opt, total: noam_schedule(opt, config.d_model, settings.warmup, settings.lr_factor), 1.0)
-    trainer = Trainer(
-        model, paper_adam, schedule.for_steps(settings.steps),
-        translation_loss(settings.label_smoothing),
-        lambda m: validation(m, valid_batches, settings.label_smoothing, run.device), save,
-        trainer_config(settings, run, max_steps=settings.steps, eval_every=eval_every, rate_unit="target tokens"),
-        run.out_dir, run.device, world=run.world, fingerprint=fp,
-        summary=summary("transformer", model, run, data=f"{len(train):,} training and {len(valid):,} validation "
-                        "sentence pairs", batch=f"batches of up to {settings.max_tokens:,} tokens × "
-                        f"{settings.grad_accum} per step ({steps_per_epoch:,} batches per epoch)",
-                        steps=settings.steps, schedule=schedule),
-    )
-    stream = EpochStream(train, settings.max_tokens, settings.seed, max_sentences=settings.max_sentences,
-                         by_length=settings.length_buckets, rank=run.world.rank, world=run.world.size)
-    try:
-        result = trainer.fit(stream, resume=resume, extend=extend)
-    finally:
-        shutdown(run.world)
-    return TranslationRun(trainer.model, tgt_tok, src_tok, result, run.out_dir)
+    trained = train(run, settings, fp, Recipe(
+        model, translation_loss(settings.label_smoothing),
+        lambda m: validation(m, valid_batches, settings.label_smoothing, run.device),
+        saver(tgt_tok, {"task": "translation", "beam": 4, "alpha": 0.6, "max_len_a": 1.0, "max_len_b": 50},
+              source_tokenizer=None if settings.shared_vocab else src_tok),
+        EpochStream(train_set, settings.max_tokens, settings.seed, max_sentences=settings.max_sentences,
+                    by_length=settings.length_buckets, rank=run.world.rank, world=run.world.size),
+        "transformer", data=f"{len(train_set):,} training and {len(valid):,} validation sentence pairs",
+        batch=f"batches of up to {settings.max_tokens:,} tokens × {settings.grad_accum} per step "
+              f"({steps_per_epoch:,} batches per epoch)",
+        # the paper's schedule: the optimiser's rate is set by the schedule alone
+        schedule=Schedule("inverse-square-root", lambda opt, total: noam_schedule(
+            opt, config.d_model, settings.warmup, settings.lr_factor), 1.0),
+        optimizer=paper_adam,
+        trainer={"eval_every": settings.eval_every or steps_per_epoch, "rate_unit": "target tokens"}))
+    return TranslationRun(trained.model, tgt_tok, src_tok, trained.result, run.out_dir)
 
 
 def _digest(pairs: Sequence[tuple[str, str]]) -> str:

@@ -19,7 +19,9 @@ from glassformer.model_dir import load_model_dir, save_model_dir
 from glassformer.tokenizers import Tokenizer
 from glassformer.training import trainer as trainer_module
 from glassformer.training.classify import (ClassifySettings, build_classifier, classifier_from_preset,
-                                           evaluate_examples, finetune_classify, linear_lr, macro_f1)
+                                           evaluate_examples, finetune_classify)
+from glassformer.training.metrics import macro_f1
+from glassformer.training.schedules import linear_lr
 from helpers import one_line_error, run_cli
 
 ROWS = [("the film was wonderful", "pos"), ("a dull, dull hour", "neg"), ("I loved every minute", "pos"),

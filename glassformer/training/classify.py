@@ -41,23 +41,21 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
 
 from ..data.classify import ClassifyBatch, ClassifyData, ClassifyStream, Example, encode_examples, label_names
 from ..errors import CheckpointError, ConfigError, InputError
-from ..model_dir import TOKENIZER, load_model_dir, save_model_dir
+from ..model_dir import load_model_dir
 from ..models import Bert, preset
 from ..models.config import PRESETS, preset_names
 from ..tasks.classify import predict
 from ..tokenizers import Tokenizer
-from .checkpoints import find_checkpoint
 from .checks import check_positive_int, check_range, check_types
-from .distributed import shutdown
 from .optim import adamw
-from .runs import RunSettings, check_resume, fingerprint, start_run, summary, trainer_config
-from .schedules import Schedule, cosine_schedule
-from .trainer import StepLoss, Trainer, TrainResult
+from .metrics import macro_f1
+from .recipe import Recipe, checked, resumed_tokenizer, saver, settings_for, train
+from .runs import RunSettings, start_run
+from .schedules import Schedule, fine_tuning_schedule
+from .trainer import StepLoss, TrainResult
 
 SCHEDULES = ("linear", "cosine")
 PRETRAINED_LR, SCRATCH_LR = 5e-5, 5e-4
@@ -186,29 +184,12 @@ def build_classifier(settings: ClassifySettings, train: Sequence[Example], label
     return model, loaded.tokenizer
 
 
-# -- the loss, the metrics ----------------------------------------------------------------------
+# -- the loss, the figures ----------------------------------------------------------------------
 def classify_loss(module, batch: ClassifyBatch) -> StepLoss:
     """The summed cross-entropy (squared error; multi-label: mean binary cross-entropy over the labels) of
     ``batch``, normalised per example by the Trainer."""
     total = module(batch.tokens, batch.segments, batch.mask, batch.targets, reduction="sum")
     return StepLoss(total, batch.n_tokens)
-
-
-def macro_f1(predicted: Sequence[int] | torch.Tensor, true: Sequence[int] | torch.Tensor) -> float:
-    """The mean over classes of F1 = 2PR / (P + R), precision P = TP / predicted, recall R = TP / true;
-    0 for a class with P + R = 0.  The classes are those that occur among ``true`` or ``predicted``
-    (scikit-learn's ``f1_score(average="macro")``)."""
-    predicted, true = torch.as_tensor(predicted).long().flatten(), torch.as_tensor(true).long().flatten()
-    if predicted.shape != true.shape or not len(true):
-        raise InputError(f"macro_f1 needs as many predictions as targets, at least one ({len(predicted)}, {len(true)})")
-    n = int(max(predicted.max(), true.max())) + 1
-    confusion = torch.bincount(true * n + predicted, minlength=n * n).view(n, n).double()   # [true, predicted]
-    tp, n_predicted, n_true = confusion.diagonal(), confusion.sum(0), confusion.sum(1)
-    precision = torch.where(n_predicted > 0, tp / n_predicted.clamp_min(1), 0.0)
-    recall = torch.where(n_true > 0, tp / n_true.clamp_min(1), 0.0)
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-300), 0.0)
-    present = (n_predicted + n_true) > 0
-    return float(f1[present].mean())
 
 
 def scores(outputs: torch.Tensor, targets: Sequence[int] | Sequence[float] | Sequence[Sequence[float]],
@@ -247,26 +228,11 @@ def evaluate_examples(model: Bert, tokenizer: Tokenizer, examples: Sequence[Exam
     return evaluate_classifier(model.eval(), data, batch_size, device)
 
 
-# -- the schedule ------------------------------------------------------------------------------
-def linear_lr(step: int, warmup: int, total: int) -> float:
-    """BERT's schedule, relative to the peak: linear warm-up over ``warmup`` steps, then linear decay
-    to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
-
-
-def fine_tuning_schedule(optimizer: Optimizer, kind: str, warmup: int, total: int) -> LambdaLR:
-    if kind == "cosine":
-        return cosine_schedule(optimizer, warmup, total, min_ratio=0.0)
-    return LambdaLR(optimizer, lambda i: linear_lr(i, warmup, total))
-
-
 # -- the run ---------------------------------------------------------------------------------------
 def finetune_classify(
     train_rows: Sequence[Example],
     valid_rows: Sequence[Example],
-    settings: ClassifySettings,
+    settings: ClassifySettings | dict[str, Any] | None,
     out_dir: str | Path,
     *,
     resume: bool = False,
@@ -275,11 +241,13 @@ def finetune_classify(
 ) -> ClassifyRun:
     """Fine-tune ``settings.model`` on ``train_rows`` and save ``out_dir/best`` and ``out_dir/last``
     model directories.  ``resume``: continue the run in ``out_dir`` exactly where its last checkpoint
-    stopped (``extend``: to ``settings.steps``, more than it was set to).  ``data``: where the examples
-    came from (files, columns), recorded with the run."""
+    stopped (``extend``: to ``settings.steps``, more than it was set to; ``settings`` as a dict of the
+    settings that change, or None, takes the run's own, as ``--resume`` does).  ``data``: where the
+    examples came from (files, columns), recorded with the run."""
     if not train_rows or not valid_rows:
         raise InputError(f"fine-tuning needs training and validation examples ({len(train_rows)} and "
                          f"{len(valid_rows)} given)")
+    settings, _ = settings_for(ClassifySettings, settings, out_dir, resume)
     regression = settings.regression
     if not regression and any(isinstance(e.label, float) for e in (*train_rows, *valid_rows)):
         raise InputError("the labels are numbers read for regression; give regression=True (--regression), "
@@ -288,58 +256,41 @@ def finetune_classify(
     if labels is not None and len(labels) < 2:
         raise InputError(f"the training data has one label only ({labels[0]!r}); classification needs two or more")
     run = start_run(settings, out_dir, resume, extend)
-    saved_tokenizer = None
-    if resume and settings.from_preset:
-        saved_tokenizer = Tokenizer.load(find_checkpoint(run.out_dir) / TOKENIZER)
-    model, tokenizer = build_classifier(settings, train_rows, labels, saved_tokenizer)
+    model, tokenizer = build_classifier(settings, train_rows, labels,
+                                        resumed_tokenizer(run) if settings.from_preset else None)
     max_len = settings.max_len or model.config.max_len
-    train, n_cut = encode_examples(train_rows, tokenizer, labels, max_len, truncate=settings.truncate,
-                                   multi_label=settings.multi_label)
+    train_set, n_cut = encode_examples(train_rows, tokenizer, labels, max_len, truncate=settings.truncate,
+                                       multi_label=settings.multi_label)
     valid, v_cut = encode_examples(valid_rows, tokenizer, labels, max_len, truncate=settings.truncate,
                                    multi_label=settings.multi_label)
     if (n_cut or v_cut) and run.world.main:
-        print(f"glassformer: warning: {n_cut} of {len(train)} training and {v_cut} of {len(valid)} validation "
+        print(f"glassformer: warning: {n_cut} of {len(train_set)} training and {v_cut} of {len(valid)} validation "
               f"examples are longer than {max_len} tokens and were cut (--no-truncate refuses them)",
               file=sys.stderr, flush=True)
-    steps_per_epoch = max(1, math.ceil(len(train) / settings.batch_size) // settings.grad_accum)
+    steps_per_epoch = max(1, math.ceil(len(train_set) / settings.batch_size) // settings.grad_accum)
     total = settings.steps or settings.epochs * steps_per_epoch
-    fp = fingerprint(settings, model.config, **(data or {}), examples=len(train_rows),
-                     digest=_digest([*train_rows, *valid_rows]))
-    check_resume(run, fp, total)
+    fp = checked(run, settings, model.config, total, **(data or {}), examples=len(train_rows),
+                 digest=_digest([*train_rows, *valid_rows]))
     lr = settings.learning_rate
 
     def warmup(steps: int) -> int:                # a share of the steps: an extended run warms up longer
         return round(settings.warmup * steps)
 
-    schedule = Schedule(settings.schedule,
-                        lambda opt, n: fine_tuning_schedule(opt, settings.schedule, warmup(n), n), lr)
-
-    def save(path: Path, model: Bert) -> None:
-        save_model_dir(path, model, tokenizer, generation={"task": "classify", "max_len": max_len,
-                                                            "pair": any(e.pair is not None for e in train_rows)})
-
     what = "regression" if regression else f"{len(labels)} labels"
     if settings.multi_label:
         what += ", several per example"
-    trainer = Trainer(
-        model,
-        lambda m: adamw(m, lr, settings.weight_decay, (0.9, 0.999)),
-        schedule.for_steps(total),
-        classify_loss, lambda m: evaluate_classifier(m, valid, settings.eval_batch_size, run.device), save,
-        trainer_config(settings, run, max_steps=total, eval_every=settings.eval_every or steps_per_epoch,
-                       rate_unit="examples"),
-        run.out_dir, run.device, world=run.world, fingerprint=fp,
-        summary=summary("bert", model, run, data=f"{len(train):,} training and {len(valid):,} validation "
-                        f"examples ({what})", batch=f"batch {settings.batch_size} × {settings.grad_accum} "
-                        f"micro-batches, lr {lr:g} ({settings.schedule}, {warmup(total)} warm-up steps), "
-                        f"{steps_per_epoch:,} steps per epoch", steps=total, schedule=schedule),
-    )
-    stream = ClassifyStream(train, settings.batch_size, settings.seed, rank=run.world.rank, world=run.world.size)
-    try:
-        result = trainer.fit(stream, resume=resume, extend=extend)
-    finally:
-        shutdown(run.world)
-    return ClassifyRun(trainer.model, tokenizer, labels, result, run.out_dir)
+    trained = train(run, settings, fp, Recipe(
+        model, classify_loss, lambda m: evaluate_classifier(m, valid, settings.eval_batch_size, run.device),
+        saver(tokenizer, {"task": "classify", "max_len": max_len, "pair": any(e.pair is not None for e in train_rows)}),
+        ClassifyStream(train_set, settings.batch_size, settings.seed, rank=run.world.rank, world=run.world.size),
+        "bert", data=f"{len(train_set):,} training and {len(valid):,} validation examples ({what})",
+        batch=f"batch {settings.batch_size} × {settings.grad_accum} micro-batches, lr {lr:g} ({settings.schedule}, "
+              f"{warmup(total)} warm-up steps), {steps_per_epoch:,} steps per epoch",
+        steps=total, schedule=Schedule(settings.schedule,
+                                       lambda opt, n: fine_tuning_schedule(opt, settings.schedule, warmup(n), n), lr),
+        optimizer=lambda m: adamw(m, lr, settings.weight_decay, (0.9, 0.999)),
+        trainer={"eval_every": settings.eval_every or steps_per_epoch, "rate_unit": "examples"}))
+    return ClassifyRun(trained.model, tokenizer, labels, trained.result, run.out_dir)
 
 
 def _digest(examples: Sequence[Example]) -> str:
@@ -351,5 +302,5 @@ def _digest(examples: Sequence[Example]) -> str:
 
 
 __all__ = ["ClassifySettings", "ClassifyRun", "finetune_classify", "build_classifier", "classifier_from_preset",
-           "classifier_from_pretrained", "classify_loss", "macro_f1", "scores", "evaluate_classifier",
-           "evaluate_examples", "linear_lr", "fine_tuning_schedule", "SCHEDULES"]
+           "classifier_from_pretrained", "classify_loss", "scores", "evaluate_classifier",
+           "evaluate_examples", "SCHEDULES"]

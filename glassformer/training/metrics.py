@@ -1,4 +1,5 @@
-"""A training run's metrics, one JSON line per record, in ``RUN_DIR/log.jsonl``.
+"""A training run's metrics, one JSON line per record, in ``RUN_DIR/log.jsonl``; and the figures
+an evaluation reports besides the loss (``macro_f1``).
 
     {"kind": "train", "step": 100, "loss": 2.31, "lr": 0.0003, "grad_norm": 0.84, "tokens_per_s": 51200.0, "elapsed": 12.5}
     {"kind": "eval", "step": 500, "loss": 1.97, "ppl": 7.17}
@@ -24,10 +25,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import ConfigError, InputError
 from ..files import why_unreadable, write_text_atomically
+
+if TYPE_CHECKING:
+    import torch
 
 LOG_NAME = "log.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -154,4 +158,23 @@ def _lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-__all__ = ["MetricsLog", "LOG_NAME", "TENSORBOARD_DIR"]
+# -- figures an evaluation reports ------------------------------------------------------------
+def macro_f1(predicted: Sequence[int] | torch.Tensor, true: Sequence[int] | torch.Tensor) -> float:
+    """The mean over classes of F1 = 2PR / (P + R), precision P = TP / predicted, recall R = TP / true;
+    0 for a class with P + R = 0.  The classes are those that occur among ``true`` or ``predicted``
+    (scikit-learn's ``f1_score(average="macro")``)."""
+    import torch
+    predicted, true = torch.as_tensor(predicted).long().flatten(), torch.as_tensor(true).long().flatten()
+    if predicted.shape != true.shape or not len(true):
+        raise InputError(f"macro_f1 needs as many predictions as targets, at least one ({len(predicted)}, {len(true)})")
+    n = int(max(predicted.max(), true.max())) + 1
+    confusion = torch.bincount(true * n + predicted, minlength=n * n).view(n, n).double()   # [true, predicted]
+    tp, n_predicted, n_true = confusion.diagonal(), confusion.sum(0), confusion.sum(1)
+    precision = torch.where(n_predicted > 0, tp / n_predicted.clamp_min(1), 0.0)
+    recall = torch.where(n_true > 0, tp / n_true.clamp_min(1), 0.0)
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-300), 0.0)
+    present = (n_predicted + n_true) > 0
+    return float(f1[present].mean())
+
+
+__all__ = ["MetricsLog", "macro_f1", "LOG_NAME", "TENSORBOARD_DIR"]

@@ -3,6 +3,7 @@
 * ``noam_lr``: the paper's (§5.3)  lrate = d_model^-0.5 · min(step^-0.5, step · warmup^-1.5)
   — linear warm-up, then decay with the inverse square root of the step.
 * ``cosine_lr``: linear warm-up then cosine decay to ``min_lr`` (GPT-3, nanoGPT).
+* ``linear_lr``: BERT's fine-tuning schedule, linear warm-up then linear decay to 0.
 
 A run states its schedule once as a :class:`Schedule`: made for any number of steps, so that
 extending a run (``--extend``) can say what the longer schedule does to the learning rate.
@@ -35,6 +36,14 @@ def cosine_lr(step: int, max_lr: float, warmup: int, total: int, min_lr: float =
     return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
+def linear_lr(step: int, warmup: int, total: int) -> float:
+    """BERT's schedule, relative to the peak: linear warm-up over ``warmup`` steps, then linear decay
+    to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
 def noam_schedule(optimizer: Optimizer, d_model: int, warmup: int = 4000, factor: float = 1.0) -> LambdaLR:
     """Set the optimiser's lr to ``noam_lr`` at each step (its base lr must be 1.0)."""
     for group in optimizer.param_groups:
@@ -45,6 +54,13 @@ def noam_schedule(optimizer: Optimizer, d_model: int, warmup: int = 4000, factor
 def cosine_schedule(optimizer: Optimizer, warmup: int, total: int, min_ratio: float = 0.1) -> LambdaLR:
     """Cosine with warm-up relative to each group's base lr, decaying to ``min_ratio`` of it."""
     return LambdaLR(optimizer, lambda i: cosine_lr(i, 1.0, warmup, total, min_ratio))
+
+
+def fine_tuning_schedule(optimizer: Optimizer, kind: str, warmup: int, total: int) -> LambdaLR:
+    """A fine-tuning run's: ``linear_lr``, or (``kind`` "cosine") cosine to 0, after ``warmup`` steps."""
+    if kind == "cosine":
+        return cosine_schedule(optimizer, warmup, total, min_ratio=0.0)
+    return LambdaLR(optimizer, lambda i: linear_lr(i, warmup, total))
 
 
 @dataclass

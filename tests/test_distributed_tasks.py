@@ -1,8 +1,9 @@
 """Every training task on every engine: lm, translation, mlm, classify, vit and caption, each trained
 for 4 steps by two processes (torchrun, gloo on the CPU) under DDP and under FSDP, end with the weights
 that one process learns from the same global batch (4 micro-batches per step: two per process, the
-first without synchronising gradients, or all four in one), within 1e-5.  Each task also trains in bf16 autocast and compiled (``--precision bf16
---compile``): its losses are finite and close to fp32's, and it saves a model that loads.
+first without synchronising gradients, or all four in one), within 1e-5.  Each task also trains in
+bf16 autocast and compiled (``--precision bf16 --compile``): its losses are finite and close to
+fp32's, and it saves a model that loads.
 
 The runs are slow to start (a torchrun and its processes import torch), so they are made once: one
 torchrun runs the twelve distributed trainings one after the other in the same process group (this
@@ -36,10 +37,9 @@ import pytest
 import torch
 
 from glassformer.data.numbers import number_corpus
+from test_distributed import TORCHRUN, assert_close_weights
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from test_distributed import TORCHRUN, assert_close_weights  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or TORCHRUN is None,
                                 reason="torch.distributed or torchrun is not available")
@@ -87,7 +87,8 @@ def write_data(data: Path) -> None:
     (data / "valid.csv").write_text(rows(10))
     corpus = number_corpus("de", "en", max_number=299, n_valid=20, n_test=20, seed=0)
     (data / "pairs.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in corpus.train))
-    (data / "accumulate.json").write_text(json.dumps({"grad_accum": 4, "warmup": 2, "lr_factor": 0.05, "model": {"bias": False}}))
+    (data / "accumulate.json").write_text(json.dumps({"grad_accum": 4, "warmup": 2, "lr_factor": 0.05,
+                                                      "model": {"bias": False}}))
 
 
 @pytest.fixture(scope="module")

@@ -152,6 +152,12 @@ class Bert(nn.Module):
         if self.mlm is not None:
             nn.init.zeros_(self.mlm.bias)
 
+    @property
+    def unused_in_training(self) -> bool:
+        """Whether some parameters take no part in the training loss: the pooler, kept for the
+        checkpoint but read only by head 'classify' (data-parallel training must allow for it)."""
+        return self.pooler is not None and self.config.head != "classify"
+
     # -- the encoder ---------------------------------------------------------------------
     def encode(self, tokens: Tensor, segments: Tensor | None = None, attention_mask: Tensor | None = None, *,
                need_weights: bool = False, use_fused: bool = True) -> EncoderOutput:

@@ -94,10 +94,12 @@ def wrap(model: nn.Module, world: World, device: torch.device) -> tuple[nn.Modul
     if world.kind == "ddp":
         ids = [device.index] if device.type == "cuda" else None
         # A parameter that takes no part in the loss (BERT's pooler under the masked-LM loss) gets no
-        # gradient: DDP looks for such parameters after each forward (a walk of the autograd graph) and
-        # leaves their gradients empty, as one process does.  (``static_graph``, which would look once,
-        # fails an internal assertion with ``no_sync``, which accumulation needs.)
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True), model
+        # gradient: for a model that says it has some (``unused_in_training``) DDP looks for them after
+        # each forward (a walk of the autograd graph) and leaves their gradients empty, as one process
+        # does; other models skip that walk.  (``static_graph``, which would look once, fails an
+        # internal assertion with ``no_sync``, which accumulation needs.)
+        unused = bool(getattr(model, "unused_in_training", False))
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused), model
     return model, model
 
 

@@ -191,7 +191,8 @@ class Trainer:
     def train_step(self, batches: list) -> tuple[Tensor, Tensor, Tensor]:
         """One optimiser step over ``batches``; returns (this process's mean loss per token, the
         gradient norm, whether the step was applied) as device tensors."""
-        self.model.train()
+        if not self.model.training:          # (a walk over every module: not at every step)
+            self.model.train()
         total, n_tokens = self.accumulate(batches)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
@@ -222,9 +223,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None:
             self.scheduler.step()
-        bad = (~finite).long()
+        bad = ~finite
         self._skipped += bad
-        self._last_bad = torch.where(finite, self._last_bad, torch.tensor(self.step + 1, device=self.device))
+        self._last_bad.masked_fill_(bad, self.step + 1)
         return total / n_tokens * self.world.size, norm, finite
 
     def _must_stop(self, finite: Tensor, total: Tensor) -> bool:

@@ -162,7 +162,7 @@ COMPARED = ("family", "model", "settings", "data")
 
 def check_fingerprint(saved: dict[str, Any], current: dict[str, Any], path: Path, *, extend: bool = False) -> None:
     """A resumed run must be the same run: the same family, model config, settings that shape what is
-    learned, and data.  ``extend``: its number of ``steps`` may differ (``runs.check_resume`` checks
+    learned, and data.  ``extend``: its number of ``steps`` may differ (``recipe.checked`` checks
     that it grows)."""
     for key in (k for k in COMPARED if k in current):
         then, now = saved.get(key), current[key]

@@ -52,8 +52,7 @@ from ..tokenizers import Tokenizer
 from .checks import check_positive_int, check_range, check_types
 from .optim import adamw
 from .metrics import macro_f1
-from .recipe import Recipe, checked, resumed_tokenizer, saver, settings_for, train
-from .runs import RunSettings, start_run
+from .recipe import Recipe, RunSettings, checked, resumed_tokenizer, saver, settings_for, start_run, train
 from .schedules import Schedule, fine_tuning_schedule
 from .trainer import StepLoss, TrainResult
 

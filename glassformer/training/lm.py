@@ -32,8 +32,8 @@ from ..errors import ConfigError
 from ..models import GPT, preset
 from ..tokenizers import Tokenizer
 from .checks import check_positive_int, check_preset, check_types
-from .recipe import Recipe, checked, resumed_tokenizer, saver, seeded_model, settings_for, train, written_once
-from .runs import RunSettings, start_run
+from .recipe import (Recipe, RunSettings, checked, resumed_tokenizer, saver, seeded_model, settings_for, start_run,
+                     train, written_once)
 from .trainer import StepLoss, TrainResult
 
 TOKENIZERS = ("char", "bpe")

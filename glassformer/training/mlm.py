@@ -38,8 +38,8 @@ from ..models import Bert, preset
 from ..tokenizers import Tokenizer
 from .checks import check_positive_int, check_preset, check_range, check_types
 from .lm import window
-from .recipe import Recipe, checked, resumed_tokenizer, saver, seeded_model, settings_for, train, written_once
-from .runs import RunSettings, start_run
+from .recipe import (Recipe, RunSettings, checked, resumed_tokenizer, saver, seeded_model, settings_for, start_run,
+                     train, written_once)
 from .trainer import StepLoss, TrainResult
 
 DEFAULT_BLOCK = 128        # BERT pre-trains 90% of its steps on 128-token sequences (Appendix A.2)

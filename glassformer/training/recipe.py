@@ -1,49 +1,103 @@
 """One training recipe: what every task's run does, around what the task states.
 
 A task (``lm.py``, ``mlm.py``, ``vit.py``, ``caption.py``, ``translation.py``, ``classify.py``)
-says only what differs — how it reads its data, builds its model, computes its loss and
-evaluates — and this module does the rest, in the same order for every task::
+says only what differs — its settings, how it reads its data, builds its model, computes its loss
+and evaluates — and this module does the rest, the same way for every task::
 
-    settings    settings_for: the task's settings; resuming, the run's own are the defaults
-                (one rule, merged_settings, for Python and the command line alike)
-    the run     start_run (runs.py): the run directory's rules, the processes, device and precision
+    settings    RunSettings (how a run executes) under the task's; settings_for: resuming, the run's
+                own are the defaults (merged_settings: one rule, for Python and the command line)
+    the run     start_run: a new run never overwrites an old one; the processes, device, precision
     checks      checked: the run's fingerprint; resuming another task, model or data is refused
     the model   seeded_model: the same seed gives the same initial weights
-    training    train: the Trainer over the task's Recipe (AdamW on a cosine schedule unless the
-                task states another), evaluation cadence, checkpoints, the summary line
+    training    train: the Trainer over the task's Recipe (AdamW on a cosine schedule unless the task
+                states another), evaluation cadence, checkpoints, the summary line a run starts with
     after       evaluate_best: the held-out evaluation of ``best/``, written to ``results.json``
 
-Adding a task costs one small file: its settings (a :class:`~glassformer.training.runs.RunSettings`
-with a ``task`` name in ``runs.TASKS``), its data, model, loss and evaluation, and a function
-that hands them to :func:`train` as a :class:`Recipe`.
+Adding a task costs one small file: its settings (with a ``task`` name in :data:`TASKS`), data,
+model, loss and evaluation, handed to :func:`train` as a :class:`Recipe`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
+from ..devices import pick_device
 from ..errors import ConfigError
 from ..files import write_text_atomically
 from ..model_dir import TOKENIZER, load_model_dir, save_model_dir
 from ..models import build_model
+from ..models.config import dataclass_from_dict
 from ..tokenizers import Tokenizer
-from .checkpoints import find_checkpoint, read_training_info
-from .distributed import barrier, shutdown
+from . import distributed
+from .checkpoints import (check_fingerprint, existing_run, find_checkpoint, read_training_checkpoint,
+                          read_training_info)
+from .checks import check_positive_int, check_shared_settings
+from .distributed import World, barrier, shutdown
 from .optim import adamw
-from .runs import Run, check_resume, check_task, fingerprint, summary, trainer_config
+from .precision import PRECISIONS, resolve_precision
 from .schedules import Schedule
-from .trainer import StepLoss, Trainer, TrainResult
+from .trainer import ON_NAN, StepLoss, Trainer, TrainerConfig, TrainResult
+
+# Settings that may change between a run and its resumption (they do not change what is learned).
+RESUMABLE_CHANGES = {"device", "progress", "time_limit", "precision", "compile", "on_nan", "distributed", "log_every",
+                     "tensorboard", "eval_every", "eval_batches", "keep_checkpoints"}
+
+# The training tasks (the ``task`` of their settings): what a run of each is, and the command that continues it.
+TASKS = {
+    "lm": ("a language-model", "train lm"),
+    "mlm": ("a masked-LM", "train mlm"),
+    "translation": ("a machine-translation", "train translation"),
+    "classify": ("a classification fine-tuning", "finetune classify"),
+    "vit": ("a ViT image-classification", "train vit"),
+    "caption": ("an image-captioning", "train caption"),
+}
 
 
-# -- settings: one rule for which settings win on resume --------------------------------------------
+# -- settings: how a run executes, and the one rule for which settings win on resume ---------------
+@dataclass
+class RunSettings:
+    """How a run executes, shared by every training task's settings."""
+
+    device: str = "auto"
+    precision: str = "auto"              # auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 | fp16
+    compile: bool = False                # torch.compile the model
+    on_nan: str = "skip"                 # a non-finite loss or gradient: skip the step | stop
+    distributed: str | None = None       # None | "ddp" | "fsdp" (under torchrun)
+    log_every: int = 10                  # steps between progress lines / log.jsonl "train" records
+    tensorboard: bool = False            # also write TensorBoard scalars (the tensorboard extra)
+    time_limit: float | None = None
+    progress: bool = True
+
+    setting_name: ClassVar[str] = "training setting"   # how an unknown key is named in the error
+    task: ClassVar[str] = ""                             # the task's name in TASKS, recorded with the run
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """The settings from a dict (a --config file, a resumed run's); an unknown key is a ConfigError
+        listing the valid ones, and the subclass's checks run."""
+        return dataclass_from_dict(cls, data, cls.setting_name)
+
+    def check_run_settings(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r} is invalid; choose one of {list(PRECISIONS)}")
+        if self.on_nan not in ON_NAN:
+            raise ConfigError(f"on_nan={self.on_nan!r} is invalid; choose one of {list(ON_NAN)}")
+        if self.distributed not in (None, *distributed.KINDS):
+            raise ConfigError(f"distributed={self.distributed!r} is invalid; choose one of "
+                              f"{list(distributed.KINDS)} or null")
+        check_positive_int(self, "log_every")
+        check_shared_settings(self)
+
+
 def saved_run(run_dir: str | Path, task: str) -> dict[str, Any]:
-    """The fingerprint of the run saved in ``run_dir`` (``runs.fingerprint``): its "settings" and
+    """The fingerprint of the run saved in ``run_dir`` (:func:`fingerprint`): its "settings" and
     "resumable" settings (the defaults of its resumption), "model" config, "data" and "sources".
     A run of another task than ``task`` is refused, naming the command that continues it."""
     saved = read_training_info(find_checkpoint(Path(run_dir))).get("fingerprint", {})
@@ -82,17 +136,93 @@ def settings_for(cls, settings, run_dir: str | Path, resume: bool) -> tuple[Any,
     return cls.from_dict(merged), saved
 
 
-# -- before training: the checks, the tokenizer, the data files, the model ----------------------------
-def checked(run: Run, settings, config, steps: int, *, sources: dict[str, Any] | None = None,
-            **data: Any) -> dict[str, Any]:
-    """The run's fingerprint (``runs.fingerprint``: the task, the model ``config``, the settings and
-    ``data``); a resumption of another task, model, config or data is refused now, before anything is
-    written (``steps``: the run's total, more than it was set to when extending)."""
-    fp = fingerprint(settings, config, sources=sources, **data)
-    check_resume(run, fp, steps)
+# -- the run: its directory, processes, device and precision ----------------------------------------
+@dataclass
+class Run:
+    """A run about to start: where it runs and with what precision."""
+
+    out_dir: Path
+    world: World
+    device: torch.device
+    precision: str
+    resume: bool
+    extend: bool = False                              # a resumed run set to more steps than it was
+    saved: dict[str, Any] = field(default_factory=dict)   # the resumed checkpoint's training.json
+
+
+def start_run(settings: RunSettings, out_dir: str | Path, resume: bool, extend: bool = False) -> Run:
+    """Check the run directory and join the processes: a new run refuses a directory that holds a
+    run; a resumed one needs a checkpoint there (``extend``: it is trained for more steps than it
+    was set to).  Nothing is written."""
+    out_dir = Path(out_dir)
+    saved = {}
+    if extend and not resume:
+        raise ConfigError("--extend trains a run for more steps than it was set to: give it with --resume RUN_DIR "
+                          "and --steps N")
+    if resume:
+        saved = read_training_info(find_checkpoint(out_dir))     # a clear error if there is nothing to resume
+    else:
+        found = existing_run(out_dir) if out_dir.is_dir() else None
+        if found:
+            raise ConfigError(f"{out_dir} already holds {found}; continue it with --resume {out_dir}, "
+                              f"or choose another --out")
+    world, device = distributed.setup(settings.distributed, pick_device(settings.device))
+    precision = resolve_precision(settings.precision, device)
+    return Run(out_dir, world, device, precision, resume, extend, saved)
+
+
+# -- checks: a resumed run is the run that was started ---------------------------------------------
+def fingerprint(settings: RunSettings, config, *, sources: dict[str, Any] | None = None,
+                **data: Any) -> dict[str, Any]:
+    """The run as it starts, saved with every checkpoint: its task; what a resumed run must share
+    with it (checkpoints.COMPARED: the model's family and config, the settings that shape what is
+    learned, the data); and what only serves as the defaults of a resumption: the settings it may
+    change ("resumable") and where the data was read from, when "data" does not say it ("sources")."""
+    every = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()}
+    fp = {"task": settings.task, "family": config.family, "model": config.to_dict(),
+          "settings": {k: v for k, v in every.items() if k not in RESUMABLE_CHANGES}, "data": data,
+          "resumable": {k: v for k, v in every.items() if k in RESUMABLE_CHANGES}}
+    if sources:
+        fp["sources"] = sources
     return fp
 
 
+def check_task(saved: dict[str, Any], task: str, run_dir: str | Path) -> None:
+    """Refuse to continue a run of another task (``saved``: its fingerprint), naming the command that does."""
+    theirs = saved.get("task")                  # absent in runs saved before the task was recorded
+    if theirs and theirs != task:
+        what, command = TASKS.get(theirs, (f"a {theirs}", f"train {theirs}"))
+        raise ConfigError(f"{run_dir} is {what} ({theirs}) run; resume it with "
+                          f"`glassformer {command} --resume {run_dir}`")
+
+
+def saved_steps(info: dict[str, Any]) -> int:
+    """The number of steps a saved run was set to (``info``: its training.json)."""
+    steps = info.get("max_steps") or info.get("fingerprint", {}).get("settings", {}).get("steps")
+    return steps or info.get("step", 0)     # a run saved before max_steps was recorded, set in epochs
+
+
+def checked(run: Run, settings: RunSettings, config, steps: int, *, sources: dict[str, Any] | None = None,
+            **data: Any) -> dict[str, Any]:
+    """The run's fingerprint (its task, the model ``config``, the settings and ``data``).  Resuming, a
+    run of another task, family, config or data, or a damaged checkpoint, is refused now, before any
+    file is written; with ``run.extend``, ``steps`` (the run's new total) must be more than it was set to."""
+    fp = fingerprint(settings, config, sources=sources, **data)
+    if not run.resume:
+        return fp
+    path = find_checkpoint(run.out_dir)
+    read_training_checkpoint(path)              # a damaged training.pt is refused now, not after the data is written
+    saved = run.saved.get("fingerprint", {})
+    check_task(saved, fp["task"], run.out_dir)
+    check_fingerprint(saved, fp, path, extend=run.extend)
+    before = saved_steps(run.saved)
+    if run.extend and steps <= before:
+        raise ConfigError(f"--extend trains {run.out_dir} for more steps than its {before:,} (it stopped at step "
+                          f"{run.saved.get('step', 0):,}): give --steps N with N > {before:,}, not {steps:,}")
+    return fp
+
+
+# -- before training: the tokenizer, the data files, the model ------------------------------------
 def resumed_tokenizer(run: Run, name: str = TOKENIZER) -> Tokenizer | None:
     """The tokenizer ``name`` the resumed run saved (None for a new run, or when it saved none)."""
     if not run.resume:
@@ -122,6 +252,27 @@ def saver(tokenizer: Tokenizer | None, generation: dict[str, Any], **extra: Any)
 
 
 # -- training --------------------------------------------------------------------------------------
+def trainer_config(settings, run: Run, **task: Any) -> TrainerConfig:
+    """The trainer's configuration: every :class:`TrainerConfig` field that ``settings`` has under
+    the same name (grad_accum, clip_norm, eval_every, time_limit, ...), the run's resolved
+    precision, then what the task gives (``max_steps``, a derived ``eval_every`` ...)."""
+    shared = {f.name for f in dataclasses.fields(TrainerConfig)} & {f.name for f in dataclasses.fields(settings)}
+    return TrainerConfig(**{**{name: getattr(settings, name) for name in shared}, "precision": run.precision, **task})
+
+
+def summary(family: str, model: torch.nn.Module, run: Run, *, data: str, batch: str, steps: int,
+            schedule: Schedule) -> str:
+    """The one line a run starts with (an extended run's says what the longer ``schedule`` does)."""
+    from ..models.transformer import num_parameters
+
+    procs = f" × {run.world.size} processes ({run.world.kind})" if run.world.size > 1 else ""
+    line = (f"training {family} ({num_parameters(model):,} parameters) on {data}; device {run.device}{procs}, "
+            f"precision {run.precision}; {batch}; {steps:,} steps")
+    if run.extend:
+        line += "; " + schedule.extension(run.saved["step"], saved_steps(run.saved), steps)
+    return line
+
+
 @dataclass
 class Recipe:
     """What a task states for one run; :func:`train` does the rest."""
@@ -179,5 +330,6 @@ def evaluate_best(run: Run, result: TrainResult, evaluate: Callable[[nn.Module],
     return figures
 
 
-__all__ = ["Recipe", "Trained", "train", "saved_run", "merged_settings", "settings_for", "checked",
-           "resumed_tokenizer", "written_once", "seeded_model", "saver", "evaluate_best"]
+__all__ = ["RunSettings", "Run", "Recipe", "Trained", "start_run", "train", "saved_run", "merged_settings",
+           "settings_for", "fingerprint", "checked", "check_task", "saved_steps", "resumed_tokenizer", "written_once",
+           "seeded_model", "saver", "trainer_config", "summary", "evaluate_best", "RESUMABLE_CHANGES", "TASKS"]

@@ -30,8 +30,7 @@ from ..models import Transformer, preset
 from ..tokenizers import Tokenizer
 from .checks import check_positive_int, check_preset, check_range, check_types
 from .optim import paper_adam
-from .recipe import Recipe, checked, resumed_tokenizer, saver, seeded_model, settings_for, train
-from .runs import RunSettings, start_run
+from .recipe import Recipe, RunSettings, checked, resumed_tokenizer, saver, seeded_model, settings_for, start_run, train
 from .schedules import Schedule, noam_schedule
 from .trainer import StepLoss, TrainResult
 

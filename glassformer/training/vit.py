@@ -21,8 +21,7 @@ from ..data.images import ImageSet, ImageStream, batches_of, load_digits, load_i
 from ..errors import ConfigError
 from ..models import ViT, preset
 from .checks import check_positive_int, check_preset, check_types
-from .recipe import Recipe, checked, evaluate_best, saver, seeded_model, settings_for, train
-from .runs import RunSettings, start_run
+from .recipe import Recipe, RunSettings, checked, evaluate_best, saver, seeded_model, settings_for, start_run, train
 from .trainer import StepLoss, TrainResult
 
 DATASETS = ("digits",)

@@ -14,7 +14,7 @@ processes); the model directory holds the word-level tokenizer and ``generation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..models import CaptionModel, preset
 from ..tasks.caption import greedy_ids
 from .checks import check_positive_int, check_preset, check_types
-from .recipe import Recipe, RunSettings, checked, evaluate_best, saver, seeded_model, settings_for, start_run, train
+from .recipe import Recipe, RecipeSettings, checked, evaluate_best, saver, seeded_model, settings_for, start_run, train
 from .trainer import StepLoss, TrainResult
 
 DATASETS = ("digits",)
@@ -33,28 +33,19 @@ DIGIT_SIZE = 8                           # scikit-learn's digits are 8×8 pixels
 
 
 @dataclass
-class CaptionSettings(RunSettings):
-    """Everything a captioning run needs besides the data (and how it runs: RunSettings)."""
+class CaptionSettings(RecipeSettings):
+    """Everything a captioning run needs besides the data (the rest of the recipe's
+    and how it runs: RecipeSettings, RunSettings)."""
 
     preset: str = "caption-digits"
-    model: dict[str, Any] = field(default_factory=dict)   # overrides of the preset's fields
     min_digits: int = 1                  # digits per strip: drawn uniformly from min_digits..max_digits
     max_digits: int = 3
-    batch_size: int = 64
-    grad_accum: int = 1
     steps: int = 1000
-    lr: float = 2e-3
     min_lr_ratio: float = 0.01
-    warmup: int = 100
-    weight_decay: float = 0.05
-    clip_norm: float | None = 1.0
     label_smoothing: float = 0.1
     shift: int = 0                       # augmentation: move training strips by up to this many pixels
     valid_strips: int = 500
     test_strips: int = 1000
-    eval_every: int = 250
-    keep_checkpoints: int = 0
-    seed: int = 0
 
     task: ClassVar[str] = "caption"
 

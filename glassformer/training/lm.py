@@ -20,7 +20,7 @@ validation loss and perplexity are measured and the model saved.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,7 +32,7 @@ from ..errors import ConfigError
 from ..models import GPT, preset
 from ..tokenizers import Tokenizer
 from .checks import check_positive_int, check_preset, check_types
-from .recipe import (Recipe, RunSettings, checked, resumed_tokenizer, saver, seeded_model, settings_for, start_run,
+from .recipe import (Recipe, RecipeSettings, checked, resumed_tokenizer, saver, seeded_model, settings_for, start_run,
                      train, written_once)
 from .trainer import StepLoss, TrainResult
 
@@ -40,27 +40,19 @@ TOKENIZERS = ("char", "bpe")
 
 
 @dataclass
-class LMSettings(RunSettings):
-    """Everything a language-model training run needs besides the text (and how it runs: RunSettings)."""
+class LMSettings(RecipeSettings):
+    """Everything a language-model training run needs besides the text (the rest of the recipe's and
+    how it runs: RecipeSettings, RunSettings)."""
 
     preset: str = "gpt-mini"
-    model: dict[str, Any] = field(default_factory=dict)   # overrides of the preset's fields
     tokenizer: str = "char"              # "char" | "bpe" (byte-level, GPT-2 style)
     vocab_size: int = 4096               # BPE only
     block_size: int | None = None        # tokens per training window; None = the model's context
     batch_size: int = 12                 # windows per micro-batch
-    grad_accum: int = 1                  # micro-batches per step, over all processes (a multiple of their number)
-    steps: int = 2000
     lr: float = 1e-3
-    min_lr_ratio: float = 0.1            # the cosine ends at lr * min_lr_ratio
-    warmup: int = 100
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.99)
-    clip_norm: float | None = 1.0
-    eval_every: int = 250
     eval_batches: int = 20
-    keep_checkpoints: int = 0            # step-* model directories kept (for checkpoint averaging)
-    seed: int = 0
 
     task: ClassVar[str] = "lm"
 

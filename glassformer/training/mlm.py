@@ -24,7 +24,7 @@ batches and the model saved.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,7 +38,7 @@ from ..models import Bert, preset
 from ..tokenizers import Tokenizer
 from .checks import check_positive_int, check_preset, check_range, check_types
 from .lm import window
-from .recipe import (Recipe, RunSettings, checked, resumed_tokenizer, saver, seeded_model, settings_for, start_run,
+from .recipe import (Recipe, RecipeSettings, checked, resumed_tokenizer, saver, seeded_model, settings_for, start_run,
                      train, written_once)
 from .trainer import StepLoss, TrainResult
 
@@ -46,29 +46,21 @@ DEFAULT_BLOCK = 128        # BERT pre-trains 90% of its steps on 128-token seque
 
 
 @dataclass
-class MLMSettings(RunSettings):
-    """Everything a masked-LM training run needs besides the text (and how it runs: RunSettings)."""
+class MLMSettings(RecipeSettings):
+    """Everything a masked-LM training run needs besides the text (the rest of the recipe's and how it
+    runs: RecipeSettings, RunSettings)."""
 
     preset: str = "bert-small"
-    model: dict[str, Any] = field(default_factory=dict)   # overrides of the preset's fields
     vocab_size: int = 8000               # WordPiece vocabulary size (at most; a small corpus gives fewer)
     lowercase: bool = True               # lower-case and strip accents before WordPiece
     block_size: int | None = None        # tokens per window, [CLS] and [SEP] included; None = min(128, positions)
     batch_size: int = 32                 # windows per micro-batch
-    grad_accum: int = 1                  # micro-batches per step, over all processes (a multiple of their number)
-    steps: int = 2000
     lr: float = 1e-4
-    min_lr_ratio: float = 0.1            # the cosine ends at lr * min_lr_ratio
-    warmup: int = 100
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
-    clip_norm: float | None = 1.0
     mask_prob: float = 0.15              # the share of tokens selected for prediction
     whole_word: bool = False             # select whole words (a piece and its "##" continuations) together
-    eval_every: int = 250
     eval_batches: int = 20
-    keep_checkpoints: int = 0            # step-* model directories kept (for checkpoint averaging)
-    seed: int = 0
 
     task: ClassVar[str] = "mlm"
 

@@ -96,6 +96,25 @@ class RunSettings:
         check_shared_settings(self)
 
 
+@dataclass
+class RecipeSettings(RunSettings):
+    """What the default recipe reads (AdamW, a linear warm-up then cosine decay; batches, evaluation,
+    checkpoints, seed), with defaults; a task's settings state the defaults that differ."""
+
+    model: dict[str, Any] = field(default_factory=dict)   # overrides of the preset's fields
+    batch_size: int = 64                 # examples per micro-batch
+    grad_accum: int = 1                  # micro-batches per step, over all processes (a multiple of their number)
+    steps: int = 2000
+    lr: float = 2e-3                     # the peak learning rate
+    min_lr_ratio: float = 0.1            # the cosine ends at lr * min_lr_ratio
+    warmup: int = 100                    # steps of linear warm-up
+    weight_decay: float = 0.05           # AdamW's, on matrices only
+    clip_norm: float | None = 1.0
+    eval_every: int = 250
+    keep_checkpoints: int = 0            # step-* model directories kept (for checkpoint averaging)
+    seed: int = 0
+
+
 def saved_run(run_dir: str | Path, task: str) -> dict[str, Any]:
     """The fingerprint of the run saved in ``run_dir`` (:func:`fingerprint`): its "settings" and
     "resumable" settings (the defaults of its resumption), "model" config, "data" and "sources".
@@ -330,6 +349,6 @@ def evaluate_best(run: Run, result: TrainResult, evaluate: Callable[[nn.Module],
     return figures
 
 
-__all__ = ["RunSettings", "Run", "Recipe", "Trained", "start_run", "train", "saved_run", "merged_settings",
+__all__ = ["RunSettings", "RecipeSettings", "Run", "Recipe", "Trained", "start_run", "train", "saved_run", "merged_settings",
            "settings_for", "fingerprint", "checked", "check_task", "saved_steps", "resumed_tokenizer", "written_once",
            "seeded_model", "saver", "trainer_config", "summary", "evaluate_best", "RESUMABLE_CHANGES", "TASKS"]

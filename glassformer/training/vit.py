@@ -11,7 +11,7 @@ split by the seed: 20% held out for the test, 10% of the rest for validation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,30 +21,21 @@ from ..data.images import ImageSet, ImageStream, batches_of, load_digits, load_i
 from ..errors import ConfigError
 from ..models import ViT, preset
 from .checks import check_positive_int, check_preset, check_types
-from .recipe import Recipe, RunSettings, checked, evaluate_best, saver, seeded_model, settings_for, start_run, train
+from .recipe import Recipe, RecipeSettings, checked, evaluate_best, saver, seeded_model, settings_for, start_run, train
 from .trainer import StepLoss, TrainResult
 
 DATASETS = ("digits",)
 
 
 @dataclass
-class ViTSettings(RunSettings):
-    """Everything a ViT training run needs besides the images (and how it runs: RunSettings)."""
+class ViTSettings(RecipeSettings):
+    """Everything a ViT training run needs besides the images (the rest of the recipe's
+    and how it runs: RecipeSettings, RunSettings)."""
 
     preset: str = "vit-digits"
-    model: dict[str, Any] = field(default_factory=dict)   # overrides of the preset's fields
-    batch_size: int = 64
-    grad_accum: int = 1
     steps: int = 1500
-    lr: float = 2e-3
     min_lr_ratio: float = 0.01
-    warmup: int = 100
-    weight_decay: float = 0.05
-    clip_norm: float | None = 1.0
     shift: int = 0                       # augmentation: move training images by up to this many pixels
-    eval_every: int = 250
-    keep_checkpoints: int = 0
-    seed: int = 0
 
     task: ClassVar[str] = "vit"
 

@@ -8,9 +8,11 @@ import ast
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "glassformer"
-LAYERS = ("serve", "explain")
+LAYERS = ("serve", "explain", "cli")   # interop: one FAMILIES table, tested by test_layering
 
 
 def _is_family(node: ast.AST) -> bool:
@@ -81,3 +83,20 @@ def test_the_pages_are_files_that_the_wheel_ships():
         patterns = package_data.get(f"glassformer.{layer}", [])
         shipped = {p for pattern in patterns for p in (PACKAGE / layer).glob(pattern)}
         assert set(pages) <= shipped, f"pyproject.toml's package-data does not ship {set(pages) - shipped}"
+
+
+@pytest.mark.parametrize("name", ["vit-tiny", "caption-tiny"])
+def test_explain_checks_an_image_before_it_reads_the_weights(name, tmp_path, capsys):
+    """explain on an image model refuses a file that is not an image in one line, from the family's
+    collector (its check_input), before the weights are read: here the weights file is broken too."""
+    from glassformer.model_dir import save_model_dir
+    from glassformer.models import build_model, preset
+    from helpers import one_line_error, run_cli
+
+    model_dir = tmp_path / "model"
+    save_model_dir(model_dir, build_model(preset(name)))
+    (model_dir / "model.safetensors").write_bytes(b"not weights")
+    (tmp_path / "picture.png").write_text("not a picture")
+    code, _, err = run_cli(capsys, "explain", model_dir, tmp_path / "picture.png", "--out", tmp_path / "x.html")
+    one_line_error(code, err, "picture.png")
+    assert "safetensors" not in err and not (tmp_path / "x.html").exists()

@@ -73,23 +73,16 @@ def register_explain(subparsers) -> None:
 
 def run_explain(args: argparse.Namespace) -> int:
     from ..errors import CheckpointError, InputError
+    from ..explain.collectors import COLLECTORS
     from ..explain.report import explain, write_html, write_pngs
     from ..model_dir import load_model_dir, read_config
 
     try:                                    # a Hugging Face directory has no glassformer family: load decides
-        family = read_config(args.model_dir).family
+        config = read_config(args.model_dir)
     except CheckpointError:
-        family = None
-    if family == "vit":                     # check the image before loading the weights
-        from ..data.images import load_image
-
-        config = read_config(args.model_dir)
-        load_image(args.text, config.channels, config.image_size)
-    if family == "caption":
-        from ..data.captions import load_strip
-
-        config = read_config(args.model_dir)
-        load_strip(args.text, config.channels, config.image_size, config.image_width)
+        config = None
+    if config is not None and config.family in COLLECTORS:    # the input checked before the weights load
+        COLLECTORS[config.family].check_input(config, args.text)
     for what, values in (("layer", args.layers), ("head", args.heads)):
         for v in values or ():
             if v < 0:

@@ -283,12 +283,26 @@ class Collector:
     """One family as the report sees it: ``collect(loaded, model, text, target, options)``;
     ``needs_tokenizer``: it shows text tokens; ``ffn_layers(model)``: the feed-forward layers
     ``--neurons`` reads (None: ``--neurons`` does not apply); ``no_prediction``: what the page says
-    when the report has no prediction."""
+    when the report has no prediction; ``check_input(config, given)``: refuses, before the weights
+    are loaded, an input the family cannot read (an image that is not one)."""
 
     collect: Callable[[Any, Any, Any, str | None, Options], Report]
     needs_tokenizer: bool = True
     ffn_layers: Callable[[Any], Any] | None = None
     no_prediction: str = "No prediction."
+    check_input: Callable[[Any, str], None] = lambda config, given: None
+
+
+def _check_image(config, path: str) -> None:
+    from ..data.images import load_image
+
+    load_image(path, config.channels, config.image_size)
+
+
+def _check_strip(config, path: str) -> None:
+    from ..data.captions import load_strip
+
+    load_strip(path, config.channels, config.image_size, config.image_width)
 
 
 def _encoder_layers(model):
@@ -300,6 +314,6 @@ COLLECTORS: dict[str, Collector] = {
     "transformer": Collector(_explain_translation, ffn_layers=_encoder_layers),   # the encoder: over the text given
     "bert": Collector(_explain_bert, ffn_layers=_encoder_layers,
                       no_prediction="No prediction: the model has no masked-LM head, or the text has no [MASK]."),
-    "vit": Collector(_explain_vit, needs_tokenizer=False, ffn_layers=_encoder_layers),
-    "caption": Collector(_explain_caption),
+    "vit": Collector(_explain_vit, needs_tokenizer=False, ffn_layers=_encoder_layers, check_input=_check_image),
+    "caption": Collector(_explain_caption, check_input=_check_strip),
 }

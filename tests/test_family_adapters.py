@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "glassformer"
-LAYERS = ("serve", "explain", "cli")   # interop: one FAMILIES table, tested by test_layering
+LAYERS = ("serve", "explain", "cli")   # interop states its families once, in its FAMILIES table
 
 
 def _is_family(node: ast.AST) -> bool:

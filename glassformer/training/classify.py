@@ -37,7 +37,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,8 @@ from ..tokenizers import Tokenizer
 from .checks import check_positive_int, check_range, check_types
 from .optim import adamw
 from .metrics import macro_f1
-from .recipe import Recipe, RunSettings, checked, resumed_tokenizer, saver, settings_for, start_run, train
+from .recipe import (Recipe, RunSettings, checked, resumed_tokenizer, saver, settings_for, start_run, train,
+                     trained_once)
 from .schedules import Schedule, fine_tuning_schedule
 from .trainer import StepLoss, TrainResult
 
@@ -163,13 +164,15 @@ def classifier_from_pretrained(source: Bert, labels: list[str] | None, seed: int
 
 
 def build_classifier(settings: ClassifySettings, train: Sequence[Example], labels: list[str] | None,
-                     tokenizer: Tokenizer | None = None) -> tuple[Bert, Tokenizer]:
+                     tokenizer: Tokenizer | None = None,
+                     once: Callable[[Callable[[], Tokenizer]], Tokenizer] = lambda build: build()) -> tuple[Bert, Tokenizer]:
     """The model to fine-tune and its tokenizer.  ``tokenizer``: a resumed run's (a preset's
-    vocabulary is trained on the training texts otherwise)."""
+    vocabulary is trained on the training texts otherwise, through ``once``:
+    :func:`~.recipe.trained_once` trains it on the main process only)."""
     if settings.from_preset:
         if tokenizer is None:
             texts = [t for e in train for t in (e.text, e.pair) if t is not None]
-            tokenizer = Tokenizer.train_wordpiece(texts, settings.vocab_size)
+            tokenizer = once(lambda: Tokenizer.train_wordpiece(texts, settings.vocab_size))
         return classifier_from_preset(settings.model, tokenizer, labels, settings.max_len, settings.seed,
                                       settings.multi_label), tokenizer
     loaded = load_model_dir(settings.model)
@@ -256,7 +259,8 @@ def finetune_classify(
         raise InputError(f"the training data has one label only ({labels[0]!r}); classification needs two or more")
     run = start_run(settings, out_dir, resume, extend)
     model, tokenizer = build_classifier(settings, train_rows, labels,
-                                        resumed_tokenizer(run) if settings.from_preset else None)
+                                        resumed_tokenizer(run) if settings.from_preset else None,
+                                        lambda build: trained_once(run, build))
     max_len = settings.max_len or model.config.max_len
     train_set, n_cut = encode_examples(train_rows, tokenizer, labels, max_len, truncate=settings.truncate,
                                        multi_label=settings.multi_label)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,7 @@ from ..tokenizers import Tokenizer
 from .checks import check_positive_int, check_preset, check_range, check_types
 from .lm import window
 from .recipe import (Recipe, RecipeSettings, checked, resumed_tokenizer, saver, seeded_model, settings_for, start_run,
-                     train, written_once)
+                     train, trained_once, written_once)
 from .trainer import StepLoss, TrainResult
 
 DEFAULT_BLOCK = 128        # BERT pre-trains 90% of its steps on 128-token sequences (Appendix A.2)
@@ -110,11 +110,14 @@ def evaluate_mlm(model: Bert, batches: list[MLMBatch], device) -> dict[str, floa
     return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "accuracy": correct / count}
 
 
-def prepare(source: str | Path, settings: MLMSettings, tokenizer: Tokenizer | None = None):
+def prepare(source: str | Path, settings: MLMSettings, tokenizer: Tokenizer | None = None,
+            once: Callable[[Callable[[], Tokenizer]], Tokenizer] = lambda build: build()):
     """Read the corpus, train (or take) the WordPiece tokenizer and check the settings against the
-    model, before anything is written: returns (tokenizer, config, block_size, texts)."""
+    model, before anything is written: returns (tokenizer, config, block_size, texts).  ``once``
+    runs the training (:func:`~.recipe.trained_once`: on the main process only)."""
     texts = read_corpus(source)
-    tokenizer = tokenizer or Tokenizer.train_wordpiece(texts, settings.vocab_size, lowercase=settings.lowercase)
+    tokenizer = tokenizer or once(lambda: Tokenizer.train_wordpiece(texts, settings.vocab_size,
+                                                                    lowercase=settings.lowercase))
     config = preset(settings.preset, **{**settings.model, "vocab_size": tokenizer.vocab_size,
                                         "pad_id": tokenizer.pad_id, "head": "mlm"})
     return tokenizer, config, window(settings, config, min(DEFAULT_BLOCK, config.max_len)), texts
@@ -130,7 +133,8 @@ def train_mlm(source: str | Path | None, settings: MLMSettings | dict[str, Any] 
     settings, saved = settings_for(MLMSettings, settings, out_dir, resume)
     source = source or saved.get("data", {}).get("source")
     run = start_run(settings, out_dir, resume, extend)
-    tokenizer, config, block, texts = prepare(source, settings, resumed_tokenizer(run))
+    tokenizer, config, block, texts = prepare(source, settings, resumed_tokenizer(run),
+                                              lambda build: trained_once(run, build))
     fp = checked(run, settings, config, settings.steps, source=str(source), block_size=block)
     masking = Masking.from_tokenizer(tokenizer, mask_prob=settings.mask_prob, whole_word=settings.whole_word)
     windows_file = run.out_dir / "windows.npy"

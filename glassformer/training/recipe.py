@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, NamedTuple
 
+import tokenizers
 import torch
 from torch import nn
 
@@ -39,7 +40,7 @@ from . import distributed
 from .checkpoints import (check_fingerprint, existing_run, find_checkpoint, read_training_checkpoint,
                           read_training_info)
 from .checks import check_positive_int, check_shared_settings
-from .distributed import World, barrier, shutdown
+from .distributed import World, barrier, gather, shutdown
 from .optim import adamw
 from .precision import PRECISIONS, resolve_precision
 from .schedules import Schedule
@@ -248,6 +249,15 @@ def resumed_tokenizer(run: Run, name: str = TOKENIZER) -> Tokenizer | None:
         return None
     path = find_checkpoint(run.out_dir) / name
     return Tokenizer.load(path) if path.exists() else None
+
+
+def trained_once(run: Run, build: Callable[[], Tokenizer]) -> Tokenizer:
+    """A tokenizer that the main process trains (``build``) and sends to the others.  Each process
+    training its own would not do: the WordPiece trainer breaks ties between equally frequent pairs
+    in a random order, so the processes would learn different vocabularies."""
+    trained = build() if run.world.main else None
+    text = gather(trained.backend.to_str() if trained is not None else None, run.world)[0]
+    return trained if trained is not None else Tokenizer(tokenizers.Tokenizer.from_str(text))
 
 
 def written_once(run: Run, build: Callable[[], Any], read: Callable[[], Any]) -> Any:

@@ -375,6 +375,22 @@ def render_lm_quality(results: Path) -> str:
     return "\n".join(lines)
 
 
+def render_nanogpt(results: Path) -> str:
+    """The same baby GPT trained by glassformer and by nanoGPT's own train.py, side by side."""
+    r = load(results, "nanogpt_cpu")
+    sides, speed = r["summary"]["sides"], r["summary"]["speed_vs_nanogpt"]
+    lines = [f"{quick_warning(r)}**Beside nanoGPT** ([results](benchmarks/results/nanogpt_cpu.md)): the same "
+             f"setting, {num(r['steps'])} steps, nanoGPT's unmodified `train.py` in a scratch folder; "
+             f"{r['schedule']} order, {r['repeats']} round(s) each, medians.  "
+             f"*{sentence(measured_on(r['machine']))}.*", "",
+             "| side | wall time | training steps/s | validation loss (its own measure) | nanoGPT's wall time / ours |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for name, side in sides.items():
+        ratio = f"**{speed[name]['wall']:.2f}×**" if name in speed else ""
+        lines.append(f"| {name} | {side['wall_s']:.1f} s | {side['steps_per_s']:.2f} | {side['val_loss']:.4f} | {ratio} |")
+    return "\n".join(lines)
+
+
 def render_bert(results: Path) -> str:
     """Sentence embeddings and masked-LM training against Hugging Face, and fine-tuned classification."""
     e, m, c = load(results, "embed"), load(results, "mlm"), load(results, "classify")
@@ -459,6 +475,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "vs-hf": render_gpt_beam,
     "train-translation": render_train_translation,
     "lm-quality": render_lm_quality,
+    "nanogpt": render_nanogpt,
     "bert": render_bert,
     "families": render_families,
 }
@@ -469,6 +486,7 @@ SCRIPTS = {
     "vs-hf": "benchmarks/bench_gpt.py and benchmarks/bench_beam.py",
     "train-translation": "benchmarks/bench_train_translation.py",
     "lm-quality": "benchmarks/lm_quality.py",
+    "nanogpt": "benchmarks/bench_nanogpt.py",
     "bert": "benchmarks/bench_embed.py, benchmarks/bench_mlm.py and benchmarks/classify_accuracy.py",
     "families": "benchmarks/vit_digits.py, benchmarks/caption_digits.py, benchmarks/bench_llama_generate.py and "
                 "benchmarks/bench_vit.py",

@@ -8,7 +8,8 @@
 The paths, each a command run as a user runs it, in a subprocess with its own timeout:
 
 * ``train-TASK-bf16`` and ``train-TASK-fp16`` for every training task (lm, translation, mlm, classify,
-  vit, caption): a tiny preset, 4 optimiser steps of 2 micro-batches, evaluated and saved every 2 steps;
+  vit, caption): a tiny preset, 4 optimiser steps of 2 micro-batches, evaluated and saved every 2 steps
+  (fp16 with ``--on-nan stop``: the gradient scaler's overflow steps must not stop it);
 * ``train-TASK-compile``: the same with ``--compile`` (precision auto: bf16 on the GPU);
 * ``train-TASK-ddp`` and ``train-TASK-fsdp``: the same under ``torchrun --standalone --nproc-per-node 1``
   with ``--distributed ddp`` / ``fsdp`` (NCCL on the GPU);
@@ -90,7 +91,7 @@ def torchrun(*args: str) -> list[str]:
 
 # How each task is trained: (variant, launcher, its options, its kind of timeout).
 VARIANTS = (("bf16", glassformer, ["--precision", "bf16"], "train"),
-            ("fp16", glassformer, ["--precision", "fp16"], "train"),
+            ("fp16", glassformer, ["--precision", "fp16", "--on-nan", "stop"], "train"),
             ("compile", glassformer, ["--compile"], "compile"),
             ("ddp", torchrun, ["--distributed", "ddp"], "train"),
             ("fsdp", torchrun, ["--distributed", "fsdp"], "train"))

@@ -187,6 +187,8 @@ def start_run(settings: RunSettings, out_dir: str | Path, resume: bool, extend: 
             raise ConfigError(f"{out_dir} already holds {found}; continue it with --resume {out_dir}, "
                               f"or choose another --out")
     world, device = distributed.setup(settings.distributed, pick_device(settings.device))
+    barrier(world)     # every process has checked the directory before any writes to it (a group joined
+                       # earlier, as by a program that trains several runs, does not wait in setup)
     precision = resolve_precision(settings.precision, device)
     return Run(out_dir, world, device, precision, resume, extend, saved)
 

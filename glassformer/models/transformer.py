@@ -260,10 +260,20 @@ class Transformer(EncoderDecoderMixin, nn.Module):
         (:func:`~glassformer.nn.linear_cross_entropy`): the logits are never held whole.
         Training goes through ``forward`` so that wrappers (DDP, FSDP, ``torch.compile``)
         see the whole computation."""
-        enc = self.encode(src)
-        hidden = self.decode(tgt, enc.memory, enc.mask).hidden
+        hidden = self.decoder_hidden(src, tgt)
         if targets is None:
             return self.logits(hidden)
+        return self.target_loss(hidden, targets, label_smoothing=label_smoothing, reduction=reduction)
+
+    def decoder_hidden(self, src: Tensor, tgt: Tensor) -> Tensor:
+        """The decoder's last hidden states (batch, tgt_len, d_model) under teacher forcing."""
+        enc = self.encode(src)
+        return self.decode(tgt, enc.memory, enc.mask).hidden
+
+    def target_loss(self, hidden: Tensor, targets: Tensor, *, label_smoothing: float = 0.0,
+                    reduction: str = "mean") -> Tensor:
+        """The label-smoothed cross-entropy of ``targets`` given the decoder's ``hidden`` states, through
+        the generator's projection in chunks (:func:`~glassformer.nn.linear_cross_entropy`)."""
         return linear_cross_entropy(hidden, self.output_weight, targets, bias=self.output_bias,
                                     ignore_index=self.config.pad_id, label_smoothing=label_smoothing,
                                     reduction=reduction)

@@ -253,9 +253,10 @@ def _char_table(backend: tokenizers.Tokenizer) -> dict[str, int] | None:
     """Character -> id of a vocabulary built by :meth:`Tokenizer.train_char` (one token per character:
     a WordLevel model over a split into single characters, no normaliser, no added tokens), where a
     Python lookup gives the backend's ids; None for any other tokenizer."""
+    if type(backend.model).__name__ != "WordLevel" or backend.normalizer is not None:
+        return None                          # (before serialising: a large BPE's JSON takes a while)
     split = json.loads(backend.to_str()).get("pre_tokenizer") or {}
-    if (type(backend.model).__name__ != "WordLevel" or backend.normalizer is not None
-            or backend.get_added_tokens_decoder() or split.get("type") != "Split"
+    if (backend.get_added_tokens_decoder() or split.get("type") != "Split"
             or split.get("pattern") != {"Regex": r"[\s\S]"} or split.get("behavior") != "Isolated"
             or split.get("invert")):
         return None

@@ -101,15 +101,15 @@ def translation_loss(label_smoothing: float):
 
 def validation(model: Transformer, batches: list[TranslationBatch], label_smoothing: float, device) -> dict[str, float]:
     """Label-smoothed loss (what is optimised) and perplexity (from the un-smoothed NLL) per target token,
-    both through the model's forward: the training loss, the fused ``linear_cross_entropy``."""
+    both from one pass of the model (``target_loss``: the training loss, the fused ``linear_cross_entropy``)."""
     total = nll = tokens = 0.0
     with torch.no_grad():
         for batch in batches:
             batch = batch.to(device)
-            smoothed = model(batch.src, batch.tgt_in, batch.tgt_out, label_smoothing=label_smoothing, reduction="sum")
-            total += float(smoothed)
-            nll += float(model(batch.src, batch.tgt_in, batch.tgt_out, reduction="sum")) if label_smoothing \
-                else float(smoothed)
+            hidden = model.decoder_hidden(batch.src, batch.tgt_in)
+            smoothed = float(model.target_loss(hidden, batch.tgt_out, label_smoothing=label_smoothing, reduction="sum"))
+            total += smoothed
+            nll += float(model.target_loss(hidden, batch.tgt_out, reduction="sum")) if label_smoothing else smoothed
             tokens += batch.n_tokens
     return {"loss": total / tokens, "ppl": math.exp(min(nll / tokens, 50.0))}
 

@@ -60,11 +60,6 @@ class BertConfig(ModelConfig):
     multi_label: bool = False            # classify head: any number of labels per sequence, a sigmoid each
     tie_embeddings: bool = True          # tie_word_embeddings: the masked-LM output is the token-embedding matrix
 
-    def __post_init__(self) -> None:
-        if self.d_ff is None:
-            self.d_ff = 4 * self.d_model
-        super().__post_init__()
-
     def validate(self) -> None:
         self._positive("vocab_size", "n_layers", "n_heads", "d_model", "d_ff", "max_len", "segments")
         self._heads_divide()
@@ -83,18 +78,14 @@ class BertConfig(ModelConfig):
         return 1 if self.regression else len(self.labels or [])
 
 
-def _preset(**kw):
-    return lambda: BertConfig(**kw)
-
-
 # BERT (Devlin et al. 2019, §3): BASE L=12, H=768, A=12 (110M); LARGE L=24, H=1024, A=16 (340M).
-register_preset("bert-base", _preset())
-register_preset("bert-large", _preset(n_layers=24, n_heads=16, d_model=1024))
+register_preset("bert-base", BertConfig)
+register_preset("bert-large", BertConfig, n_layers=24, n_heads=16, d_model=1024)
 # all-MiniLM-L6-v2's shape (6 layers of 384), and small ones for one CPU and the tests.
-register_preset("bert-mini", _preset(n_layers=6, n_heads=12, d_model=384, d_ff=1536))
-register_preset("bert-small", _preset(vocab_size=8000, n_layers=4, n_heads=4, d_model=256, max_len=128))
-register_preset("bert-tiny", _preset(vocab_size=100, n_layers=2, n_heads=4, d_model=32, max_len=64, dropout=0.0,
-                                     attention_dropout=0.0))
+register_preset("bert-mini", BertConfig, n_layers=6, n_heads=12, d_model=384, d_ff=1536)
+register_preset("bert-small", BertConfig, vocab_size=8000, n_layers=4, n_heads=4, d_model=256, max_len=128)
+register_preset("bert-tiny", BertConfig, vocab_size=100, n_layers=2, n_heads=4, d_model=32, max_len=64, dropout=0.0,
+                attention_dropout=0.0)
 
 
 class EncoderOutput(NamedTuple):

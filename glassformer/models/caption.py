@@ -65,8 +65,6 @@ class CaptionConfig(ModelConfig):
     unk_id: int = 3
 
     def __post_init__(self) -> None:
-        if self.d_ff is None:
-            self.d_ff = 4 * self.d_model
         if self.image_width is None:
             self.image_width = self.image_size
         super().__post_init__()
@@ -92,17 +90,13 @@ class CaptionConfig(ModelConfig):
         return (self.image_size // self.patch_size) * (self.image_width // self.patch_size)
 
 
-def _preset(**kw):
-    return lambda: CaptionConfig(**kw)
-
-
 # Strips of up to three of scikit-learn's 8×8 digits (8 × 24 pixels: 2 × 6 patches of 4×4, four per digit),
 # captioned with the digits' names; the vocabulary is the ten names and the four special tokens.
-register_preset("caption-digits", _preset(image_size=8, image_width=24, patch_size=4, d_model=64, n_heads=4,
-                                          encoder_layers=3, decoder_layers=2, d_ff=128, dropout=0.0))
+register_preset("caption-digits", CaptionConfig, image_size=8, image_width=24, patch_size=4, d_model=64, n_heads=4,
+                encoder_layers=3, decoder_layers=2, d_ff=128, dropout=0.0)
 # For the tests: strips of up to two digits.
-register_preset("caption-tiny", _preset(image_size=8, image_width=16, patch_size=4, d_model=32, n_heads=2,
-                                        encoder_layers=1, decoder_layers=1, d_ff=64, dropout=0.0, max_len=8))
+register_preset("caption-tiny", CaptionConfig, image_size=8, image_width=16, patch_size=4, d_model=32, n_heads=2,
+                encoder_layers=1, decoder_layers=1, d_ff=64, dropout=0.0, max_len=8)
 
 
 class CaptionModel(EncoderDecoderMixin, nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -18,6 +19,8 @@ class ModelConfig:
     family: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
+        if getattr(self, "d_ff", 0) is None:            # a family's default feed-forward width
+            self.d_ff = 4 * self.d_model
         self.validate()
 
     def validate(self) -> None:
@@ -80,8 +83,9 @@ def dataclass_from_dict(cls, data: dict[str, Any], what: str = "setting"):
 PRESETS: dict[str, Callable[[], ModelConfig]] = {}
 
 
-def register_preset(name: str, factory: Callable[[], ModelConfig]) -> None:
-    PRESETS[name] = factory
+def register_preset(name: str, config_cls: type[ModelConfig], **fields: Any) -> None:
+    """Name the config ``config_cls(**fields)`` (built afresh each time it is asked for)."""
+    PRESETS[name] = functools.partial(config_cls, **fields)
 
 
 def preset_names(family: str | None = None) -> list[str]:

@@ -65,11 +65,6 @@ class GPTConfig(ModelConfig):
         """Rows of the token embedding: ``vocab_size`` rounded up to a multiple of ``vocab_multiple``."""
         return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
-    def __post_init__(self) -> None:
-        if self.d_ff is None:
-            self.d_ff = 4 * self.d_model
-        super().__post_init__()
-
     def validate(self) -> None:
         self._positive("vocab_size", "n_layers", "n_heads", "d_model", "d_ff", "max_len", "vocab_multiple")
         self._heads_divide()
@@ -86,10 +81,6 @@ class GPTConfig(ModelConfig):
                               f"{self.d_model}/{self.n_heads} = {self.d_model // self.n_heads}")
 
 
-def _preset(**kw):
-    return lambda: GPTConfig(**kw)
-
-
 # Presets for pretraining at scale train without dropout (as GPT-3-era recipes and nanoGPT do; ask
 # for it with model overrides) and pad the vocabulary to a multiple of 64 (50,257 -> 50,304 rows),
 # which keeps the output matmul on fast tile sizes.
@@ -97,10 +88,10 @@ _AT_SCALE = dict(dropout=0.0, vocab_multiple=64)
 
 
 # GPT-2 (Radford et al. 2019, Table 2; sizes of the released checkpoints).
-register_preset("gpt2", _preset(**_AT_SCALE))                                                     # 124M
-register_preset("gpt2-medium", _preset(**_AT_SCALE, n_layers=24, n_heads=16, d_model=1024))         # 355M
-register_preset("gpt2-large", _preset(**_AT_SCALE, n_layers=36, n_heads=20, d_model=1280))          # 774M
-register_preset("gpt2-xl", _preset(**_AT_SCALE, n_layers=48, n_heads=25, d_model=1600))             # 1.56B
+register_preset("gpt2", GPTConfig, **_AT_SCALE)                                                     # 124M
+register_preset("gpt2-medium", GPTConfig, **_AT_SCALE, n_layers=24, n_heads=16, d_model=1024)         # 355M
+register_preset("gpt2-large", GPTConfig, **_AT_SCALE, n_layers=36, n_heads=20, d_model=1280)          # 774M
+register_preset("gpt2-xl", GPTConfig, **_AT_SCALE, n_layers=48, n_heads=25, d_model=1600)             # 1.56B
 
 # GPT-3 (Brown et al. 2020, Table 2.1): n_ctx = 2048, d_ff = 4 * d_model, the GPT-2
 # vocabulary.  (GPT-3 alternates dense and locally banded sparse attention layers;
@@ -119,29 +110,29 @@ _GPT3 = {
     "gpt3-175b": (96, 96, 12288),
 }
 for _name, (_layers, _heads, _d) in _GPT3.items():
-    register_preset(_name, _preset(**_AT_SCALE, n_layers=_layers, n_heads=_heads, d_model=_d, max_len=2048))
+    register_preset(_name, GPTConfig, **_AT_SCALE, n_layers=_layers, n_heads=_heads, d_model=_d, max_len=2048)
 
 # Small ones for characters on one CPU, and for the tests.  "gpt-mini" is benchmark
 # shape (a), "gpt-char" shape (b) (nanoGPT's Shakespeare-character model).
-register_preset("gpt-char", _preset(vocab_size=65, n_layers=6, n_heads=6, d_model=384, max_len=256, dropout=0.2))
-register_preset("gpt-mini", _preset(vocab_size=65, n_layers=4, n_heads=4, d_model=128, max_len=256, dropout=0.0))
-register_preset("gpt-tiny", _preset(vocab_size=64, n_layers=2, n_heads=4, d_model=32, max_len=64, dropout=0.0))
+register_preset("gpt-char", GPTConfig, vocab_size=65, n_layers=6, n_heads=6, d_model=384, max_len=256, dropout=0.2)
+register_preset("gpt-mini", GPTConfig, vocab_size=65, n_layers=4, n_heads=4, d_model=128, max_len=256, dropout=0.0)
+register_preset("gpt-tiny", GPTConfig, vocab_size=64, n_layers=2, n_heads=4, d_model=32, max_len=64, dropout=0.0)
 
 # Llama-style decoders: the same GPT with Llama's options (Touvron et al. 2023; Meta's released configs).
 _LLAMA = dict(norm="rmsnorm", positional="rotary", activation="silu", gated=True, bias=False, tie_embeddings=False,
               dropout=0.0)
-register_preset("llama2-7b", _preset(**_LLAMA, vocab_size=32000, n_layers=32, n_heads=32, d_model=4096, d_ff=11008,
-                                     max_len=4096))
-register_preset("llama3-8b", _preset(**_LLAMA, vocab_size=128256, n_layers=32, n_heads=32, n_kv_heads=8,
-                                     d_model=4096, d_ff=14336, max_len=8192, rope_theta=500000.0))
-register_preset("llama2-70b", _preset(**_LLAMA, vocab_size=32000, n_layers=80, n_heads=64, n_kv_heads=8, d_model=8192,
-                                      d_ff=28672, max_len=4096))
-register_preset("llama3.1-8b", _preset(**_LLAMA, vocab_size=128256, n_layers=32, n_heads=32, n_kv_heads=8,
-                                       d_model=4096, d_ff=14336, max_len=131072, rope_theta=500000.0,
-                                       rope_scaling={"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                                     "original_max_len": 8192}))
-register_preset("llama-tiny", _preset(**_LLAMA, vocab_size=64, n_layers=2, n_heads=4, n_kv_heads=2, d_model=32,
-                                      d_ff=88, max_len=64))
+register_preset("llama2-7b", GPTConfig, **_LLAMA, vocab_size=32000, n_layers=32, n_heads=32, d_model=4096, d_ff=11008,
+                max_len=4096)
+register_preset("llama3-8b", GPTConfig, **_LLAMA, vocab_size=128256, n_layers=32, n_heads=32, n_kv_heads=8,
+                d_model=4096, d_ff=14336, max_len=8192, rope_theta=500000.0)
+register_preset("llama2-70b", GPTConfig, **_LLAMA, vocab_size=32000, n_layers=80, n_heads=64, n_kv_heads=8,
+                d_model=8192, d_ff=28672, max_len=4096)
+register_preset("llama3.1-8b", GPTConfig, **_LLAMA, vocab_size=128256, n_layers=32, n_heads=32, n_kv_heads=8,
+                d_model=4096, d_ff=14336, max_len=131072, rope_theta=500000.0,
+                rope_scaling={"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                              "original_max_len": 8192})
+register_preset("llama-tiny", GPTConfig, **_LLAMA, vocab_size=64, n_layers=2, n_heads=4, n_kv_heads=2, d_model=32,
+                d_ff=88, max_len=64)
 
 
 class GPT(DecodingMixin, nn.Module):

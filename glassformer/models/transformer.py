@@ -97,18 +97,14 @@ class TransformerConfig(ModelConfig):
         return self.bos_id if self.decoder_start_id is None else self.decoder_start_id
 
 
-def _preset(**kw):
-    return lambda: TransformerConfig(**kw)
-
-
 # Table 3 of the paper.  Vocabulary: the shared 37k BPE of WMT'14 En–De.
-register_preset("vaswani-base", _preset())
-register_preset("vaswani-big", _preset(d_model=1024, n_heads=16, d_ff=4096, dropout=0.3))
+register_preset("vaswani-base", TransformerConfig)
+register_preset("vaswani-big", TransformerConfig, d_model=1024, n_heads=16, d_ff=4096, dropout=0.3)
 # Small ones: the quickstart translator and the tests.
-register_preset("vaswani-small", _preset(d_model=256, n_heads=4, encoder_layers=3, decoder_layers=3, d_ff=1024,
-                                         src_vocab_size=8000, tgt_vocab_size=8000))
-register_preset("vaswani-tiny", _preset(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64,
-                                        src_vocab_size=50, tgt_vocab_size=50, max_len=64, dropout=0.0))
+register_preset("vaswani-small", TransformerConfig, d_model=256, n_heads=4, encoder_layers=3, decoder_layers=3,
+                d_ff=1024, src_vocab_size=8000, tgt_vocab_size=8000)
+register_preset("vaswani-tiny", TransformerConfig, d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64,
+                src_vocab_size=50, tgt_vocab_size=50, max_len=64, dropout=0.0)
 
 
 # T5 (Raffel et al. 2020): pre-norm RMSNorm, no biases, relative position buckets, attention unscaled,
@@ -117,10 +113,12 @@ register_preset("vaswani-tiny", _preset(d_model=32, n_heads=4, encoder_layers=2,
 _T5 = dict(norm="rmsnorm", norm_bias=False, norm_eps=1e-6, norm_first=True, bias=False, positional="relative",
            attention_scale=1.0, scale_embedding=False, scale_decoder_output=True, src_vocab_size=32128,
            tgt_vocab_size=32128, pad_id=0, eos_id=1, unk_id=2, bos_id=0, decoder_start_id=0, max_len=512)
-register_preset("t5-small", _preset(**_T5, d_model=512, n_heads=8, encoder_layers=6, decoder_layers=6, d_ff=2048))
-register_preset("t5-base", _preset(**_T5, d_model=768, n_heads=12, encoder_layers=12, decoder_layers=12, d_ff=3072))
-register_preset("t5-tiny", _preset(**{**_T5, "src_vocab_size": 60, "tgt_vocab_size": 60, "max_len": 64},
-                                   d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64, dropout=0.0))
+register_preset("t5-small", TransformerConfig, **_T5, d_model=512, n_heads=8, encoder_layers=6, decoder_layers=6,
+                d_ff=2048)
+register_preset("t5-base", TransformerConfig, **_T5, d_model=768, n_heads=12, encoder_layers=12, decoder_layers=12,
+                d_ff=3072)
+register_preset("t5-tiny", TransformerConfig, **{**_T5, "src_vocab_size": 60, "tgt_vocab_size": 60, "max_len": 64},
+                d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64, dropout=0.0)
 
 
 class EncoderOutput(NamedTuple):

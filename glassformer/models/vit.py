@@ -44,11 +44,6 @@ class ViTConfig(ModelConfig):
     norm_eps: float = 1e-12              # layer_norm_eps
     activation: str = "gelu"             # hidden_act
 
-    def __post_init__(self) -> None:
-        if self.d_ff is None:
-            self.d_ff = 4 * self.d_model
-        super().__post_init__()
-
     def validate(self) -> None:
         self._positive("image_size", "patch_size", "channels", "n_classes", "n_layers", "n_heads", "d_model", "d_ff")
         self._heads_divide()
@@ -65,17 +60,13 @@ class ViTConfig(ModelConfig):
         return self.labels or [str(i) for i in range(self.n_classes)]
 
 
-def _preset(**kw):
-    return lambda: ViTConfig(**kw)
-
-
 # ViT-Base/16 (Dosovitskiy et al. 2021, Table 1: 12 layers, 768 wide, 3072 MLP, 12 heads, 86M) on 224×224 images.
-register_preset("vit-b16", _preset())
+register_preset("vit-b16", ViTConfig)
 # For scikit-learn's 8×8 digit images (one channel, 16 patches of 2×2), and for the tests.
-register_preset("vit-digits", _preset(image_size=8, patch_size=2, channels=1, n_classes=10, n_layers=4, n_heads=4,
-                                      d_model=64, d_ff=128, dropout=0.1))
-register_preset("vit-tiny", _preset(image_size=8, patch_size=4, channels=1, n_classes=3, n_layers=2, n_heads=2,
-                                    d_model=16, d_ff=32))
+register_preset("vit-digits", ViTConfig, image_size=8, patch_size=2, channels=1, n_classes=10, n_layers=4, n_heads=4,
+                d_model=64, d_ff=128, dropout=0.1)
+register_preset("vit-tiny", ViTConfig, image_size=8, patch_size=4, channels=1, n_classes=3, n_layers=2, n_heads=2,
+                d_model=16, d_ff=32)
 
 
 class ImageEncoder(nn.Module):

@@ -36,11 +36,13 @@ from ..tokenizers import Tokenizer
 from .hf_files import (
     activation_from_hf,
     activation_to_hf,
-    model_with_weights,
+    encoder_pairs,
+    load_weights,
+    module_map,
     output_is_tied,
-    read_hf_directory,
-    split_rows,
     tensor_taker,
+    tensors_by_map,
+    weights_by_map,
 )
 
 _HEADS = {"BertModel": "none", "BertForMaskedLM": "mlm", "BertForPreTraining": "mlm",
@@ -102,38 +104,32 @@ def config_from_hf_bert(hf: dict, weights: dict[str, Tensor] | None = None) -> B
         raise ConfigError(f"the BERT config lacks the field {e.args[0]!r}") from None
 
 
+def _key_map(c: BertConfig, prefix: str = "") -> dict[str, list[str]]:
+    """Our parameter names -> the checkpoint's (the encoder's under ``prefix``); the MLM head's bias
+    and untied decoder are mapped apart."""
+    embeddings = [("token", "word_embeddings"), ("position", "position_embeddings"), ("segment", "token_type_embeddings")]
+    key_map = {f"embed.{mine}.weight": [f"{prefix}embeddings.{theirs}.weight"] for mine, theirs in embeddings}
+    pairs = [("embed.norm", f"{prefix}embeddings.LayerNorm")]
+    pairs += encoder_pairs(c.n_layers, f"{prefix}encoder.layer", "attention.self", _LAYER_MAP)
+    if c.pooler:
+        pairs.append(("pooler", f"{prefix}pooler.dense"))
+    if c.head == "mlm":
+        pairs += [("mlm.dense", "cls.predictions.transform.dense"), ("mlm.norm", "cls.predictions.transform.LayerNorm")]
+    elif c.head in ("classify", "tokens"):
+        pairs.append(("classifier", "classifier"))
+    return {**key_map, **module_map(pairs)}
+
+
 def state_dict_from_hf_bert(weights: dict[str, Tensor], config: BertConfig) -> dict[str, Tensor]:
     """Rename (and fuse) Hugging Face BERT tensors into a state dict of :class:`Bert`."""
     take = tensor_taker(weights, "BERT", "bert.")
-    ours: dict[str, Tensor] = {}
-
-    def linear(mine: str, theirs: str) -> None:
-        ours[f"{mine}.weight"], ours[f"{mine}.bias"] = take(f"{theirs}.weight"), take(f"{theirs}.bias")
-
-    ours["embed.token.weight"] = take("embeddings.word_embeddings.weight")
-    ours["embed.position.weight"] = take("embeddings.position_embeddings.weight")
-    ours["embed.segment.weight"] = take("embeddings.token_type_embeddings.weight")
-    linear("embed.norm", "embeddings.LayerNorm")
-    for i in range(config.n_layers):
-        prefix = f"encoder.layer.{i}.attention.self"
-        ours[f"encoder.layers.{i}.self_attention.qkv_proj.weight"] = torch.cat(
-            [take(f"{prefix}.{p}.weight") for p in ("query", "key", "value")])
-        ours[f"encoder.layers.{i}.self_attention.qkv_proj.bias"] = torch.cat(
-            [take(f"{prefix}.{p}.bias") for p in ("query", "key", "value")])
-        for mine, theirs in _LAYER_MAP:
-            linear(f"encoder.layers.{i}.{mine}", f"encoder.layer.{i}.{theirs}")
-    if config.pooler:
-        linear("pooler", "pooler.dense")
+    ours = tensors_by_map(take, _key_map(config))
     if config.head == "mlm":
-        linear("mlm.dense", "cls.predictions.transform.dense")
-        linear("mlm.norm", "cls.predictions.transform.LayerNorm")
         # transformers adds the decoder's own bias where the file has one (tied or not; older files share it)
         own_bias = "cls.predictions.decoder.bias" in weights
         ours["mlm.bias"] = take("cls.predictions.decoder.bias" if own_bias else "cls.predictions.bias")
         if not config.tie_embeddings:
             ours["mlm.decoder.weight"] = take("cls.predictions.decoder.weight")
-    elif config.head in ("classify", "tokens"):
-        linear("classifier", "classifier")
     return ours
 
 
@@ -156,34 +152,12 @@ def to_hf_bert(model: Bert) -> tuple[dict, dict[str, Tensor]]:
         elif c.multi_label:
             config["problem_type"] = "multi_label_classification"
     ours = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    prefix = "" if c.head == "none" else "bert."
-    out: dict[str, Tensor] = {}
-
-    def linear(mine: str, theirs: str) -> None:
-        out[f"{theirs}.weight"], out[f"{theirs}.bias"] = ours[f"{mine}.weight"], ours[f"{mine}.bias"]
-
-    out[f"{prefix}embeddings.word_embeddings.weight"] = ours["embed.token.weight"]
-    out[f"{prefix}embeddings.position_embeddings.weight"] = ours["embed.position.weight"]
-    out[f"{prefix}embeddings.token_type_embeddings.weight"] = ours["embed.segment.weight"]
-    linear("embed.norm", f"{prefix}embeddings.LayerNorm")
-    for i in range(c.n_layers):
-        attn = f"{prefix}encoder.layer.{i}.attention.self"
-        for part in ("weight", "bias"):
-            q, k, v = split_rows(ours[f"encoder.layers.{i}.self_attention.qkv_proj.{part}"], [c.d_model] * 3)
-            out[f"{attn}.query.{part}"], out[f"{attn}.key.{part}"], out[f"{attn}.value.{part}"] = q, k, v
-        for mine, theirs in _LAYER_MAP:
-            linear(f"encoder.layers.{i}.{mine}", f"{prefix}encoder.layer.{i}.{theirs}")
-    if c.pooler:
-        linear("pooler", f"{prefix}pooler.dense")
+    out = weights_by_map(ours, _key_map(c, "" if c.head == "none" else "bert."))
     if c.head == "mlm":
-        linear("mlm.dense", "cls.predictions.transform.dense")
-        linear("mlm.norm", "cls.predictions.transform.LayerNorm")
         out["cls.predictions.bias"] = ours["mlm.bias"]
         if not c.tie_embeddings:
             out["cls.predictions.decoder.weight"] = ours["mlm.decoder.weight"]
             out["cls.predictions.decoder.bias"] = ours["mlm.bias"].clone()     # its own tensor in the file
-    elif c.head in ("classify", "tokens"):
-        linear("classifier", "classifier")
     return config, out
 
 
@@ -205,11 +179,9 @@ def hf_bert_tokenizer(path: str | Path) -> Tokenizer:
 def load_hf_bert(path: str | Path, dtype: torch.dtype = torch.float32) -> ModelDir:
     """A :class:`Bert` with the weights of a Hugging Face BERT directory, and its tokenizer (None if the
     directory has neither tokenizer.json nor vocab.txt)."""
-    hf_config, weights, weights_file = read_hf_directory(path, "BERT")
-    config = config_from_hf_bert(hf_config, weights)
-    model = model_with_weights(Bert, config, state_dict_from_hf_bert(weights, config), weights_file, dtype)
+    model = load_weights(path, "BERT", Bert, config_from_hf_bert, state_dict_from_hf_bert, dtype)
     has_tokenizer = (Path(path) / "tokenizer.json").is_file() or (Path(path) / "vocab.txt").is_file()
-    return ModelDir(model, config, hf_bert_tokenizer(path) if has_tokenizer else None)
+    return ModelDir(model, model.config, hf_bert_tokenizer(path) if has_tokenizer else None)
 
 
 def convert_hf_bert(path: str | Path, out_dir: str | Path) -> Path:

@@ -1,5 +1,6 @@
 """What every Hugging Face family shares: reading a model directory (``config.json`` and
-``model.safetensors``, never pickles) and the names of activation functions."""
+``model.safetensors``, never pickles), renaming tensors by a key map, and the names of activation
+functions."""
 
 from __future__ import annotations
 
@@ -47,6 +48,54 @@ def tensor_taker(weights: dict[str, Tensor], family: str, prefix: str):
             raise CheckpointError(f"the {family} checkpoint lacks the tensor {name!r}")
         return hf[name]
     return take
+
+
+def module_map(pairs, params: tuple[str, ...] = ("weight", "bias")) -> dict[str, list[str]]:
+    """A key map (our parameter -> the checkpoint's) of whole modules: each pair is our module and
+    theirs, or the list of theirs fused into ours; each of ``params`` is mapped."""
+    return {f"{mine}.{p}": [f"{t}.{p}" for t in ([theirs] if isinstance(theirs, str) else theirs)]
+            for mine, theirs in pairs for p in params}
+
+
+def tensors_by_map(take, key_map: dict[str, list[str]]) -> dict[str, Tensor]:
+    """Our tensors from a checkpoint's (``take(name)`` reads one) by ``key_map``: several of theirs
+    are concatenated along dim 0 into our fused matrix."""
+    return {mine: torch.cat([take(t) for t in theirs]) if len(theirs) > 1 else take(theirs[0])
+            for mine, theirs in key_map.items()}
+
+
+def weights_by_map(ours: dict[str, Tensor], key_map: dict[str, list[str]], rows=None) -> dict[str, Tensor]:
+    """The checkpoint's tensors from ours: the inverse of :func:`tensors_by_map`, a fused matrix split
+    into its parts (equal ones, unless ``rows(our name)`` gives their sizes)."""
+    out = {}
+    for mine, theirs in key_map.items():
+        if len(theirs) == 1:
+            out[theirs[0]] = ours[mine]
+        else:
+            sizes = rows(mine) if rows else [len(ours[mine]) // len(theirs)] * len(theirs)
+            out.update(zip(theirs, split_rows(ours[mine], sizes)))
+    return out
+
+
+def encoder_pairs(n_layers: int, theirs: str, attention: str, layer_map) -> list:
+    """The modules of a BERT-style encoder's layers (ViT's too), ours <- theirs (``theirs``: their
+    stack of layers, ``attention``: the self-attention in each): query, key and value fused into our
+    ``qkv_proj``, then ``layer_map``."""
+    pairs = []
+    for i in range(n_layers):
+        mine, layer = f"encoder.layers.{i}", f"{theirs}.{i}"
+        qkv = [f"{layer}.{attention}.{p}" for p in ("query", "key", "value")]
+        pairs.append((f"{mine}.self_attention.qkv_proj", qkv))
+        pairs += [(f"{mine}.{m}", f"{layer}.{t}") for m, t in layer_map]
+    return pairs
+
+
+def load_weights(path: str | Path, family: str, model_cls, config_from, state_dict_from, dtype: torch.dtype):
+    """``model_cls`` with the weights of a Hugging Face ``family`` directory: its config from
+    ``config_from(hf_config, weights)``, its tensors renamed by ``state_dict_from(weights, config)``."""
+    hf_config, weights, weights_file = read_hf_directory(path, family)
+    config = config_from(hf_config, weights)
+    return model_with_weights(model_cls, config, state_dict_from(weights, config), weights_file, dtype)
 
 
 def output_is_tied(tied_in_config: bool, head: Tensor | None, embedding: Tensor | None) -> bool:

@@ -22,7 +22,16 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..model_format import ModelDir
 from ..models.vit import ViT, ViTConfig
-from .hf_files import activation_from_hf, activation_to_hf, model_with_weights, read_hf_directory, split_rows, tensor_taker
+from .hf_files import (
+    activation_from_hf,
+    activation_to_hf,
+    encoder_pairs,
+    load_weights,
+    module_map,
+    tensor_taker,
+    tensors_by_map,
+    weights_by_map,
+)
 
 _LAYER_MAP = [
     ("self_attention_norm", "layernorm_before"),
@@ -54,26 +63,17 @@ def config_from_hf_vit(hf: dict) -> ViTConfig:
         raise ConfigError(f"the ViT config lacks the field {e.args[0]!r}") from None
 
 
+def _key_map(c: ViTConfig, prefix: str = "") -> dict[str, list[str]]:
+    """Our parameter names -> the checkpoint's (the encoder's under ``prefix``)."""
+    key_map = {"cls_token": [f"{prefix}embeddings.cls_token"], "position": [f"{prefix}embeddings.position_embeddings"]}
+    pairs = [("patches.projection", f"{prefix}embeddings.patch_embeddings.projection")]
+    pairs += encoder_pairs(c.n_layers, f"{prefix}encoder.layer", "attention.attention", _LAYER_MAP)
+    pairs += [("encoder.final_norm", f"{prefix}layernorm"), ("head", "classifier")]
+    return {**key_map, **module_map(pairs)}
+
+
 def state_dict_from_hf_vit(weights: dict[str, Tensor], config: ViTConfig) -> dict[str, Tensor]:
-    take = tensor_taker(weights, "ViT", "vit.")
-    ours: dict[str, Tensor] = {}
-
-    def linear(mine: str, theirs: str) -> None:
-        ours[f"{mine}.weight"], ours[f"{mine}.bias"] = take(f"{theirs}.weight"), take(f"{theirs}.bias")
-
-    ours["cls_token"] = take("embeddings.cls_token")
-    ours["position"] = take("embeddings.position_embeddings")
-    linear("patches.projection", "embeddings.patch_embeddings.projection")
-    for i in range(config.n_layers):
-        prefix = f"encoder.layer.{i}.attention.attention"
-        for part in ("weight", "bias"):
-            ours[f"encoder.layers.{i}.self_attention.qkv_proj.{part}"] = torch.cat(
-                [take(f"{prefix}.{p}.{part}") for p in ("query", "key", "value")])
-        for mine, theirs in _LAYER_MAP:
-            linear(f"encoder.layers.{i}.{mine}", f"encoder.layer.{i}.{theirs}")
-    linear("encoder.final_norm", "layernorm")
-    linear("head", "classifier")
-    return ours
+    return tensors_by_map(tensor_taker(weights, "ViT", "vit."), _key_map(config))
 
 
 def to_hf_vit(model: ViT) -> tuple[dict, dict[str, Tensor]]:
@@ -87,31 +87,13 @@ def to_hf_vit(model: ViT) -> tuple[dict, dict[str, Tensor]]:
               "layer_norm_eps": c.norm_eps, "hidden_act": activation_to_hf(c.activation), "qkv_bias": True,
               "id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)}}
     ours = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    out: dict[str, Tensor] = {"vit.embeddings.cls_token": ours["cls_token"],
-                              "vit.embeddings.position_embeddings": ours["position"]}
-
-    def linear(mine: str, theirs: str) -> None:
-        out[f"{theirs}.weight"], out[f"{theirs}.bias"] = ours[f"{mine}.weight"], ours[f"{mine}.bias"]
-
-    linear("patches.projection", "vit.embeddings.patch_embeddings.projection")
-    for i in range(c.n_layers):
-        prefix = f"vit.encoder.layer.{i}.attention.attention"
-        for part in ("weight", "bias"):
-            q, k, v = split_rows(ours[f"encoder.layers.{i}.self_attention.qkv_proj.{part}"], [c.d_model] * 3)
-            out[f"{prefix}.query.{part}"], out[f"{prefix}.key.{part}"], out[f"{prefix}.value.{part}"] = q, k, v
-        for mine, theirs in _LAYER_MAP:
-            linear(f"encoder.layers.{i}.{mine}", f"vit.encoder.layer.{i}.{theirs}")
-    linear("encoder.final_norm", "vit.layernorm")
-    linear("head", "classifier")
-    return config, out
+    return config, weights_by_map(ours, _key_map(c, "vit."))
 
 
 def load_hf_vit(path: str | Path, dtype: torch.dtype = torch.float32) -> ModelDir:
     """A :class:`ViT` with the weights of a Hugging Face ``ViTForImageClassification`` directory."""
-    hf_config, weights, weights_file = read_hf_directory(path, "ViT")
-    config = config_from_hf_vit(hf_config)
-    return ModelDir(model_with_weights(ViT, config, state_dict_from_hf_vit(weights, config), weights_file, dtype),
-                    config)
+    model = load_weights(path, "ViT", ViT, lambda hf, _: config_from_hf_vit(hf), state_dict_from_hf_vit, dtype)
+    return ModelDir(model, model.config)
 
 
 __all__ = ["config_from_hf_vit", "state_dict_from_hf_vit", "to_hf_vit", "load_hf_vit"]

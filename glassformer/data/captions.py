@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,6 +28,7 @@ from ..tokenizers import Tokenizer
 from ..tokenizers.tokenizer import SPECIAL_TOKENS, UNK
 from .batching import to_device
 from .images import ImageSet, load_digits, load_image, shift_images, split
+from .streams import DrawnBatches
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -148,7 +148,7 @@ class CaptionBatcher:
                                 strips.sources[i:i + batch_size])) for i in range(0, len(strips), batch_size)]
 
 
-class CaptionStream:
+class CaptionStream(DrawnBatches):
     """Endless micro-batches of ``batch_size`` fresh training strips from ``data.pools["train"]``.
 
     Every process draws every rank's micro-batch from the one seeded generator and keeps its own
@@ -158,27 +158,17 @@ class CaptionStream:
 
     def __init__(self, data: CaptionData, batcher: CaptionBatcher, batch_size: int, seed: int, *, shift: int = 0,
                  rank: int = 0, world: int = 1):
+        super().__init__(seed * 1_000_003, rank=rank, world=world)
         self.data, self.batcher, self.batch_size, self.shift = data, batcher, batch_size, shift
-        self.rank, self.world = rank, world
-        self.generator = torch.Generator().manual_seed(seed * 1_000_003)
 
-    def __iter__(self) -> "CaptionStream":
-        return self
-
-    def __next__(self) -> CaptionBatch:
+    def draw(self) -> CaptionSet:
         d = self.data
-        for r in range(self.world):            # every rank draws every rank's strips, keeps its own
-            strips = compose(d.digits, d.pools["train"], self.batch_size, d.min_digits, d.max_digits, self.generator)
-            images = shift_images(strips.images, self.shift, self.generator) if self.shift else strips.images
-            if r == self.rank:
-                ours = CaptionSet(images, strips.digits, strips.sources)
-        return self.batcher(ours)
+        strips = compose(d.digits, d.pools["train"], self.batch_size, d.min_digits, d.max_digits, self.generator)
+        images = shift_images(strips.images, self.shift, self.generator) if self.shift else strips.images
+        return CaptionSet(images, strips.digits, strips.sources)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
+    def collate(self, strips: CaptionSet) -> CaptionBatch:
+        return self.batcher(strips)
 
 
 def load_strip(path: str | Path | bytes, channels: int, height: int, width: int) -> Tensor:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from torch import Tensor
 from ..errors import InputError
 from .batching import to_device
 from .lm import read_ids, split_point, write_ids
+from .streams import DrawnBatches
 
 MASK_PROB = 0.15              # the share of (non-special) tokens selected for prediction
 MASK_SHARE = 0.8              # of the selected: replaced by [MASK]
@@ -218,36 +219,23 @@ class MLMData:
                 for i in range(0, n, batch_size)]
 
 
-class MaskedWindowStream:
+class MaskedWindowStream(DrawnBatches):
     """Micro-batches of ``batch_size`` random windows of ``split``, freshly masked, from ``seed``.
 
     Every rank draws every rank's window indices and masking noise (fixed shapes, so nothing is
     read for them) and keeps its own: rank r of ``world`` gets global micro-batches r, r+world, ..."""
 
     def __init__(self, data: MLMData, split: str, batch_size: int, seed: int, *, rank: int = 0, world: int = 1):
+        super().__init__(seed, rank=rank, world=world)
         self.data, self.split, self.batch_size = data, split, batch_size
-        self.rank, self.world = rank, world
-        self.generator = torch.Generator().manual_seed(seed)
 
-    def __iter__(self) -> "MaskedWindowStream":
-        return self
+    def draw(self) -> tuple[Tensor, Noise]:
+        indices = torch.randint(len(self.data.splits[self.split]), (self.batch_size,), generator=self.generator)
+        return indices, self.data.masking.draw((self.batch_size, self.data.block_size), self.generator)
 
-    def __next__(self) -> MLMBatch:
-        shape = (self.batch_size, self.data.block_size)
-        ours = None
-        for r in range(self.world):
-            indices = torch.randint(len(self.data.splits[self.split]), (self.batch_size,), generator=self.generator)
-            noise = self.data.masking.draw(shape, self.generator)
-            if r == self.rank:
-                ours = indices, noise
-        indices, noise = ours
+    def collate(self, drawn: tuple[Tensor, Noise]) -> MLMBatch:
+        indices, noise = drawn
         return self.data.masking.apply(self.data.rows(self.split, indices.tolist()), noise)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
 
 
 __all__ = ["MLMBatch", "Masking", "Noise", "MLMData", "MaskedWindowStream", "pack_lines", "read_ids",

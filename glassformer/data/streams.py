@@ -14,8 +14,8 @@ covers the same examples as one process with ``world × grad_accum`` micro-batch
 processes does not change what a run learns.  Only a process's own micro-batches are collated
 (for the language model, only its own windows are read).
 
-* :class:`WindowStream`: random windows of a token array (language modelling); its state is the
-  seeded generator's.
+* :class:`DrawnBatches`: micro-batches drawn at random from one seeded generator, whose state is the
+  stream's; :class:`WindowStream`: random windows of a token array (language modelling).
 * :class:`EpochStream`: token-budget batches of a parallel corpus, reshuffled each epoch
   (translation); its state is (epoch, position in the epoch).
 """
@@ -25,36 +25,57 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from .batching import ParallelDataset, TranslationBatch, collate, token_budget_batches
 from .lm import LMBatch, LMData
 
 
-class WindowStream:
-    """Micro-batches of ``batch_size`` random windows of ``data``'s ``split``, from ``seed``."""
+class DrawnBatches:
+    """Random micro-batches from one seeded generator: the part every drawing stream shares.
 
-    def __init__(self, data: LMData, split: str, batch_size: int, seed: int, *, rank: int = 0, world: int = 1):
-        self.data, self.split, self.batch_size = data, split, batch_size
+    A subclass says what one micro-batch's random draw is (``draw``, from ``self.generator``) and
+    how a batch is made from it (``collate``); every rank draws every rank's micro-batch and keeps
+    its own, rank r of ``world`` the r-th of each ``world`` draws.  Its state is the generator's."""
+
+    def __init__(self, seed: int, *, rank: int = 0, world: int = 1):
         self.rank, self.world = rank, world
         self.generator = torch.Generator().manual_seed(seed)
 
-    def __iter__(self) -> "WindowStream":
+    def draw(self):                                              # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def collate(self, drawn):                                    # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def __iter__(self) -> "DrawnBatches":
         return self
 
-    def __next__(self) -> LMBatch:
-        ours = None
-        for r in range(self.world):            # every rank draws every rank's starts, keeps its own
-            starts = torch.randint(len(self.data.splits[self.split]) - self.data.block_size, (self.batch_size,),
-                                   generator=self.generator)
-            if r == self.rank:
-                ours = starts
-        return self.data.windows(self.split, ours.tolist())
+    def __next__(self):
+        drawn = [self.draw() for _ in range(self.world)]
+        return self.collate(drawn[self.rank])
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+
+
+class WindowStream(DrawnBatches):
+    """Micro-batches of ``batch_size`` random windows of ``data``'s ``split``, from ``seed``."""
+
+    def __init__(self, data: LMData, split: str, batch_size: int, seed: int, *, rank: int = 0, world: int = 1):
+        super().__init__(seed, rank=rank, world=world)
+        self.data, self.split, self.batch_size = data, split, batch_size
+
+    def draw(self) -> Tensor:
+        """The starts of the windows (batch_size,)."""
+        return torch.randint(len(self.data.splits[self.split]) - self.data.block_size, (self.batch_size,),
+                             generator=self.generator)
+
+    def collate(self, starts: Tensor) -> LMBatch:
+        return self.data.windows(self.split, starts.tolist())
 
 
 class EpochBatches:
@@ -116,4 +137,4 @@ class EpochStream(EpochBatches):
         return collate([d.pairs[i] for i in indices], d.pad_id, d.bos_id, d.eos_id)
 
 
-__all__ = ["WindowStream", "EpochBatches", "EpochStream"]
+__all__ = ["DrawnBatches", "WindowStream", "EpochBatches", "EpochStream"]

@@ -52,10 +52,12 @@ from .hf_files import (
     activation_from_hf,
     activation_to_hf,
     model_with_weights,
+    module_map,
     output_is_tied,
     read_hf_directory,
-    split_rows,
     tensor_taker,
+    tensors_by_map,
+    weights_by_map,
 )
 
 # Per-layer names: ours <- theirs (q/k/v are fused separately, below).
@@ -144,17 +146,24 @@ def config_from_hf_marian(hf: dict, weights: dict[str, Tensor] | None = None) ->
         raise ConfigError(f"the Marian config lacks the field {e.args[0]!r}") from None
 
 
+def _key_map(c: TransformerConfig, prefix: str = "") -> dict[str, list[str]]:
+    """Our layers' parameter names -> the checkpoint's (under ``prefix``); query/key/value are fused
+    into ``qkv_proj``, the cross-attention's key/value into ``kv_proj``."""
+    pairs = []
+    for side, n_layers in (("encoder", c.encoder_layers), ("decoder", c.decoder_layers)):
+        cross = _CROSS_MAP if side == "decoder" else []
+        for i in range(n_layers):
+            mine, theirs = f"{side}.layers.{i}", f"{prefix}{side}.layers.{i}"
+            pairs.append((f"{mine}.self_attention.qkv_proj", [f"{theirs}.self_attn.{p}_proj" for p in "qkv"]))
+            pairs += [(f"{mine}.{m}", f"{theirs}.{t}") for m, t in _LAYER_MAP + cross]
+            if side == "decoder":
+                pairs.append((f"{mine}.cross_attention.kv_proj", [f"{theirs}.encoder_attn.{p}_proj" for p in "kv"]))
+    return module_map(pairs)
+
+
 def state_dict_from_hf_marian(weights: dict[str, Tensor], config: TransformerConfig) -> dict[str, Tensor]:
     """Rename (and fuse) Hugging Face Marian tensors into a state dict of :class:`Transformer`."""
     take = tensor_taker(weights, "Marian", "model.")
-
-    def linear(ours: dict, mine: str, theirs: str) -> None:
-        ours[f"{mine}.weight"], ours[f"{mine}.bias"] = take(f"{theirs}.weight"), take(f"{theirs}.bias")
-
-    def fused(ours: dict, mine: str, prefix: str, parts: str) -> None:
-        ours[f"{mine}.weight"] = torch.cat([take(f"{prefix}.{p}_proj.weight") for p in parts], dim=0)
-        ours[f"{mine}.bias"] = torch.cat([take(f"{prefix}.{p}_proj.bias") for p in parts], dim=0)
-
     ours: dict[str, Tensor] = {}
     source, target = _input_embeddings(weights)
     ours["src_embed.token.weight"] = target if config.tie_embeddings in ("all", "inputs") else source
@@ -163,15 +172,7 @@ def state_dict_from_hf_marian(weights: dict[str, Tensor], config: TransformerCon
     bias = weights.get("final_logits_bias")
     ours["generator.proj.bias"] = (bias.reshape(-1) if bias is not None
                                    else torch.zeros(config.tgt_vocab_size))
-    for side, n_layers in (("encoder", config.encoder_layers), ("decoder", config.decoder_layers)):
-        for i in range(n_layers):
-            mine, theirs = f"{side}.layers.{i}", f"{side}.layers.{i}"
-            fused(ours, f"{mine}.self_attention.qkv_proj", f"{theirs}.self_attn", "qkv")
-            for m, t in _LAYER_MAP + (_CROSS_MAP if side == "decoder" else []):
-                linear(ours, f"{mine}.{m}", f"{theirs}.{t}")
-            if side == "decoder":
-                fused(ours, f"{mine}.cross_attention.kv_proj", f"{theirs}.encoder_attn", "kv")
-    return ours
+    return {**ours, **tensors_by_map(take, _key_map(config))}
 
 
 def to_hf_marian(model: Transformer) -> tuple[dict, dict[str, Tensor]]:
@@ -204,24 +205,7 @@ def to_hf_marian(model: Transformer) -> tuple[dict, dict[str, Tensor]]:
         out["model.decoder.embed_tokens.weight"] = ours["tgt_embed.token.weight"]
     if c.tie_embeddings in ("none", "inputs"):
         out["lm_head.weight"] = ours["generator.proj.weight"]
-
-    def linear(mine: str, theirs: str) -> None:
-        out[f"model.{theirs}.weight"], out[f"model.{theirs}.bias"] = ours[f"{mine}.weight"], ours[f"{mine}.bias"]
-
-    for side, n_layers in (("encoder", c.encoder_layers), ("decoder", c.decoder_layers)):
-        for i in range(n_layers):
-            mine, theirs = f"{side}.layers.{i}", f"{side}.layers.{i}"
-            for part in ("weight", "bias"):
-                for name, tensor in zip("qkv", split_rows(ours[f"{mine}.self_attention.qkv_proj.{part}"],
-                                                          [c.d_model] * 3)):
-                    out[f"model.{theirs}.self_attn.{name}_proj.{part}"] = tensor
-                if side == "decoder":
-                    for name, tensor in zip("kv", split_rows(ours[f"{mine}.cross_attention.kv_proj.{part}"],
-                                                             [c.d_model] * 2)):
-                        out[f"model.{theirs}.encoder_attn.{name}_proj.{part}"] = tensor
-            for m, t in _LAYER_MAP + (_CROSS_MAP if side == "decoder" else []):
-                linear(f"{mine}.{m}", f"{theirs}.{t}")
-    return config, out
+    return config, {**out, **weights_by_map(ours, _key_map(c, "model."))}
 
 
 def transformer_from_hf_marian(hf_config: dict, weights: dict[str, Tensor],

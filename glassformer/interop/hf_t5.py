@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..model_format import ModelDir
 from ..models.transformer import Transformer, TransformerConfig
 from ..tokenizers import Tokenizer
-from .hf_files import model_with_weights, read_hf_directory, split_rows, tensor_taker
+from .hf_files import load_weights, module_map, tensor_taker, tensors_by_map, weights_by_map
 
 _FEED_FORWARD = {"relu": ("relu", False), "gated-gelu": ("gelu_tanh", True), "gated-silu": ("silu", True)}
 
@@ -66,37 +66,40 @@ def config_from_hf_t5(hf: dict, weights: dict[str, Tensor] | None = None) -> Tra
         raise ConfigError(f"the T5 config lacks the field {e.args[0]!r}") from None
 
 
+def _key_map(c: TransformerConfig) -> dict[str, list[str]]:
+    """Our stacks' parameter names -> the checkpoint's (each a weight only); query/key/value are fused
+    into ``qkv_proj``, the cross-attention's key/value into ``kv_proj``."""
+    pairs = []
+    for side, n_layers in (("encoder", c.encoder_layers), ("decoder", c.decoder_layers)):
+        pairs += [(f"{side}_bias.embedding", f"{side}.block.0.layer.0.SelfAttention.relative_attention_bias"),
+                  (f"{side}.final_norm", f"{side}.final_layer_norm")]
+        for i in range(n_layers):
+            mine, theirs = f"{side}.layers.{i}", f"{side}.block.{i}.layer"
+            attn = f"{theirs}.0.SelfAttention"
+            pairs += [(f"{mine}.self_attention.qkv_proj", [f"{attn}.{p}" for p in "qkv"]),
+                      (f"{mine}.self_attention.out_proj", f"{attn}.o"),
+                      (f"{mine}.self_attention_norm", f"{theirs}.0.layer_norm")]
+            ff = 1
+            if side == "decoder":
+                cross = f"{theirs}.1.EncDecAttention"
+                pairs += [(f"{mine}.cross_attention.q_proj", f"{cross}.q"),
+                          (f"{mine}.cross_attention.kv_proj", [f"{cross}.{p}" for p in "kv"]),
+                          (f"{mine}.cross_attention.out_proj", f"{cross}.o"),
+                          (f"{mine}.cross_attention_norm", f"{theirs}.1.layer_norm")]
+                ff = 2
+            dense = f"{theirs}.{ff}.DenseReluDense"
+            wi = [f"{dense}.wi_0", f"{dense}.wi_1"] if c.gated else f"{dense}.wi"      # gated: [gate; up]
+            pairs += [(f"{mine}.feed_forward.linear1", wi),
+                      (f"{mine}.feed_forward.linear2", f"{dense}.wo"),
+                      (f"{mine}.feed_forward_norm", f"{theirs}.{ff}.layer_norm")]
+    return module_map(pairs, ("weight",))
+
+
 def state_dict_from_hf_t5(weights: dict[str, Tensor], config: TransformerConfig) -> dict[str, Tensor]:
     take = tensor_taker(weights, "T5", "")
     ours = {"tgt_embed.token.weight": take("shared.weight"), "src_embed.token.weight": take("shared.weight")}
     ours["generator.proj.weight"] = take("shared.weight") if config.tie_embeddings == "all" else take("lm_head.weight")
-    for side, n_layers in (("encoder", config.encoder_layers), ("decoder", config.decoder_layers)):
-        ours[f"{side}_bias.embedding.weight"] = take(
-            f"{side}.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
-        ours[f"{side}.final_norm.weight"] = take(f"{side}.final_layer_norm.weight")
-        for i in range(n_layers):
-            mine, theirs = f"{side}.layers.{i}", f"{side}.block.{i}.layer"
-            attn = f"{theirs}.0.SelfAttention"
-            ours[f"{mine}.self_attention.qkv_proj.weight"] = torch.cat([take(f"{attn}.{p}.weight") for p in "qkv"])
-            ours[f"{mine}.self_attention.out_proj.weight"] = take(f"{attn}.o.weight")
-            ours[f"{mine}.self_attention_norm.weight"] = take(f"{theirs}.0.layer_norm.weight")
-            ff = 1
-            if side == "decoder":
-                cross = f"{theirs}.1.EncDecAttention"
-                ours[f"{mine}.cross_attention.q_proj.weight"] = take(f"{cross}.q.weight")
-                ours[f"{mine}.cross_attention.kv_proj.weight"] = torch.cat([take(f"{cross}.{p}.weight") for p in "kv"])
-                ours[f"{mine}.cross_attention.out_proj.weight"] = take(f"{cross}.o.weight")
-                ours[f"{mine}.cross_attention_norm.weight"] = take(f"{theirs}.1.layer_norm.weight")
-                ff = 2
-            dense = f"{theirs}.{ff}.DenseReluDense"
-            if config.gated:
-                ours[f"{mine}.feed_forward.linear1.weight"] = torch.cat([take(f"{dense}.wi_0.weight"),
-                                                                         take(f"{dense}.wi_1.weight")])
-            else:
-                ours[f"{mine}.feed_forward.linear1.weight"] = take(f"{dense}.wi.weight")
-            ours[f"{mine}.feed_forward.linear2.weight"] = take(f"{dense}.wo.weight")
-            ours[f"{mine}.feed_forward_norm.weight"] = take(f"{theirs}.{ff}.layer_norm.weight")
-    return ours
+    return {**ours, **tensors_by_map(take, _key_map(config))}
 
 
 def to_hf_t5(model: Transformer) -> tuple[dict, dict[str, Tensor]]:
@@ -118,44 +121,15 @@ def to_hf_t5(model: Transformer) -> tuple[dict, dict[str, Tensor]]:
     out = {"shared.weight": ours["tgt_embed.token.weight"]}
     if c.tie_embeddings != "all":
         out["lm_head.weight"] = ours["generator.proj.weight"]
-    for side, n_layers in (("encoder", c.encoder_layers), ("decoder", c.decoder_layers)):
-        out[f"{side}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = ours[f"{side}_bias.embedding.weight"]
-        out[f"{side}.final_layer_norm.weight"] = ours[f"{side}.final_norm.weight"]
-        for i in range(n_layers):
-            mine, theirs = f"{side}.layers.{i}", f"{side}.block.{i}.layer"
-            attn = f"{theirs}.0.SelfAttention"
-            for name, part in zip("qkv", split_rows(ours[f"{mine}.self_attention.qkv_proj.weight"], [c.d_model] * 3)):
-                out[f"{attn}.{name}.weight"] = part
-            out[f"{attn}.o.weight"] = ours[f"{mine}.self_attention.out_proj.weight"]
-            out[f"{theirs}.0.layer_norm.weight"] = ours[f"{mine}.self_attention_norm.weight"]
-            ff = 1
-            if side == "decoder":
-                cross = f"{theirs}.1.EncDecAttention"
-                out[f"{cross}.q.weight"] = ours[f"{mine}.cross_attention.q_proj.weight"]
-                out[f"{cross}.k.weight"], out[f"{cross}.v.weight"] = split_rows(
-                    ours[f"{mine}.cross_attention.kv_proj.weight"], [c.d_model] * 2)
-                out[f"{cross}.o.weight"] = ours[f"{mine}.cross_attention.out_proj.weight"]
-                out[f"{theirs}.1.layer_norm.weight"] = ours[f"{mine}.cross_attention_norm.weight"]
-                ff = 2
-            dense = f"{theirs}.{ff}.DenseReluDense"
-            if c.gated:
-                out[f"{dense}.wi_0.weight"], out[f"{dense}.wi_1.weight"] = split_rows(
-                    ours[f"{mine}.feed_forward.linear1.weight"], [c.d_ff] * 2)
-            else:
-                out[f"{dense}.wi.weight"] = ours[f"{mine}.feed_forward.linear1.weight"]
-            out[f"{dense}.wo.weight"] = ours[f"{mine}.feed_forward.linear2.weight"]
-            out[f"{theirs}.{ff}.layer_norm.weight"] = ours[f"{mine}.feed_forward_norm.weight"]
-    return config, out
+    return config, {**out, **weights_by_map(ours, _key_map(c))}
 
 
 def load_hf_t5(path: str | Path, dtype: torch.dtype = torch.float32) -> ModelDir:
     """A :class:`Transformer` with the weights of a Hugging Face T5 directory (the SentencePiece
     tokenizer is carried over when the directory has a ``tokenizer.json``)."""
-    hf_config, weights, weights_file = read_hf_directory(path, "T5")
-    config = config_from_hf_t5(hf_config, weights)
-    model = model_with_weights(Transformer, config, state_dict_from_hf_t5(weights, config), weights_file, dtype)
+    model = load_weights(path, "T5", Transformer, config_from_hf_t5, state_dict_from_hf_t5, dtype)
     tokenizer = Tokenizer.load_checkpoint(path) if (Path(path) / "tokenizer.json").is_file() else None
-    return ModelDir(model, config, tokenizer)
+    return ModelDir(model, model.config, tokenizer)
 
 
 __all__ = ["config_from_hf_t5", "state_dict_from_hf_t5", "to_hf_t5", "load_hf_t5"]

@@ -37,11 +37,12 @@ from ..models.gpt import GPT, GPTConfig
 from .hf_files import (
     activation_from_hf,
     activation_to_hf,
-    model_with_weights,
+    load_weights,
+    module_map,
     output_is_tied,
-    read_hf_directory,
-    split_rows,
     tensor_taker,
+    tensors_by_map,
+    weights_by_map,
 )
 
 # Per-layer names, ours <- theirs: the norms (a weight only), the linear layers (a weight and, with
@@ -110,20 +111,22 @@ def config_from_hf_llama(hf: dict[str, Any], weights: dict[str, Tensor] | None =
         raise ConfigError(f"the Llama config lacks the field {e.args[0]!r}") from None
 
 
+def _key_map(c: GPTConfig, prefix: str = "") -> dict[str, list[str]]:
+    """Our parameter names -> the checkpoint's (under ``prefix``), all but the token embedding and
+    the output layer."""
+    params = ("weight", "bias") if c.bias else ("weight",)
+    key_map = {"decoder.final_norm.weight": [f"{prefix}norm.weight"]}
+    for i in range(c.n_layers):
+        mine, theirs = f"decoder.layers.{i}", f"{prefix}layers.{i}"
+        key_map.update(module_map([(f"{mine}.{m}", f"{theirs}.{t}") for m, t in _NORMS], ("weight",)))
+        key_map.update(module_map([(f"{mine}.{m}", [f"{theirs}.{t}" for t in parts]) for m, parts in _LINEARS], params))
+    return key_map
+
+
 def state_dict_from_hf_llama(weights: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
     """Rename (and fuse) Hugging Face Llama tensors into a state dict of :class:`GPT`."""
     take = tensor_taker(weights, "Llama", "model.")
-
-    params = ("weight", "bias") if config.bias else ("weight",)
-    ours = {"embed.token.weight": take("embed_tokens.weight"), "decoder.final_norm.weight": take("norm.weight")}
-    for i in range(config.n_layers):
-        mine, theirs = f"decoder.layers.{i}", f"layers.{i}"
-        for m, t in _NORMS:
-            ours[f"{mine}.{m}.weight"] = take(f"{theirs}.{t}.weight")
-        for m, parts in _LINEARS:
-            for p in params:
-                tensors = [take(f"{theirs}.{t}.{p}") for t in parts]
-                ours[f"{mine}.{m}.{p}"] = torch.cat(tensors, dim=0) if len(tensors) > 1 else tensors[0]
+    ours = {"embed.token.weight": take("embed_tokens.weight"), **tensors_by_map(take, _key_map(config))}
     ours["lm_head.weight"] = ours["embed.token.weight"] if config.tie_embeddings else take("lm_head.weight")
     return ours
 
@@ -148,19 +151,12 @@ def to_hf_llama(model: GPT) -> tuple[dict, dict[str, Tensor]]:
               "head_dim": c.d_model // c.n_heads}
     ours = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     d_kv = kv * (c.d_model // c.n_heads)
-    sizes = {"self_attention.qkv_proj": [c.d_model, d_kv, d_kv], "feed_forward.linear1": [c.d_ff, c.d_ff]}
-    params = ("weight", "bias") if c.bias else ("weight",)
+
+    def rows(mine: str) -> list[int]:        # a fused matrix's parts: [Q; K; V] (grouped K, V) or [gate; up]
+        return [c.d_model, d_kv, d_kv] if ".qkv_proj." in mine else [c.d_ff, c.d_ff]
+
     out = {"model.embed_tokens.weight": ours["embed.token.weight"][: c.vocab_size],
-           "model.norm.weight": ours["decoder.final_norm.weight"]}
-    for i in range(c.n_layers):
-        mine, theirs = f"decoder.layers.{i}", f"model.layers.{i}"
-        for m, t in _NORMS:
-            out[f"{theirs}.{t}.weight"] = ours[f"{mine}.{m}.weight"]
-        for m, parts in _LINEARS:
-            for p in params:
-                tensors = split_rows(ours[f"{mine}.{m}.{p}"], sizes[m]) if len(parts) > 1 else [ours[f"{mine}.{m}.{p}"]]
-                for t, tensor in zip(parts, tensors):
-                    out[f"{theirs}.{t}.{p}"] = tensor
+           **weights_by_map(ours, _key_map(c, "model."), rows)}
     if not c.tie_embeddings:
         out["lm_head.weight"] = ours["lm_head.weight"][: c.vocab_size]
     return config, out
@@ -168,9 +164,7 @@ def to_hf_llama(model: GPT) -> tuple[dict, dict[str, Tensor]]:
 
 def load_hf_llama(path: str | Path, dtype: torch.dtype = torch.float32) -> GPT:
     """A :class:`GPT` with the weights of a Hugging Face Llama directory (config.json + model.safetensors)."""
-    hf_config, weights, weights_file = read_hf_directory(path, "Llama")
-    config = config_from_hf_llama(hf_config, weights)
-    return model_with_weights(GPT, config, state_dict_from_hf_llama(weights, config), weights_file, dtype)
+    return load_weights(path, "Llama", GPT, config_from_hf_llama, state_dict_from_hf_llama, dtype)
 
 
 def convert_hf_llama(path: str | Path, out_dir: str | Path, tokenizer=None) -> Path:

@@ -19,29 +19,16 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..models.gpt import GPT, GPTConfig
-from .hf_files import (
-    activation_from_hf,
-    activation_to_hf,
-    model_with_weights,
-    output_is_tied,
-    read_hf_directory,
-    tensor_taker,
-)
+from .hf_files import activation_from_hf, activation_to_hf, load_weights, output_is_tied, tensor_taker
 
-# Per-layer names: ours <- theirs, and whether the matrix is a Conv1D (transposed).
+# Per-layer modules: ours <- theirs, and whether it is a Conv1D (its weight transposed).
 _LAYER_MAP = [
-    ("self_attention_norm.weight", "ln_1.weight", False),
-    ("self_attention_norm.bias", "ln_1.bias", False),
-    ("self_attention.qkv_proj.weight", "attn.c_attn.weight", True),
-    ("self_attention.qkv_proj.bias", "attn.c_attn.bias", False),
-    ("self_attention.out_proj.weight", "attn.c_proj.weight", True),
-    ("self_attention.out_proj.bias", "attn.c_proj.bias", False),
-    ("feed_forward_norm.weight", "ln_2.weight", False),
-    ("feed_forward_norm.bias", "ln_2.bias", False),
-    ("feed_forward.linear1.weight", "mlp.c_fc.weight", True),
-    ("feed_forward.linear1.bias", "mlp.c_fc.bias", False),
-    ("feed_forward.linear2.weight", "mlp.c_proj.weight", True),
-    ("feed_forward.linear2.bias", "mlp.c_proj.bias", False),
+    ("self_attention_norm", "ln_1", False),
+    ("self_attention.qkv_proj", "attn.c_attn", True),
+    ("self_attention.out_proj", "attn.c_proj", True),
+    ("feed_forward_norm", "ln_2", False),
+    ("feed_forward.linear1", "mlp.c_fc", True),
+    ("feed_forward.linear2", "mlp.c_proj", True),
 ]
 
 
@@ -86,7 +73,8 @@ def state_dict_from_hf_gpt2(weights: dict[str, Tensor], config: GPTConfig) -> di
             "decoder.final_norm.weight": take("ln_f.weight"), "decoder.final_norm.bias": take("ln_f.bias")}
     for i in range(config.n_layers):
         for mine, theirs, conv1d in _LAYER_MAP:
-            ours[f"decoder.layers.{i}.{mine}"] = take(f"h.{i}.{theirs}", conv1d)
+            for p in ("weight", "bias"):
+                ours[f"decoder.layers.{i}.{mine}.{p}"] = take(f"h.{i}.{theirs}.{p}", conv1d and p == "weight")
     if config.tie_embeddings:
         ours["lm_head.weight"] = ours["embed.token.weight"]
     else:
@@ -113,8 +101,9 @@ def to_hf_gpt2(model: GPT) -> tuple[dict, dict[str, Tensor]]:
            "transformer.ln_f.bias": ours["decoder.final_norm.bias"]}
     for i in range(c.n_layers):
         for mine, theirs, conv1d in _LAYER_MAP:
-            tensor = ours[f"decoder.layers.{i}.{mine}"]
-            out[f"transformer.h.{i}.{theirs}"] = tensor.t().contiguous() if conv1d else tensor
+            for p in ("weight", "bias"):
+                tensor = ours[f"decoder.layers.{i}.{mine}.{p}"]
+                out[f"transformer.h.{i}.{theirs}.{p}"] = tensor.t().contiguous() if conv1d and p == "weight" else tensor
     if not c.tie_embeddings:
         out["lm_head.weight"] = ours["lm_head.weight"][: c.vocab_size]
     return config, out
@@ -122,9 +111,7 @@ def to_hf_gpt2(model: GPT) -> tuple[dict, dict[str, Tensor]]:
 
 def load_hf_gpt2(path: str | Path, dtype: torch.dtype = torch.float32) -> GPT:
     """A :class:`GPT` with the weights of a Hugging Face GPT-2 directory (config.json + model.safetensors)."""
-    hf_config, weights, weights_file = read_hf_directory(path, "GPT-2")
-    config = config_from_hf_gpt2(hf_config, weights)
-    return model_with_weights(GPT, config, state_dict_from_hf_gpt2(weights, config), weights_file, dtype)
+    return load_weights(path, "GPT-2", GPT, config_from_hf_gpt2, state_dict_from_hf_gpt2, dtype)
 
 
 def convert_hf_gpt2(path: str | Path, out_dir: str | Path) -> Path:

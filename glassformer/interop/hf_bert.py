@@ -84,11 +84,7 @@ def config_from_hf_bert(hf: dict, weights: dict[str, Tensor] | None = None) -> B
         multi_label = problem == "multi_label_classification"
         labels = None if regression else [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
     has_pooler = weights is None or any(k.endswith("pooler.dense.weight") for k in weights)
-    tied = bool(hf.get("tie_word_embeddings", True))
-    if weights is not None:
-        embedding = weights.get("bert.embeddings.word_embeddings.weight",
-                                weights.get("embeddings.word_embeddings.weight"))
-        tied = output_is_tied(tied, weights.get("cls.predictions.decoder.weight"), embedding)
+    tied = output_is_tied(hf, weights, "cls.predictions.decoder.weight", "bert.embeddings.word_embeddings.weight")
     try:
         return BertConfig(
             vocab_size=hf["vocab_size"], n_layers=hf["num_hidden_layers"], n_heads=hf["num_attention_heads"],
@@ -107,8 +103,8 @@ def config_from_hf_bert(hf: dict, weights: dict[str, Tensor] | None = None) -> B
 def _key_map(c: BertConfig, prefix: str = "") -> dict[str, list[str]]:
     """Our parameter names -> the checkpoint's (the encoder's under ``prefix``); the MLM head's bias
     and untied decoder are mapped apart."""
-    embeddings = [("token", "word_embeddings"), ("position", "position_embeddings"), ("segment", "token_type_embeddings")]
-    key_map = {f"embed.{mine}.weight": [f"{prefix}embeddings.{theirs}.weight"] for mine, theirs in embeddings}
+    embeddings = {"token": "word_embeddings", "position": "position_embeddings", "segment": "token_type_embeddings"}
+    key_map = {f"embed.{mine}.weight": [f"{prefix}embeddings.{theirs}.weight"] for mine, theirs in embeddings.items()}
     pairs = [("embed.norm", f"{prefix}embeddings.LayerNorm")]
     pairs += encoder_pairs(c.n_layers, f"{prefix}encoder.layer", "attention.self", _LAYER_MAP)
     if c.pooler:

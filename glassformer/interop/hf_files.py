@@ -66,14 +66,14 @@ def tensors_by_map(take, key_map: dict[str, list[str]]) -> dict[str, Tensor]:
 
 def weights_by_map(ours: dict[str, Tensor], key_map: dict[str, list[str]], rows=None) -> dict[str, Tensor]:
     """The checkpoint's tensors from ours: the inverse of :func:`tensors_by_map`, a fused matrix split
-    into its parts (equal ones, unless ``rows(our name)`` gives their sizes)."""
+    along dim 0 into contiguous parts (equal ones, unless ``rows(our name)`` gives their sizes)."""
     out = {}
     for mine, theirs in key_map.items():
         if len(theirs) == 1:
             out[theirs[0]] = ours[mine]
         else:
             sizes = rows(mine) if rows else [len(ours[mine]) // len(theirs)] * len(theirs)
-            out.update(zip(theirs, split_rows(ours[mine], sizes)))
+            out.update(zip(theirs, (part.contiguous() for part in ours[mine].split(sizes, dim=0))))
     return out
 
 
@@ -98,11 +98,18 @@ def load_weights(path: str | Path, family: str, model_cls, config_from, state_di
     return model_with_weights(model_cls, config, state_dict_from(weights, config), weights_file, dtype)
 
 
-def output_is_tied(tied_in_config: bool, head: Tensor | None, embedding: Tensor | None) -> bool:
+def output_is_tied(hf: dict[str, Any], weights: dict[str, Tensor] | None, head: str, embedding: str,
+                   default: bool = True) -> bool:
     """Whether the output projection is the token-embedding matrix: what ``tie_word_embeddings``
-    says, unless the weights hold an output matrix (``head``) that differs from the embedding.
-    transformers (5.x) then loads the file's matrix untied, with a warning; so do we, silently."""
-    return tied_in_config and (head is None or embedding is None or torch.equal(head, embedding))
+    says (``default`` where it is absent), unless the ``weights`` hold an output matrix (named
+    ``head``) that differs from the embedding (named ``embedding``, or without its first part, as
+    saved from the bare model).  transformers (5.x) then loads the file's matrix untied, with a
+    warning; so do we, silently."""
+    tied = bool(hf.get("tie_word_embeddings", default))
+    if weights is None:
+        return tied
+    output, embedded = weights.get(head), weights.get(embedding, weights.get(embedding.split(".", 1)[1]))
+    return tied and (output is None or embedded is None or torch.equal(output, embedded))
 
 
 def read_hf_directory(path: str | Path, family: str) -> tuple[dict[str, Any], dict[str, Tensor], Path]:
@@ -163,11 +170,6 @@ def activation_to_hf(name: str) -> str:
         if ours == name:
             return theirs
     raise ConfigError(f"activation {name!r} has no Hugging Face name; known: {sorted(set(_ACTIVATIONS.values()))}")
-
-
-def split_rows(tensor: Tensor, sizes: list[int]) -> list[Tensor]:
-    """The inverse of concatenating along dim 0 (fused projections): contiguous parts."""
-    return [part.contiguous() for part in tensor.split(sizes, dim=0)]
 
 
 def activation_from_hf(name: str, field: str = "activation_function") -> str:

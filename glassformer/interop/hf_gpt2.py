@@ -45,10 +45,7 @@ def config_from_hf_gpt2(hf: dict, weights: dict[str, Tensor] | None = None) -> G
     if unsupported:
         raise ConfigError(f"GPT-2 options {unsupported} are not supported by glassformer's GPT")
     activation = activation_from_hf(hf.get("activation_function", "gelu_new"))
-    tied = bool(hf.get("tie_word_embeddings", True))
-    if weights is not None:
-        wte = weights.get("transformer.wte.weight", weights.get("wte.weight"))
-        tied = output_is_tied(tied, weights.get("lm_head.weight"), wte)
+    tied = output_is_tied(hf, weights, "lm_head.weight", "transformer.wte.weight")
     try:
         return GPTConfig(
             vocab_size=hf["vocab_size"], n_layers=hf["n_layer"], n_heads=hf["n_head"], d_model=hf["n_embd"],

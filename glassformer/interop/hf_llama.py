@@ -94,10 +94,7 @@ def config_from_hf_llama(hf: dict[str, Any], weights: dict[str, Tensor] | None =
         if attention_bias != mlp_bias:
             raise ConfigError(f"attention_bias={attention_bias} with mlp_bias={mlp_bias} is not supported; "
                               "glassformer's GPT has one bias option for every linear layer")
-        tied = bool(hf.get("tie_word_embeddings", False))
-        if weights is not None:
-            embedding = weights.get("model.embed_tokens.weight", weights.get("embed_tokens.weight"))
-            tied = output_is_tied(tied, weights.get("lm_head.weight"), embedding)
+        tied = output_is_tied(hf, weights, "lm_head.weight", "model.embed_tokens.weight", default=False)
         return GPTConfig(
             vocab_size=hf["vocab_size"], n_layers=hf["num_hidden_layers"], n_heads=n_heads,
             n_kv_heads=hf.get("num_key_value_heads") or n_heads, d_model=d_model, d_ff=hf["intermediate_size"],

@@ -53,7 +53,6 @@ from .hf_files import (
     activation_to_hf,
     model_with_weights,
     module_map,
-    output_is_tied,
     read_hf_directory,
     tensor_taker,
     tensors_by_map,
@@ -97,7 +96,8 @@ def _tie_mode(hf: dict, weights: dict[str, Tensor] | None) -> str:
     else:
         source, target = _input_embeddings(weights)
         inputs_shared = source.shape == target.shape and torch.equal(source, target)
-        tied = output_is_tied(tied, weights.get("lm_head.weight"), target)
+        head = weights.get("lm_head.weight")
+        tied = tied and (head is None or torch.equal(head, target))
     return {(True, True): "all", (True, False): "inputs", (False, True): "decoder", (False, False): "none"}[
         (inputs_shared, tied)]
 

@@ -36,6 +36,7 @@ from ..tokenizers import Tokenizer
 from .hf_files import (
     activation_from_hf,
     activation_to_hf,
+    check_model_type,
     encoder_pairs,
     load_weights,
     module_map,
@@ -59,8 +60,7 @@ _LAYER_MAP = [  # (ours, theirs) per layer
 
 def config_from_hf_bert(hf: dict, weights: dict[str, Tensor] | None = None) -> BertConfig:
     """A :class:`BertConfig` from the fields of a Hugging Face ``BertConfig`` (a dict)."""
-    if hf.get("model_type", "bert") != "bert":
-        raise ConfigError(f"model_type={hf.get('model_type')!r} is not a BERT checkpoint (expected 'bert')")
+    check_model_type(hf, "bert", "BERT")
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise ConfigError(f"position_embedding_type={hf['position_embedding_type']!r} is not supported (absolute only)")
     for name in ("is_decoder", "add_cross_attention"):

@@ -16,6 +16,12 @@ from ..errors import CheckpointError, ConfigError
 from ..files import read_json
 
 
+def check_model_type(hf: dict[str, Any], model_type: str, family: str) -> None:
+    """Refuse a config of another ``model_type`` (one without it is read as ``model_type``)."""
+    if hf.get("model_type", model_type) != model_type:
+        raise ConfigError(f"model_type={hf.get('model_type')!r} is not a {family} checkpoint (expected {model_type!r})")
+
+
 def model_with_weights(model_cls, config, state: dict[str, Tensor], source: str | Path,
                        dtype: torch.dtype = torch.float32):
     """``model_cls(config)`` holding ``state``, in eval mode, without initialising weights that are

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..models.gpt import GPT, GPTConfig
-from .hf_files import activation_from_hf, activation_to_hf, load_weights, output_is_tied, tensor_taker
+from .hf_files import activation_from_hf, activation_to_hf, check_model_type, load_weights, output_is_tied, tensor_taker
 
 # Per-layer modules: ours <- theirs, and whether it is a Conv1D (its weight transposed).
 _LAYER_MAP = [
@@ -36,8 +36,7 @@ def config_from_hf_gpt2(hf: dict, weights: dict[str, Tensor] | None = None) -> G
     """A :class:`GPTConfig` from the fields of a Hugging Face ``GPT2Config`` (a dict).  With the
     ``weights``, an ``lm_head`` that differs from ``wte`` unties the output whatever the config says
     (as transformers loads it)."""
-    if hf.get("model_type", "gpt2") != "gpt2":
-        raise ConfigError(f"model_type={hf.get('model_type')!r} is not a GPT-2 checkpoint (expected 'gpt2')")
+    check_model_type(hf, "gpt2", "GPT-2")
     unsupported = {k: hf[k] for k in ("add_cross_attention", "scale_attn_by_inverse_layer_idx",
                                       "reorder_and_upcast_attn") if hf.get(k)}
     if hf.get("scale_attn_weights", True) is False:

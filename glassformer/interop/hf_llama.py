@@ -37,6 +37,7 @@ from ..models.gpt import GPT, GPTConfig
 from .hf_files import (
     activation_from_hf,
     activation_to_hf,
+    check_model_type,
     load_weights,
     module_map,
     output_is_tied,
@@ -82,8 +83,7 @@ def config_from_hf_llama(hf: dict[str, Any], weights: dict[str, Tensor] | None =
     """A :class:`GPTConfig` with Llama's options from the fields of a Hugging Face ``LlamaConfig`` (a
     dict).  With the ``weights``, an ``lm_head`` that differs from ``embed_tokens`` unties the output
     whatever the config says (as transformers loads it)."""
-    if hf.get("model_type", "llama") != "llama":
-        raise ConfigError(f"model_type={hf.get('model_type')!r} is not a Llama checkpoint (expected 'llama')")
+    check_model_type(hf, "llama", "Llama")
     try:
         d_model, n_heads = hf["hidden_size"], hf["num_attention_heads"]
         head_dim = hf.get("head_dim")

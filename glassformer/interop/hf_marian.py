@@ -51,6 +51,7 @@ from ..models.transformer import Transformer, TransformerConfig
 from .hf_files import (
     activation_from_hf,
     activation_to_hf,
+    check_model_type,
     model_with_weights,
     module_map,
     read_hf_directory,
@@ -105,8 +106,7 @@ def _tie_mode(hf: dict, weights: dict[str, Tensor] | None) -> str:
 def config_from_hf_marian(hf: dict, weights: dict[str, Tensor] | None = None) -> TransformerConfig:
     """A :class:`TransformerConfig` from the fields of a Hugging Face ``MarianConfig`` (a dict), the
     tied matrices read from the ``weights`` where given."""
-    if hf.get("model_type", "marian") != "marian":
-        raise ConfigError(f"model_type={hf.get('model_type')!r} is not a Marian checkpoint (expected 'marian')")
+    check_model_type(hf, "marian", "Marian")
     try:
         heads, ffn = hf["encoder_attention_heads"], hf["encoder_ffn_dim"]
         if hf.get("decoder_attention_heads", heads) != heads or hf.get("decoder_ffn_dim", ffn) != ffn:

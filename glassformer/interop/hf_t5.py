@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..model_format import ModelDir
 from ..models.transformer import Transformer, TransformerConfig
 from ..tokenizers import Tokenizer
-from .hf_files import load_weights, module_map, tensor_taker, tensors_by_map, weights_by_map
+from .hf_files import check_model_type, load_weights, module_map, tensor_taker, tensors_by_map, weights_by_map
 
 _FEED_FORWARD = {"relu": ("relu", False), "gated-gelu": ("gelu_tanh", True), "gated-silu": ("silu", True)}
 
@@ -34,8 +34,7 @@ def config_from_hf_t5(hf: dict, weights: dict[str, Tensor] | None = None) -> Tra
     read from the weights where given (a separate ``lm_head`` that differs from ``shared``: T5 v1.1),
     and whether the decoder output is scaled from ``scale_decoder_outputs`` (transformers 5) or else
     ``tie_word_embeddings`` (older configs use it for both)."""
-    if hf.get("model_type", "t5") != "t5":
-        raise ConfigError(f"model_type={hf.get('model_type')!r} is not a T5 checkpoint (expected 't5')")
+    check_model_type(hf, "t5", "T5")
     proj = hf.get("feed_forward_proj", "relu")
     if proj not in _FEED_FORWARD:
         raise ConfigError(f"feed_forward_proj={proj!r} is not supported; known: {sorted(_FEED_FORWARD)}")

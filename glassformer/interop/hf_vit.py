@@ -25,6 +25,7 @@ from ..models.vit import ViT, ViTConfig
 from .hf_files import (
     activation_from_hf,
     activation_to_hf,
+    check_model_type,
     encoder_pairs,
     load_weights,
     module_map,
@@ -43,8 +44,7 @@ _LAYER_MAP = [
 
 
 def config_from_hf_vit(hf: dict) -> ViTConfig:
-    if hf.get("model_type", "vit") != "vit":
-        raise ConfigError(f"model_type={hf.get('model_type')!r} is not a ViT checkpoint (expected 'vit')")
+    check_model_type(hf, "vit", "ViT")
     if not hf.get("qkv_bias", True):
         raise ConfigError("qkv_bias=false (query/key/value projections without bias) is not supported: "
                           "glassformer's ViT attention has biases")

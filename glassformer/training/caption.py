@@ -18,15 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
+import torch.nn.functional as F
 
 from ..data.captions import CaptionBatcher, CaptionStream, load_caption_data, word_tokenizer
 from ..errors import ConfigError
 from ..models import CaptionModel, preset
 from ..tasks.caption import greedy_ids
+from .common import summed, summed_loss
 from .checks import check_positive_int, check_preset, check_types
 from .recipe import Recipe, RecipeSettings, checked, evaluate_best, saver, seeded_model, settings_for, start_run, train
-from .trainer import StepLoss, TrainResult
+from .trainer import TrainResult
 
 DATASETS = ("digits",)
 DIGIT_SIZE = 8                           # scikit-learn's digits are 8×8 pixels, one channel
@@ -70,31 +71,27 @@ class CaptionRun:
 
 
 def caption_loss(label_smoothing: float):
-    def loss(module, batch) -> StepLoss:
-        return StepLoss(module(batch.images, batch.tgt_in, batch.tgt_out, label_smoothing=label_smoothing,
-                               reduction="sum"), batch.n_tokens)
-    return loss
+    return summed_loss(lambda batch: (batch.images, batch.tgt_in, batch.tgt_out), label_smoothing=label_smoothing)
 
 
-@torch.no_grad()
 def evaluate_captions(model: CaptionModel, batches, device) -> dict[str, float]:
     """Mean cross-entropy per caption token (no smoothing), teacher-forced token accuracy, and the share of
     strips whose greedy caption is exactly right (all names and the end, nothing more)."""
     pad = model.config.pad_id
-    total = right_tokens = tokens = exact = strips = 0.0
-    for batch in batches:
-        batch = batch.to(device)
+
+    def measure(batch) -> dict[str, float]:
         real = batch.tgt_out != pad
         logits = model(batch.images, batch.tgt_in).float()
-        total += float(torch.nn.functional.cross_entropy(logits[real], batch.tgt_out[real], reduction="sum"))
-        right_tokens += float((logits.argmax(-1) == batch.tgt_out)[real].sum())
-        tokens += float(real.sum())
+        teacher_forced = {"loss": float(F.cross_entropy(logits[real], batch.tgt_out[real], reduction="sum")),
+                          "right_tokens": float((logits.argmax(-1) == batch.tgt_out)[real].sum()),
+                          "tokens": float(real.sum())}
         width = batch.tgt_out.shape[1]
         ids = greedy_ids(model, batch.images, width)                    # at most the names and EOS
-        ids = torch.nn.functional.pad(ids, (0, width - ids.shape[1]), value=pad)
-        exact += float((ids == batch.tgt_out).all(dim=1).sum())
-        strips += len(ids)
-    return {"loss": total / tokens, "token_accuracy": right_tokens / tokens, "exact_match": exact / strips}
+        ids = F.pad(ids, (0, width - ids.shape[1]), value=pad)
+        return {**teacher_forced, "exact": float((ids == batch.tgt_out).all(dim=1).sum()), "strips": len(ids)}
+    s = summed(batches, device, measure)
+    return {"loss": s["loss"] / s["tokens"], "token_accuracy": s["right_tokens"] / s["tokens"],
+            "exact_match": s["exact"] / s["strips"]}
 
 
 def train_caption(dataset: str | None, settings: CaptionSettings | dict[str, Any] | None, out_dir: str | Path, *,

@@ -32,7 +32,6 @@ with the lowest validation loss.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import sys
 from dataclasses import dataclass
@@ -42,20 +41,21 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..data.classify import ClassifyBatch, ClassifyData, ClassifyStream, Example, encode_examples, label_names
+from ..data.classify import ClassifyData, ClassifyStream, Example, encode_examples, label_names
 from ..errors import CheckpointError, ConfigError, InputError
 from ..model_dir import load_model_dir
 from ..models import Bert, preset
 from ..models.config import PRESETS, preset_names
 from ..tasks.classify import predict
 from ..tokenizers import Tokenizer
+from .common import digest, summed_loss
 from .checks import check_positive_int, check_range, check_types
 from .optim import adamw
 from .metrics import macro_f1
 from .recipe import (Recipe, RunSettings, checked, resumed_tokenizer, saver, settings_for, start_run, train,
                      trained_once)
 from .schedules import Schedule, fine_tuning_schedule
-from .trainer import StepLoss, TrainResult
+from .trainer import TrainResult
 
 SCHEDULES = ("linear", "cosine")
 PRETRAINED_LR, SCRATCH_LR = 5e-5, 5e-4
@@ -187,11 +187,8 @@ def build_classifier(settings: ClassifySettings, train: Sequence[Example], label
 
 
 # -- the loss, the figures ----------------------------------------------------------------------
-def classify_loss(module, batch: ClassifyBatch) -> StepLoss:
-    """The summed cross-entropy (squared error; multi-label: mean binary cross-entropy over the labels) of
-    ``batch``, normalised per example by the Trainer."""
-    total = module(batch.tokens, batch.segments, batch.mask, batch.targets, reduction="sum")
-    return StepLoss(total, batch.n_tokens)
+# the summed cross-entropy (squared error; multi-label: mean binary cross-entropy over the labels), per example
+classify_loss = summed_loss(lambda batch: (batch.tokens, batch.segments, batch.mask, batch.targets))
 
 
 def scores(outputs: torch.Tensor, targets: Sequence[int] | Sequence[float] | Sequence[Sequence[float]],
@@ -273,7 +270,7 @@ def finetune_classify(
     steps_per_epoch = max(1, math.ceil(len(train_set) / settings.batch_size) // settings.grad_accum)
     total = settings.steps or settings.epochs * steps_per_epoch
     fp = checked(run, settings, model.config, total, **(data or {}), examples=len(train_rows),
-                 digest=_digest([*train_rows, *valid_rows]))
+                 digest=digest(f"{e.text}\t{e.pair}\t{e.label}\n" for e in (*train_rows, *valid_rows)))
     lr = settings.learning_rate
 
     def warmup(steps: int) -> int:                # a share of the steps: an extended run warms up longer
@@ -294,14 +291,6 @@ def finetune_classify(
         optimizer=lambda m: adamw(m, lr, settings.weight_decay, (0.9, 0.999)),
         trainer={"eval_every": settings.eval_every or steps_per_epoch, "rate_unit": "examples"}))
     return ClassifyRun(trained.model, tokenizer, labels, trained.result, run.out_dir)
-
-
-def _digest(examples: Sequence[Example]) -> str:
-    """A short fingerprint of the examples (a resumed run must read the same data)."""
-    h = hashlib.sha256()
-    for e in examples:
-        h.update(f"{e.text}\t{e.pair}\t{e.label}\n".encode("utf-8"))
-    return h.hexdigest()[:16]
 
 
 __all__ = ["ClassifySettings", "ClassifyRun", "finetune_classify", "build_classifier", "classifier_from_preset",

@@ -19,7 +19,6 @@ validation loss and perplexity are measured and the model saved.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,10 +30,11 @@ from ..data.streams import WindowStream
 from ..errors import ConfigError
 from ..models import GPT, preset
 from ..tokenizers import Tokenizer
+from .common import perplexity, summed, summed_loss
 from .checks import check_positive_int, check_preset, check_types
 from .recipe import (Recipe, RecipeSettings, checked, resumed_tokenizer, saver, seeded_model, settings_for, start_run,
                      train, written_once)
-from .trainer import StepLoss, TrainResult
+from .trainer import TrainResult
 
 TOKENIZERS = ("char", "bpe")
 
@@ -82,21 +82,14 @@ def build_tokenizer(texts: list[str], kind: str, vocab_size: int) -> Tokenizer:
     return Tokenizer.train_byte_bpe(texts, vocab_size)
 
 
-def lm_loss(module, batch: LMBatch) -> StepLoss:
-    """The summed next-token loss of ``batch``, through the (possibly wrapped) model's forward."""
-    return StepLoss(module(batch.x, batch.y, reduction="sum"), batch.n_tokens)
+lm_loss = summed_loss(lambda batch: (batch.x, batch.y))          # the next-token loss
 
 
-@torch.no_grad()
 def evaluate_lm(model: GPT, batches: list[LMBatch], device) -> dict[str, float]:
     """Mean next-token cross-entropy (nats) over ``batches`` and its perplexity."""
-    total = tokens = 0.0
-    for batch in batches:
-        batch = batch.to(device)
-        total += float(model(batch.x, batch.y, reduction="sum"))
-        tokens += batch.n_tokens
-    loss = total / tokens
-    return {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
+    sums = summed(batches, device, lambda b: {"loss": float(model(b.x, b.y, reduction="sum")), "tokens": b.n_tokens})
+    loss = sums["loss"] / sums["tokens"]
+    return {"loss": loss, "ppl": perplexity(loss)}
 
 
 def prepare(source: str | Path, settings: LMSettings, tokenizer: Tokenizer | None = None):

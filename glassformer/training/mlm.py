@@ -23,12 +23,10 @@ batches and the model saved.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-import torch
 import torch.nn.functional as F
 
 from ..data.lm import read_corpus, read_ids
@@ -36,11 +34,12 @@ from ..data.mlm import IGNORE, Masking, MaskedWindowStream, MLMBatch, MLMData
 from ..errors import ConfigError
 from ..models import Bert, preset
 from ..tokenizers import Tokenizer
+from .common import perplexity, summed, summed_loss
 from .checks import check_positive_int, check_preset, check_range, check_types
 from .lm import window
 from .recipe import (Recipe, RecipeSettings, checked, resumed_tokenizer, saver, seeded_model, settings_for, start_run,
                      train, trained_once, written_once)
-from .trainer import StepLoss, TrainResult
+from .trainer import TrainResult
 
 DEFAULT_BLOCK = 128        # BERT pre-trains 90% of its steps on 128-token sequences (Appendix A.2)
 
@@ -86,28 +85,23 @@ class MLMRun:
     out_dir: Path
 
 
-def mlm_loss(module, batch: MLMBatch) -> StepLoss:
-    """The summed masked-LM loss of ``batch`` over its selected positions, through the (possibly
-    wrapped) model's forward."""
-    return StepLoss(module(batch.tokens, targets=batch.targets, reduction="sum"), batch.n_tokens)
+# the masked-LM loss over the selected positions (tokens, segments, attention mask, targets)
+mlm_loss = summed_loss(lambda batch: (batch.tokens, None, None, batch.targets))
 
 
-@torch.no_grad()
 def evaluate_mlm(model: Bert, batches: list[MLMBatch], device) -> dict[str, float]:
     """Mean cross-entropy (nats) over the selected positions of ``batches``, its perplexity, and the
     accuracy: the share of selected positions whose most likely token is the original."""
-    total = correct = count = 0.0
-    for batch in batches:
-        batch = batch.to(device)
+    def measure(batch: MLMBatch) -> dict[str, float]:
         selected = batch.targets != IGNORE
         hidden = model.encode(batch.tokens).hidden[selected]                 # (n_selected, d_model)
         logits = model.mlm_logits(hidden).float()                           # (n_selected, vocab)
         targets = batch.targets[selected]
-        total += float(F.cross_entropy(logits, targets, reduction="sum"))
-        correct += float((logits.argmax(-1) == targets).sum())
-        count += batch.n_tokens
-    loss = total / count
-    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "accuracy": correct / count}
+        return {"loss": float(F.cross_entropy(logits, targets, reduction="sum")),
+                "correct": float((logits.argmax(-1) == targets).sum()), "count": batch.n_tokens}
+    sums = summed(batches, device, measure)
+    loss = sums["loss"] / sums["count"]
+    return {"loss": loss, "ppl": perplexity(loss), "accuracy": sums["correct"] / sums["count"]}
 
 
 def prepare(source: str | Path, settings: MLMSettings, tokenizer: Tokenizer | None = None,

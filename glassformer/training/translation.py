@@ -13,13 +13,9 @@ Used by ``glassformer train translation``, ``translate``, ``evaluate`` and
 
 from __future__ import annotations
 
-import hashlib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
-
-import torch
 
 from ..data.batching import ParallelDataset, TranslationBatch, token_budget_batches
 from ..data.streams import EpochStream
@@ -28,11 +24,12 @@ from ..generation.translation import score, translate, translate_nbest  # noqa: 
 from ..model_dir import SOURCE_TOKENIZER
 from ..models import Transformer, preset
 from ..tokenizers import Tokenizer
+from .common import digest, perplexity, summed, summed_loss
 from .checks import check_positive_int, check_preset, check_range, check_types
 from .optim import paper_adam
 from .recipe import Recipe, RunSettings, checked, resumed_tokenizer, saver, seeded_model, settings_for, start_run, train
 from .schedules import Schedule, noam_schedule
-from .trainer import StepLoss, TrainResult
+from .trainer import TrainResult
 
 
 @dataclass
@@ -93,25 +90,19 @@ def encode_pairs(pairs, src_tok: Tokenizer, tgt_tok: Tokenizer) -> list[tuple[li
 
 def translation_loss(label_smoothing: float):
     """The summed label-smoothed loss of a batch, through the (possibly wrapped) model's forward."""
-    def loss_fn(module, batch: TranslationBatch) -> StepLoss:
-        total = module(batch.src, batch.tgt_in, batch.tgt_out, label_smoothing=label_smoothing, reduction="sum")
-        return StepLoss(total, batch.n_tokens)
-    return loss_fn
+    return summed_loss(lambda batch: (batch.src, batch.tgt_in, batch.tgt_out), label_smoothing=label_smoothing)
 
 
 def validation(model: Transformer, batches: list[TranslationBatch], label_smoothing: float, device) -> dict[str, float]:
     """Label-smoothed loss (what is optimised) and perplexity (from the un-smoothed NLL) per target token,
     both from one pass of the model (``target_loss``: the training loss, the fused ``linear_cross_entropy``)."""
-    total = nll = tokens = 0.0
-    with torch.no_grad():
-        for batch in batches:
-            batch = batch.to(device)
-            hidden = model.decoder_hidden(batch.src, batch.tgt_in)
-            smoothed = float(model.target_loss(hidden, batch.tgt_out, label_smoothing=label_smoothing, reduction="sum"))
-            total += smoothed
-            nll += float(model.target_loss(hidden, batch.tgt_out, reduction="sum")) if label_smoothing else smoothed
-            tokens += batch.n_tokens
-    return {"loss": total / tokens, "ppl": math.exp(min(nll / tokens, 50.0))}
+    def measure(batch: TranslationBatch) -> dict[str, float]:
+        hidden = model.decoder_hidden(batch.src, batch.tgt_in)
+        smoothed = float(model.target_loss(hidden, batch.tgt_out, label_smoothing=label_smoothing, reduction="sum"))
+        nll = float(model.target_loss(hidden, batch.tgt_out, reduction="sum")) if label_smoothing else smoothed
+        return {"loss": smoothed, "nll": nll, "tokens": batch.n_tokens}
+    sums = summed(batches, device, measure)
+    return {"loss": sums["loss"] / sums["tokens"], "ppl": perplexity(sums["nll"] / sums["tokens"])}
 
 
 def train_translation(
@@ -149,7 +140,7 @@ def train_translation(
         raise InputError(f"a training sentence has {too_long} tokens but the model takes at most "
                          f"max_len={config.max_len}; raise max_len or filter long sentences")
     fp = checked(run, settings, config, settings.steps, sources=sources, pairs=len(train_pairs),
-                 digest=_digest(train_pairs))
+                 digest=digest(f"{src}\t{tgt}\n" for src, tgt in train_pairs))
     model = seeded_model(config, settings.seed)
     valid_batches = valid.batches(settings.max_tokens, shuffle=False)
     steps_per_epoch = len(token_budget_batches(train_set.lengths, settings.max_tokens, seed=settings.seed,
@@ -171,11 +162,3 @@ def train_translation(
         optimizer=paper_adam,
         trainer={"eval_every": settings.eval_every or steps_per_epoch, "rate_unit": "target tokens"}))
     return TranslationRun(trained.model, tgt_tok, src_tok, trained.result, run.out_dir)
-
-
-def _digest(pairs: Sequence[tuple[str, str]]) -> str:
-    """A short fingerprint of the training pairs (a resumed run must read the same data)."""
-    h = hashlib.sha256()
-    for src, tgt in pairs:
-        h.update(src.encode("utf-8") + b"\t" + tgt.encode("utf-8") + b"\n")
-    return h.hexdigest()[:16]

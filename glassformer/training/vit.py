@@ -20,9 +20,10 @@ import torch
 from ..data.images import ImageSet, ImageStream, batches_of, load_digits, load_image_folder, split
 from ..errors import ConfigError
 from ..models import ViT, preset
+from .common import summed, summed_loss
 from .checks import check_positive_int, check_preset, check_types
 from .recipe import Recipe, RecipeSettings, checked, evaluate_best, saver, seeded_model, settings_for, start_run, train
-from .trainer import StepLoss, TrainResult
+from .trainer import TrainResult
 
 DATASETS = ("digits",)
 
@@ -61,21 +62,17 @@ def load_images(dataset: str | Path, config_size: int | None = None, channels: i
     return load_image_folder(dataset, config_size, channels)
 
 
-def image_loss(module, batch) -> StepLoss:
-    return StepLoss(module(batch.images, batch.labels, reduction="sum"), batch.n_tokens)
+image_loss = summed_loss(lambda batch: (batch.images, batch.labels))
 
 
-@torch.no_grad()
 def evaluate_images(model: ViT, batches, device) -> dict[str, float]:
     """Mean cross-entropy per image and accuracy."""
-    total = right = n = 0.0
-    for batch in batches:
-        batch = batch.to(device)
+    def measure(batch) -> dict[str, float]:
         logits = model(batch.images)
-        total += float(torch.nn.functional.cross_entropy(logits.float(), batch.labels, reduction="sum"))
-        right += float((logits.argmax(-1) == batch.labels).sum())
-        n += batch.n_tokens
-    return {"loss": total / n, "accuracy": right / n}
+        return {"loss": float(torch.nn.functional.cross_entropy(logits.float(), batch.labels, reduction="sum")),
+                "right": float((logits.argmax(-1) == batch.labels).sum()), "n": batch.n_tokens}
+    sums = summed(batches, device, measure)
+    return {"loss": sums["loss"] / sums["n"], "accuracy": sums["right"] / sums["n"]}
 
 
 def train_vit(dataset: str | Path | None, settings: ViTSettings | dict[str, Any] | None, out_dir: str | Path, *,

@@ -41,6 +41,7 @@ from .hf_files import (
     load_weights,
     module_map,
     output_is_tied,
+    refuse_missing_fields,
     tensor_taker,
     tensors_by_map,
     weights_by_map,
@@ -85,7 +86,7 @@ def config_from_hf_bert(hf: dict, weights: dict[str, Tensor] | None = None) -> B
         labels = None if regression else [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
     has_pooler = weights is None or any(k.endswith("pooler.dense.weight") for k in weights)
     tied = output_is_tied(hf, weights, "cls.predictions.decoder.weight", "bert.embeddings.word_embeddings.weight")
-    try:
+    with refuse_missing_fields("the BERT config"):
         return BertConfig(
             vocab_size=hf["vocab_size"], n_layers=hf["num_hidden_layers"], n_heads=hf["num_attention_heads"],
             d_model=hf["hidden_size"], d_ff=hf["intermediate_size"], max_len=hf.get("max_position_embeddings", 512),
@@ -96,8 +97,6 @@ def config_from_hf_bert(hf: dict, weights: dict[str, Tensor] | None = None) -> B
             pad_id=hf.get("pad_token_id", 0) or 0, pooler=has_pooler, head=head, labels=labels, regression=regression,
             multi_label=multi_label, tie_embeddings=tied,
         )
-    except KeyError as e:
-        raise ConfigError(f"the BERT config lacks the field {e.args[0]!r}") from None
 
 
 def _key_map(c: BertConfig, prefix: str = "") -> dict[str, list[str]]:

@@ -4,6 +4,7 @@ functions."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,15 @@ from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
 from ..files import read_json
+
+
+@contextmanager
+def refuse_missing_fields(what: str):
+    """Inside: a field that ``what`` (a config) lacks, read as ``hf[name]``, is refused by name."""
+    try:
+        yield
+    except KeyError as e:
+        raise ConfigError(f"{what} lacks the field {e.args[0]!r}") from None
 
 
 def check_model_type(hf: dict[str, Any], model_type: str, family: str) -> None:

@@ -19,7 +19,8 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..models.gpt import GPT, GPTConfig
-from .hf_files import activation_from_hf, activation_to_hf, check_model_type, load_weights, output_is_tied, tensor_taker
+from .hf_files import (activation_from_hf, activation_to_hf, check_model_type, load_weights, output_is_tied,
+                       refuse_missing_fields, tensor_taker)
 
 # Per-layer modules: ours <- theirs, and whether it is a Conv1D (its weight transposed).
 _LAYER_MAP = [
@@ -45,15 +46,13 @@ def config_from_hf_gpt2(hf: dict, weights: dict[str, Tensor] | None = None) -> G
         raise ConfigError(f"GPT-2 options {unsupported} are not supported by glassformer's GPT")
     activation = activation_from_hf(hf.get("activation_function", "gelu_new"))
     tied = output_is_tied(hf, weights, "lm_head.weight", "transformer.wte.weight")
-    try:
+    with refuse_missing_fields("GPT-2 config"):
         return GPTConfig(
             vocab_size=hf["vocab_size"], n_layers=hf["n_layer"], n_heads=hf["n_head"], d_model=hf["n_embd"],
             d_ff=hf.get("n_inner") or 4 * hf["n_embd"], max_len=hf["n_positions"],
             dropout=float(hf.get("resid_pdrop", 0.1)), norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
             activation=activation, bias=True, tie_embeddings=tied,
         )
-    except KeyError as e:
-        raise ConfigError(f"GPT-2 config lacks the field {e.args[0]!r}") from None
 
 
 def state_dict_from_hf_gpt2(weights: dict[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:

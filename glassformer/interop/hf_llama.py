@@ -41,6 +41,7 @@ from .hf_files import (
     load_weights,
     module_map,
     output_is_tied,
+    refuse_missing_fields,
     tensor_taker,
     tensors_by_map,
     weights_by_map,
@@ -69,12 +70,10 @@ def _rope(hf: dict[str, Any]) -> tuple[float, dict | None]:
     if kind == "default":
         return theta, None
     if kind == "llama3":
-        try:
+        with refuse_missing_fields("rope scaling llama3"):
             return theta, {"factor": float(rope["factor"]), "low_freq_factor": float(rope["low_freq_factor"]),
                            "high_freq_factor": float(rope["high_freq_factor"]),
                            "original_max_len": int(rope["original_max_position_embeddings"])}
-        except KeyError as e:
-            raise ConfigError(f"rope scaling llama3 lacks the field {e.args[0]!r}") from None
     raise ConfigError(f"rope scaling {rope} is not supported; glassformer implements the default rotary "
                       "positions and Llama 3.1's (rope_type 'llama3')")
 
@@ -84,7 +83,7 @@ def config_from_hf_llama(hf: dict[str, Any], weights: dict[str, Tensor] | None =
     dict).  With the ``weights``, an ``lm_head`` that differs from ``embed_tokens`` unties the output
     whatever the config says (as transformers loads it)."""
     check_model_type(hf, "llama", "Llama")
-    try:
+    with refuse_missing_fields("the Llama config"):
         d_model, n_heads = hf["hidden_size"], hf["num_attention_heads"]
         head_dim = hf.get("head_dim")
         if head_dim is not None and head_dim * n_heads != d_model:
@@ -104,8 +103,6 @@ def config_from_hf_llama(hf: dict[str, Any], weights: dict[str, Tensor] | None =
             activation=activation_from_hf(hf.get("hidden_act", "silu"), "hidden_act"), gated=True,
             bias=attention_bias, tie_embeddings=tied,
         )
-    except KeyError as e:
-        raise ConfigError(f"the Llama config lacks the field {e.args[0]!r}") from None
 
 
 def _key_map(c: GPTConfig, prefix: str = "") -> dict[str, list[str]]:

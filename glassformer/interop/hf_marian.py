@@ -55,6 +55,7 @@ from .hf_files import (
     model_with_weights,
     module_map,
     read_hf_directory,
+    refuse_missing_fields,
     tensor_taker,
     tensors_by_map,
     weights_by_map,
@@ -107,7 +108,7 @@ def config_from_hf_marian(hf: dict, weights: dict[str, Tensor] | None = None) ->
     """A :class:`TransformerConfig` from the fields of a Hugging Face ``MarianConfig`` (a dict), the
     tied matrices read from the ``weights`` where given."""
     check_model_type(hf, "marian", "Marian")
-    try:
+    with refuse_missing_fields("the Marian config"):
         heads, ffn = hf["encoder_attention_heads"], hf["encoder_ffn_dim"]
         if hf.get("decoder_attention_heads", heads) != heads or hf.get("decoder_ffn_dim", ffn) != ffn:
             raise ConfigError("encoder and decoder with different head counts or d_ff are not supported "
@@ -142,8 +143,6 @@ def config_from_hf_marian(hf: dict, weights: dict[str, Tensor] | None = None) ->
             final_logits_bias=True, pad_id=pad, bos_id=start, eos_id=eos, unk_id=1 if vocab > 1 else 0,
             decoder_start_id=start,
         )
-    except KeyError as e:
-        raise ConfigError(f"the Marian config lacks the field {e.args[0]!r}") from None
 
 
 def _key_map(c: TransformerConfig, prefix: str = "") -> dict[str, list[str]]:

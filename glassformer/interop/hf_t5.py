@@ -24,7 +24,8 @@ from ..errors import ConfigError
 from ..model_format import ModelDir
 from ..models.transformer import Transformer, TransformerConfig
 from ..tokenizers import Tokenizer
-from .hf_files import check_model_type, load_weights, module_map, tensor_taker, tensors_by_map, weights_by_map
+from .hf_files import (check_model_type, load_weights, module_map, refuse_missing_fields, tensor_taker, tensors_by_map,
+                       weights_by_map)
 
 _FEED_FORWARD = {"relu": ("relu", False), "gated-gelu": ("gelu_tanh", True), "gated-silu": ("silu", True)}
 
@@ -38,7 +39,7 @@ def config_from_hf_t5(hf: dict, weights: dict[str, Tensor] | None = None) -> Tra
     proj = hf.get("feed_forward_proj", "relu")
     if proj not in _FEED_FORWARD:
         raise ConfigError(f"feed_forward_proj={proj!r} is not supported; known: {sorted(_FEED_FORWARD)}")
-    try:
+    with refuse_missing_fields("the T5 config"):
         if hf["d_kv"] * hf["num_heads"] != hf["d_model"]:
             raise ConfigError(f"d_kv × num_heads = {hf['d_kv']} × {hf['num_heads']} differs from d_model="
                               f"{hf['d_model']}; glassformer's heads split d_model evenly")
@@ -61,8 +62,6 @@ def config_from_hf_t5(hf: dict, weights: dict[str, Tensor] | None = None) -> Tra
             eos_id=hf.get("eos_token_id", 1), bos_id=hf.get("pad_token_id", 0), unk_id=2,
             decoder_start_id=hf.get("decoder_start_token_id", 0),
         )
-    except KeyError as e:
-        raise ConfigError(f"the T5 config lacks the field {e.args[0]!r}") from None
 
 
 def _key_map(c: TransformerConfig) -> dict[str, list[str]]:

@@ -29,6 +29,7 @@ from .hf_files import (
     encoder_pairs,
     load_weights,
     module_map,
+    refuse_missing_fields,
     tensor_taker,
     tensors_by_map,
     weights_by_map,
@@ -51,7 +52,7 @@ def config_from_hf_vit(hf: dict) -> ViTConfig:
     id2label = hf.get("id2label") or {}
     n = len(id2label) or hf.get("num_labels") or 2
     labels = [str(id2label.get(str(i), id2label.get(i, i))) for i in range(n)] if id2label else None
-    try:
+    with refuse_missing_fields("the ViT config"):
         return ViTConfig(image_size=hf["image_size"], patch_size=hf["patch_size"], channels=hf.get("num_channels", 3),
                          n_classes=n, labels=labels, n_layers=hf["num_hidden_layers"],
                          n_heads=hf["num_attention_heads"], d_model=hf["hidden_size"], d_ff=hf["intermediate_size"],
@@ -59,8 +60,6 @@ def config_from_hf_vit(hf: dict) -> ViTConfig:
                          attention_dropout=float(hf.get("attention_probs_dropout_prob", 0.0)),
                          norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
                          activation=activation_from_hf(hf.get("hidden_act", "gelu"), "hidden_act"))
-    except KeyError as e:
-        raise ConfigError(f"the ViT config lacks the field {e.args[0]!r}") from None
 
 
 def _key_map(c: ViTConfig, prefix: str = "") -> dict[str, list[str]]:

@@ -12,7 +12,7 @@ from ..files import read_json
 from ..model_format import CONFIG, ModelDir
 from ..tokenizers import Tokenizer
 from .hf_bert import _HEADS as _BERT_HEADS
-from .hf_bert import config_from_hf_bert, convert_hf_bert, load_hf_bert, state_dict_from_hf_bert, to_hf_bert
+from .hf_bert import config_from_hf_bert, load_hf_bert, state_dict_from_hf_bert, to_hf_bert
 from .hf_files import GENERATION_CONFIG, generation_from_hf, generation_to_hf
 from .hf_gpt2 import config_from_hf_gpt2, convert_hf_gpt2, load_hf_gpt2, state_dict_from_hf_gpt2, to_hf_gpt2
 from .hf_llama import config_from_hf_llama, convert_hf_llama, load_hf_llama, state_dict_from_hf_llama, to_hf_llama
@@ -145,6 +145,6 @@ def save_hf_directory(model, out_dir, tokenizer=None, generation=None):
     return write_atomically(out_dir, fill)
 
 
-__all__ = ["FAMILIES", "hugging_face_type", "to_hugging_face", "save_hf_directory", "load_hf_directory", "config_from_hf_bert", "convert_hf_bert", "load_hf_bert", "state_dict_from_hf_bert",
+__all__ = ["FAMILIES", "hugging_face_type", "to_hugging_face", "save_hf_directory", "load_hf_directory", "config_from_hf_bert", "load_hf_bert", "state_dict_from_hf_bert",
            "config_from_hf_gpt2", "convert_hf_gpt2", "load_hf_gpt2", "state_dict_from_hf_gpt2",
            "config_from_hf_llama", "convert_hf_llama", "load_hf_llama", "state_dict_from_hf_llama"]

@@ -179,12 +179,4 @@ def load_hf_bert(path: str | Path, dtype: torch.dtype = torch.float32) -> ModelD
     return ModelDir(model, model.config, hf_bert_tokenizer(path) if has_tokenizer else None)
 
 
-def convert_hf_bert(path: str | Path, out_dir: str | Path) -> Path:
-    """Write a Hugging Face BERT directory as a glassformer model directory (tokenizer included)."""
-    from ..model_format import save_model_dir
-
-    loaded = load_hf_bert(path)
-    return save_model_dir(out_dir, loaded.model, loaded.tokenizer, generation={"task": "encoder"})
-
-
-__all__ = ["config_from_hf_bert", "state_dict_from_hf_bert", "to_hf_bert", "hf_bert_tokenizer", "load_hf_bert", "convert_hf_bert"]
+__all__ = ["config_from_hf_bert", "state_dict_from_hf_bert", "to_hf_bert", "hf_bert_tokenizer", "load_hf_bert"]

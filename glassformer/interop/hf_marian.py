@@ -276,16 +276,5 @@ def load_hf_marian_tokenizers(path: str | Path, config: TransformerConfig):
     return tuple(sides)
 
 
-def convert_hf_marian(path: str | Path, out_dir: str | Path) -> Path:
-    """Write a Hugging Face Marian directory as a glassformer model directory.  One with OPUS-MT's
-    SentencePiece tokenizer is refused: it is not a ``tokenizers`` file, and a model directory holds
-    only those (the Hugging Face directory itself translates)."""
-    from ..model_format import save_model_dir
-
-    model = load_hf_marian(path)
-    source, target = load_hf_marian_tokenizers(path, model.config)
-    return save_model_dir(out_dir, model, target, source_tokenizer=source)
-
-
 __all__ = ["config_from_hf_marian", "state_dict_from_hf_marian", "to_hf_marian", "transformer_from_hf_marian", "load_hf_marian",
-           "load_hf_marian_tokenizers", "convert_hf_marian"]
+           "load_hf_marian_tokenizers"]

@@ -46,16 +46,31 @@ def _figure_class():
     return Figure
 
 
+def _figure(figsize: tuple[float, float], *grid: int, **options):
+    """A figure of ``figsize`` inches at 100 dpi (constrained layout) and its axes (``fig.subplots(*grid)``)."""
+    fig = _figure_class()(figsize=figsize, dpi=100, layout="constrained")
+    return fig, fig.subplots(*grid, **options)
+
+
+def _colorbar_and_title(fig, ax, image, label: str, title: str):
+    fig.colorbar(image, ax=ax, shrink=0.8, label=label)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def _blocks(n: int, max_cells: int = MAX_CELLS) -> list[tuple[int, int]]:
+    """At most ``max_cells`` [start, end) ranges of consecutive positions covering 0..n (the last may be shorter)."""
+    size = max(1, math.ceil(n / max_cells))
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
 def block_average(weights: Tensor, max_cells: int = MAX_CELLS) -> tuple[Tensor, list[tuple[int, int]],
                                                                          list[tuple[int, int]]]:
     """(…, q, k) -> (…, ≤max_cells, ≤max_cells): each cell the mean over a block of consecutive
     positions (the last block may be shorter).  Also the [start, end) position ranges of the
     row blocks and of the column blocks.  Short axes are kept as they are."""
-    def ranges(n: int) -> list[tuple[int, int]]:
-        size = max(1, math.ceil(n / max_cells))
-        return [(s, min(s + size, n)) for s in range(0, n, size)]
-
-    rows, cols = ranges(weights.shape[-2]), ranges(weights.shape[-1])
+    rows, cols = _blocks(weights.shape[-2], max_cells), _blocks(weights.shape[-1], max_cells)
     out = torch.stack([weights[..., a:b, :].mean(dim=-2) for a, b in rows], dim=-2)
     out = torch.stack([out[..., a:b].mean(dim=-1) for a, b in cols], dim=-1)
     return out, rows, cols
@@ -98,10 +113,7 @@ def attention_grid_figure(weights: Tensor, q_tokens: Sequence[str] | None = None
     n_cols = min(heads, 4)
     n_rows = math.ceil(heads / n_cols)
     side = 3.2 if max(len(rows), len(cols)) <= 24 else 4.4
-    Figure = _figure_class()
-    fig = Figure(figsize=(side * n_cols + 0.8, side * n_rows + (0.6 if title else 0.2)), dpi=100,
-                 layout="constrained")
-    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    fig, axes = _figure((side * n_cols + 0.8, side * n_rows + (0.6 if title else 0.2)), n_rows, n_cols, squeeze=False)
     vmax = float(cells.max()) if cells.numel() else 1.0
     image = None
     for h in range(n_rows * n_cols):
@@ -138,10 +150,8 @@ def patch_attention_figure(maps: Tensor, names: Sequence[str], title: str = ""):
     n_cols = min(n, 6)
     n_rows = math.ceil(n / n_cols)
     side = 2.0
-    Figure = _figure_class()
-    fig = Figure(figsize=(side * n_cols * max(1.0, cols / rows) ** 0.5 + 0.4, side * n_rows + (0.6 if title else 0.2)),
-                 dpi=100, layout="constrained")
-    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    fig, axes = _figure((side * n_cols * max(1.0, cols / rows) ** 0.5 + 0.4, side * n_rows + (0.6 if title else 0.2)),
+                        n_rows, n_cols, squeeze=False)
     for i in range(n_rows * n_cols):
         ax = axes[i // n_cols][i % n_cols]
         if i >= n:
@@ -168,13 +178,10 @@ def neuron_activation_figure(acts: Tensor, tokens: Sequence[str], neurons: Seque
         raise InputError(f"{len(tokens)} tokens and {len(neurons)} neurons for activations of shape "
                          f"{tuple(acts.shape)}")
     seq, k = acts.shape
-    size = max(1, math.ceil(seq / MAX_CELLS))       # long inputs: means over blocks of tokens, as the grids
-    rows = [(a, min(a + size, seq)) for a in range(0, seq, size)]
+    rows = _blocks(seq)                             # long inputs: means over blocks of tokens, as the grids
     cells = torch.stack([acts[a:b].mean(0) for a, b in rows])                  # (≤64, k)
     labels = range_labels(rows, tokens)
-    Figure = _figure_class()
-    fig = Figure(figsize=(1.2 + 0.5 * k, 1.2 + 0.22 * len(rows)), dpi=100, layout="constrained")
-    ax = fig.subplots()
+    fig, ax = _figure((1.2 + 0.5 * k, 1.2 + 0.22 * len(rows)))
     vmax = float(cells.abs().max()) or 1.0
     image = ax.imshow(cells.numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto", interpolation="nearest")
     ax.set_xticks(range(k))
@@ -182,10 +189,7 @@ def neuron_activation_figure(acts: Tensor, tokens: Sequence[str], neurons: Seque
     _ticks(ax.set_yticks, ax.set_yticklabels, labels)
     ax.set_xlabel("neuron")
     ax.set_ylabel("token (block means)" if len(rows) < seq else "token")
-    fig.colorbar(image, ax=ax, shrink=0.8, label="activation")
-    if title:
-        ax.set_title(title, fontsize=10)
-    return fig
+    return _colorbar_and_title(fig, ax, image, "activation", title)
 
 
 def saliency_figure(values: dict[str, Tensor | Sequence[float]], tokens: Sequence[str], title: str = ""):
@@ -200,23 +204,17 @@ def saliency_figure(values: dict[str, Tensor | Sequence[float]], tokens: Sequenc
     if any(r.shape != (seq,) for r in rows):
         raise InputError(f"attributions must have one value per token ({seq}), got shapes "
                          f"{[tuple(r.shape) for r in rows]}")
-    size = max(1, math.ceil(seq / MAX_CELLS))
-    blocks = [(a, min(a + size, seq)) for a in range(0, seq, size)]
-    cells = torch.stack([torch.stack([r[a:b].sum() for a, b in blocks]) for r in rows])      # (methods, ≤64)
+    sums = _blocks(seq)
+    cells = torch.stack([torch.stack([r[a:b].sum() for a, b in sums]) for r in rows])        # (methods, ≤64)
     peak = cells.abs().amax(dim=1, keepdim=True)
     scaled = torch.where(peak > 0, cells / peak.clamp_min(1e-300), torch.zeros_like(cells))
-    Figure = _figure_class()
-    fig = Figure(figsize=(2 + 0.3 * len(blocks), 1.2 + 0.5 * len(rows)), dpi=100, layout="constrained")
-    ax = fig.subplots()
+    fig, ax = _figure((2 + 0.3 * len(sums), 1.2 + 0.5 * len(rows)))
     image = ax.imshow(scaled.float().numpy(), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
-    _ticks(ax.set_xticks, ax.set_xticklabels, range_labels(blocks, tokens), rotation=90)
+    _ticks(ax.set_xticks, ax.set_xticklabels, range_labels(sums, tokens), rotation=90)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(list(values), fontsize=8)
-    ax.set_xlabel("token (block sums)" if len(blocks) < seq else "token")
-    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the largest |value|")
-    if title:
-        ax.set_title(title, fontsize=10)
-    return fig
+    ax.set_xlabel("token (block sums)" if len(sums) < seq else "token")
+    return _colorbar_and_title(fig, ax, image, "share of the largest |value|", title)
 
 
 def logit_lens_figure(probabilities: Tensor | Sequence[Sequence[float]], top_tokens: Sequence[Sequence[str]],
@@ -231,9 +229,7 @@ def logit_lens_figure(probabilities: Tensor | Sequence[Sequence[float]], top_tok
                          f"got shape {tuple(probs.shape)}")
     start = max(0, probs.shape[1] - MAX_CELLS)
     probs, shown = probs[:, start:], list(tokens)[start:]
-    Figure = _figure_class()
-    fig = Figure(figsize=(2 + 0.55 * len(shown), 1.2 + 0.35 * len(layer_names)), dpi=100, layout="constrained")
-    ax = fig.subplots()
+    fig, ax = _figure((2 + 0.55 * len(shown), 1.2 + 0.35 * len(layer_names)))
     image = ax.imshow(probs.numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
     if len(shown) <= 24:
         for i in range(probs.shape[0]):
@@ -245,10 +241,7 @@ def logit_lens_figure(probabilities: Tensor | Sequence[Sequence[float]], top_tok
     ax.set_yticks(range(len(layer_names)))
     ax.set_yticklabels(list(layer_names), fontsize=8)
     ax.set_xlabel("input position (the prediction made there)")
-    fig.colorbar(image, ax=ax, shrink=0.8, label="top-1 probability")
-    if title:
-        ax.set_title(title, fontsize=10)
-    return fig
+    return _colorbar_and_title(fig, ax, image, "top-1 probability", title)
 
 
 def _ticks(set_ticks, set_labels, labels: list[str], rotation: int = 0) -> None:

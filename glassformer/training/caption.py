@@ -97,10 +97,7 @@ def evaluate_captions(model: CaptionModel, batches, device) -> dict[str, float]:
 def train_caption(dataset: str | None, settings: CaptionSettings | dict[str, Any] | None, out_dir: str | Path, *,
                   resume: bool = False, extend: bool = False) -> CaptionRun:
     """Train an image captioner on ``dataset`` ("digits"); save ``out_dir/best`` and ``out_dir/last``;
-    write the held-out test exact match to ``out_dir/results.json``.  ``resume``: continue the run in
-    ``out_dir`` exactly where its last checkpoint stopped (``extend``: to ``settings.steps``, more than
-    it was set to); ``dataset`` None and ``settings`` as a dict of the settings that change (or None)
-    take the run's own, as ``--resume`` does."""
+    write the held-out test exact match to ``out_dir/results.json``.  Resuming: :mod:`.common`."""
     s, saved = settings_for(CaptionSettings, settings, out_dir, resume)
     dataset = dataset or saved.get("data", {}).get("dataset")
     if str(dataset) not in DATASETS:

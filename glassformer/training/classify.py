@@ -239,10 +239,8 @@ def finetune_classify(
     data: dict[str, Any] | None = None,
 ) -> ClassifyRun:
     """Fine-tune ``settings.model`` on ``train_rows`` and save ``out_dir/best`` and ``out_dir/last``
-    model directories.  ``resume``: continue the run in ``out_dir`` exactly where its last checkpoint
-    stopped (``extend``: to ``settings.steps``, more than it was set to; ``settings`` as a dict of the
-    settings that change, or None, takes the run's own, as ``--resume`` does).  ``data``: where the
-    examples came from (files, columns), recorded with the run."""
+    model directories.  ``data``: where the examples came from (files, columns), recorded with the
+    run.  Resuming: :mod:`.common`."""
     if not train_rows or not valid_rows:
         raise InputError(f"fine-tuning needs training and validation examples ({len(train_rows)} and "
                          f"{len(valid_rows)} given)")

@@ -1,5 +1,10 @@
 """What the task files (lm, mlm, vit, caption, translation, classify) share besides the recipe: the
-summed loss a step trains on, sums over fixed evaluation batches, perplexity, a digest of the data."""
+summed loss a step trains on, sums over fixed evaluation batches, perplexity, a digest of the data.
+
+Resuming, the same for every task's ``train_*`` / ``finetune_*``: ``resume`` continues the run in
+``out_dir`` exactly where its last checkpoint stopped (``extend``: to ``settings.steps``, more than it
+was set to); ``settings`` as a dict of the settings that change (or None) and the data None take the
+run's own, as ``--resume`` does."""
 
 from __future__ import annotations
 

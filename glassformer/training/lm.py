@@ -114,10 +114,7 @@ def window(settings, config, default: int) -> int:
 def train_lm(source: str | Path | None, settings: LMSettings | dict[str, Any] | None, out_dir: str | Path, *,
              resume: bool = False, extend: bool = False) -> LMRun:
     """Train a GPT on the text of ``source`` (a file, a folder, or a built-in corpus: "tiny-shakespeare",
-    "python-stdlib"); save ``out_dir/best`` and ``out_dir/last`` model directories.  ``resume``: continue
-    the run in ``out_dir`` exactly where its last checkpoint stopped (``extend``: to ``settings.steps``,
-    more than it was set to); ``source`` None and ``settings`` as a dict of the settings that change
-    (or None) take the run's own, as ``--resume`` does."""
+    "python-stdlib"); save ``out_dir/best`` and ``out_dir/last`` model directories.  Resuming: :mod:`.common`."""
     settings, saved = settings_for(LMSettings, settings, out_dir, resume)
     source = source or saved.get("data", {}).get("source")
     run = start_run(settings, out_dir, resume, extend)

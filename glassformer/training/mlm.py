@@ -121,9 +121,7 @@ def train_mlm(source: str | Path | None, settings: MLMSettings | dict[str, Any] 
               resume: bool = False, extend: bool = False) -> MLMRun:
     """Pre-train a BERT with masked-language modelling on the text of ``source`` (a file, a folder or a
     built-in corpus: "tiny-shakespeare", "python-stdlib"); save ``out_dir/best`` and ``out_dir/last``
-    model directories (with the tokenizer).  ``resume``: continue the run in ``out_dir`` exactly where its last
-    checkpoint stopped (``extend``: to ``settings.steps``, more than it was set to); ``source`` None and
-    ``settings`` as a dict of the settings that change (or None) take the run's own, as ``--resume`` does."""
+    model directories (with the tokenizer).  Resuming: :mod:`.common`."""
     settings, saved = settings_for(MLMSettings, settings, out_dir, resume)
     source = source or saved.get("data", {}).get("source")
     run = start_run(settings, out_dir, resume, extend)

@@ -116,10 +116,8 @@ def train_translation(
     sources: dict[str, Any] | None = None,
 ) -> TranslationRun:
     """Train tokenizers and a Transformer; save ``out_dir/best`` and ``out_dir/last`` model
-    directories.  ``resume``: continue the run in ``out_dir`` exactly where its last checkpoint stopped
-    (``extend``: to ``settings.steps``, more than it was set to; ``settings`` as a dict of the settings
-    that change, or None, takes the run's own, as ``--resume`` does).  ``sources``: where the pairs were
-    read from (files), recorded with the run as the defaults of its resumption."""
+    directories.  ``sources``: where the pairs were read from (files), recorded with the run as the
+    defaults of its resumption (:mod:`.common`)."""
     settings, _ = settings_for(TranslationSettings, settings, out_dir, resume)
     run = start_run(settings, out_dir, resume, extend)
     tgt_tok = resumed_tokenizer(run)

@@ -78,10 +78,8 @@ def evaluate_images(model: ViT, batches, device) -> dict[str, float]:
 def train_vit(dataset: str | Path | None, settings: ViTSettings | dict[str, Any] | None, out_dir: str | Path, *,
               resume: bool = False, extend: bool = False) -> ViTRun:
     """Train a ViT on ``dataset`` ("digits" or a folder of class folders); save ``out_dir/best``
-    and ``out_dir/last``; write the held-out test accuracy to ``out_dir/results.json``.  ``resume``:
-    continue the run in ``out_dir`` exactly where its last checkpoint stopped (``extend``: to
-    ``settings.steps``, more than it was set to); ``dataset`` None and ``settings`` as a dict of the
-    settings that change (or None) take the run's own, as ``--resume`` does."""
+    and ``out_dir/last``; write the held-out test accuracy to ``out_dir/results.json``.  Resuming:
+    :mod:`.common`."""
     settings, saved = settings_for(ViTSettings, settings, out_dir, resume)
     dataset = dataset or saved.get("data", {}).get("dataset")
     run = start_run(settings, out_dir, resume, extend)

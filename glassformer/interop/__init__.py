@@ -10,25 +10,14 @@ from typing import Callable, NamedTuple
 from ..errors import CheckpointError, ConfigError
 from ..files import read_json
 from ..model_format import CONFIG, ModelDir
-from ..tokenizers import Tokenizer
 from .hf_bert import _HEADS as _BERT_HEADS
 from .hf_bert import config_from_hf_bert, load_hf_bert, state_dict_from_hf_bert, to_hf_bert
-from .hf_files import GENERATION_CONFIG, generation_from_hf, generation_to_hf
+from .hf_files import GENERATION_CONFIG, generation_from_hf, generation_to_hf, with_own_tokenizer
 from .hf_gpt2 import config_from_hf_gpt2, convert_hf_gpt2, load_hf_gpt2, state_dict_from_hf_gpt2, to_hf_gpt2
 from .hf_llama import config_from_hf_llama, convert_hf_llama, load_hf_llama, state_dict_from_hf_llama, to_hf_llama
 from .hf_marian import load_hf_marian, load_hf_marian_tokenizers, to_hf_marian
 from .hf_t5 import load_hf_t5, to_hf_t5
 from .hf_vit import load_hf_vit, to_hf_vit
-
-
-def _with_own_tokenizer(load_model):
-    """A loader of a decoder's directory: the model and the checkpoint's own tokenizer, its special tokens
-    and their roles as its files state them (when it has a tokenizer.json)."""
-    def load(path) -> ModelDir:
-        model = load_model(path)
-        tokenizer = Tokenizer.load_checkpoint(path) if (Path(path) / "tokenizer.json").is_file() else None
-        return ModelDir(model, model.config, tokenizer)
-    return load
 
 
 def _load_marian(path) -> ModelDir:
@@ -52,9 +41,9 @@ class HFFamily(NamedTuple):
 FAMILIES = {
     "bert": HFFamily(tuple(_BERT_HEADS), load_hf_bert, to_hf_bert, lambda c: c.family == "bert", False),
     "vit": HFFamily(("ViTForImageClassification",), load_hf_vit, to_hf_vit, lambda c: c.family == "vit", False),
-    "gpt2": HFFamily(("GPT2LMHeadModel", "GPT2Model"), _with_own_tokenizer(load_hf_gpt2), to_hf_gpt2,
-                     lambda c: c.family == "gpt" and c.norm != "rmsnorm", True),
-    "llama": HFFamily(("LlamaForCausalLM",), _with_own_tokenizer(load_hf_llama), to_hf_llama,
+    "gpt2": HFFamily(("GPT2LMHeadModel", "GPT2Model"), lambda path: with_own_tokenizer(load_hf_gpt2(path), path),
+                     to_hf_gpt2, lambda c: c.family == "gpt" and c.norm != "rmsnorm", True),
+    "llama": HFFamily(("LlamaForCausalLM",), lambda path: with_own_tokenizer(load_hf_llama(path), path), to_hf_llama,
                       lambda c: c.family == "gpt" and c.norm == "rmsnorm", True),
     "t5": HFFamily(("T5ForConditionalGeneration",), load_hf_t5, to_hf_t5,
                    lambda c: c.family == "transformer" and c.positional == "relative", True),

@@ -15,6 +15,8 @@ from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
 from ..files import read_json
+from ..model_format import ModelDir
+from ..tokenizers import Tokenizer
 
 
 @contextmanager
@@ -112,6 +114,13 @@ def load_weights(path: str | Path, family: str, model_cls, config_from, state_di
     hf_config, weights, weights_file = read_hf_directory(path, family)
     config = config_from(hf_config, weights)
     return model_with_weights(model_cls, config, state_dict_from(weights, config), weights_file, dtype)
+
+
+def with_own_tokenizer(model, path: str | Path) -> ModelDir:
+    """``model`` and the checkpoint's own tokenizer (None without a tokenizer.json), its special
+    tokens and their roles as its files state them."""
+    tokenizer = Tokenizer.load_checkpoint(path) if (Path(path) / "tokenizer.json").is_file() else None
+    return ModelDir(model, model.config, tokenizer)
 
 
 def output_is_tied(hf: dict[str, Any], weights: dict[str, Tensor] | None, head: str, embedding: str,

@@ -23,9 +23,8 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..model_format import ModelDir
 from ..models.transformer import Transformer, TransformerConfig
-from ..tokenizers import Tokenizer
 from .hf_files import (check_model_type, load_weights, module_map, refuse_missing_fields, tensor_taker, tensors_by_map,
-                       weights_by_map)
+                       weights_by_map, with_own_tokenizer)
 
 _FEED_FORWARD = {"relu": ("relu", False), "gated-gelu": ("gelu_tanh", True), "gated-silu": ("silu", True)}
 
@@ -126,8 +125,7 @@ def load_hf_t5(path: str | Path, dtype: torch.dtype = torch.float32) -> ModelDir
     """A :class:`Transformer` with the weights of a Hugging Face T5 directory (the SentencePiece
     tokenizer is carried over when the directory has a ``tokenizer.json``)."""
     model = load_weights(path, "T5", Transformer, config_from_hf_t5, state_dict_from_hf_t5, dtype)
-    tokenizer = Tokenizer.load_checkpoint(path) if (Path(path) / "tokenizer.json").is_file() else None
-    return ModelDir(model, model.config, tokenizer)
+    return with_own_tokenizer(model, path)
 
 
 __all__ = ["config_from_hf_t5", "state_dict_from_hf_t5", "to_hf_t5", "load_hf_t5"]

@@ -33,19 +33,8 @@ from ..files import read_json
 from ..model_format import ModelDir
 from ..models.bert import Bert, BertConfig
 from ..tokenizers import Tokenizer
-from .hf_files import (
-    activation_from_hf,
-    activation_to_hf,
-    check_model_type,
-    encoder_pairs,
-    load_weights,
-    module_map,
-    output_is_tied,
-    refuse_missing_fields,
-    tensor_taker,
-    tensors_by_map,
-    weights_by_map,
-)
+from .hf_files import (activation_from_hf, activation_to_hf, check_model_type, encoder_pairs, load_weights, module_map,
+                       output_is_tied, refuse_missing_fields, tensor_taker, tensors_by_map, weights_by_map)
 
 _HEADS = {"BertModel": "none", "BertForMaskedLM": "mlm", "BertForPreTraining": "mlm",
           "BertForSequenceClassification": "classify", "BertForTokenClassification": "tokens"}

@@ -34,18 +34,8 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..models.gpt import GPT, GPTConfig
-from .hf_files import (
-    activation_from_hf,
-    activation_to_hf,
-    check_model_type,
-    load_weights,
-    module_map,
-    output_is_tied,
-    refuse_missing_fields,
-    tensor_taker,
-    tensors_by_map,
-    weights_by_map,
-)
+from .hf_files import (activation_from_hf, activation_to_hf, check_model_type, load_weights, module_map, output_is_tied,
+                       refuse_missing_fields, tensor_taker, tensors_by_map, weights_by_map)
 
 # Per-layer names, ours <- theirs: the norms (a weight only), the linear layers (a weight and, with
 # ``bias``, a bias) and the fused linear layers, each the concatenation of theirs along its output.

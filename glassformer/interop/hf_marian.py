@@ -48,18 +48,8 @@ from torch import Tensor
 from ..errors import CheckpointError, ConfigError
 from ..files import read_json
 from ..models.transformer import Transformer, TransformerConfig
-from .hf_files import (
-    activation_from_hf,
-    activation_to_hf,
-    check_model_type,
-    model_with_weights,
-    module_map,
-    read_hf_directory,
-    refuse_missing_fields,
-    tensor_taker,
-    tensors_by_map,
-    weights_by_map,
-)
+from .hf_files import (activation_from_hf, activation_to_hf, check_model_type, model_with_weights, module_map,
+                       read_hf_directory, refuse_missing_fields, tensor_taker, tensors_by_map, weights_by_map)
 
 # Per-layer names: ours <- theirs (q/k/v are fused separately, below).
 _LAYER_MAP = [

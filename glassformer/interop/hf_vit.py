@@ -22,18 +22,8 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..model_format import ModelDir
 from ..models.vit import ViT, ViTConfig
-from .hf_files import (
-    activation_from_hf,
-    activation_to_hf,
-    check_model_type,
-    encoder_pairs,
-    load_weights,
-    module_map,
-    refuse_missing_fields,
-    tensor_taker,
-    tensors_by_map,
-    weights_by_map,
-)
+from .hf_files import (activation_from_hf, activation_to_hf, check_model_type, encoder_pairs, load_weights, module_map,
+                       refuse_missing_fields, tensor_taker, tensors_by_map, weights_by_map)
 
 _LAYER_MAP = [
     ("self_attention_norm", "layernorm_before"),

@@ -116,11 +116,9 @@ def attention_grid_figure(weights: Tensor, q_tokens: Sequence[str] | None = None
     fig, axes = _figure((side * n_cols + 0.8, side * n_rows + (0.6 if title else 0.2)), n_rows, n_cols, squeeze=False)
     vmax = float(cells.max()) if cells.numel() else 1.0
     image = None
-    for h in range(n_rows * n_cols):
-        ax = axes[h // n_cols][h % n_cols]
-        if h >= heads:
-            ax.set_axis_off()
-            continue
+    for ax in axes.flat[heads:]:
+        ax.set_axis_off()
+    for h, ax in enumerate(axes.flat[:heads]):
         image = ax.imshow(cells[h].numpy(), cmap="viridis", vmin=0.0, vmax=vmax or 1.0, aspect="auto",
                           interpolation="nearest")
         ax.set_title(head_names[h] if head_names is not None else f"head {h}", fontsize=9)
@@ -152,11 +150,9 @@ def patch_attention_figure(maps: Tensor, names: Sequence[str], title: str = ""):
     side = 2.0
     fig, axes = _figure((side * n_cols * max(1.0, cols / rows) ** 0.5 + 0.4, side * n_rows + (0.6 if title else 0.2)),
                         n_rows, n_cols, squeeze=False)
-    for i in range(n_rows * n_cols):
-        ax = axes[i // n_cols][i % n_cols]
-        if i >= n:
-            ax.set_axis_off()
-            continue
+    for ax in axes.flat[n:]:
+        ax.set_axis_off()
+    for i, ax in enumerate(axes.flat[:n]):
         ax.imshow(maps[i].numpy(), cmap="viridis", vmin=0.0, interpolation="nearest")
         ax.set_title(str(names[i]), fontsize=8)
         ax.set_xticks(range(cols))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -105,12 +105,3 @@ class ParallelDataset:
         return [collate([self.pairs[i] for i in idx], self.pad_id, self.bos_id, self.eos_id)
                 for idx in token_budget_batches(self.lengths, max_tokens, seed=seed, epoch=epoch, shuffle=shuffle,
                                                 max_sentences=max_sentences, by_length=by_length)]
-
-    def forever(self, max_tokens: int, *, seed: int = 0, max_sentences: int | None = None,
-                by_length: bool = True) -> Iterator[TranslationBatch]:
-        """Epoch after epoch, reshuffled each time."""
-        epoch = 0
-        while True:
-            yield from self.batches(max_tokens, seed=seed, epoch=epoch, max_sentences=max_sentences,
-                                    by_length=by_length)
-            epoch += 1

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
 from ..files import read_json
-from ..model_format import ModelDir
+from ..model_format import ModelDir, check_shapes
 from ..tokenizers import Tokenizer
 
 
@@ -42,8 +42,6 @@ def model_with_weights(model_cls, config, state: dict[str, Tensor], source: str 
     tables) computed for real.  A mismatch is a CheckpointError naming ``source``."""
     with torch.device("meta"):
         model = model_cls(config)
-    from ..model_format import check_shapes
-
     check_shapes(model, {k: tuple(v.shape) for k, v in state.items()}, source)
     try:
         model.load_state_dict({k: v.detach().to(dtype) for k, v in state.items()}, strict=True, assign=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import (COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags, add_run_flags, fresh_output_dir,
-                     fraction, non_negative_int, positive_int, preset_help, setting_defaults, train_settings)
+from .common import (COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags, add_preset_flags, add_run_flags, fraction,
+                     non_negative_int, positive_int, run_training, setting_defaults, trained)
 
 
 def register(subparsers) -> None:
@@ -25,8 +25,7 @@ def register_train(train_subparsers) -> None:
     t = train_subparsers.add_parser("caption", help="train an image-to-text model (ViT encoder, Transformer decoder)")
     t.add_argument("--dataset", help="'digits': strips of scikit-learn's 8×8 digits captioned with their names "
                                      "(offline); with --resume, the run's own by default")
-    t.add_argument("--preset", help=preset_help("caption", d["preset"]))
-    t.add_argument("--config", help="JSON file of training settings; its 'model' object overrides preset fields")
+    add_preset_flags(t, "caption", d["preset"])
     t.add_argument("--min-digits", type=positive_int, help=f"fewest digits per strip (default: {d['min_digits']})")
     t.add_argument("--max-digits", type=positive_int, help=f"most digits per strip (default: {d['max_digits']})")
     t.add_argument("--batch-size", type=positive_int, help=f"strips per batch (default: {d['batch_size']})")
@@ -45,22 +44,13 @@ _FLAGS = ("preset", "min_digits", "max_digits", "batch_size", "label_smoothing",
 
 
 def train_caption_cmd(args) -> int:
-    from ..devices import pick_device
     from ..training.caption import CaptionSettings, train_caption
 
-    out, resume, dataset, settings, _ = train_settings(
-        args, _FLAGS, task=CaptionSettings.task, data_flag="dataset", data_key="dataset",
-        missing="give --dataset digits")
-    settings = CaptionSettings.from_dict(settings)
-    pick_device(settings.device)
-    with fresh_output_dir(out):
-        run = train_caption(dataset, settings, out, resume=resume, extend=args.extend)
-    if not run.result.main_process:
-        return 0
-    stop = f"; {run.result.stop_note}" if run.result.stop_note else ""
-    print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s{stop}; test exact match "
-          f"{100 * run.test_exact_match:.2f}% (token accuracy {100 * run.test_token_accuracy:.2f}%) on strips of "
-          f"held-out images; model saved to {out / 'best'}")
+    out, run = run_training(args, _FLAGS, CaptionSettings, train_caption, data_flag="dataset", data_key="dataset",
+                            missing="give --dataset digits")
+    if run.result.main_process:                      # not another process of a distributed run: rank 0 reports
+        print(f"{trained(run.result)}; test exact match {100 * run.test_exact_match:.2f}% (token accuracy "
+              f"{100 * run.test_token_accuracy:.2f}%) on strips of held-out images; model saved to {out / 'best'}")
     return 0
 
 

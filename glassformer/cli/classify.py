@@ -19,22 +19,15 @@ from .common import (DEVICE_HELP, add_run_flags, fraction, fresh_output_dir, non
 DATASETS = ("number-language",)
 
 
-def _finetune_tasks(subparsers):
-    """The ``finetune`` group's sub-commands (created here, or found if another module made it)."""
-    parent = subparsers.choices.get("finetune")
-    if parent is None:
-        parent = subparsers.add_parser("finetune", help="fine-tune a model for a task (classify)")
-        return parent.add_subparsers(dest="task", metavar="TASK", parser_class=subparsers._parser_class)
-    return next(a for a in parent._actions if isinstance(a, argparse._SubParsersAction))
-
-
 def register(subparsers) -> None:
     from ..models.config import preset_names
     from ..training.classify import PRETRAINED_LR, SCRATCH_LR, ClassifySettings
 
     d = setting_defaults(ClassifySettings)
-    t = _finetune_tasks(subparsers).add_parser(
-        "classify", help="fine-tune a BERT (a model directory or a preset) to classify texts or text pairs")
+    finetune = subparsers.add_parser("finetune", help="fine-tune a model for a task (classify)")
+    tasks = finetune.add_subparsers(dest="task", metavar="TASK", parser_class=subparsers._parser_class)
+    t = tasks.add_parser("classify",
+                         help="fine-tune a BERT (a model directory or a preset) to classify texts or text pairs")
     t.add_argument("--train", metavar="FILE",
                    help="training examples: a .csv / .tsv (with a header line) or .jsonl file")
     t.add_argument("--valid", metavar="FILE", help="validation examples, in the same layout as --train")

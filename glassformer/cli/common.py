@@ -66,12 +66,31 @@ open_fraction = _float_in(0, 1, low_open=True, high_open=True)  # (0, 1): a shar
 probability = _float_in(0, 1, low_open=True)                    # (0, 1]
 
 
-# -- help texts ----------------------------------------------------------------------------------
-def preset_help(family: str, default: str) -> str:
-    """Help of ``--preset``: the presets of one family, and the default."""
+# -- options several commands share, help texts --------------------------------------------------
+def add_preset_flags(parser, family: str, default: str) -> None:
+    """--preset (one of ``family``'s presets, ``default`` when left out) and --config."""
     from ..models.config import preset_names
 
-    return f"model preset, one of: {', '.join(preset_names(family))} (default: {default})"
+    presets = ", ".join(preset_names(family))
+    parser.add_argument("--preset", help=f"model preset, one of: {presets} (default: {default})")
+    parser.add_argument("--config", help="JSON file of training settings; its 'model' object overrides preset fields")
+
+
+def add_dtype_flag(parser, what: str = "precision of the weights") -> None:
+    from ..devices import DTYPE_NAMES
+
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="auto",
+                        help=f"{what}: fp32, bf16, fp16 (GPU only), or auto = bf16 on a CUDA GPU that supports it, "
+                             "else fp32")
+
+
+def add_inference_args(p: argparse.ArgumentParser) -> None:
+    """``--device``, ``--dtype`` and ``--compile``, shared by ``generate``, ``translate`` and ``evaluate``."""
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    add_dtype_flag(p, "precision of the weights while decoding")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the decoding step with torch.compile (CUDA graphs on a GPU): faster per token after "
+                        "a one-off compile of seconds to a minute; needs a C++ compiler on a CPU")
 
 
 def setting_defaults(settings_cls) -> dict:
@@ -168,17 +187,6 @@ def add_cosine_schedule_flags(parser, defaults: dict) -> None:
     parser.add_argument("--device", help=f"{DEVICE_HELP} (default: {d['device']})")
 
 
-def run_flags(args) -> dict:
-    return {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
-
-
-def resume_dir(args) -> tuple[Path, bool]:
-    """(the run directory, whether to resume it) from --out and --resume [RUN_DIR]."""
-    if args.resume is None:
-        return Path(args.out), False
-    return Path(args.out if args.resume is True else args.resume), True
-
-
 def train_settings(args, flags: tuple[str, ...], *, task: str, data_flag: str | None = None,
                    data_key: str | None = None, missing: str = "",
                    also: dict | None = None) -> tuple[Path, bool, Any, dict, dict]:
@@ -189,16 +197,38 @@ def train_settings(args, flags: tuple[str, ...], *, task: str, data_flag: str | 
     other flags imply), then the run flags (--precision, --compile, ...)."""
     from ..training.recipe import merged_settings
 
-    out, resume = resume_dir(args)
+    resume = args.resume is not None              # --resume: the run in --out; --resume RUN_DIR: that one
+    out = Path(args.out if args.resume in (None, True) else args.resume)
     given = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
+    run = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
     settings, saved = merged_settings(task, out, resume, config=getattr(args, "config", None),
-                                      given={**given, **(also or {})}, run=run_flags(args))
+                                      given={**given, **(also or {})}, run=run)
     data = None
     if data_flag is not None:
         data = getattr(args, data_flag) or saved.get("data", {}).get(data_key)
         if not data:
             raise InputError(missing)
     return out, resume, data, settings, saved
+
+
+def run_training(args, flags: tuple[str, ...], settings_cls, train, **where) -> tuple[Path, Any]:
+    """The run of a ``train`` command whose task reads one data flag (``where``: its ``data_flag``,
+    ``data_key``, ``missing`` and ``also``, see :func:`train_settings`): its settings checked by
+    ``settings_cls``, the device, then ``train(data, settings, out, ...)`` in a fresh run directory.
+    Returns (the run directory, the run)."""
+    from ..devices import pick_device
+
+    out, resume, data, settings, _ = train_settings(args, flags, task=settings_cls.task, **where)
+    settings = settings_cls.from_dict(settings)        # checks types, ranges, the preset and its fields
+    pick_device(settings.device)
+    with fresh_output_dir(out):
+        return out, train(data, settings, out, resume=resume, extend=args.extend)
+
+
+def trained(result) -> str:
+    """The start of a training command's last line: the steps, the time and why it stopped early."""
+    stop = f"; {result.stop_note}" if result.stop_note else ""
+    return f"trained {result.steps} steps in {result.seconds:.0f}s{stop}"
 
 
 # -- the run directory ---------------------------------------------------------------------------
@@ -283,5 +313,7 @@ class fresh_output_dir:
             shutil.rmtree(self.created, ignore_errors=True)
 
 
-__all__ = ["check_output_dir", "add_run_flags", "run_flags", "resume_dir", "train_settings", "RUN_FLAGS", "fresh_output_dir", "saved_models", "positive_int", "non_negative_int", "positive_float", "preset_help",
-           "non_negative_float", "fraction", "open_fraction", "probability", "setting_defaults", "note", "DEVICE_HELP", "CORPUS_CHOICES", "CORPUS_HELP"]
+__all__ = ["check_output_dir", "add_run_flags", "train_settings", "run_training", "trained", "RUN_FLAGS",
+           "fresh_output_dir", "saved_models", "positive_int", "non_negative_int", "positive_float", "add_preset_flags",
+           "add_dtype_flag", "add_inference_args", "non_negative_float", "fraction", "open_fraction", "probability",
+           "setting_defaults", "note", "DEVICE_HELP", "CORPUS_CHOICES", "CORPUS_HELP"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..files import why_unreadable, write_bytes_atomically
-from .common import DEVICE_HELP, positive_int, warnings_as_lines
+from .common import DEVICE_HELP, add_dtype_flag, positive_int, warnings_as_lines
 
 OUTPUT_KINDS = (".npy", ".jsonl")
 
@@ -40,16 +40,12 @@ def register(subparsers) -> None:
 
 
 def _add_common(p) -> None:
-    from ..devices import DTYPE_NAMES
-
     p.add_argument("--batch-size", type=positive_int, default=32, help="texts encoded together")
     p.add_argument("--max-len", type=positive_int, default=None, metavar="N",
                    help="tokens per text at most, longer texts are cut with a warning (default: the model's "
                         "max_seq_length from sentence_bert_config.json, else its positions)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--dtype", choices=DTYPE_NAMES, default="auto",
-                   help="precision of the weights: fp32, bf16, fp16 (GPU only), or auto = bf16 on a CUDA GPU that "
-                        "supports it, else fp32")
+    add_dtype_flag(p)
 
 
 # -- reading ---------------------------------------------------------------------------------------

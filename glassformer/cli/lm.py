@@ -12,14 +12,12 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..files import why_unreadable
-from .common import (CORPUS_CHOICES, CORPUS_HELP, COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags,
-                     add_run_flags, fresh_output_dir, non_negative_float, non_negative_int,
-                     positive_float, positive_int, preset_help, probability, setting_defaults, train_settings)
+from .common import (CORPUS_CHOICES, CORPUS_HELP, COSINE_FLAGS, add_cosine_schedule_flags, add_inference_args,
+                     add_preset_flags, add_run_flags, non_negative_float, non_negative_int, positive_float,
+                     positive_int, probability, run_training, setting_defaults, trained)
 
 
 def register(subparsers) -> None:
-    from .translation import add_inference_args
-
     g = subparsers.add_parser("generate", help="continue text with a GPT model directory (streams tokens)")
     g.add_argument("model_dir")
     g.add_argument("prompt", nargs="*", default=[], help="prompt text; several prompts are generated as one batch")
@@ -53,7 +51,6 @@ def register(subparsers) -> None:
                         "directory's length_penalty with its own formula)")
     g.add_argument("--n-best", type=positive_int, default=1, metavar="N",
                    help="with --beam: print the N best continuations")
-    g.add_argument("--device", default="auto", help=DEVICE_HELP)
     add_inference_args(g)
     g.set_defaults(func=generate_cmd)
 
@@ -67,8 +64,7 @@ def register_train(train_subparsers) -> None:
     t.add_argument("--tokenizer", choices=["char", "bpe"], default=None,
                    help=f"characters or byte-level BPE (default: {d['tokenizer']})")
     t.add_argument("--vocab-size", type=positive_int, help=f"BPE vocabulary size (default: {d['vocab_size']})")
-    t.add_argument("--preset", default=None, help=preset_help("gpt", d["preset"]))
-    t.add_argument("--config", help="JSON file of training settings; its 'model' object overrides preset fields")
+    add_preset_flags(t, "gpt", d["preset"])
     t.add_argument("--block-size", type=positive_int,
                    help="tokens per training window, at most the model's positions (default: the model's context)")
     t.add_argument("--batch-size", type=positive_int, help=f"windows per micro-batch (default: {d['batch_size']})")
@@ -83,22 +79,14 @@ _FLAGS = ("tokenizer", "vocab_size", "preset", "block_size", "batch_size", "seed
 
 
 def train_lm_cmd(args) -> int:
-    from ..devices import pick_device
     from ..training.lm import LMSettings, train_lm
 
-    out, resume, data, settings, _ = train_settings(
-        args, _FLAGS, task=LMSettings.task, data_flag="data", data_key="source",
-        missing=f"give --data: {CORPUS_CHOICES}")
-    settings = LMSettings.from_dict(settings)          # checks types, ranges, the preset and its fields
-    pick_device(settings.device)
-    with fresh_output_dir(out):
-        run = train_lm(data, settings, out, resume=resume, extend=args.extend)
-    if not run.result.main_process:                  # another process of a distributed run: rank 0 reports
-        return 0
-    best = min(run.result.history, key=lambda m: m["loss"])
-    stop = f"; {run.result.stop_note}" if run.result.stop_note else ""
-    print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s{stop}; best validation loss "
-          f"{best['loss']:.4f} (perplexity {best['ppl']:.2f}); model saved to {out / 'best'}")
+    out, run = run_training(args, _FLAGS, LMSettings, train_lm, data_flag="data", data_key="source",
+                            missing=f"give --data: {CORPUS_CHOICES}")
+    if run.result.main_process:                      # not another process of a distributed run: rank 0 reports
+        best = min(run.result.history, key=lambda m: m["loss"])
+        print(f"{trained(run.result)}; best validation loss {best['loss']:.4f} (perplexity {best['ppl']:.2f}); "
+              f"model saved to {out / 'best'}")
     return 0
 
 
@@ -121,9 +109,8 @@ def _read_prompts(args) -> list[str]:
 
 def generate_cmd(args) -> int:
     from ..devices import pick_device, pick_dtype
-    from ..generation import SamplingOptions
     from ..model_dir import load_model_dir
-    from ..tasks import (adopt_end_ids, check_generator, complete_batch, decoding_defaults, prompt_ids,
+    from ..tasks import (DECODING_OPTIONS, beam_complete, check_generator, complete_batch, generation_plan,
                          stream_completion)
 
     device = pick_device(args.device)
@@ -133,30 +120,14 @@ def generate_cmd(args) -> int:
     prompts = _read_prompts(args)
     loaded = load_model_dir(args.model_dir, device, dtype)
     check_generator(loaded, args.model_dir)
-    tokenizer = loaded.tokenizer
-    settings = decoding_defaults(args, loaded.generation, temperature=1.0)
-    temperature, top_k, top_p = settings["temperature"], settings["top_k"], settings["top_p"]
-    if settings["beam"] != 1 or args.n_best != 1:   # a search: no sampling defaults (explicit ones are refused)
-        temperature, top_k, top_p = args.temperature or 0.0, args.top_k, args.top_p
-    adopt_end_ids(tokenizer, settings["eos_ids"])
-    model, context = loaded.model, loaded.config.max_len
-    if args.max_new_tokens is None:
-        args.max_new_tokens = min(200, context // 2)
-    ids = [prompt_ids(tokenizer, p, context, args.max_new_tokens, args.truncate_left) for p in prompts]
-    # transformers' min_length counts the prompt: of a batch, the longest (it left-pads them to one width)
-    min_new = settings["min_new_tokens"] or max(0, settings["min_length"] - max(map(len, ids)))
-    options = SamplingOptions(max_new_tokens=args.max_new_tokens, temperature=temperature, top_k=top_k,
-                              top_p=top_p, repetition_penalty=settings["repetition_penalty"],
-                              no_repeat_ngram_size=settings["no_repeat_ngram_size"],
-                              min_new_tokens=min_new, banned_ids=settings["banned_ids"],
-                              eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, seed=args.seed)
+    plan = generation_plan(loaded, prompts, max_new_tokens=args.max_new_tokens, truncate_left=args.truncate_left,
+                           n_best=args.n_best, seed=args.seed, **{k: getattr(args, k) for k in DECODING_OPTIONS})
+    model, tokenizer, ids = loaded.model, loaded.tokenizer, plan.ids
     _warn_unknown_characters(tokenizer, prompts)
     batch_mode = len(prompts) > 1 or bool(args.prompts_file)
 
-    if settings["beam"] != 1 or args.n_best != 1:
-        return _beam_generate(args, model, tokenizer, prompts, ids, options, batch_mode, settings)
-    if not batch_mode:                           # one prompt: print each piece of text as it is produced
-        pieces = stream_completion(model, tokenizer, ids[0], options, args.stop, compile=args.compile)
+    if plan.search is None and not batch_mode:  # one prompt: print each piece of text as it is produced
+        pieces = stream_completion(model, tokenizer, ids[0], plan.options, args.stop, compile=args.compile)
         first = next(pieces, "")                 # the first step (and a compile) may fail: then nothing is printed
         sys.stdout.write(prompts[0] + first)
         for piece in pieces:
@@ -166,10 +137,21 @@ def generate_cmd(args) -> int:
         return 0
     for start in range(0, len(prompts), args.batch_size):
         chunk = list(range(start, min(start + args.batch_size, len(prompts))))
-        texts = complete_batch(model, tokenizer, [ids[i] for i in chunk], options, args.stop, compile=args.compile,
-                               streams=chunk)          # prompt i samples from stream i, whatever --batch-size is
-        for i, text in zip(chunk, texts):
-            print(json.dumps({"prompt": prompts[i], "completion": text}, ensure_ascii=False), flush=True)
+        if plan.search is None:                  # prompt i samples from stream i, whatever --batch-size is
+            texts = complete_batch(model, tokenizer, [ids[i] for i in chunk], plan.options, args.stop,
+                                   compile=args.compile, streams=chunk)
+            for i, text in zip(chunk, texts):
+                print(json.dumps({"prompt": prompts[i], "completion": text}, ensure_ascii=False), flush=True)
+            continue
+        # beam search, not streamed: the best beam is known only at the end
+        results = beam_complete(model, tokenizer, [ids[i] for i in chunk], plan.options, **plan.search,
+                                n_best=args.n_best, stop=args.stop, compile=args.compile)
+        for i, hyps in zip(chunk, results):
+            if batch_mode or args.n_best > 1:
+                print(json.dumps({"prompt": prompts[i], "completions": [t for t, _ in hyps],
+                                  "scores": [round(x, 4) for _, x in hyps]}, ensure_ascii=False), flush=True)
+            else:
+                print(prompts[i] + hyps[0][0])
     return 0
 
 
@@ -181,25 +163,6 @@ def _warn_unknown_characters(tokenizer, prompts: list[str]) -> None:
         where = f" (in {sum(map(bool, per_prompt))} of {len(prompts)} prompts)" if len(prompts) > 1 else ""
         print(f"glassformer: warning: characters not in the model's vocabulary are dropped from the prompt{where}: "
               + " ".join(repr(ch) for ch in unknown), file=sys.stderr)
-
-
-def _beam_generate(args, model, tokenizer, prompts, ids, options, batch_mode, settings) -> int:
-    """Beam search (not streamed: the best beam is known only at the end)."""
-    from ..tasks import beam_complete
-
-    for start in range(0, len(prompts), args.batch_size):
-        chunk = list(range(start, min(start + args.batch_size, len(prompts))))
-        results = beam_complete(model, tokenizer, [ids[i] for i in chunk], options, beam=settings["beam"],
-                                alpha=settings["alpha"], length_penalty_kind=settings["length_penalty_kind"],
-                                stopping=settings["stopping"], n_best=args.n_best, stop=args.stop,
-                                compile=args.compile)
-        for i, hyps in zip(chunk, results):
-            if batch_mode or args.n_best > 1:
-                print(json.dumps({"prompt": prompts[i], "completions": [t for t, _ in hyps],
-                                  "scores": [round(x, 4) for _, x in hyps]}, ensure_ascii=False), flush=True)
-            else:
-                print(prompts[i] + hyps[0][0])
-    return 0
 
 
 __all__ = ["register", "register_train"]

@@ -10,8 +10,8 @@ import json
 import sys
 
 from .common import (CORPUS_CHOICES, CORPUS_HELP, COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags,
-                     add_run_flags, fresh_output_dir, positive_float, positive_int, preset_help,
-                     setting_defaults, train_settings, warnings_as_lines)
+                     add_preset_flags, add_run_flags, positive_float, positive_int, run_training, setting_defaults,
+                     trained, warnings_as_lines)
 
 
 def register(subparsers) -> None:
@@ -33,8 +33,7 @@ def register_train(train_subparsers) -> None:
     d = setting_defaults(MLMSettings)
     t = train_subparsers.add_parser("mlm", help="pre-train a BERT by masked-language modelling on text")
     t.add_argument("--data", help=CORPUS_HELP)
-    t.add_argument("--preset", default=None, help=preset_help("bert", d["preset"]))
-    t.add_argument("--config", help="JSON file of training settings; its 'model' object overrides preset fields")
+    add_preset_flags(t, "bert", d["preset"])
     t.add_argument("--vocab-size", type=positive_int, help=f"WordPiece vocabulary size (default: {d['vocab_size']})")
     t.add_argument("--cased", action="store_true", default=None,
                    help="keep case and accents (default: lower-case them, as uncased BERT does)")
@@ -59,25 +58,20 @@ _FLAGS = ("vocab_size", "preset", "block_size", "batch_size", "mask_prob", "whol
 
 
 def train_mlm_cmd(args) -> int:
-    from ..devices import pick_device
     from ..training.mlm import MLMSettings, train_mlm
 
-    out, resume, data, settings, _ = train_settings(
-        args, _FLAGS, task=MLMSettings.task, data_flag="data", data_key="source",
-        missing=f"give --data: {CORPUS_CHOICES}", also={} if args.cased is None else {"lowercase": not args.cased})
-    settings = MLMSettings.from_dict(settings)         # checks types, ranges, the preset and its fields
-    pick_device(settings.device)
-    with fresh_output_dir(out):
-        run = train_mlm(data, settings, out, resume=resume, extend=args.extend)
+    out, run = run_training(args, _FLAGS, MLMSettings, train_mlm, data_flag="data", data_key="source",
+                            missing=f"give --data: {CORPUS_CHOICES}",
+                            also={} if args.cased is None else {"lowercase": not args.cased})
     if not run.result.main_process:                  # another process of a distributed run: rank 0 reports
         return 0
-    stop = f"; {run.result.stop_note}" if run.result.stop_note else ""
     if not run.result.history:
+        stop = f"; {run.result.stop_note}" if run.result.stop_note else ""
         print(f"nothing to train: the run in {out} has done its {run.result.steps} steps{stop}")
         return 0
     best = min(run.result.history, key=lambda m: m["loss"])
-    print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s{stop}; best validation loss "
-          f"{best['loss']:.4f} (masked-token accuracy {best['accuracy']:.1%}); model saved to {out / 'best'}")
+    print(f"{trained(run.result)}; best validation loss {best['loss']:.4f} (masked-token accuracy "
+          f"{best['accuracy']:.1%}); model saved to {out / 'best'}")
     return 0
 
 

@@ -12,11 +12,11 @@ import importlib.util
 import json
 import time
 
-from ..errors import ConfigError, InputError
-from .common import (DEVICE_HELP, add_run_flags, fresh_output_dir, non_negative_float,
-                     non_negative_int, note,
-                     open_fraction, positive_float, positive_int, preset_help, probability, setting_defaults,
-                     stdin_lines, train_settings)
+from ..errors import InputError
+from ..files import write_text_atomically
+from .common import (DEVICE_HELP, add_inference_args, add_preset_flags, add_run_flags, fresh_output_dir,
+                     non_negative_float, non_negative_int, note, open_fraction, positive_float, positive_int,
+                     probability, setting_defaults, stdin_lines, train_settings, trained)
 
 
 def register(subparsers) -> None:
@@ -48,8 +48,7 @@ def register(subparsers) -> None:
     t.add_argument("--valid-tgt", help="validation target file")
     t.add_argument("--valid-fraction", type=open_fraction,
                    help=f"share of the pairs held out for validation (default: {VALID_FRACTION:g})")
-    t.add_argument("--preset", help=preset_help("transformer", defaults["preset"]))
-    t.add_argument("--config", help="JSON file of training settings; its 'model' object overrides preset fields")
+    add_preset_flags(t, "transformer", defaults["preset"])
     t.add_argument("--out", default="runs/translation", help="run directory (model in OUT/best and OUT/last)")
     t.add_argument("--steps", type=positive_int, help=f"optimiser steps (default: {defaults['steps']})")
     t.add_argument("--max-tokens", type=positive_int, help=f"tokens per batch (default: {defaults['max_tokens']})")
@@ -78,7 +77,6 @@ def register(subparsers) -> None:
     tr.add_argument("model_dir")
     tr.add_argument("text", nargs="*", default=[],
                     help="sentences to translate (default: read lines from stdin; blank lines give blank lines)")
-    tr.add_argument("--device", default="auto", help=DEVICE_HELP)
     add_inference_args(tr)
     add_decoding_args(tr)
     tr.set_defaults(func=translate_cmd)
@@ -88,22 +86,9 @@ def register(subparsers) -> None:
     ev.add_argument("--src", required=True, help="source file, one sentence per line")
     ev.add_argument("--ref", required=True, help="reference translations aligned with --src")
     ev.add_argument("--hyp-out", help="also write the hypotheses to this file")
-    ev.add_argument("--device", default="auto", help=DEVICE_HELP)
     add_inference_args(ev)
     add_decoding_args(ev)
     ev.set_defaults(func=evaluate_cmd)
-
-
-def add_inference_args(p: argparse.ArgumentParser) -> None:
-    """``--dtype`` and ``--compile``, shared by ``generate``, ``translate`` and ``evaluate``."""
-    from ..devices import DTYPE_NAMES
-
-    p.add_argument("--dtype", choices=DTYPE_NAMES, default="auto",
-                   help="precision of the weights while decoding: fp32, bf16, fp16 (GPU only), or auto = bf16 on a "
-                        "CUDA GPU that supports it, else fp32")
-    p.add_argument("--compile", action="store_true",
-                   help="compile the decoding step with torch.compile (CUDA graphs on a GPU): faster per token after "
-                        "a one-off compile of seconds to a minute; needs a C++ compiler on a CPU")
 
 
 def add_decoding_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
@@ -145,68 +130,49 @@ def add_decoding_args(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
 
 def decoding_options(args, generation: dict | None = None) -> dict:
     """The decoding flags as ``decode`` options, with the model directory's ``generation`` settings
-    for those left out (:func:`glassformer.tasks.decoding_defaults`); refuses MBR settings given without ``--mbr``."""
-    from ..tasks import decoding_defaults
+    for those left out (:func:`glassformer.tasks.translate_options`)."""
+    from ..tasks import DECODING_OPTIONS, translate_options
 
-    given = [flag for flag, value in (("--mbr-candidates", args.mbr_candidates), ("--mbr-utility", args.mbr_utility))
-             if value is not None]
-    if given and not args.mbr:
-        verb = "apply" if len(given) > 1 else "applies"
-        raise ConfigError(f"{' and '.join(given)} {verb} only with --mbr; add --mbr or leave {'them' if len(given) > 1 else 'it'} out")
-    settings = decoding_defaults(args, generation or {})
-    opts = {"n_best": args.n_best, "mbr": args.mbr,
-            **{k: settings[k] for k in ("beam", "alpha", "length_penalty_kind", "stopping", "temperature", "top_k",
-                                        "top_p")},
-            # transformers' min_length counts the decoder's start token
-            "min_new_tokens": settings["min_new_tokens"] or max(0, settings["min_length"] - 1),
-            **{k: settings[k] for k in ("repetition_penalty", "no_repeat_ngram_size", "banned_ids")}}
-    if args.mbr_candidates is not None:
-        opts["mbr_candidates"] = args.mbr_candidates
-    if args.mbr_utility is not None:
-        opts["mbr_utility"] = args.mbr_utility
-    if getattr(args, "seed", None) is not None:
-        opts["seed"] = args.seed
-    return opts
+    return translate_options(generation, n_best=args.n_best, mbr=args.mbr, mbr_candidates=args.mbr_candidates,
+                             mbr_utility=args.mbr_utility, seed=getattr(args, "seed", None),
+                             **{k: getattr(args, k) for k in DECODING_OPTIONS})
 
 
-def _load_translator(model_dir: str, device, dtype_name: str = "auto"):
+def _checked_device(args):
+    """The device, once it is known to run ``--dtype`` and the decoding flags are known good: before any reading."""
+    from ..devices import pick_device, pick_dtype
+
+    device = pick_device(args.device)
+    pick_dtype(args.dtype, device)
+    decoding_options(args)
+    return device
+
+
+def _load_translator(args, device) -> tuple:
+    """The model directory, refused unless it holds a translator, and the keywords of ``translate``."""
     from ..devices import pick_dtype
     from ..model_dir import load_model_dir
     from ..tasks import check_translator
 
-    loaded = load_model_dir(model_dir, device, pick_dtype(dtype_name, device))
-    check_translator(loaded, model_dir)
-    return loaded
-
-
-def _translate_kwargs(args, decode_options: dict) -> dict:
-    return dict(batch_size=args.batch_size, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
-                decode_options=decode_options, compile=args.compile)
-
-
-def _read_stdin_lines() -> list[str]:
-    lines = stdin_lines("give sentences as arguments or pipe them on stdin, one per line")
-    if not any(line.strip() for line in lines):
-        raise InputError("standard input held no lines to translate" + (" (only blank ones)" if lines else ""))
-    return lines
+    loaded = load_model_dir(args.model_dir, device, pick_dtype(args.dtype, device))
+    check_translator(loaded, args.model_dir)
+    return loaded, dict(batch_size=args.batch_size, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
+                        decode_options=decoding_options(args, loaded.generation), compile=args.compile)
 
 
 def translate_cmd(args) -> int:
-    from ..devices import pick_device, pick_dtype
     from ..tasks import translate_nbest
 
-    device = pick_device(args.device)
-    pick_dtype(args.dtype, device)               # a dtype the device cannot run is refused before any reading
-    options = decoding_options(args)
-    lines = args.text or _read_stdin_lines()
+    device = _checked_device(args)
+    lines = args.text or stdin_lines("give sentences as arguments or pipe them on stdin, one per line")
+    if not args.text and not any(line.strip() for line in lines):
+        raise InputError("standard input held no lines to translate" + (" (only blank ones)" if lines else ""))
     # Arguments are translated as given (an empty one is an error); blank stdin lines are skipped and
     # answered with a blank line, so that line N of the output belongs to line N of the input.
     blank = set() if args.text else {i for i, line in enumerate(lines) if not line.strip()}
     texts = [line for i, line in enumerate(lines) if i not in blank]
-    loaded = _load_translator(args.model_dir, device, args.dtype)
-    options = decoding_options(args, loaded.generation)
-    results = iter(translate_nbest(loaded.model, loaded.src_tokenizer, loaded.tokenizer, texts,
-                                   **_translate_kwargs(args, options)))
+    loaded, kwargs = _load_translator(args, device)
+    results = iter(translate_nbest(loaded.model, loaded.src_tokenizer, loaded.tokenizer, texts, **kwargs))
     for i in range(len(lines)):
         if i in blank:
             print()
@@ -226,22 +192,14 @@ def evaluate_cmd(args) -> int:
     from ..data.parallel import read_parallel
     from ..tasks import score, translate
 
-    from ..devices import pick_device, pick_dtype
-
-    device = pick_device(args.device)
-    pick_dtype(args.dtype, device)               # a dtype the device cannot run is refused before any reading
-    options = decoding_options(args)
+    device = _checked_device(args)
     pairs = read_parallel(args.src, args.ref)
-    loaded = _load_translator(args.model_dir, device, args.dtype)
-    options = decoding_options(args, loaded.generation)
+    loaded, kwargs = _load_translator(args, device)
     start = time.perf_counter()
-    hyps = translate(loaded.model, loaded.src_tokenizer, loaded.tokenizer, [s for s, _ in pairs],
-                     **_translate_kwargs(args, options))
+    hyps = translate(loaded.model, loaded.src_tokenizer, loaded.tokenizer, [s for s, _ in pairs], **kwargs)
     result = score(hyps, [r for _, r in pairs])
     result["seconds"] = round(time.perf_counter() - start, 2)
     if args.hyp_out:
-        from ..files import write_text_atomically
-
         write_text_atomically(args.hyp_out, "".join(h + "\n" for h in hyps))
     print(f"BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  exact match {result['exact_match']:.2f}%  "
           f"({result['sentences']} sentences, {result['seconds']:.1f}s)")
@@ -291,9 +249,7 @@ def train_translation_cmd(args) -> int:
         run = train_translation(train, valid, settings, out, resume=resume, extend=args.extend, sources=source)
     if not run.result.main_process:                  # another process of a distributed run: rank 0 reports
         return 0
-    stop = f"; {run.result.stop_note}" if run.result.stop_note else ""
-    print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s{stop}; best validation loss "
-          f"{run.result.best_loss:.4f}; model saved to {out / 'best'}")
+    print(f"{trained(run.result)}; best validation loss {run.result.best_loss:.4f}; model saved to {out / 'best'}")
     return 0
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import (COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags, add_run_flags, fresh_output_dir,
-                     non_negative_int, positive_int, preset_help, setting_defaults, train_settings)
+from .common import (COSINE_FLAGS, DEVICE_HELP, add_cosine_schedule_flags, add_preset_flags, add_run_flags,
+                     non_negative_int, positive_int, run_training, setting_defaults, trained)
 
 
 def register(subparsers) -> None:
@@ -25,8 +25,7 @@ def register_train(train_subparsers) -> None:
     t = train_subparsers.add_parser("vit", help="train a Vision Transformer image classifier")
     t.add_argument("--dataset", help="'digits' (scikit-learn's 8×8 digits, offline) or a folder with one "
                                      "sub-folder of images per class; with --resume, the run's own by default")
-    t.add_argument("--preset", help=preset_help("vit", d["preset"]))
-    t.add_argument("--config", help="JSON file of training settings; its 'model' object overrides preset fields")
+    add_preset_flags(t, "vit", d["preset"])
     t.add_argument("--batch-size", type=positive_int, help=f"images per batch (default: {d['batch_size']})")
     t.add_argument("--shift", type=non_negative_int, help=f"augmentation: shift images by up to N pixels "
                                                           f"(default: {d['shift']})")
@@ -42,21 +41,14 @@ _FLAGS = ("preset", "batch_size", "shift", "seed", *COSINE_FLAGS)
 
 
 def train_vit_cmd(args) -> int:
-    from ..devices import pick_device
     from ..training.vit import ViTSettings, train_vit
 
-    out, resume, dataset, settings, _ = train_settings(
-        args, _FLAGS, task=ViTSettings.task, data_flag="dataset", data_key="dataset",
+    out, run = run_training(
+        args, _FLAGS, ViTSettings, train_vit, data_flag="dataset", data_key="dataset",
         missing="give --dataset digits, or --dataset FOLDER with one sub-folder of images per class")
-    settings = ViTSettings.from_dict(settings)
-    pick_device(settings.device)
-    with fresh_output_dir(out):
-        run = train_vit(dataset, settings, out, resume=resume, extend=args.extend)
-    if not run.result.main_process:
-        return 0
-    stop = f"; {run.result.stop_note}" if run.result.stop_note else ""
-    print(f"trained {run.result.steps} steps in {run.result.seconds:.0f}s{stop}; test accuracy "
-          f"{100 * run.test_accuracy:.2f}% on the held-out images; model saved to {out / 'best'}")
+    if run.result.main_process:                      # not another process of a distributed run: rank 0 reports
+        print(f"{trained(run.result)}; test accuracy {100 * run.test_accuracy:.2f}% on the held-out images; model "
+              f"saved to {out / 'best'}")
     return 0
 
 

@@ -171,16 +171,5 @@ def path_logits(model, tokens, target_position: int, target_token: int) -> Tenso
     return _logit_with_embeddings(model, tokens, ends, target_position, target_token).double()
 
 
-def format_lens(lens: Tensor, tokenizer=None, position: int = -1, k: int = 3) -> list[str]:
-    """One line per row of a logit lens at ``position``: its top-``k`` tokens (text if a tokenizer is given)."""
-    lines = []
-    for row, logits in enumerate(lens[:, position]):
-        top = torch.topk(logits, k).indices.tolist()
-        words = [repr(tokenizer.decode([t])) if tokenizer is not None else str(t) for t in top]
-        name = "embed" if row == 0 else f"layer {row - 1}"
-        lines.append(f"{name}\t" + " ".join(words))
-    return lines
-
-
 __all__ = ["SALIENCY_METHODS", "logit_lens", "neuron_activations", "stack_neuron_activations", "top_tokens",
-           "saliency", "path_logits", "unembed", "format_lens"]
+           "saliency", "path_logits", "unembed"]

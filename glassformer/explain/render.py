@@ -228,8 +228,6 @@ def _patch_maps_html(report: Report) -> str:
             + "".join(parts) + _json_script("patch-maps-data", data))
 
 
-
-
 def render_html(report: Report) -> str:
     """The page as a string (see :func:`write_html`)."""
     esc = html.escape
@@ -273,9 +271,7 @@ def render_html(report: Report) -> str:
 
 def write_html(report: Report, path: str | Path) -> Path:
     """Write the page to ``path`` atomically (a temporary file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    page = render_html(report)
-    return write_text_atomically(path, page)
+    return write_text_atomically(Path(path), render_html(report))
 
 
 def write_pngs(report: Report, folder: str | Path) -> list[Path]:

@@ -101,7 +101,7 @@ def nanogpt_command(steps: int, warmup: int, eval_every: int, out_dir: Path) -> 
             f"--eval_iters={EVAL_BATCHES}", "--log_interval=1", f"--block_size={BLOCK}", f"--batch_size={BATCH}",
             f"--n_layer={LAYERS}", f"--n_head={HEADS}", f"--n_embd={D_MODEL}", f"--max_iters={steps}",
             f"--lr_decay_iters={steps}", "--dropout=0.0", f"--warmup_iters={warmup}",
-            f"--eval_interval={eval_every}", f"--out_dir={out_dir}"]
+            f"--eval_interval={eval_every}", f"--out_dir={out_dir}", "--always_save_checkpoint=True"]
 
 
 def read_nanogpt_log(output: str, eval_every: int) -> dict:
@@ -148,6 +148,44 @@ def read_glassformer_log(run_dir: Path) -> dict:
             "loop_s": train[-1]["elapsed"], "steps_per_s": statistics.median(plain), "evaluations": len(evals)}
 
 
+# -- one measure for both ---------------------------------------------------------------------
+def windows(ids: list[int]) -> tuple:
+    """The validation characters as consecutive, non-overlapping windows of BLOCK inputs and their
+    next characters: x, y of shape (windows, BLOCK)."""
+    import torch
+    n = (len(ids) - 1) // BLOCK
+    ids = torch.tensor(ids[: n * BLOCK + 1])
+    return ids[:-1].view(n, BLOCK), ids[1:].view(n, BLOCK)
+
+
+def common_val_loss(side: str, out_dir: Path, nanogpt: Path) -> float:
+    """The final model's mean next-character loss (nats) over the whole validation part (the last
+    10% of the text, as both sides split it), in windows of BLOCK: the same measure for both sides,
+    unlike each side's own report (which samples 20 batches).  nanoGPT's model is its own
+    ``model.py`` with the weights of its last ``ckpt.pt`` (the checkpoint holds only tensors and
+    numbers, so it loads with ``weights_only=True``)."""
+    import torch
+    text = TEXT.read_text(encoding="utf-8")
+    val = text[int(len(text) * 0.9):]
+    with torch.no_grad():
+        if side == NANOGPT:
+            sys.path.insert(0, str(nanogpt))
+            from model import GPT, GPTConfig                      # nanoGPT's own module
+            sys.path.pop(0)
+            checkpoint = torch.load(out_dir / "ckpt.pt", map_location="cpu", weights_only=True)
+            model = GPT(GPTConfig(**checkpoint["model_args"])).eval()
+            model.load_state_dict(checkpoint["model"])
+            stoi = {c: i for i, c in enumerate(sorted(set(text)))}
+            x, y = windows([stoi[c] for c in val])
+            losses = [model(xb, yb)[1] * yb.numel() for xb, yb in zip(x.split(256), y.split(256))]
+        else:
+            from glassformer.model_dir import load_model_dir
+            loaded = load_model_dir(out_dir / "last")
+            x, y = windows(loaded.tokenizer.encode(val))
+            losses = [loaded.model(xb, yb, reduction="sum") for xb, yb in zip(x.split(256), y.split(256))]
+    return float(sum(losses)) / y.numel()
+
+
 # -- running ------------------------------------------------------------------------------------
 def glassformer_side(variant: str) -> str:
     return f"glassformer ({variant})"
@@ -182,10 +220,11 @@ def run_side(side: str, args, scratch: Path, round_index: int) -> dict:
               "train_only_s": round(log["steps"] / log["steps_per_s"], 2),
               "loop_s": round(log["loop_s"], 2), "other_s": round(wall - log["steps"] / log["steps_per_s"], 2),
               "val_loss": round(log["val_loss"], 4), "val_loss_at_step": log["val_loss_at_step"],
+              "full_val_loss": round(common_val_loss(side, out_dir, args.nanogpt), 4),
               "evaluations": log["evaluations"],
               "load_before": round(load_before, 2), "load_after": round(load_after, 2)}
     print(f"round {round_index} {side}: {wall:.1f} s wall, {record['steps_per_s']:.2f} steps/s, "
-          f"validation loss {record['val_loss']:.4f} (load {load_before:.2f} -> {load_after:.2f})", flush=True)
+          f"validation loss {record['val_loss']:.4f} (its own), {record['full_val_loss']:.4f} (all of it) (load {load_before:.2f} -> {load_after:.2f})", flush=True)
     return record
 
 
@@ -195,8 +234,8 @@ def summarise(runs: list[dict]) -> dict:
     sides = {}
     for side in dict.fromkeys(r["side"] for r in runs):
         mine = [r for r in runs if r["side"] == side]
-        sides[side] = {k: round(statistics.median(r[k] for r in mine), 4 if k == "val_loss" else 2)
-                       for k in ("wall_s", "cpu_s", "steps_per_s", "train_only_s", "other_s", "val_loss")}
+        sides[side] = {k: round(statistics.median(r[k] for r in mine), 4 if "loss" in k else 2)
+                       for k in ("wall_s", "cpu_s", "steps_per_s", "train_only_s", "other_s", "val_loss", "full_val_loss")}
     n = sides[NANOGPT]
     speed = {side: {"wall": round(n["wall_s"] / g["wall_s"], 3), "steps": round(g["steps_per_s"] / n["steps_per_s"], 3)}
              for side, g in sides.items() if side != NANOGPT}

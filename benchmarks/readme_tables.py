@@ -383,11 +383,13 @@ def render_nanogpt(results: Path) -> str:
              f"setting, {num(r['steps'])} steps, nanoGPT's unmodified `train.py` in a scratch folder; "
              f"{r['schedule']} order, {r['repeats']} round(s) each, medians.  "
              f"*{sentence(measured_on(r['machine']))}.*", "",
-             "| side | wall time | training steps/s | validation loss (its own measure) | nanoGPT's wall time / ours |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+             "| side | wall time | training steps/s | validation loss, its own measure | validation loss, all of the "
+             "validation text | nanoGPT's wall time / ours |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, side in sides.items():
         ratio = f"**{speed[name]['wall']:.2f}×**" if name in speed else ""
-        lines.append(f"| {name} | {side['wall_s']:.1f} s | {side['steps_per_s']:.2f} | {side['val_loss']:.4f} | {ratio} |")
+        lines.append(f"| {name} | {side['wall_s']:.1f} s | {side['steps_per_s']:.2f} | {side['val_loss']:.4f} | "
+                     f"{side['full_val_loss']:.4f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -468,6 +470,30 @@ def render_families(results: Path) -> str:
     return "\n".join(lines)
 
 
+def render_fsdp_memory(results: Path) -> str:
+    """What each of FSDP's two processes holds against one process, and their peak resident memory."""
+    r = load(results, "fsdp_memory")
+    runs = [("one process", x) for x in r["runs"]["one process"]] + \
+           [(f"FSDP, 2 processes: rank {x['rank']}", x) for x in r["runs"]["FSDP, 2 processes"]]
+    if any("peak_rss_built_mb" not in x for _, x in runs):
+        raise NotMeasured("`benchmarks/results/fsdp_memory.json` predates the peak RSS once built; rerun the benchmark")
+    one = runs[0][1]
+    held_one = one["parameter_mb"] + one["optimizer_state_mb"]
+    lines = [f"**FSDP memory** ([details](benchmarks/results/fsdp_memory.md)): a GPT of {num(one['parameters'])} "
+             f"parameters trained {r['steps']} steps with AdamW by one process and by two under FSDP (torchrun, gloo "
+             "on the CPU). The model is built on the meta device; each FSDP process materialises only its shards. "
+             "Peak RSS (with glibc returning every freed block over 64 KiB to the system) once built: before any "
+             "step; the peak of a run comes from the steps (gradients, AdamW's state, the gathered blocks, the "
+             f"communication buffers). *{sentence(measured_on(r['machine']))}.*", "",
+             "| run | parameters + optimiser state held | share of one process | peak RSS once built | peak RSS |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for name, x in runs:
+        held = x["parameter_mb"] + x["optimizer_state_mb"]
+        lines.append(f"| {name} | {held:,.0f} MB | {held / held_one:.2f} | {x['peak_rss_built_mb']:,.0f} MB | "
+                     f"{x['peak_rss_mb']:,.0f} MB |")
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "demo": render_demo,
     "decoding": render_decoding,
@@ -478,6 +504,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "nanogpt": render_nanogpt,
     "bert": render_bert,
     "families": render_families,
+    "fsdp-memory": render_fsdp_memory,
 }
 SCRIPTS = {
     "demo": "benchmarks/bench_quickstart.py",
@@ -490,6 +517,7 @@ SCRIPTS = {
     "bert": "benchmarks/bench_embed.py, benchmarks/bench_mlm.py and benchmarks/classify_accuracy.py",
     "families": "benchmarks/vit_digits.py, benchmarks/caption_digits.py, benchmarks/bench_llama_generate.py and "
                 "benchmarks/bench_vit.py",
+    "fsdp-memory": "benchmarks/fsdp_memory.py",
 }
 
 

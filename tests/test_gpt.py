@@ -135,6 +135,16 @@ def test_weight_decay_only_on_matrices():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
+def test_decay_embeddings_decays_every_matrix_as_nanogpt_does():
+    """nanoGPT's rule: every parameter of two or more dimensions decays, the tied embedding included."""
+    model = tiny()
+    decay, no_decay = decay_groups(model, 0.1, decay_embeddings=True)
+    unique = {id(p): p for p in model.parameters()}
+    assert {id(p) for p in decay["params"]} == {i for i, p in unique.items() if p.dim() >= 2}
+    assert id(model.embed.token.weight) in {id(p) for p in decay["params"]}
+    assert all(p.dim() == 1 for p in no_decay["params"])
+
+
 # -- decoding ----------------------------------------------------------------------------------
 def test_decode_step_equals_the_forward_pass(rng):
     model = tiny()

@@ -11,10 +11,14 @@ def paper_adam(model: nn.Module, lr: float = 1.0) -> torch.optim.Adam:
     return torch.optim.Adam(_unique(model.parameters()), lr=lr, betas=(0.9, 0.98), eps=1e-9, fused=_fused(model))
 
 
-def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two parameter groups: matrices of linear layers decay; biases, norms and embeddings do not."""
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    embeddings |= {id(p) for name, p in model.named_parameters() if "position" in name}
+def decay_groups(model: nn.Module, weight_decay: float, *, decay_embeddings: bool = False) -> list[dict]:
+    """Two parameter groups: matrices of linear layers decay; biases, norms and embeddings do not
+    (``decay_embeddings``: embeddings do too, as in nanoGPT and GPT-2's training code, where every
+    parameter of two or more dimensions decays)."""
+    embeddings = set()
+    if not decay_embeddings:
+        embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+        embeddings |= {id(p) for name, p in model.named_parameters() if "position" in name}
     decay, no_decay = [], []
     for p in _unique(model.parameters()):
         if not p.requires_grad:
@@ -23,9 +27,11 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def adamw(model: nn.Module, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95)) -> torch.optim.AdamW:
+def adamw(model: nn.Module, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95), *,
+          decay_embeddings: bool = False) -> torch.optim.AdamW:
     """AdamW over :func:`decay_groups`; the fused kernel where the device supports it."""
-    return torch.optim.AdamW(decay_groups(model, weight_decay), lr=lr, betas=betas, fused=_fused(model))
+    return torch.optim.AdamW(decay_groups(model, weight_decay, decay_embeddings=decay_embeddings), lr=lr,
+                             betas=betas, fused=_fused(model))
 
 
 def _fused(model: nn.Module) -> bool | None:

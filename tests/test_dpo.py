@@ -1,0 +1,111 @@
+"""Direct Preference Optimisation: the loss against its closed form and trl's, and the task end to end."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from contextlib import nullcontext
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from glassformer.errors import ConfigError
+from glassformer.training.dpo import dpo_loss, preference_figures
+
+
+# -- the loss ---------------------------------------------------------------------------------------
+def test_sigmoid_loss_equals_its_closed_form_by_hand():
+    # log π/π_ref: chosen -5 - (-6) = +1, rejected -7 - (-6) = -1; β·(1 - (-1)) = 0.2
+    out = dpo_loss(torch.tensor([-5.0]), torch.tensor([-7.0]), torch.tensor([-6.0]), torch.tensor([-6.0]), beta=0.1)
+    assert out.loss.item() == pytest.approx(math.log(1 + math.exp(-0.2)), abs=1e-7)      # 0.598139
+    assert out.chosen_rewards.item() == pytest.approx(0.1)
+    assert out.rejected_rewards.item() == pytest.approx(-0.1)
+    # a policy equal to its reference: log 2 whatever the log-probabilities
+    same = dpo_loss(torch.tensor([-3.0, -40.0]), torch.tensor([-9.0, -1.0]), torch.tensor([-3.0, -40.0]),
+                    torch.tensor([-9.0, -1.0]), beta=0.5)
+    assert torch.allclose(same.loss, torch.full((2,), math.log(2)))
+
+
+def test_sigmoid_gradient_is_beta_times_the_preference_error():
+    # d/dπ_c −log σ(β·h) = −β·σ(−β·h): the chosen answer is pushed up, the rejected down, less as h grows
+    pc, pr = torch.tensor([-2.0, -3.0], requires_grad=True), torch.tensor([-4.0, -1.0], requires_grad=True)
+    rc, rr = torch.tensor([-2.5, -2.0]), torch.tensor([-3.0, -2.0])
+    dpo_loss(pc, pr, rc, rr, beta=0.2).loss.sum().backward()
+    h = (pc - rc) - (pr - rr)
+    expected = -0.2 * torch.sigmoid(-0.2 * h.detach())
+    assert torch.allclose(pc.grad, expected) and torch.allclose(pr.grad, -expected)
+
+
+def test_ipo_loss_by_hand_summed_and_per_token():
+    args = torch.tensor([-5.0]), torch.tensor([-7.0]), torch.tensor([-6.0]), torch.tensor([-6.0])
+    # h = 1 - (-1) = 2; target 1/(2·0.1) = 5: (2 - 5)² = 9
+    assert dpo_loss(*args, beta=0.1, kind="ipo").loss.item() == pytest.approx(9.0)
+    # per token: 1/2 - (-1/4) = 0.75; (0.75 - 5)² = 18.0625; the rewards stay on the sums
+    out = dpo_loss(*args, beta=0.1, kind="ipo", lengths=(torch.tensor([2]), torch.tensor([4])))
+    assert out.loss.item() == pytest.approx(18.0625)
+    assert out.chosen_rewards.item() == pytest.approx(0.1)
+
+
+def test_an_unknown_loss_is_one_line():
+    with pytest.raises(ConfigError, match="loss='hinge' is invalid; choose one of"):
+        dpo_loss(*[torch.zeros(1)] * 4, kind="hinge")
+
+
+def test_preference_figures():
+    figures = preference_figures(torch.tensor([0.3, -0.1, 0.2]), torch.tensor([0.1, 0.0, 0.4]))
+    assert figures["accuracy"] == pytest.approx(1 / 3)
+    assert figures["margin"] == pytest.approx((0.2 - 0.1 - 0.2) / 3)
+    assert figures["chosen_reward"] == pytest.approx(0.4 / 3)
+    assert figures["rejected_reward"] == pytest.approx(0.5 / 3)
+
+
+# -- against trl -------------------------------------------------------------------------------------
+def _trl_dpo(kind: str, beta: float, per_token: torch.Tensor, completion: torch.Tensor, ref: torch.Tensor):
+    """trl's DPOTrainer loss and rewards on per-token log-probabilities we choose: its own ``_compute_loss``,
+    run on a stand-in trainer and a stand-in model whose fused head returns ``per_token`` ((2B, T-1),
+    chosen rows first, zero off the completion) for ``completion`` ((2B, T) 0/1), with the reference's
+    summed log-probabilities ``ref`` ((2B,)) precomputed as trl stores them."""
+    trl = pytest.importorskip("trl", reason="the comparison with trl needs it: pip install -e '.[dev]'")
+    rows, length = completion.shape
+    model = SimpleNamespace(training=True)
+
+    def forward(**kwargs):
+        return SimpleNamespace(log_probs=per_token, entropy=torch.zeros(rows, length - 1),
+                               mean_logits=torch.zeros(rows, length - 1),
+                               is_top1=torch.zeros(rows, length - 1, dtype=torch.bool))
+
+    accelerator = SimpleNamespace(device=torch.device("cpu"), gather=lambda x: x, gather_for_metrics=lambda x: x,
+                                  autocast=nullcontext)
+    metrics = {"train": defaultdict(list)}
+    trainer = SimpleNamespace(model=model, accelerator=accelerator, aux_loss_enabled=False, ld_alpha=None,
+                              precompute_ref_logps=True, f_divergence_type="reverse_kl", loss_types=[kind],
+                              loss_weights=[1.0], beta=beta, use_weighting=False, _metrics=metrics,
+                              _total_train_tokens=0, _tp_size=1, label_smoothing=0.0)
+    inputs = {"input_ids": torch.zeros(rows, length, dtype=torch.long),
+              "attention_mask": torch.ones(rows, length, dtype=torch.long), "completion_mask": completion,
+              "ref_chosen_logps": ref[: rows // 2], "ref_rejected_logps": ref[rows // 2:]}
+    loss = trl.DPOTrainer._compute_loss(trainer, forward, inputs, False)
+    return float(loss), metrics["train"]
+
+
+@pytest.mark.parametrize("kind", ["sigmoid", "ipo"])
+def test_loss_and_rewards_equal_trls_on_the_same_batch(kind, rng):
+    pairs, length, beta = 3, 9, 0.1
+    completion = torch.zeros(2 * pairs, length, dtype=torch.long)
+    for row, start, end in [(0, 3, 9), (1, 5, 8), (2, 2, 6), (3, 4, 9), (4, 6, 7), (5, 1, 9)]:
+        completion[row, start:end] = 1                     # answers of different lengths and places
+    per_token = -torch.rand(2 * pairs, length - 1, generator=rng) * 3 * completion[:, 1:]   # log p of each target
+    ref = -torch.rand(2 * pairs, generator=rng) * 10
+    theirs, their_metrics = _trl_dpo(kind, beta, per_token, completion, ref)
+
+    sums = per_token.sum(1)
+    tokens = completion.sum(1)
+    ours = dpo_loss(sums[:pairs], sums[pairs:], ref[:pairs], ref[pairs:], beta=beta, kind=kind,
+                    lengths=(tokens[:pairs], tokens[pairs:]))
+    assert ours.loss.mean().item() == pytest.approx(theirs, rel=1e-6)
+    figures = preference_figures(ours.chosen_rewards, ours.rejected_rewards)
+    assert figures["chosen_reward"] == pytest.approx(their_metrics["rewards/chosen"][0], rel=1e-6)
+    assert figures["rejected_reward"] == pytest.approx(their_metrics["rewards/rejected"][0], rel=1e-6)
+    assert figures["margin"] == pytest.approx(their_metrics["rewards/margins"][0], rel=1e-6)
+    assert figures["accuracy"] == pytest.approx(their_metrics["rewards/accuracies"][0])

@@ -58,6 +58,9 @@ TASKS = {
     "classify": ("a classification fine-tuning", "finetune classify"),
     "vit": ("a ViT image-classification", "train vit"),
     "caption": ("an image-captioning", "train caption"),
+    "sft": ("a supervised fine-tuning", "finetune sft"),
+    "dpo": ("a preference-optimisation", "train dpo"),
+    "rl": ("a reinforcement-learning", "train rl"),
 }
 
 

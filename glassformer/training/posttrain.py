@@ -1,0 +1,175 @@
+"""What post-training shares (supervised fine-tuning, DPO, RL): a loaded decoder to train — the policy —,
+its log-probabilities of given tokens, and how a trained one is saved.
+
+Every post-training task starts from a model directory (``settings.base``): one of ours trained by
+``glassformer train lm`` or a converted Hugging Face GPT-2 / Llama directory.  :func:`load_policy`
+loads it with its tokenizer and chat template and, with ``settings.lora``, wraps its projections in
+low-rank adapters (``glassformer.nn.lora``: the base weights frozen).  :func:`policy_saver` writes
+what the run saves: an adapter directory with LoRA, else a model directory with the base's
+tokenizer, generation settings and the chat template it was trained with.
+
+The log-probability of a response (DPO's and RL's quantity) is one forward over right-padded rows,
+read at the target positions::
+
+    ids      BOS  User: ...  Assistant:  9   5   \\n  EOS  pad pad
+    targets   .       .           .      x   x   x    x    .   .
+    log p(ids[t+1] | ids[:t+1])  summed where targets[t+1]      -> (batch,)
+
+Right padding changes nothing for the real tokens: attention is causal, so a token never sees the
+pads after it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import CheckpointError, ConfigError
+from ..model_dir import ModelDir, load_model_dir, save_model_dir
+from ..models import GPT
+from ..tokenizers import Tokenizer
+from ..tokenizers.chat import chat_template
+from .checks import check_positive_int, check_types
+from .recipe import RecipeSettings
+
+
+@dataclass
+class PostTrainSettings(RecipeSettings):
+    """What every post-training task reads besides its data (and the recipe's settings: RecipeSettings).
+    The defaults are a fine-tuning's: a small learning rate, short warm-up, no weight decay (trl's)."""
+
+    base: str = ""                       # the model directory trained from (ours or a converted HF GPT-2/Llama)
+    lora: dict | None = None             # LoRAConfig fields (glassformer.nn.lora); None: every weight trains
+    max_len: int | None = None           # tokens per example; None: the model's context
+    batch_size: int = 16
+    steps: int = 300
+    lr: float = 1e-4
+    warmup: int = 10
+    weight_decay: float = 0.0
+    eval_every: int = 50
+
+    setting_name: ClassVar[str] = "post-training setting"
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_positive_int(self, "batch_size", "grad_accum", "steps", "eval_every")
+        check_positive_int(self, "max_len", optional=True)
+        self.check_run_settings()
+        if not self.base:
+            raise ConfigError("base is missing: give the model directory to fine-tune (--model MODEL_DIR)")
+        if not Path(self.base).is_dir():
+            raise ConfigError(f"base={self.base!r} is not a model directory; give one written by `glassformer "
+                              "train lm` or a converted Hugging Face GPT-2 / Llama directory")
+        if self.lora is not None:
+            lora_config(self.lora)           # a bad field is refused now, before anything is loaded
+
+
+def lora_config(fields: dict[str, Any]):
+    """The :class:`~glassformer.nn.lora.LoRAConfig` of a settings dict (ConfigError on a bad field)."""
+    from ..nn.lora import LoRAConfig
+
+    return LoRAConfig.from_dict(fields)
+
+
+@dataclass
+class Policy:
+    """The decoder a post-training run trains, and what it reads text with."""
+
+    model: GPT
+    tokenizer: Tokenizer
+    template: str                        # the chat template (glassformer.tokenizers.chat)
+    loaded: ModelDir                     # the base directory as loaded (its config, generation settings)
+    lora: Any = None                     # the LoRAConfig applied, or None
+    base: Path | None = None             # the base directory
+    max_len: int = 0                     # tokens per example
+
+    @property
+    def description(self) -> str:
+        """What is trained, for the summary line a run starts with."""
+        if self.lora is None:
+            return "gpt"
+        from ..nn.lora import trainable_parameters
+
+        trained, total = trainable_parameters(self.model)
+        return (f"gpt with LoRA r={self.lora.r}, alpha {self.lora.alpha:g} on {', '.join(self.lora.targets)}: "
+                f"{trained:,} of {total:,} parameters trainable ({100 * trained / total:.2f}%)")
+
+
+def load_policy(settings: PostTrainSettings) -> Policy:
+    """The base model of ``settings`` (on the CPU; the trainer places it) with its tokenizer and chat
+    template, adapted by LoRA if ``settings.lora``.  A directory without a GPT-family decoder, or
+    without a tokenizer that ends texts, is refused."""
+    loaded = load_model_dir(settings.base)
+    model = loaded.model
+    if not isinstance(model, GPT):
+        raise CheckpointError(f"{settings.base} holds a {getattr(loaded.config, 'family', type(model).__name__)!r} "
+                              "model; post-training needs a decoder-only GPT or Llama model directory")
+    tokenizer = loaded.tokenizer
+    if tokenizer is None or tokenizer.eos_id is None:
+        raise CheckpointError(f"{settings.base} has no tokenizer with an end-of-sequence token (tokenizer.json); "
+                              "post-training needs the one the model was trained with")
+    context = model.config.max_len
+    if settings.max_len is not None and settings.max_len > context:
+        raise ConfigError(f"max_len={settings.max_len} is more than the model's context of {context} tokens; "
+                          f"use --max-len <= {context}")
+    lora = None
+    if settings.lora is not None:
+        from ..nn.lora import add_lora
+
+        lora = lora_config(settings.lora)
+        add_lora(model, lora)
+    model.train()
+    return Policy(model, tokenizer, chat_template(settings.base), loaded, lora, Path(settings.base),
+                  settings.max_len or context)
+
+
+# -- log-probabilities of given tokens -----------------------------------------------------------------
+def right_padded(seqs: list[list[int]], pad_id: int) -> Tensor:
+    """Rows of ids, right-padded with ``pad_id`` to the longest: (batch, longest) long."""
+    width = max(len(s) for s in seqs)
+    return torch.tensor([list(s) + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
+
+
+def token_logprobs(model: nn.Module, ids: Tensor) -> Tensor:
+    """ids (batch, seq) -> log p(ids[:, t+1] | ids[:, :t+1]) (batch, seq - 1), in float32, one forward."""
+    logits = model(ids[:, :-1]).float()                         # (batch, seq - 1, vocab)
+    chosen = logits.gather(-1, ids[:, 1:, None]).squeeze(-1)    # (batch, seq - 1)
+    return chosen - torch.logsumexp(logits, dim=-1)
+
+
+def response_logprob_sums(model: nn.Module, ids: Tensor, targets: Tensor) -> Tensor:
+    """ids, targets (batch, seq) (targets bool: the response tokens) -> (batch,) each row's summed
+    log-probability of its target tokens."""
+    return (token_logprobs(model, ids) * targets[:, 1:].to(torch.float32)).sum(-1)
+
+
+# -- saving --------------------------------------------------------------------------------------------
+def policy_saver(policy: Policy) -> Callable[[Path, nn.Module], None]:
+    """The trainer's ``save``: with LoRA, an adapter directory (peft's layout, naming the base directory);
+    else a model directory with the base's tokenizer and generation settings, and the chat template
+    (in ``generation.json``) so the saved model is prompted as it was trained."""
+    if policy.lora is not None:
+        from ..interop.peft import save_adapter
+
+        def save_adapter_dir(path: Path, model: nn.Module) -> None:
+            save_adapter(path, model, policy.lora, policy.base.resolve())
+        return save_adapter_dir
+    generation = {**policy.loaded.generation, "chat_template": policy.template}
+
+    def save(path: Path, model: nn.Module) -> None:
+        save_model_dir(path, model, policy.tokenizer, generation=generation)
+    return save
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr (the main process's only: the caller checks)."""
+    print(f"glassformer: warning: {message}", file=sys.stderr, flush=True)
+
+
+__all__ = ["PostTrainSettings", "Policy", "load_policy", "lora_config", "right_padded", "token_logprobs",
+           "response_logprob_sums", "policy_saver", "warn"]

@@ -24,16 +24,17 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ..data.instructions import KINDS, is_correct
 from ..errors import CheckpointError, ConfigError
 from ..model_dir import ModelDir, load_model_dir, save_model_dir
 from ..models import GPT
 from ..tokenizers import Tokenizer
-from ..tokenizers.chat import chat_template
+from ..tokenizers.chat import chat_template, encode_prompt
 from .checks import check_positive_int, check_types
 from .recipe import RecipeSettings
 
@@ -148,6 +149,39 @@ def response_logprob_sums(model: nn.Module, ids: Tensor, targets: Tensor) -> Ten
     return (token_logprobs(model, ids) * targets[:, 1:].to(torch.float32)).sum(-1)
 
 
+# -- held-out exact match (the numbers task) ------------------------------------------------------------
+@torch.no_grad()
+def exact_match(model: nn.Module, tokenizer: Tokenizer, template: str, questions: Sequence, *,
+                batch_size: int = 64) -> dict[str, float]:
+    """The share of ``questions`` (:class:`~glassformer.data.instructions.Instruction`) answered exactly
+    (:func:`~glassformer.data.instructions.is_correct`) by greedy decoding: ``{"exact": all, "exact_<kind>":
+    per kind}``.  The model is put in eval mode and back."""
+    from ..generation import SamplingOptions
+    from ..generation.text import complete_batch
+
+    prompts = [encode_prompt(tokenizer, q.prompt, template) for q in questions]
+    room = model.config.max_len - max(len(p) for p in prompts)
+    longest = max(len(tokenizer.encode(q.answer)) for q in questions) + 2      # the answer, a newline, EOS
+    options = SamplingOptions(max_new_tokens=max(1, min(longest, room)), temperature=0.0)
+    was_training = model.training
+    model.eval()
+    try:
+        answers = [text for start in range(0, len(prompts), batch_size)
+                   for text in complete_batch(model, tokenizer, prompts[start:start + batch_size], options)]
+    finally:
+        model.train(was_training)
+    right: dict[str, list[bool]] = {}
+    for q, text in zip(questions, answers):
+        right.setdefault(q.kind, []).append(is_correct(q.answer, text))
+    every = [r for rs in right.values() for r in rs]
+    return {"exact": sum(every) / len(every),
+            **{f"exact_{kind}": sum(right[kind]) / len(right[kind]) for kind in sorted(right, key=_kind_order)}}
+
+
+def _kind_order(kind: str) -> tuple[int, str]:
+    return (KINDS.index(kind) if kind in KINDS else len(KINDS), kind)
+
+
 # -- saving --------------------------------------------------------------------------------------------
 def policy_saver(policy: Policy) -> Callable[[Path, nn.Module], None]:
     """The trainer's ``save``: with LoRA, an adapter directory (peft's layout, naming the base directory);
@@ -172,4 +206,4 @@ def warn(message: str) -> None:
 
 
 __all__ = ["PostTrainSettings", "Policy", "load_policy", "lora_config", "right_padded", "token_logprobs",
-           "response_logprob_sums", "policy_saver", "warn"]
+           "response_logprob_sums", "exact_match", "policy_saver", "warn"]

@@ -1,11 +1,14 @@
 """What FSDP saves in memory: a GPT of 109M parameters trained two steps (AdamW) by one process, by two
 processes under DDP and by two under FSDP (torchrun, gloo on the CPU), through the library's Trainer.
 
-Per process it records the bytes of the parameters and of the optimiser state the process holds
-(under FSDP: its shards, ``DTensor.to_local()``), its resident memory after the steps and its peak
-resident memory (``ru_maxrss``, which also counts the interpreter, torch, the whole model as it was
-built before sharding, the gradients and activations of a step and the communication buffers).
-Each of FSDP's two processes should hold half of what one process holds; each of DDP's, all of it.
+The model is built as a training run builds it (``recipe.seeded_model``: on the meta device, its
+weights given by the Trainer; under FSDP each process materialises only its own shards).  Per process
+it records the bytes of the parameters and of the optimiser state the process holds (under FSDP: its
+shards, ``DTensor.to_local()``), its peak resident memory once the model is built and placed (before
+any step), its resident memory after the steps and its peak resident memory (``ru_maxrss``, which
+also counts the interpreter, torch, the gradients and activations of a step and the communication
+buffers); glibc returns every freed large block to the system (``MALLOC_MMAP_THRESHOLD_``).  Each of
+FSDP's two processes should hold half of what one process holds; each of DDP's, all of it.
 
     python benchmarks/fsdp_memory.py            # about a minute on 2 CPU cores; writes
                                                 # benchmarks/results/fsdp_memory.json and .md
@@ -51,21 +54,22 @@ def resident_mb() -> float:
 def worker(kind: str | None, out: Path) -> None:
     """Train STEPS steps as one process of ``kind`` (None, "ddp", "fsdp"); write this process's figures."""
     from glassformer.data.lm import LMBatch
-    from glassformer.models import build_model, preset
+    from glassformer.models import preset
     from glassformer.training import distributed
     from glassformer.training.lm import lm_loss
     from glassformer.training.optim import adamw
+    from glassformer.training.recipe import seeded_model
     from glassformer.training.trainer import Trainer, TrainerConfig
 
     torch.set_num_threads(1)
     world, device = distributed.setup(kind, torch.device("cpu"))
-    torch.manual_seed(0)
-    model = build_model(preset("gpt-tiny", **MODEL))
+    model = seeded_model(preset("gpt-tiny", **MODEL), 0)
     n_params = sum(p.numel() for p in model.parameters())
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(model, lambda m: adamw(m, 1e-4, 0.1, (0.9, 0.95)), None, lm_loss, lambda m: {"loss": 0.0},
                           lambda path, m: None, TrainerConfig(max_steps=STEPS, eval_every=STEPS, progress=False,
                                                               grad_accum=world.size), run_dir, device, world=world)
+        built_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024       # the model built and placed
         g = torch.Generator().manual_seed(world.rank)
         for _ in range(STEPS):
             tokens = torch.randint(0, MODEL["vocab_size"], (BATCH, BLOCK + 1), generator=g)
@@ -74,6 +78,7 @@ def worker(kind: str | None, out: Path) -> None:
             "rank": world.rank, "processes": world.size, "parameters": n_params, "loss": float(loss),
             "parameter_mb": local_bytes(trainer.model.parameters()) / MB,
             "optimizer_state_mb": local_bytes(v for s in trainer.optimizer.state.values() for v in s.values()) / MB,
+            "peak_rss_built_mb": built_mb,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,   # KiB on Linux
             "rss_after_mb": resident_mb(),
         }
@@ -82,7 +87,10 @@ def worker(kind: str | None, out: Path) -> None:
 
 
 def launch(kind: str | None, out: Path) -> list[dict]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # glibc gives each large block (over 64 KiB) its own mapping, returned to the system when freed: the
+    # resident memory is then what the process holds, not what the allocator kept of freed blocks
+    # (by default a freed block raises the threshold to its size and later ones stay in the heap)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}
     me = [__file__, "--worker", "--kind", kind or "one", "--dir", str(out)]
     if kind is None:
         command = [sys.executable, *me]
@@ -99,17 +107,20 @@ def markdown(result: dict) -> str:
              f"A GPT of {one['parameters']:,} parameters (d_model {MODEL['d_model']}, {MODEL['n_layers']} layers, "
              f"vocabulary {MODEL['vocab_size']:,}), AdamW, {STEPS} steps of {BATCH}×{BLOCK} tokens per process "
              "through the Trainer; torchrun with gloo on the CPU. Parameters and optimiser state: the bytes this "
-             "process holds (FSDP: its shards). RSS after: resident memory once the steps are done. Peak RSS: "
-             "`ru_maxrss` (also the interpreter, torch, the model as built before sharding, a step's gradients "
-             "and activations, the communication buffers).", "",
+             "process holds (FSDP: its shards). Peak RSS built: `ru_maxrss` once the model is built and placed, "
+             "before any step. RSS after: resident memory once the steps are done. Peak RSS: "
+             "`ru_maxrss` (also the interpreter, torch, a step's gradients and activations, the communication "
+             "buffers; glibc returns each freed block over 64 KiB to the system: `MALLOC_MMAP_THRESHOLD_=65536`). "
+             "The model is built on the meta device; under FSDP each process materialises only its shards.", "",
              "| run | process | parameters (MB) | optimiser state (MB) | both (MB) | share of one process | "
-             "RSS after (MB) | peak RSS (MB) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "peak RSS built (MB) | RSS after (MB) | peak RSS (MB) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     held_one = one["parameter_mb"] + one["optimizer_state_mb"]
     for name, ranks in result["runs"].items():
         for r in ranks:
             held = r["parameter_mb"] + r["optimizer_state_mb"]
             lines.append(f"| {name} | {r['rank']} | {r['parameter_mb']:.1f} | {r['optimizer_state_mb']:.1f} | "
-                         f"{held:.1f} | {held / held_one:.2f} | {r['rss_after_mb']:.0f} | {r['peak_rss_mb']:.0f} |")
+                         f"{held:.1f} | {held / held_one:.2f} | {r['peak_rss_built_mb']:.0f} | {r['rss_after_mb']:.0f} | {r['peak_rss_mb']:.0f} |")
     info = result["machine"]
     lines += ["", f"Machine: {harness.machine_line(info)}; load average {info.get('load_average_start')} at the "
               f"start, {info.get('load_average_end')} at the end."]

@@ -124,6 +124,61 @@ def test_a_world_that_does_not_divide_the_step_is_refused(tmp_path):
                 TrainerConfig(max_steps=1, eval_every=1, grad_accum=3), tmp_path, world=World("ddp", 0, 2))
 
 
+# -- a model built on the meta device: each process materialises its shards of the CPU build's weights --
+TINY = ["gpt-tiny", "llama-tiny", "vaswani-tiny", "t5-tiny", "bert-tiny", "vit-tiny", "caption-tiny"]
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_a_model_built_on_the_meta_device_gets_the_weights_of_the_cpu_build(name):
+    """One process: ``seeded_model`` builds nothing (meta parameters) and the trainer's ``wrap`` gives
+    it exactly the weights, tied matrices and tables of ``manual_seed`` + ``build_model`` on the CPU;
+    the random generator is left where that build leaves it."""
+    from glassformer.models import build_model, preset
+    from glassformer.training import distributed
+    from glassformer.training.recipe import seeded_model
+
+    torch.manual_seed(7)
+    reference = build_model(preset(name))
+    after = torch.get_rng_state()
+    model = seeded_model(preset(name), 7)
+    assert all(p.is_meta for p in model.parameters()) and torch.equal(torch.get_rng_state(), after)
+    model = distributed.wrap(model, distributed.World(), torch.device("cpu"))[1]
+    assert torch.equal(torch.get_rng_state(), after)
+    assert len(list(model.parameters())) == len(list(reference.parameters()))        # ties kept
+    want, have = reference.state_dict(), model.state_dict()
+    assert have.keys() == want.keys() and all(torch.equal(have[k], want[k]) for k in want)
+    buffers = dict(model.named_buffers())
+    assert all(torch.equal(buffers[k], b) for k, b in reference.named_buffers())
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_each_fsdp_process_materialises_only_its_rows_of_the_cpu_build(rank):
+    """Rank ``rank`` of two (a fake process group: no collective runs) shards a model built on the meta
+    device and materialises its rows of every parameter, equal to those rows of the CPU build (padding
+    rows zeroed, truncated normals, tied matrices) — never the whole model."""
+    import torch.distributed as dist
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    from glassformer.models import build_model, preset
+    from glassformer.training import distributed
+    from glassformer.training.recipe import seeded_model
+
+    dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=2)
+    try:
+        for name in ("bert-tiny", "caption-tiny", "gpt-tiny", "vaswani-tiny"):
+            torch.manual_seed(7)
+            want = build_model(preset(name)).state_dict()
+            model = seeded_model(preset(name), 7)
+            distributed.wrap(model, distributed.World("fsdp", rank, 2), torch.device("cpu"))
+            for key, param in model.named_parameters():
+                rows = -(-param.shape[0] // 2)                # FSDP's chunks of dimension 0
+                local = param.to_local()
+                assert local.shape[0] <= rows
+                assert torch.equal(local, want[key][rank * rows: rank * rows + local.shape[0]]), (name, key)
+    finally:
+        dist.destroy_process_group()
+
+
 # -- saving under FSDP draws no random number; fp16's overflow steps do not stop a run ------------------
 @pytest.fixture
 def one_process_group():

@@ -8,11 +8,11 @@
   gradients across processes during the backward pass.
 * ``fsdp``: ``torch.distributed.fsdp.fully_shard`` (FSDP2) on every block and on the model:
   each process holds a shard of every parameter, gradient and optimiser state; a block's
-  parameters are gathered just before it runs.  The model is sharded where it was built (the
-  CPU) and only the shards go to the device, one block at a time, so no process ever holds the
-  whole model on its device.  FSDP gathers parameters only around ``forward``: evaluation, which
-  calls a model's other entry points (``encode``, ``start_decoding`` ...), runs inside
-  :func:`whole_parameters`.
+  parameters are gathered just before it runs.  A model built by :func:`built_on_meta` has no
+  weights until it is sharded: then each process materialises only its own rows of each
+  parameter (:func:`materialise`), so no process ever holds the whole model.  FSDP gathers
+  parameters only around ``forward``: evaluation, which calls a model's other entry points
+  (``encode``, ``start_decoding`` ...), runs inside :func:`whole_parameters`.
 
 What the trainer needs from here: the process's rank and the world size (:class:`World`), the
 wrapped module, the gradient-synchronisation switch for accumulation (synchronise only on a
@@ -26,10 +26,12 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..errors import ConfigError
 
@@ -79,9 +81,11 @@ def setup(kind: str | None, device: torch.device) -> tuple[World, torch.device]:
 
 
 def wrap(model: nn.Module, world: World, device: torch.device) -> tuple[nn.Module, nn.Module]:
-    """Place ``model`` on ``device`` and return (the module to train through, the module that holds
-    the parameters).  For FSDP both are the model itself (``fully_shard`` shards it in place and
-    moves only the shards to the device); for DDP the first is the wrapper."""
+    """Place ``model`` on ``device`` (materialising a model built by :func:`built_on_meta`) and return
+    (the module to train through, the module that holds the parameters).  For FSDP both are the model
+    itself (``fully_shard`` shards it in place; only the shards go to the device); for DDP the first
+    is the wrapper."""
+    on_meta = any(p.is_meta for p in model.parameters())
     if world.kind == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
@@ -89,7 +93,11 @@ def wrap(model: nn.Module, world: World, device: torch.device) -> tuple[nn.Modul
             if type(module).__name__ == "TransformerLayer":
                 fully_shard(module)
         fully_shard(model)
+        if on_meta:
+            materialise(model, device)
         return model, model
+    if on_meta:
+        materialise(model, torch.device("cpu"))      # (drawn on the CPU, as a model built there)
     model = model.to(device)
     if world.kind == "ddp":
         ids = [device.index] if device.type == "cuda" else None
@@ -101,6 +109,111 @@ def wrap(model: nn.Module, world: World, device: torch.device) -> tuple[nn.Modul
         unused = bool(getattr(model, "unused_in_training", False))
         return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused), model
     return model, model
+
+
+# -- a model built without weights, then given only this process's shards ---------------------------
+_aten = torch.ops.aten
+RANDOM_FILLS = {_aten.uniform_, _aten.normal_, _aten.bernoulli_, _aten.random_, _aten.exponential_,
+                _aten.log_normal_, _aten.cauchy_, _aten.geometric_}
+
+
+def built_on_meta(build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` on the meta device: the model's shapes without its weights, and in ``initial_writes``
+    what building it wrote into each parameter (a random fill with the generator's state before it,
+    ``zero_`` of a padding row ...), which :func:`materialise` writes again.  The random generator is
+    left where building the model on the CPU leaves it."""
+    with torch.device("meta"), _Recorded() as recorded:
+        model = build()
+    names = {p.untyped_storage()._cdata: name for name, p in model.named_parameters()}
+    model.initial_writes = [(names[key], *write) for key, *write in recorded.writes if key in names]
+    for name, *_, func, args, kwargs, _ in model.initial_writes:
+        if any(isinstance(a, Tensor) for a in (*args, *kwargs.values())):
+            raise NotImplementedError(f"building the model writes {name} with {func} from a tensor: it cannot "
+                                      "be built on the meta device")
+    return model
+
+
+def materialise(model: nn.Module, device: torch.device) -> None:
+    """Give a model of :func:`built_on_meta` (sharded or not) storage on ``device`` and the weights it
+    has when built on the CPU, by writing again what building it wrote, one parameter at a time: a
+    random fill is drawn whole on the CPU from the generator's recorded state, and a process whose
+    parameters are shards (DTensors: rows of dimension 0) keeps its rows.  The generator is left as it was."""
+    from torch.distributed.tensor import DTensor
+
+    model.to_empty(device=device)
+    if not isinstance(next(model.parameters()), DTensor) and hasattr(model, "tie_weights"):
+        model.tie_weights()                          # (to_empty gives each module a parameter of its own)
+    params = dict(model.named_parameters())
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        for name, size, stride, offset, func, args, kwargs, rng in model.initial_writes:
+            param = params[name]
+            local, start = param, 0                  # local: this process's elements of ``param``, from ``start``
+            if isinstance(param, DTensor):           # FSDP's rows: chunks of ceil(rows / processes)
+                mesh, rows = param.device_mesh, param.shape[0]
+                local = param._local_tensor
+                start = mesh.get_local_rank() * -(-rows // mesh.size()) * (param.numel() // max(rows, 1))
+            whole = size == param.shape and offset == 0 and stride == param.stride()
+            if whole and rng is None:                # elementwise (ones_, zero_ ...): on this process's part
+                func(local, *args, **kwargs)
+                continue
+            if rng is not None:                      # the fill drawn as the build drew it
+                torch.set_rng_state(rng)
+                values = torch.empty_strided(size, stride)
+                func(values, *args, **kwargs)
+                if whole:
+                    local.view(-1).copy_(values.view(-1)[start:start + local.numel()])
+                    continue
+            # a part of the parameter (a padding row): the elements of it that this process holds
+            where = torch.arange(param.numel()).as_strided(size, stride, offset) - start
+            mine = (where >= 0) & (where < local.numel())
+            if rng is None:
+                values = torch.zeros(size, dtype=local.dtype)     # (the elements others hold: not kept)
+                values[mine] = local.view(-1)[where[mine]].cpu()
+                func(values, *args, **kwargs)
+            local.view(-1)[where[mine]] = values[mine].to(local.device)
+    for module in model.modules():                   # the tables computed, not saved (sinusoids, rotary)
+        if hasattr(module, "reset_buffers"):
+            module.reset_buffers(device)
+    del model.initial_writes
+
+
+class _Recorded(TorchDispatchMode):
+    """While a model is built on the meta device: ``writes`` lists each in-place operation on a meta
+    tensor as (its storage, the shape, strides and offset it writes, the operation and its other
+    arguments, the CPU generator's state before a random fill, else None).  A random fill also draws as
+    many numbers as the real fill would (into a scratch tensor), so that the generator ends where
+    building on the CPU leaves it.  ``nn.init.trunc_normal_``, which does nothing to a meta tensor (on
+    the CPU it draws until every number is in range), is recorded as one random fill."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes, self.storages = [], []
+
+    def __enter__(self):
+        self.trunc_normal = nn.init.trunc_normal_
+        nn.init.trunc_normal_ = lambda tensor, *args, **kwargs: self.record(self.trunc_normal, tensor, args, kwargs)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        nn.init.trunc_normal_ = self.trunc_normal
+        return super().__exit__(*exc)
+
+    def record(self, fill, target: Tensor, args, kwargs, random: bool = True) -> Tensor:
+        rng = None
+        if random:
+            rng = torch.get_rng_state()
+            fill(torch.empty_strided(target.shape, target.stride(), device="cpu"), *args, **kwargs)
+        self.storages.append(target.untyped_storage())    # (kept: no other storage takes its address)
+        self.writes.append((target.untyped_storage()._cdata, target.shape, target.stride(), target.storage_offset(),
+                            fill, args, kwargs, rng))
+        return target
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        target = args[0] if args else None
+        if isinstance(target, Tensor) and target.is_meta and func.overloadpacket.__name__.endswith("_"):
+            self.record(func, target, args[1:], kwargs, func.overloadpacket in RANDOM_FILLS)
+        return func(*args, **kwargs)
 
 
 @contextlib.contextmanager
@@ -200,5 +313,5 @@ def shutdown(world: World) -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["KINDS", "World", "setup", "wrap", "whole_parameters", "gradient_sync", "all_sum", "barrier", "gather",
+__all__ = ["KINDS", "World", "setup", "wrap", "built_on_meta", "materialise", "whole_parameters", "gradient_sync", "all_sum", "barrier", "gather",
            "full_state_dict", "optimizer_state", "load_optimizer_state", "shutdown"]

@@ -8,7 +8,7 @@ and evaluates — and this module does the rest, the same way for every task::
                 own are the defaults (merged_settings: one rule, for Python and the command line)
     the run     start_run: a new run never overwrites an old one; the processes, device, precision
     checks      checked: the run's fingerprint; resuming another task, model or data is refused
-    the model   seeded_model: the same seed gives the same initial weights
+    the model   seeded_model: the same seed gives the same initial weights (materialised by the trainer)
     training    train: the Trainer over the task's Recipe (AdamW on a cosine schedule unless the task
                 states another), evaluation cadence, checkpoints, the summary line a run starts with
     after       evaluate_best: the held-out evaluation of ``best/``, written to ``results.json``
@@ -273,9 +273,10 @@ def written_once(run: Run, build: Callable[[], Any], read: Callable[[], Any]) ->
 
 
 def seeded_model(config, seed: int) -> nn.Module:
-    """The model of ``config``, its weights drawn from ``seed``."""
+    """The model of ``config``, its weights drawn from ``seed``: built on the meta device, the trainer
+    gives it the weights (under FSDP, each process only its shards: distributed.built_on_meta)."""
     torch.manual_seed(seed)
-    return build_model(config)
+    return distributed.built_on_meta(lambda: build_model(config))
 
 
 def saver(tokenizer: Tokenizer | None, generation: dict[str, Any], **extra: Any) -> Callable[[Path, nn.Module], None]:

@@ -1,14 +1,22 @@
 """GRPO-style reinforcement learning (training/rl.py): the objective against its closed forms (and trl's
 pieces where trl exposes them), rewards that misbehave, the rollout stream, and a tiny GPT that learns."""
 
+import json
 import math
+from collections import defaultdict
+from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import one_line_error, run_cli
 
 from glassformer.errors import ConfigError, InputError
-from glassformer.training.rl import (group_advantages, grpo_loss, grpo_token_losses, k3_divergence, load_reward,
-                                     scored)
+from glassformer.model_dir import save_model_dir
+from glassformer.models import GPT, preset
+from glassformer.tokenizers import Tokenizer
+from glassformer.training.posttrain import load_policy
+from glassformer.training.rl import (Rollouts, RLSettings, group_advantages, grpo_loss, grpo_token_losses,
+                                     k3_divergence, load_reward, rl_data, scored, train_rl)
 
 
 # -- the objective -----------------------------------------------------------------------------------
@@ -118,3 +126,139 @@ def test_a_reward_that_raises_or_returns_a_non_number_is_named(tmp_path):
             scored(load_reward(f"{path}:{name}"), ["What is 1 + 1?"], ["2"], [{}])
         message = str(caught.value)
         assert f"{path}:{name}" in message and "\n" not in message
+
+
+def test_grpo_loss_equals_trls_compute_loss():
+    """trl's own GRPOTrainer._compute_loss (loss_type "dapo", its default: token-level normalisation) on a
+    stand-in trainer whose model returns the log-probabilities we choose."""
+    grpo = pytest.importorskip("trl.trainer.grpo_trainer", reason="the comparison with trl needs it")
+    torch.manual_seed(3)
+    rows, length, eps, beta = 4, 6, 0.2, 0.04
+    logp = -torch.rand(rows, length) * 3
+    old = logp + 0.3 * torch.randn(rows, length)
+    ref = logp + 0.3 * torch.randn(rows, length)
+    mask = torch.ones(rows, length, dtype=torch.long)
+    mask[0, 4:] = 0
+    mask[2, 1:] = 0
+    advantages = torch.tensor([1.2, -0.4, 0.0, 2.0])
+    stand_in = SimpleNamespace(
+        _get_per_token_logps_and_entropies=lambda *a, **k: (logp, torch.zeros_like(logp), None),
+        top_entropy_quantile=1.0, off_policy_mask_threshold=None, importance_sampling_level="token", beta=beta,
+        epsilon_low=eps, epsilon_high=eps, loss_type="dapo", use_vllm=False, _entropy_bonus_enabled=False,
+        aux_loss_enabled=False, args=SimpleNamespace(delta=None, use_bias_correction_kl=False),
+        model=SimpleNamespace(training=False), current_gradient_accumulation_steps=1,
+        accelerator=SimpleNamespace(num_processes=1, reduce=lambda x, reduction: x, gather=lambda x: x),
+        _metrics={"eval": defaultdict(list)})
+    inputs = {"prompt_ids": torch.zeros(rows, 2, dtype=torch.long), "prompt_mask": torch.ones(rows, 2, dtype=torch.long),
+              "completion_ids": torch.zeros(rows, length, dtype=torch.long), "completion_mask": mask,
+              "advantages": advantages, "old_per_token_logps": old, "ref_per_token_logps": ref,
+              "num_items_in_batch": mask.sum()}
+    theirs = grpo.GRPOTrainer._compute_loss(stand_in, None, inputs)
+    ours = grpo_loss(logp, old, advantages, mask.bool(), eps=eps, beta=beta, ref_logp=ref)
+    torch.testing.assert_close(ours, theirs)
+    assert stand_in._metrics["eval"]["kl"]                  # (the stand-in ran trl's KL branch)
+
+
+# -- rollouts and the run, on a tiny GPT -----------------------------------------------------------------
+LETTERS = "abcd"
+
+
+def tiny_model_dir(path):
+    """A tiny random GPT with a character vocabulary that spells the default chat template and a few letters."""
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.train_char(["User: Assistant:\n" + LETTERS])
+    model = GPT(preset("gpt-tiny", vocab_size=tokenizer.vocab_size, max_len=48))
+    save_model_dir(path, model, tokenizer, generation={"task": "lm"})
+    return path
+
+
+def starts_with_a(prompt, completion, **fields):
+    return float(completion.startswith("a"))
+
+
+def settings_for_toy(tmp_path, **changes):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["a", "b", "c", "d", "ab", "cd"]))
+    rewards = tmp_path / "toy_rewards.py"
+    rewards.write_text("def starts_with_a(prompt, completion):\n    return float(completion.startswith('a'))\n"
+                       "def always_one(prompt, completion):\n    return 1.0\n")
+    base = dict(base=str(tiny_model_dir(tmp_path / "base")), data=str(prompts), reward=f"{rewards}:starts_with_a",
+                batch_size=4, group=8, max_new_tokens=3, steps=8, lr=3e-2, warmup=0, eval_every=8, eval_questions=6,
+                log_every=1, progress=False, device="cpu")
+    return RLSettings(**{**base, **changes})
+
+
+def test_rollouts_mask_advantages_and_skipped_groups(tmp_path):
+    settings = settings_for_toy(tmp_path)
+    policy = load_policy(settings)
+    reward = load_reward(settings.reward)
+    data = rl_data(settings, policy, reward)
+    stream = Rollouts(policy, data.rows["train"], data.prompts["train"], reward, settings)
+    batch = next(stream)
+    # the mask covers exactly the completion tokens: after each prompt, up to the row's end
+    for row, mask in zip(batch.ids.tolist(), batch.mask.tolist()):
+        covered = [row[t + 1] for t in range(len(mask)) if mask[t]]
+        assert 1 <= len(covered) <= settings.max_new_tokens
+        first = mask.index(True) + 1                      # the first completion token's position
+        text = policy.tokenizer.decode(row[:first])
+        assert text.endswith("Assistant: ")                # the prompt ends where the completion starts
+    assert batch.n_tokens == int(batch.mask.sum())
+    # every kept group has rewards that differ: its advantages are not all zero and sum to zero
+    groups = batch.advantages.view(-1, settings.group)
+    assert (groups.abs().sum(dim=1) > 0).all() and (groups.sum(dim=1).abs() < 1e-4).all()
+    figures = batch.figures
+    assert 0 <= figures["skipped_groups"] <= 1 and 0 <= figures["reward"] <= 1 and figures["generation_s"] > 0
+    assert groups.shape[0] >= 1
+    # a reward that is always 1: every group is skipped, the stream says so, and the advantages are zero
+    always = load_reward(settings.reward.replace("starts_with_a", "always_one"))
+    stream = Rollouts(policy, data.rows["train"], data.prompts["train"], always, settings)
+    batch = next(stream)
+    assert batch.figures["skipped_groups"] == 1.0 and batch.figures["reward"] == 1.0
+    assert (batch.advantages == 0).all() and batch.ids.shape[0] == settings.batch_size * settings.group
+    assert stream.draws == Rollouts.DRAWS                 # it drew again before giving up
+
+
+def test_the_mean_reward_rises_on_a_toy_task(tmp_path):
+    """The reward is 1 when the completion starts with "a": a tiny random GPT learns it in a few steps (seeded)."""
+    run = train_rl(settings_for_toy(tmp_path), tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    rewards = [r["reward"] for r in train]
+    assert len(rewards) == 8
+    first, last = sum(rewards[:2]) / 2, sum(rewards[-2:]) / 2
+    assert last > first + 0.3, rewards
+    assert all(key in train[-1] for key in ("correct", "length", "skipped_groups", "generation_s", "update_s"))
+    assert (tmp_path / "run" / "best" / "model.safetensors").exists()
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["valid"]["reward"] == run.test["reward"]
+
+
+def test_a_reward_that_fails_during_training_stops_the_command_with_one_line(tmp_path, capsys):
+    settings = settings_for_toy(tmp_path)
+    (tmp_path / "late.py").write_text("def fails(prompt, completion):\n    return None\n")
+    code, _, err = run_cli(capsys, "train", "rl", "--model", settings.base, "--prompts", settings.data,
+                           "--reward", f"{tmp_path / 'late.py'}:fails", "--out", tmp_path / "out", "--steps", 2,
+                           "--max-new-tokens", 3, "--device", "cpu")
+    one_line_error(code, err, "late.py:fails", "returned None")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--max-new-tokens", 40], ["prompts.jsonl line 1: the prompt is 19 tokens", "at most 8 fit", "context of 48"]),
+    (["--reward", "nowhere_xyz:f"], ["--reward 'nowhere_xyz:f'", "cannot import nowhere_xyz"]),
+    (["--group", 1], ["group=1 is invalid", "at least 2"]),
+    (["--distributed", "fsdp"], ["fsdp", "--distributed ddp"]),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, flags, words):
+    settings = settings_for_toy(tmp_path)
+    given = {"--reward": settings.reward, "--max-new-tokens": 3, **dict(zip(flags[::2], flags[1::2]))}
+    code, _, err = run_cli(capsys, "train", "rl", "--model", settings.base, "--prompts", settings.data,
+                           "--out", tmp_path / "out", "--device", "cpu", *[x for kv in given.items() for x in kv])
+    one_line_error(code, err, *words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_prompts_file_needs_a_reward(tmp_path, capsys):
+    settings = settings_for_toy(tmp_path)
+    code, _, err = run_cli(capsys, "train", "rl", "--model", settings.base, "--prompts", settings.data,
+                           "--out", tmp_path / "out")
+    one_line_error(code, err, "needs a reward", "--reward module:function")

@@ -67,10 +67,13 @@ ON_NAN = ("skip", "stop")
 
 @dataclass
 class StepLoss:
-    """What a loss function returns for one micro-batch: the summed loss and how many tokens it covers."""
+    """What a loss function returns for one micro-batch: the summed loss and how many tokens it covers,
+    and any figures of its own to log (a task's: RL's mean reward ...), averaged over the micro-batches and
+    steps of each log interval into log.jsonl's "train" records."""
 
     total: Tensor          # scalar, summed over target tokens
     n_tokens: int          # target tokens in the batch (the normaliser)
+    figures: dict[str, Tensor | float] = field(default_factory=dict)
 
 
 @dataclass
@@ -178,6 +181,7 @@ class Trainer:
         # DDP and FSDP average gradients over the processes; the loss is scaled so they sum them.
         scale = self.world.size / n_tokens
         total = torch.zeros((), device=self.device)
+        self.step_figures: dict[str, Tensor | float] = {}        # the loss's own figures, mean over the batches
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             with distributed.gradient_sync(self.module, self.world, last):
@@ -186,6 +190,9 @@ class Trainer:
                 loss = out.total * scale
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += out.total.detach()
+            for name, value in out.figures.items():
+                value = value.detach() if isinstance(value, Tensor) else value
+                self.step_figures[name] = self.step_figures.get(name, 0.0) + value / len(batches)
         return total, n_tokens
 
     def train_step(self, batches: list) -> tuple[Tensor, Tensor, Tensor]:
@@ -262,6 +269,7 @@ class Trainer:
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and main and not plain),
                    unit="step", dynamic_ncols=True)
         window_tokens, window_start, running = 0.0, time.perf_counter(), None
+        window_figures, window_steps = {}, 0                  # the loss's own figures, summed over the interval
         rate_key = cfg.rate_unit.replace(" ", "_") + "_per_s"          # tokens_per_s, images_per_s ...
         skipped_seen = int(self._skipped)
         with _signals_saved(self):
@@ -276,6 +284,9 @@ class Trainer:
                 self.step += 1
                 running = loss if running is None else 0.9 * running + 0.1 * loss   # stays on the device
                 window_tokens += sum(int(b.n_tokens) for b in batches) * self.world.size
+                for name, value in self.step_figures.items():
+                    window_figures[name] = window_figures.get(name, 0.0) + value
+                window_steps += 1
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     now = time.perf_counter()
@@ -283,6 +294,8 @@ class Trainer:
                     loss_value = float(distributed.all_sum(running, self.world)) / self.world.size
                     record = {"loss": loss_value, "lr": lr, "grad_norm": float(norm),
                               rate_key: window_tokens / max(now - window_start, 1e-9), "elapsed": now - start}
+                    figures = {name: float(value) / window_steps for name, value in window_figures.items()}
+                    record.update(figures)
                     skipped = int(self._skipped)
                     if skipped > skipped_seen and main:
                         bar.write(f"step {int(self._last_bad)}: non-finite loss or gradient; the step was skipped "
@@ -293,9 +306,10 @@ class Trainer:
                         rate = f"{record[rate_key]:,.0f} {cfg.rate_unit}/s"
                         if cfg.progress and plain:
                             print(f"step {self.step}/{cfg.max_steps}  loss {loss_value:.4f}  lr {lr:.3g}  "
-                                  f"grad norm {record['grad_norm']:.3g}  {rate}", flush=True)
+                                  f"grad norm {record['grad_norm']:.3g}  {rate}"
+                                  + "".join(f"  {name} {value:.3g}" for name, value in figures.items()), flush=True)
                         bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", rate=rate)
-                    window_tokens, window_start = 0.0, now
+                    window_tokens, window_start, window_figures, window_steps = 0.0, now, {}, 0
                 out_of_time = cfg.time_limit is not None and time.perf_counter() - start > cfg.time_limit
                 if self.world.active and cfg.time_limit is not None:
                     # the processes agree on the step to stop at, where they meet anyway: every log interval

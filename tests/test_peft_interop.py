@@ -131,3 +131,35 @@ def test_saving_needs_the_base_and_adapters(tmp_path):
     with pytest.raises(CheckpointError, match="base model directory .*missing"):
         save_adapter(tmp_path / "adapter", adapted(base, LoRAConfig()), LoRAConfig(), tmp_path / "missing")
     assert not (tmp_path / "adapter").exists()
+
+
+@pytest.mark.parametrize("family,targets", [("gpt2", ["c_attn"]), ("llama", ["q_proj", "v_proj", "down_proj"])])
+def test_an_adapter_that_peft_wrote_loads_onto_our_model(tmp_path, family, targets):
+    """peft's own adapter over a Hugging Face directory (GPT-2's c_attn: one A shared by our q, k, v)."""
+    hf_dir = tmp_path / "hf"
+    save_hf_directory(load_model_dir(base_dir(tmp_path / "base", family)).model, hf_dir)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir)
+    model = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=6, target_modules=targets, use_rslora=True,
+                                                    fan_in_fan_out=family == "gpt2"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.1)
+    model.save_pretrained(tmp_path / "adapter")
+    tokens = torch.randint(0, 64, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        theirs = model.eval()(tokens).logits
+        with model.disable_adapter():
+            assert (theirs - model(tokens).logits).abs().max() > 1e-2          # the adapter matters
+        torch.testing.assert_close(load_adapter(tmp_path / "adapter").model(tokens), theirs, atol=1e-5, rtol=0)
+
+
+def test_a_peft_adapter_we_cannot_read_is_one_line(tmp_path):
+    hf_dir = tmp_path / "hf"
+    save_hf_directory(load_model_dir(base_dir(tmp_path / "base", "llama")).model, hf_dir)
+    model = peft.get_peft_model(transformers.AutoModelForCausalLM.from_pretrained(hf_dir),
+                                peft.LoraConfig(r=4, target_modules=["q_proj"], use_dora=True))
+    model.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(CheckpointError, match="does not belong .*'use_dora': True.* not supported"):
+        load_adapter(tmp_path / "adapter")

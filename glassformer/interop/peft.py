@@ -20,9 +20,13 @@ computes:
   query and key rows need no permutation (see ``hf_llama``).
 
 Layers adapted with different ranks (c_attn of rank 3r beside c_proj of rank r) are written with peft's
-``rank_pattern`` / ``alpha_pattern``.  Loading reads our LoRAConfig from the weights' metadata, builds
-the base directory's model (ours or a Hugging Face one), adds the adapters and splits the tensors back
-into parts; an adapter whose base is missing or has other shapes is refused in one line.
+``rank_pattern`` / ``alpha_pattern``.  Loading reads our LoRAConfig from the weights' metadata (for an
+adapter that peft wrote itself, from its adapter_config.json), builds the base directory's model (ours
+or a Hugging Face one), adds the adapters and splits the tensors back into parts; an adapter whose
+base is missing or has other shapes is refused in one line.  peft itself loads such a directory with
+``PeftModel.from_pretrained(model, ADAPTER_DIR)`` over the converted model (its
+``base_model_name_or_path`` names our directory, which transformers alone cannot read when it is in
+glassformer's layout).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from torch import Tensor
 from ..errors import CheckpointError, ConfigError
 from ..files import read_json, why_unreadable, write_atomically
 from ..model_format import ModelDir, read_model_dir
-from ..nn.lora import LoRAConfig, LoRALinear, add_lora, has_lora, lora_layers
+from ..nn.lora import LoRAConfig, LoRALinear, adaptable, add_lora, has_lora, lora_layers
 from . import FAMILIES, hugging_face_type, load_hf_directory
 from .hf_gpt2 import _LAYER_MAP as _GPT2_LAYERS
 from .hf_llama import _LINEARS as _LLAMA_LINEARS
@@ -184,17 +188,17 @@ def adapter_base(path: str | Path) -> Path:
 
 def load_adapter(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> ModelDir:
     """The base directory's model (ours or a Hugging Face one, its tokenizer and generation settings)
-    with the adapter of ``path`` applied, on ``device``, in eval mode."""
+    with the adapter of ``path`` applied, on ``device``, in eval mode.  An adapter that ``peft`` itself
+    wrote over a GPT-2 or Llama base loads too (its settings read from adapter_config.json)."""
     path = Path(path)
     base_dir = adapter_base(path)
     tensors, metadata = _read_weights(path / ADAPTER_WEIGHTS)
-    if _OURS not in metadata:
-        raise CheckpointError(f"{path / ADAPTER_WEIGHTS} was not written by glassformer (its metadata lacks our "
-                              "LoRA settings); load it with peft onto the Hugging Face model")
-    try:
-        config = LoRAConfig.from_dict(json.loads(metadata[_OURS]))
-    except (ConfigError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path / ADAPTER_WEIGHTS}: its LoRA settings are invalid ({e})") from None
+    config = None
+    if _OURS in metadata:
+        try:
+            config = LoRAConfig.from_dict(json.loads(metadata[_OURS]))
+        except (ConfigError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{path / ADAPTER_WEIGHTS}: its LoRA settings are invalid ({e})") from None
     hf_type = hugging_face_type(base_dir)
     loaded = read_model_dir(base_dir) if hf_type is None else load_hf_directory(base_dir, hf_type)
     model = loaded.model
@@ -203,16 +207,44 @@ def load_adapter(path: str | Path, device: str | torch.device = "cpu", dtype: to
         model_type = _model_type(model)
         if metadata.get("glassformer_base_type", model_type) != model_type:
             raise ConfigError(f"the adapter is for a {metadata['glassformer_base_type']} model, the base is {model_type}")
+        modules = LAYOUTS[model_type].modules(model)
+        if config is None:
+            settings = read_json(path / ADAPTER_CONFIG, what="adapter config", error=CheckpointError)
+            config = _config_of_peft(settings, tensors, model, modules)
         add_lora(model, config)
     except ConfigError as e:
         raise CheckpointError(f"{mismatch}: {e}") from None
-    _load_peft_tensors(model, LAYOUTS[model_type].modules(model), tensors, config.r, mismatch)
+    _load_peft_tensors(model, modules, tensors, config.r, mismatch)
     model.to(device=device, dtype=dtype).eval()
     return loaded
 
 
+def _config_of_peft(settings: dict, tensors: dict[str, Tensor], model, modules: Modules) -> LoRAConfig:
+    """Our LoRAConfig for an adapter that peft wrote: its r, alpha, dropout and rsLoRA, and as targets
+    the parts of ours inside the Hugging Face modules it adapts (GPT-2's whole c_attn: our q, k and v)."""
+    unsupported = {k: settings.get(k) for k in ("use_dora", "rank_pattern", "alpha_pattern", "modules_to_save",
+                                                "layers_to_transform") if settings.get(k)}
+    if settings.get("peft_type", "LORA") != "LORA" or settings.get("bias", "none") != "none":
+        unsupported.update(peft_type=settings.get("peft_type"), bias=settings.get("bias"))
+    if unsupported:
+        raise ConfigError(f"peft settings {unsupported} are not supported: glassformer reads plain LoRA adapters "
+                          "of one rank")
+    adapted = {key.removeprefix(_PREFIX).removesuffix(".lora_A.weight") for key in tensors
+               if key.endswith(".lora_A.weight")}
+    held = {(mine, rows) for mine, theirs in modules.items() for hf_name, rows in theirs if hf_name in adapted}
+    targets = [site.name for site in adaptable(model)
+               if any(site.module == mine and rows[0] <= site.rows[0] and site.rows[1] <= rows[1] for mine, rows in held)]
+    if not targets:
+        raise ConfigError(f"none of its layers {sorted(adapted)[:3]} is a linear layer of the base's blocks")
+    return LoRAConfig(r=settings.get("r", 8), alpha=float(settings.get("lora_alpha", 8)),
+                      dropout=float(settings.get("lora_dropout", 0.0)), targets=tuple(targets),
+                      rslora=bool(settings.get("use_rslora", False)))
+
+
 def _load_peft_tensors(model, modules: Modules, tensors: dict[str, Tensor], r: int, mismatch: str) -> None:
-    """Split each Hugging Face module's A (k·r, d_in) and block-diagonal B (rows, k·r) into its k parts."""
+    """Split each Hugging Face module's A and B into the parts of ours inside it: ours wrote A (k·r, d_in)
+    stacked and B (rows, k·r) block-diagonal; peft's one LoRA over a layer we split (GPT-2's c_attn)
+    has one A (r, d_in) that every part shares, each part taking its rows of B (rows, r)."""
     used = set()
     with torch.no_grad():
         for name, layer in lora_layers(model):
@@ -224,15 +256,18 @@ def _load_peft_tensors(model, modules: Modules, tensors: dict[str, Tensor], r: i
                 if missing := [k for k in keys if k not in tensors]:
                     raise CheckpointError(f"{mismatch}: it lacks the tensor {missing[0]!r}")
                 a, b = (tensors[k] for k in keys)
-                want = {keys[0]: (len(parts) * r, layer.in_features), keys[1]: (rows[1] - rows[0], len(parts) * r)}
+                shared = len(parts) > 1 and a.shape[0] == r
+                width = r if shared else len(parts) * r
+                want = {keys[0]: (width, layer.in_features), keys[1]: (rows[1] - rows[0], width)}
                 for key, tensor in zip(keys, (a, b)):
                     if tuple(tensor.shape) != want[key]:
                         raise CheckpointError(f"{mismatch}: tensor {key!r} has shape {list(tensor.shape)} but the "
                                               f"base needs {list(want[key])}")
                 for j, part in enumerate(parts):
                     first, end = layer.parts[part]
-                    layer.lora_A[part].copy_(a[j * r:(j + 1) * r])
-                    layer.lora_B[part].copy_(b[first - rows[0]:end - rows[0], j * r:(j + 1) * r])
+                    columns = slice(0, r) if shared else slice(j * r, (j + 1) * r)
+                    layer.lora_A[part].copy_(a[columns])
+                    layer.lora_B[part].copy_(b[first - rows[0]:end - rows[0], columns])
                 used.update(keys)
     if unexpected := sorted(set(tensors) - used):
         raise CheckpointError(f"{mismatch}: it holds tensors the base has no adapter for, e.g. {unexpected[0]!r}")

@@ -26,12 +26,19 @@ Targets: "q", "k", "v" (parts of ``qkv_proj``, or cross-attention's ``q_proj`` a
 ("decoder.layers.0.*"), or "all-linear": every linear layer but the output projection (``lm_head``),
 as in ``peft``.
 
-Defaults, and where they differ from ``peft``'s (r = 8, lora_alpha = 8, dropout 0, targets chosen
-per architecture: q and v for Llama and GPT-2's fused c_attn): r = 8 and dropout 0 as there, but
-α = 16, i.e. scale α/r = 2 instead of 1.  With B at zero the first steps move A·B slowly; the LoRA
-paper's and most recipes' α = 2r (QLoRA: r 64, α 16; the paper's GPT-3 runs scale > 1) learns faster
-at the learning rates people use for LoRA (1e-4 .. 2e-4) while staying stable.  ``rslora`` (Kalajdzievski
-2023) divides by √r instead of r, so raising r does not shrink the update.
+Defaults, and where they differ from ``peft``'s (r = 8, lora_alpha = 8, dropout 0; targets chosen
+per architecture: q_proj and v_proj for Llama, but GPT-2's whole fused ``c_attn``, keys included):
+
+* r = 8 and dropout 0, as there.
+* targets q and v on every architecture, GPT-2 included: the query and value projections, which the
+  LoRA paper found the best pair for a fixed number of parameters (§7.1); peft adapts GPT-2's keys
+  too only because its c_attn is one layer, which ours need not be.
+* α = 16, i.e. scale α/r = 2 instead of peft's 1.  B starts at zero, so the scale acts as a larger
+  step size on the adapters alone; α = 2r is the common rule of thumb of LoRA fine-tuning recipes
+  (the paper itself sets α to the first r it tries and does not tune it).  Set ``alpha = r`` for
+  peft's behaviour.
+
+``rslora`` (Kalajdzievski 2023) divides by √r instead of r, so that raising r does not shrink the update.
 """
 
 from __future__ import annotations
@@ -179,7 +186,7 @@ class LoRALinear(nn.Linear):
 
 
 @dataclass(frozen=True)
-class _Site:
+class Site:
     """One adaptable piece: the linear ``module`` (its full name), a part ``part`` of its rows."""
 
     module: str
@@ -209,7 +216,7 @@ def _linear_parts(parent: nn.Module, short: str, linear: nn.Linear) -> list[tupl
     return [(short, (0, linear.out_features))]
 
 
-def _sites(model: nn.Module) -> list[_Site]:
+def adaptable(model: nn.Module) -> list[Site]:
     """Every adaptable piece of ``model``'s linear layers, in the model's order, the output layer left out."""
     modules = dict(model.named_modules())
     sites = []
@@ -218,15 +225,15 @@ def _sites(model: nn.Module) -> list[_Site]:
             continue
         parent_name, _, short = name.rpartition(".")
         parent = modules[parent_name] if parent_name else model
-        sites += [_Site(name, short, part, rows) for part, rows in _linear_parts(parent, short, module)]
+        sites += [Site(name, short, part, rows) for part, rows in _linear_parts(parent, short, module)]
     return sites
 
 
-def _matches(target: str, site: _Site) -> bool:
+def _matches(target: str, site: Site) -> bool:
     return target in (ALL_LINEAR, site.part, site.short) or fnmatch.fnmatchcase(site.name, target)
 
 
-def _choices(sites: list[_Site]) -> list[str]:
+def _choices(sites: list[Site]) -> list[str]:
     return list(dict.fromkeys([s.part for s in sites] + [s.short for s in sites if s.short != s.part]))
 
 
@@ -237,7 +244,7 @@ def add_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
     :class:`ConfigError` naming it and the choices."""
     if has_lora(model):
         raise ConfigError("this model already has LoRA adapters; merge them (merge_lora) before adding new ones")
-    sites = _sites(model)
+    sites = adaptable(model)
     family = getattr(getattr(model, "config", None), "family", type(model).__name__)
     if not sites:
         raise ConfigError(f"this {family} model has no linear layers for LoRA")
@@ -323,5 +330,5 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-__all__ = ["LoRAConfig", "LoRALinear", "add_lora", "adapters_disabled", "merge_lora", "has_lora", "lora_layers",
-           "lora_state_dict", "load_lora_state_dict", "trainable_parameters", "ALL_LINEAR"]
+__all__ = ["LoRAConfig", "LoRALinear", "Site", "adaptable", "add_lora", "adapters_disabled", "merge_lora", "has_lora",
+           "lora_layers", "lora_state_dict", "load_lora_state_dict", "trainable_parameters", "ALL_LINEAR"]

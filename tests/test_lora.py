@@ -111,6 +111,21 @@ def test_merging_and_disabling(name):
     assert all(p.requires_grad for p in merged.parameters())
 
 
+
+def test_dropout_falls_on_the_adapters_input_only():
+    """peft's lora_dropout: dropout(x) enters A, the base path sees x itself; off in eval mode."""
+    model = tiny("gpt-tiny")                 # the model's own dropout is 0
+    x = tokens()
+    with torch.no_grad():
+        base = model(x)
+        add_lora(model, LoRAConfig(dropout=0.5))
+        model.train()
+        assert torch.equal(model(x), base)                       # B = 0: dropout changes nothing yet
+        randomise_adapters(model)
+        assert not torch.equal(model(x), model(x))               # now it does, call by call
+        model.eval()
+        assert torch.equal(model(x), model(x))
+
 def test_the_update_is_scale_times_b_a_on_its_rows_only():
     """The closed form: y = x Wᵀ + b + scale · x Aᵀ Bᵀ, on the rows of V only; rsLoRA's scale is α/√r."""
     config = LoRAConfig(r=16, alpha=8.0, targets=("v",), rslora=True)

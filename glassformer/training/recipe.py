@@ -113,6 +113,7 @@ class RecipeSettings(RunSettings):
     min_lr_ratio: float = 0.1            # the cosine ends at lr * min_lr_ratio
     warmup: int = 100                    # steps of linear warm-up
     weight_decay: float = 0.05           # AdamW's, on matrices only
+    decay_embeddings: bool = False       # the embeddings decay too (nanoGPT's and GPT-2's rule)
     clip_norm: float | None = 1.0
     eval_every: int = 250
     keep_checkpoints: int = 0            # step-* model directories kept (for checkpoint averaging)
@@ -338,7 +339,8 @@ def train(run: Run, settings, fp: dict[str, Any], recipe: Recipe) -> Trained:
     steps = recipe.steps or settings.steps
     schedule = recipe.schedule or Schedule.cosine(settings.lr, settings.warmup, settings.min_lr_ratio)
     optimizer = recipe.optimizer or (lambda m: adamw(m, settings.lr, settings.weight_decay,
-                                                     getattr(settings, "betas", (0.9, 0.999))))
+                                                     getattr(settings, "betas", (0.9, 0.999)),
+                                                     decay_embeddings=settings.decay_embeddings))
     trainer = Trainer(
         recipe.model, optimizer, schedule.for_steps(steps), recipe.loss, recipe.evaluate, recipe.save,
         trainer_config(settings, run, max_steps=steps, **recipe.trainer),

@@ -25,7 +25,10 @@ PyTorch computes about 5× slower than the erf one on this project's CPU, so tha
 about 10% slower; measured 2026-12-06).
 Each side evaluates every ``--eval-every`` steps (nanoGPT on 20 training and 20 validation
 batches, from step 0 and for its ``max_iters`` + 1 steps; glassformer on 20 fixed validation
-batches, saving ``best/`` and ``last/`` each time) and reports its own final validation loss.
+batches, saving ``best/`` and ``last/`` each time) and reports its own final validation loss; to
+compare them, each side's final model is also scored the same way, on the whole validation text
+(:func:`common_val_loss`).  The training recipe is nanoGPT's on both sides, weight decay on the
+embeddings included (glassformer's ``decay_embeddings``; by default it decays only the other matrices).
 Per run the results hold the wall time and the CPU time, the training rate in steps/s read
 from each side's own log (the median over log intervals without an evaluation in them, so
 start-up and evaluation are left out), the final validation loss and the load average before
@@ -66,7 +69,7 @@ VARIANTS = {NANOGPT_MODEL: {**QUALITY_VARIANTS["no bias"], "activation": "gelu"}
 NANOGPT_FILES = ("train.py", "model.py", "configurator.py", "config/train_shakespeare_char.py")
 TEXT = harness.ROOT / "glassformer" / "data" / "corpora" / "tinyshakespeare.txt"
 SETTING = ("4 layers, 4 heads, d_model 128, block 64, batch 12, lr 1e-3 (cosine to 1e-4, 100 warm-up steps), "
-           "AdamW β2 0.99, weight decay 0.1, clip 1.0, dropout 0, Tiny Shakespeare characters")
+           "AdamW β2 0.99, weight decay 0.1 (embeddings too), clip 1.0, dropout 0, Tiny Shakespeare characters")
 BLOCK, BATCH, LAYERS, HEADS, D_MODEL, EVAL_BATCHES = 64, 12, 4, 4, 128, 20
 
 
@@ -123,7 +126,7 @@ def glassformer_command(steps: int, warmup: int, eval_every: int, variant: str, 
     """``glassformer train lm`` with the same setting (the rest of it in ``config``)."""
     config.write_text(json.dumps({
         "model": {"max_len": BLOCK, "dropout": 0.0, **VARIANTS[variant]},
-        "betas": [0.9, 0.99], "min_lr_ratio": 0.1, "weight_decay": 0.1, "clip_norm": 1.0,
+        "betas": [0.9, 0.99], "min_lr_ratio": 0.1, "weight_decay": 0.1, "decay_embeddings": True, "clip_norm": 1.0,
         "eval_batches": EVAL_BATCHES}))
     return [sys.executable, "-m", "glassformer", "train", "lm", "--data", str(TEXT), "--tokenizer", "char",
             "--preset", "gpt-mini", "--config", str(config), "--block-size", str(BLOCK), "--batch-size", str(BATCH),

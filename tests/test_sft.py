@@ -57,7 +57,7 @@ def test_the_loss_is_the_cross_entropy_of_the_response_tokens_only(base):
     # the same sums through response_logprob_sums (one padded forward, what DPO and RL read)
     ids = right_padded([e.ids for e in examples], policy.tokenizer.pad_id)
     targets = right_padded([e.targets for e in examples], 0).bool()
-    assert float(-response_logprob_sums(policy.model, ids, targets).sum()) == pytest.approx(total, rel=1e-5)
+    assert float(-response_logprob_sums(policy.model, ids, targets).sum().detach()) == pytest.approx(total, rel=1e-5)
     alone = token_logprobs(policy.model, torch.tensor([examples[1].ids]))       # right padding changes nothing
     assert torch.allclose(token_logprobs(policy.model, ids)[1, :alone.shape[1]], alone[0], atol=1e-5)
 
@@ -183,3 +183,29 @@ def test_finetune_sft_from_a_converted_hugging_face_gpt2(tmp_path, capsys):
     assert code == 0, err
     best = load_model_dir(tmp_path / "run" / "best")
     assert best.tokenizer.eos_id == eot and best.config.vocab_size == config.vocab_size
+
+
+def test_finetune_sft_with_lora_trains_adapters_only_and_saves_an_adapter_directory(base, tmp_path, capsys):
+    from glassformer.nn.lora import has_lora
+
+    weights = (base / "model.safetensors").read_bytes()
+    data = write_rows(tmp_path / "rows.jsonl", ROWS * 4)
+    out = tmp_path / "run"
+    common = ["--model", base, "--data", data, "--steps", "3", "--eval-every", "3", "--batch-size", "4",
+              "--lr", "0.01", "--lora", "--lora-r", "2"]
+    code, stdout, err = run_cli(capsys, "finetune", "sft", "--out", out, *common)
+    assert code == 0, err
+    assert "LoRA r=2" in stdout + err and "parameters trainable" in stdout + err      # the count is printed
+    assert (out / "best" / "adapter_config.json").is_file() and not (out / "best" / "model.safetensors").exists()
+    assert (base / "model.safetensors").read_bytes() == weights                      # the base is untouched
+    tuned, plain = load_model_dir(out / "best"), load_model_dir(base)
+    assert has_lora(tuned.model)
+    base_weights = plain.model.state_dict()
+    for name, tensor in tuned.model.state_dict().items():                           # only the adapters moved
+        if "lora" not in name and name in base_weights:
+            assert torch.equal(tensor, base_weights[name]), name
+    code, _, err = run_cli(capsys, "finetune", "sft", "--resume", out, "--steps", "4", "--extend")
+    one_line_error(code, err, "LoRA run", "not supported")
+    code, _, err = run_cli(capsys, "finetune", "sft", "--out", tmp_path / "r2", *common, "--lora-targets", "xyz")
+    one_line_error(code, err, "'xyz' (--lora-targets) matches no linear layer")
+    assert not (tmp_path / "r2").exists()

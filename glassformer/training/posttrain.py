@@ -200,10 +200,18 @@ def policy_saver(policy: Policy) -> Callable[[Path, nn.Module], None]:
     return save
 
 
+def refuse_adapter_resume(out_dir: str | Path, resume: bool) -> None:
+    """Resuming a LoRA run is refused in one line: its checkpoints are adapter directories, which the
+    trainer cannot restore a whole model from (yet)."""
+    if resume and (Path(out_dir) / "last" / "adapter_config.json").is_file():
+        raise ConfigError(f"{out_dir} is a LoRA run: resuming one is not supported yet (its checkpoints hold the "
+                          "adapters only); start a new run with --out elsewhere")
+
+
 def warn(message: str) -> None:
     """A warning line on stderr (the main process's only: the caller checks)."""
     print(f"glassformer: warning: {message}", file=sys.stderr, flush=True)
 
 
 __all__ = ["PostTrainSettings", "Policy", "load_policy", "lora_config", "right_padded", "token_logprobs",
-           "response_logprob_sums", "exact_match", "policy_saver", "warn"]
+           "response_logprob_sums", "exact_match", "policy_saver", "refuse_adapter_resume", "warn"]

@@ -3,6 +3,7 @@ pieces where trl exposes them), rewards that misbehave, the rollout stream, and 
 
 import json
 import math
+import signal
 from collections import defaultdict
 from types import SimpleNamespace
 
@@ -262,3 +263,69 @@ def test_a_prompts_file_needs_a_reward(tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "rl", "--model", settings.base, "--prompts", settings.data,
                            "--out", tmp_path / "out")
     one_line_error(code, err, "needs a reward", "--reward module:function")
+
+
+@pytest.mark.parametrize("lora", [None, {"r": 4, "alpha": 8.0}])
+def test_the_kl_penalty_reads_the_starting_model(tmp_path, lora):
+    """With beta > 0 the reference is the starting model (a frozen copy, or with LoRA the same model with its
+    adapters disabled): zero KL before the first update; after updates the policy moves away and the
+    reference does not."""
+    from glassformer.training.posttrain import token_logprobs
+    from glassformer.training.rl import reference_logprobs, rl_loss
+
+    settings = settings_for_toy(tmp_path, beta=0.1, lora=lora, lr=5e-2)
+    policy = load_policy(settings)
+    reward = load_reward(settings.reward)
+    data = rl_data(settings, policy, reward)
+    reference = reference_logprobs(policy, settings, "cpu")
+    stream = Rollouts(policy, data.rows["train"], data.prompts["train"], reward, settings, reference=reference)
+    batch = next(stream)
+    torch.testing.assert_close(batch.ref_logp, token_logprobs(policy.model, batch.ids).detach())
+    loss = rl_loss(settings)
+    assert float(loss(policy.model, batch).figures["kl"]) == pytest.approx(0.0, abs=1e-6)
+    optimizer = torch.optim.Adam([p for p in policy.model.parameters() if p.requires_grad], lr=settings.lr)
+    for _ in range(3):
+        out = loss(policy.model, batch)
+        (out.total / out.n_tokens).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert float(loss(policy.model, batch).figures["kl"]) > 1e-4
+    torch.testing.assert_close(reference(batch.ids), batch.ref_logp)          # the reference did not move
+
+
+def test_a_resumed_run_samples_and_learns_as_the_uninterrupted_one(tmp_path, monkeypatch):
+    from glassformer.errors import TrainingInterrupted
+    from glassformer.training.trainer import Trainer
+
+    whole = train_rl(settings_for_toy(tmp_path, steps=6, eval_every=3), tmp_path / "whole")
+    original = Trainer.train_step
+
+    def interrupted_after_3(self, batches):          # as a SIGTERM during the third step
+        out = original(self, batches)
+        if self.step == 2:
+            self._signal = signal.SIGTERM
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_after_3)
+    with pytest.raises(TrainingInterrupted):
+        train_rl(settings_for_toy(tmp_path, steps=6, eval_every=3), tmp_path / "cut")
+    monkeypatch.undo()
+    resumed = train_rl(None, tmp_path / "cut", resume=True)
+
+    def rewards(run):
+        records = [json.loads(line) for line in (run.out_dir / "log.jsonl").read_text().splitlines()]
+        return [r["reward"] for r in records if r["kind"] == "train"]
+
+    assert resumed.result.resumed_from == 3
+    assert rewards(resumed) == rewards(whole)
+    for name, tensor in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], tensor)
+
+
+def test_the_numbers_task_rows_and_reward():
+    from glassformer.data.instructions import numbers_instructions
+    from glassformer.training.rl import exact_answer
+
+    q = numbers_instructions("train", 1)[0]
+    assert exact_answer(q.prompt, f" {q.answer}\nmore", answer=q.answer, kind=q.kind) == 1.0
+    assert exact_answer(q.prompt, f"{q.answer}0", answer=q.answer, kind=q.kind) == 0.0

@@ -206,7 +206,8 @@ def load_adapter(path: str | Path, device: str | torch.device = "cpu", dtype: to
     try:
         model_type = _model_type(model)
         if metadata.get("glassformer_base_type", model_type) != model_type:
-            raise ConfigError(f"the adapter is for a {metadata['glassformer_base_type']} model, the base is {model_type}")
+            raise ConfigError(f"the adapter is for a {metadata['glassformer_base_type']} model, "
+                              f"the base is {model_type}")
         modules = LAYOUTS[model_type].modules(model)
         if config is None:
             settings = read_json(path / ADAPTER_CONFIG, what="adapter config", error=CheckpointError)
@@ -232,8 +233,8 @@ def _config_of_peft(settings: dict, tensors: dict[str, Tensor], model, modules: 
     adapted = {key.removeprefix(_PREFIX).removesuffix(".lora_A.weight") for key in tensors
                if key.endswith(".lora_A.weight")}
     held = {(mine, rows) for mine, theirs in modules.items() for hf_name, rows in theirs if hf_name in adapted}
-    targets = [site.name for site in adaptable(model)
-               if any(site.module == mine and rows[0] <= site.rows[0] and site.rows[1] <= rows[1] for mine, rows in held)]
+    targets = [site.name for site in adaptable(model) if any(
+        site.module == mine and rows[0] <= site.rows[0] and site.rows[1] <= rows[1] for mine, rows in held)]
     if not targets:
         raise ConfigError(f"none of its layers {sorted(adapted)[:3]} is a linear layer of the base's blocks")
     return LoRAConfig(r=settings.get("r", 8), alpha=float(settings.get("lora_alpha", 8)),
@@ -273,4 +274,5 @@ def _load_peft_tensors(model, modules: Modules, tensors: dict[str, Tensor], r: i
         raise CheckpointError(f"{mismatch}: it holds tensors the base has no adapter for, e.g. {unexpected[0]!r}")
 
 
-__all__ = ["save_adapter", "load_adapter", "adapter_base", "is_adapter_dir", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "LAYOUTS"]
+__all__ = ["save_adapter", "load_adapter", "adapter_base", "is_adapter_dir", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS",
+           "LAYOUTS"]

@@ -109,3 +109,117 @@ def test_loss_and_rewards_equal_trls_on_the_same_batch(kind, rng):
     assert figures["rejected_reward"] == pytest.approx(their_metrics["rewards/rejected"][0], rel=1e-6)
     assert figures["margin"] == pytest.approx(their_metrics["rewards/margins"][0], rel=1e-6)
     assert figures["accuracy"] == pytest.approx(their_metrics["rewards/accuracies"][0])
+
+
+# -- the task -------------------------------------------------------------------------------------------
+# prefer the first number of the prompt to a two-digit one: a rule a tiny model learns in a few steps
+PAIRS = [{"prompt": f"{a}+{b}?", "chosen": str(a), "rejected": str(b + 10)} for a in range(10) for b in range(4)]
+
+
+@pytest.fixture
+def base(tmp_path):
+    from helpers import untrained_gpt
+
+    return untrained_gpt(tmp_path / "base", "User: Assistant: 0123456789+?\n")
+
+
+def _jsonl(path, rows):
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_a_few_steps_raise_the_preference_for_the_chosen_answers(base, tmp_path):
+    from glassformer.training.dpo import (DPOSettings, encode_pairs, evaluate_preferences, in_order,
+                                          reference_logprobs, train_dpo)
+    from glassformer.training.posttrain import load_policy
+
+    data = _jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    settings = DPOSettings(base=str(base), steps=30, lr=3e-3, warmup=2, eval_every=30, progress=False)
+    run = train_dpo(data, settings, tmp_path / "run")
+    before = load_policy(settings)                 # the base, as the run started from it
+    pairs = encode_pairs(before, PAIRS)
+    pad = before.tokenizer.pad_id if before.tokenizer.pad_id is not None else before.tokenizer.eos_id
+    # the implicit rewards on the training pairs, the base as reference: the chosen answers gained on the
+    # rejected ones (before any step every reward is 0: accuracy 0, margin 0, loss log 2)
+    reference = reference_logprobs(before.model, pairs, 64, pad, "cpu")
+    figures = evaluate_preferences(run.model, in_order(pairs, 64, pad, reference), settings, False, "cpu")
+    assert figures["accuracy"] >= 0.9 and figures["margin"] > 0 and figures["loss"] < math.log(2)
+    last = run.result.history[-1]
+    assert last["margin"] > 0 and {"loss", "accuracy", "margin", "chosen_reward", "rejected_reward"} <= set(last)
+    # the reference the run trained against is the base's, computed before the first step and kept
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "run" / "reference.safetensors"))
+    every = torch.cat([saved["train"], saved["valid"]])
+    assert every.shape == reference.shape
+    assert torch.allclose(every[every[:, 0].argsort()], reference[reference[:, 0].argsort()], atol=1e-5)
+    assert (tmp_path / "run" / "results.json").is_file()
+
+
+def test_the_reference_with_lora_is_the_base_exactly(base):
+    from glassformer.nn.lora import lora_layers
+    from glassformer.training.dpo import DPOSettings, collate_pairs, encode_pairs, pair_logprobs
+    from glassformer.training.posttrain import load_policy, response_logprob_sums
+
+    policy = load_policy(DPOSettings(base=str(base), lora={"r": 4, "targets": ["q", "v"]}))
+    torch.manual_seed(1)
+    with torch.no_grad():                                   # as if trained: the adapters now change the outputs
+        for _, layer in lora_layers(policy.model):
+            for p in layer.parameters():
+                if p.requires_grad:
+                    p.add_(torch.randn_like(p) * 0.3)
+    plain = load_policy(DPOSettings(base=str(base)))
+    batch = collate_pairs(encode_pairs(policy, PAIRS[:6]), policy.tokenizer.eos_id)
+    policy_sums, reference = pair_logprobs(policy.model.eval(), batch, lora=True)
+    with torch.no_grad():
+        base_sums = response_logprob_sums(plain.model.eval(), batch.ids, batch.targets)
+    assert torch.equal(reference, base_sums)
+    assert not torch.allclose(policy_sums, base_sums, atol=1e-3)       # the adapters are on outside it
+    assert not reference.requires_grad and policy_sums.requires_grad
+
+
+def test_a_resumed_run_reads_the_reference_it_started_with(base, tmp_path, monkeypatch):
+    from glassformer.training import dpo
+
+    data = _jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    first = dpo.train_dpo(data, {"base": str(base), "steps": 4, "eval_every": 2, "progress": False}, tmp_path / "run")
+    saved = (tmp_path / "run" / "reference.safetensors").read_bytes()
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("a resumed run recomputed the reference")
+
+    monkeypatch.setattr(dpo, "reference_logprobs", recomputed)
+    resumed = dpo.train_dpo(None, {"steps": 6}, tmp_path / "run", resume=True, extend=True)
+    assert resumed.result.steps == 6 and first.result.steps == 4
+    assert (tmp_path / "run" / "reference.safetensors").read_bytes() == saved
+
+
+# -- bad input: one line, nothing written -----------------------------------------------------------------
+@pytest.mark.parametrize("row, words", [
+    ({"prompt": "1+1?", "chosen": "2", "rejected": "2"}, ["line 3", "'chosen' equals 'rejected'"]),
+    ({"prompt": "1+1?", "chosen": "2"}, ["line 3", "no 'rejected' field"]),
+    ({"prompt": "1+1?", "chosen": "2", "rejected": 3}, ["line 3", "'rejected' is a int, not a string"]),
+    ({"prompt": "1+1?", "chosen": "2é", "rejected": "2ü"}, ["line 3", "the same tokens"]),
+    ({"prompt": "1+" * 40, "chosen": "2", "rejected": "3"}, ["line 3", "tokens, more than the 64"]),
+])
+def test_bad_pairs_are_one_line_and_leave_nothing(base, tmp_path, capsys, row, words):
+    from helpers import one_line_error, run_cli
+
+    data = _jsonl(tmp_path / "pairs.jsonl", PAIRS[:2] + [row] + PAIRS[2:4])
+    code, _, err = run_cli(capsys, "train", "dpo", "--model", base, "--data", data, "--out", tmp_path / "run",
+                           "--steps", 2)
+    one_line_error(code, err, *words)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_command_trains_and_reports(base, tmp_path, capsys):
+    from helpers import run_cli
+
+    data = _jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    code, out, err = run_cli(capsys, "train", "dpo", "--model", base, "--data", data, "--out", tmp_path / "run",
+                             "--steps", 4, "--eval-every", 2, "--loss", "ipo", "--beta", 0.5)
+    assert code == 0, err
+    assert "ipo loss, beta 0.5" in out and "preference accuracy" in out.splitlines()[-2]
+    assert (tmp_path / "run" / "best" / "model.safetensors").is_file()

@@ -103,7 +103,8 @@ def prepared(folder: Path, device: torch.device, bf16: bool):
         args = DPOConfig(output_dir=str(folder / f"trl-{precompute}"), per_device_train_batch_size=SHAPE["pairs"],
                          learning_rate=LR, beta=BETA, loss_type=["sigmoid"], max_grad_norm=1.0, weight_decay=0.0,
                          precompute_ref_log_probs=precompute, precompute_ref_batch_size=SHAPE["pairs"],
-                         max_length=None, report_to=[], bf16=bf16, use_cpu=device.type == "cpu",
+                         max_length=None, report_to=[], use_cpu=device.type == "cpu",
+                         bf16=bf16,                      # stated: trl's own default is bf16, ours fp32 unless asked
                          dataloader_num_workers=0, disable_tqdm=True, seed=0)
         model = GPT2LMHeadModel.from_pretrained(folder / "hf")
         trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=hf_tokenizer)

@@ -236,3 +236,46 @@ def test_the_command_trains_and_reports(base, tmp_path, capsys):
     assert code == 0, err
     assert "ipo loss, beta 0.5" in out and "preference accuracy" in out.splitlines()[-2]
     assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
+
+
+def test_answer_logprobs_equal_trls_on_the_converted_model(tmp_path):
+    """The log-probability sums DPO trains on, ours against trl's (its precomputed reference) for the same
+    pairs on the Hugging Face export of the same model: the same ids, answer tokens and EOS on both sides."""
+    pytest.importorskip("trl", reason="the comparison with trl needs it: pip install -e '.[dev]'")
+    from datasets import Dataset
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+    from trl import DPOConfig, DPOTrainer
+
+    from glassformer.interop import save_hf_directory
+    from glassformer.model_dir import save_model_dir
+    from glassformer.models import build_model, preset
+    from glassformer.tokenizers import Tokenizer
+    from glassformer.tokenizers.chat import DEFAULT_CHAT_TEMPLATE, render
+    from glassformer.training.dpo import DPOSettings, encode_pairs, reference_logprobs
+    from glassformer.training.posttrain import load_policy
+
+    rows = PAIRS[::5]
+    tokenizer = Tokenizer.train_char(["User: Assistant: 0123456789+?\n"])
+    torch.manual_seed(0)
+    model = build_model(preset("gpt-tiny", vocab_size=tokenizer.vocab_size))
+    save_model_dir(tmp_path / "base", model, tokenizer)
+    save_hf_directory(model, tmp_path / "hf", tokenizer)
+    policy = load_policy(DPOSettings(base=str(tmp_path / "base")))
+    ours = reference_logprobs(policy.model, encode_pairs(policy, rows), 4, policy.tokenizer.eos_id, "cpu")
+
+    def turn(row, side):        # the assistant's turn as our template renders it; trl appends the EOS itself
+        prompt = render(DEFAULT_CHAT_TEMPLATE, [{"role": "user", "content": row["prompt"]}], True)
+        whole = render(DEFAULT_CHAT_TEMPLATE, [{"role": "user", "content": row["prompt"]},
+                                               {"role": "assistant", "content": row[side]}], False)
+        return prompt, whole[len(prompt):]
+
+    data = Dataset.from_dict({"prompt": [turn(r, "chosen")[0] for r in rows],
+                              "chosen": [turn(r, "chosen")[1] for r in rows],
+                              "rejected": [turn(r, "rejected")[1] for r in rows]})
+    args = DPOConfig(output_dir=str(tmp_path / "trl"), per_device_train_batch_size=4, precompute_ref_log_probs=True,
+                     precompute_ref_batch_size=4, max_length=None, report_to=[], use_cpu=True, disable_tqdm=True,
+                     bf16=False)                                  # (trl's default is bf16; ours fp32 on a CPU)
+    trainer = DPOTrainer(model=GPT2LMHeadModel.from_pretrained(tmp_path / "hf"), args=args, train_dataset=data,
+                         processing_class=AutoTokenizer.from_pretrained(tmp_path / "hf"))
+    theirs = torch.tensor([trainer.train_dataset["ref_chosen_logps"], trainer.train_dataset["ref_rejected_logps"]]).t()
+    assert torch.allclose(ours, theirs.float(), atol=1e-5), (ours, theirs)

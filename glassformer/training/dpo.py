@@ -10,7 +10,11 @@ started from) more than that of y_r.  The implicit reward of an answer is
 and the losses (per pair; the step's loss is their mean):
 
     sigmoid (DPO, eq. 7)   −log σ(r(x, y_c) − r(x, y_r))
-    ipo (Azar et al. 2023, eq. 17)   (h − 1/(2β))²,  h = (log π/π_ref)(y_c) − (log π/π_ref)(y_r)
+    ipo (Azar et al. 2023, eq. 17)   (h − 1/(2β))²,  h = (log π/π_ref)(y_c)/|y_c| − (log π/π_ref)(y_r)/|y_r|
+
+IPO's log-ratios are averaged over each answer's tokens (|y|), as trl does and as the IPO authors
+confirmed their results were computed: with sums, the fixed target margin 1/(2β) would ask as much
+of a one-token answer as of a long one.  The rewards (and the sigmoid loss) use the sums.
 
 β (0.1 by default, as in the paper and trl) says how far the policy may drift from the reference.
 

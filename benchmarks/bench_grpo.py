@@ -90,7 +90,7 @@ def ours_step(model_dir: Path, new_tokens: int, device: torch.device, compile_de
     from glassformer.training.trainer import Trainer, TrainerConfig
 
     settings = RLSettings(base=str(model_dir), batch_size=PROMPTS, group=GROUP, max_new_tokens=new_tokens, lr=1e-5,
-                          clip_norm=1.0, compile=compile_decoding, device=str(device), progress=False)
+                          clip_norm=1.0, compile_sampling=compile_decoding, device=str(device), progress=False)
     policy = load_policy(settings)
     reward = NamedReward(distinct_characters, "distinct_characters")
     data = rl_data(settings, policy, reward)

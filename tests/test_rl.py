@@ -244,7 +244,8 @@ def test_a_reward_that_fails_during_training_stops_the_command_with_one_line(tmp
 
 
 @pytest.mark.parametrize("flags,words", [
-    (["--max-new-tokens", 40], ["prompts.jsonl line 1: the prompt is 19 tokens", "at most 8 fit", "context of 48"]),
+    (["--max-new-tokens", 40], ["prompts.jsonl line 1: the prompt is 19 tokens", "at most 8 fit in the 48 tokens"]),
+    (["--max-len", 22], ["prompts.jsonl line 5: the prompt is 20 tokens", "at most 19 fit in the 22 tokens"]),
     (["--reward", "nowhere_xyz:f"], ["--reward 'nowhere_xyz:f'", "cannot import nowhere_xyz"]),
     (["--group", 1], ["group=1 is invalid", "at least 2"]),
     (["--distributed", "fsdp"], ["fsdp", "--distributed ddp"]),
@@ -329,3 +330,27 @@ def test_the_numbers_task_rows_and_reward():
     q = numbers_instructions("train", 1)[0]
     assert exact_answer(q.prompt, f" {q.answer}\nmore", answer=q.answer, kind=q.kind) == 1.0
     assert exact_answer(q.prompt, f"{q.answer}0", answer=q.answer, kind=q.kind) == 0.0
+
+
+def test_train_rl_on_the_built_in_task_from_the_command_line(tmp_path, capsys):
+    """--task numbers-instruct: the exact-answer reward, held-out exact match per question type at each evaluation
+    and on the test questions in results.json, the figures of every step in log.jsonl."""
+    from glassformer.data.instructions import numbers_instructions
+
+    torch.manual_seed(0)
+    texts = [q.prompt + q.answer for split in ("train", "valid", "test") for q in numbers_instructions(split, 400)]
+    tokenizer = Tokenizer.train_char(["User: Assistant:\n", *texts])
+    save_model_dir(tmp_path / "base", GPT(preset("gpt-tiny", vocab_size=tokenizer.vocab_size, max_len=128)), tokenizer,
+                   generation={"task": "lm"})
+    code, out, err = run_cli(capsys, "train", "rl", "--model", tmp_path / "base", "--task", "numbers-instruct",
+                             "--out", tmp_path / "run", "--steps", 2, "--batch-size", 2, "--group", 4,
+                             "--max-new-tokens", 8, "--examples", 20, "--eval-questions", 8, "--eval-every", 2,
+                             "--log-every", 1, "--device", "cpu")
+    assert code == 0, err
+    assert out.strip().splitlines()[-1].endswith(f"held-out exact match 0.000; model saved to {tmp_path / 'run' / 'best'}")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert {"exact", "exact_words", "exact_add", "exact_compare", "exact_german"} <= set(results["test"])
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert len(train) == 2 and all(r["correct"] == 0.0 and r["reward"] == 0.0 for r in train)   # a random model
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [2] and "exact_add" in records[-1]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from .common import (COSINE_FLAGS, add_cosine_schedule_flags, add_run_flags, fresh_output_dir, non_negative_float,
                      positive_float, positive_int, setting_defaults, train_settings, trained)
 from .lora import add_lora_flags, lora_setting
@@ -42,6 +44,8 @@ def register_train(train_subparsers) -> None:
     t.add_argument("--temperature", type=positive_float,
                    help=f"sampling temperature, {TEMPERATURE_RANGE[0]:g} to {TEMPERATURE_RANGE[1]:g} "
                         f"(default: {d['temperature']:g})")
+    t.add_argument("--compile-sampling", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode the completions through the compiled step (CUDA graphs) (default: on a CUDA GPU)")
     t.add_argument("--examples", type=positive_int,
                    help=f"training questions of the built-in task (default: {d['examples']})")
     t.add_argument("--eval-questions", type=positive_int,
@@ -56,7 +60,7 @@ def register_train(train_subparsers) -> None:
 
 
 _FLAGS = ("base", "data", "reward", "valid", "group", "batch_size", "epsilon", "beta", "scale_rewards",
-          "max_new_tokens", "temperature", "examples", "eval_questions", "max_len", "seed", *COSINE_FLAGS)
+          "max_new_tokens", "temperature", "compile_sampling", "examples", "eval_questions", "max_len", "seed", *COSINE_FLAGS)
 
 
 def train_rl_cmd(args) -> int:

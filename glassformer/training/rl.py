@@ -6,7 +6,7 @@ Used by ``glassformer train rl`` and usable from Python::
     run = train_rl(RLSettings(base="runs/sft/best", task="numbers-instruct", group=8), "runs/rl")
 
 Each step samples G completions (a *group*, default 8) for each of P prompts with the library's one
-batched generation loop (a static KV cache; compiled on a GPU), scores every completion with a reward
+batched generation loop (a static KV cache; its step compiled with CUDA graphs on a GPU), scores every completion with a reward
 ``reward(prompt, completion) -> float`` (a program that checks the answer), and moves the policy toward
 the completions that scored above their group's mean (Shao et al. 2024, DeepSeekMath §4.1):
 
@@ -207,6 +207,7 @@ class RLSettings(PostTrainSettings):
     scale_rewards: bool = True           # divide the advantages by the group's standard deviation
     max_new_tokens: int = 64             # tokens per completion at most
     temperature: float = 1.0             # of the sampling
+    compile_sampling: bool | None = None # decode through the compiled step (CUDA graphs); None: on a CUDA GPU
     valid: str | None = None             # a JSONL file of held-out prompts (a prompts file's evaluation)
     examples: int = 4000                 # numbers-instruct: training questions
     eval_questions: int = 200            # held-out questions (or prompts) answered greedily at each evaluation
@@ -310,6 +311,7 @@ class Rollouts(DrawnBatches):
         self.options = SamplingOptions(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                                        seed=settings.seed)
         self.draws = 0                   # micro-batches drawn so far, over every process (the sampling streams)
+        self.compile = settings.compile_sampling
         self._handed_out: float | None = None
 
     def draw(self) -> list[int]:
@@ -347,10 +349,13 @@ class Rollouts(DrawnBatches):
         consecutive."""
         g, policy = self.settings.group, self.policy
         prompts = [self.prompts[i] for i in chosen for _ in range(g)]
-        with autocast(self.precision, next(policy.model.parameters()).device):
+        device = next(policy.model.parameters()).device
+        if self.compile is None:                     # (the model is on its device by the first draw)
+            self.compile = device.type == "cuda"
+        with autocast(self.precision, device):
             completions = sample_completions(policy.model, policy.tokenizer, prompts, self.options,
                                              streams=range(number * len(prompts), (number + 1) * len(prompts)),
-                                             compile=self.settings.compile)
+                                             compile=self.compile)
         rows = [self.rows[i] for i in chosen for _ in range(g)]
         texts = [completion_text(policy.tokenizer, c) for c in completions]
         rewards = scored(self.reward, [r["prompt"] for r in rows], texts, [fields(r) for r in rows])
@@ -450,15 +455,16 @@ def rl_data(settings: RLSettings, policy: Policy, reward: Reward) -> RLData:
         train_rows = read_prompt_rows(settings.data)
         valid_rows = read_prompt_rows(settings.valid) if settings.valid else train_rows[: settings.eval_questions]
         rows = {"train": train_rows, "valid": valid_rows}
-    room = policy.model.config.max_len - settings.max_new_tokens
+    room = policy.max_len - settings.max_new_tokens
     prompts = {}
     for split, split_rows in rows.items():
         prompts[split] = [encode_prompt(policy.tokenizer, row["prompt"], policy.template) for row in split_rows]
         for i, (row, ids) in enumerate(zip(split_rows, prompts[split])):
             if len(ids) > room:
                 raise InputError(f"{where(row, i)}: the prompt is {len(ids)} tokens; with {settings.max_new_tokens} "
-                                 f"new tokens (--max-new-tokens) at most {max(room, 0)} fit in the model's context "
-                                 f"of {policy.model.config.max_len}: shorten it or generate fewer tokens")
+                                 f"new tokens (--max-new-tokens) at most {max(room, 0)} fit in the {policy.max_len} "
+                                 "tokens of a sequence (--max-len; default the model's context): shorten it or "
+                                 "generate fewer tokens")
     return RLData(rows, prompts, reward, questions)
 
 

@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..models import CaptionModel, preset
 from ..tasks.caption import greedy_ids
 from .common import summed, summed_loss
-from .checks import check_positive_int, check_preset, check_types
+from .checks import check_positive_int
 from .recipe import Recipe, RecipeSettings, checked, evaluate_best, saver, seeded_model, settings_for, start_run, train
 from .trainer import TrainResult
 
@@ -49,16 +49,13 @@ class CaptionSettings(RecipeSettings):
     test_strips: int = 1000
 
     task: ClassVar[str] = "caption"
+    family: ClassVar[str] = "caption"
 
-    def __post_init__(self) -> None:
-        check_types(self)
+    def check(self) -> None:
         check_positive_int(self, "min_digits", "max_digits", "batch_size", "grad_accum", "steps", "valid_strips",
                            "test_strips", "eval_every")
         if self.min_digits > self.max_digits:
             raise ConfigError(f"min_digits={self.min_digits} is more than max_digits={self.max_digits}")
-        self.check_run_settings()
-        check_preset(self, "caption")
-
 
 
 @dataclass

@@ -49,7 +49,7 @@ from ..models.config import PRESETS, preset_names
 from ..tasks.classify import predict
 from ..tokenizers import Tokenizer
 from .common import digest, summed_loss
-from .checks import check_positive_int, check_range, check_types
+from .checks import check_positive_int, check_range
 from .optim import adamw
 from .metrics import macro_f1
 from .recipe import (Recipe, RunSettings, checked, resumed_tokenizer, saver, settings_for, start_run, train,
@@ -84,8 +84,7 @@ class ClassifySettings(RunSettings):
     eval_batch_size: int = 64
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        check_types(self)
+    def check(self) -> None:
         check_positive_int(self, "vocab_size", "epochs", "batch_size", "grad_accum", "eval_batch_size")
         check_positive_int(self, "steps", "max_len", "eval_every", optional=True)
         check_range(self, "warmup", 0, 1, high_open=True)
@@ -93,7 +92,6 @@ class ClassifySettings(RunSettings):
             raise ConfigError(f"schedule={self.schedule!r} is invalid; choose one of {list(SCHEDULES)}")
         if self.max_len is not None and self.max_len < 3:
             raise ConfigError(f"max_len={self.max_len} is invalid; [CLS] text [SEP] needs at least 3 positions")
-        self.check_run_settings()
         if self.regression and self.multi_label:
             raise ConfigError("regression and multi_label exclude each other (numbers, or several class names)")
         if self.from_preset:

@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..models import GPT, preset
 from ..tokenizers import Tokenizer
 from .common import perplexity, summed, summed_loss
-from .checks import check_positive_int, check_preset, check_types
+from .checks import check_positive_int
 from .recipe import (Recipe, RecipeSettings, checked, resumed_tokenizer, saver, seeded_model, settings_for, start_run,
                      train, written_once)
 from .trainer import TrainResult
@@ -55,16 +55,13 @@ class LMSettings(RecipeSettings):
     eval_batches: int = 20
 
     task: ClassVar[str] = "lm"
+    family: ClassVar[str] = "gpt"
 
-    def __post_init__(self) -> None:
-        check_types(self)
+    def check(self) -> None:
         if self.tokenizer not in TOKENIZERS:
             raise ConfigError(f"tokenizer={self.tokenizer!r} is invalid; choose one of {list(TOKENIZERS)}")
         check_positive_int(self, "batch_size", "grad_accum", "steps", "eval_every", "eval_batches", "vocab_size")
         check_positive_int(self, "block_size", optional=True)
-        self.check_run_settings()
-        check_preset(self, "gpt")
-
 
 
 @dataclass

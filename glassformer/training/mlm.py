@@ -35,7 +35,7 @@ from ..errors import ConfigError
 from ..models import Bert, preset
 from ..tokenizers import Tokenizer
 from .common import perplexity, summed, summed_loss
-from .checks import check_positive_int, check_preset, check_range, check_types
+from .checks import check_positive_int, check_range
 from .lm import window
 from .recipe import (Recipe, RecipeSettings, checked, resumed_tokenizer, saver, seeded_model, settings_for, start_run,
                      train, trained_once, written_once)
@@ -62,18 +62,15 @@ class MLMSettings(RecipeSettings):
     eval_batches: int = 20
 
     task: ClassVar[str] = "mlm"
+    family: ClassVar[str] = "bert"
 
-    def __post_init__(self) -> None:
-        check_types(self)
+    def check(self) -> None:
         check_positive_int(self, "batch_size", "grad_accum", "steps", "eval_every", "eval_batches", "vocab_size")
         check_positive_int(self, "block_size", optional=True)
         if self.block_size is not None and self.block_size < 3:
             raise ConfigError(f"block_size={self.block_size} is invalid; a window needs [CLS], a token and [SEP]: "
                               "3 or more")
         check_range(self, "mask_prob", 0, 1, low_open=True, high_open=True)
-        self.check_run_settings()
-        check_preset(self, "bert")
-
 
 
 @dataclass

@@ -39,7 +39,7 @@ from ..tokenizers import Tokenizer
 from . import distributed
 from .checkpoints import (check_fingerprint, existing_run, find_checkpoint, read_training_checkpoint,
                           read_training_info)
-from .checks import check_positive_int, check_shared_settings
+from .checks import check_positive_int, check_preset, check_shared_settings, check_types
 from .distributed import World, barrier, gather, shutdown
 from .optim import adamw
 from .precision import PRECISIONS, resolve_precision
@@ -81,12 +81,25 @@ class RunSettings:
 
     setting_name: ClassVar[str] = "training setting"   # how an unknown key is named in the error
     task: ClassVar[str] = ""                             # the task's name in TASKS, recorded with the run
+    family: ClassVar[str] = ""                           # the model family whose preset ``preset`` names
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
         """The settings from a dict (a --config file, a resumed run's); an unknown key is a ConfigError
         listing the valid ones, and the subclass's checks run."""
         return dataclass_from_dict(cls, data, cls.setting_name)
+
+    def __post_init__(self) -> None:
+        """Every check, before anything is read or written: the fields' types, the task's own
+        (:meth:`check`), how the run executes, then the preset (when the task names a ``family``)."""
+        check_types(self)
+        self.check()
+        self.check_run_settings()
+        if self.family:
+            check_preset(self, self.family)
+
+    def check(self) -> None:
+        """The task's own checks of its settings (ranges, choices ...)."""
 
     def check_run_settings(self) -> None:
         if self.precision not in PRECISIONS:

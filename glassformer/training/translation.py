@@ -25,7 +25,7 @@ from ..model_dir import SOURCE_TOKENIZER
 from ..models import Transformer, preset
 from ..tokenizers import Tokenizer
 from .common import digest, perplexity, summed, summed_loss
-from .checks import check_positive_int, check_preset, check_range, check_types
+from .checks import check_positive_int, check_range
 from .optim import paper_adam
 from .recipe import Recipe, RunSettings, checked, resumed_tokenizer, saver, seeded_model, settings_for, start_run, train
 from .schedules import Schedule, noam_schedule
@@ -54,15 +54,12 @@ class TranslationSettings(RunSettings):
     seed: int = 0
 
     task: ClassVar[str] = "translation"
+    family: ClassVar[str] = "transformer"
 
-    def __post_init__(self) -> None:
-        check_types(self)
+    def check(self) -> None:
         check_positive_int(self, "vocab_size", "max_tokens", "steps", "warmup", "grad_accum")
         check_positive_int(self, "max_sentences", "eval_every", optional=True)
         check_range(self, "lr_factor", 0, low_open=True)
-        self.check_run_settings()
-        check_preset(self, "transformer")
-
 
 
 @dataclass

@@ -21,7 +21,7 @@ from ..data.images import ImageSet, ImageStream, batches_of, load_digits, load_i
 from ..errors import ConfigError
 from ..models import ViT, preset
 from .common import summed, summed_loss
-from .checks import check_positive_int, check_preset, check_types
+from .checks import check_positive_int
 from .recipe import Recipe, RecipeSettings, checked, evaluate_best, saver, seeded_model, settings_for, start_run, train
 from .trainer import TrainResult
 
@@ -39,13 +39,10 @@ class ViTSettings(RecipeSettings):
     shift: int = 0                       # augmentation: move training images by up to this many pixels
 
     task: ClassVar[str] = "vit"
+    family: ClassVar[str] = "vit"
 
-    def __post_init__(self) -> None:
-        check_types(self)
+    def check(self) -> None:
         check_positive_int(self, "batch_size", "grad_accum", "steps", "eval_every")
-        self.check_run_settings()
-        check_preset(self, "vit")
-
 
 
 @dataclass

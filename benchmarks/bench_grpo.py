@@ -134,7 +134,8 @@ def trl_step(model_dir: Path, new_tokens: int, device: torch.device, bf16: bool)
                         use_cpu=device.type == "cpu", report_to="none", logging_steps=10 ** 9, save_strategy="no",
                         max_steps=10 ** 6, seed=0, dataloader_num_workers=0)
     trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), reward_funcs=reward, args=config,
-                          train_dataset=Dataset.from_list(rows), processing_class=AutoTokenizer.from_pretrained(model_dir))
+                          train_dataset=Dataset.from_list(rows),
+                          processing_class=AutoTokenizer.from_pretrained(model_dir))
     trainer.create_optimizer_and_scheduler(num_training_steps=10 ** 6)
     trainer.current_gradient_accumulation_steps = 1
     trainer.model.train()
@@ -163,7 +164,8 @@ def markdown(r: dict) -> str:
         f"| trl GRPOTrainer | {t['trl']['median']:.3f} ({t['trl']['best']:.3f}) | {1 / t['trl']['median']:.2f} |", "",
         f"Ratio ours / trl: **{r['ratio']['median']:.2f}×** (best rounds {r['ratio']['best']:.2f}×; target ≥ "
         f"{r['target_ratio']}×: {met}).", "",
-        f"Where glassformer's step goes (medians over the timed steps): sampling and scoring {split['generation']:.2f} s, "
+        "Where glassformer's step goes (medians over the timed steps): sampling and scoring "
+        f"{split['generation']:.2f} s, "
         f"the update (forward, backward, AdamW) {split['update']:.2f} s; completions of {split['length']:.1f} tokens "
         "on average.", "",
         "Every round's figure is in the JSON file.", "",

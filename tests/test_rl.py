@@ -150,7 +150,8 @@ def test_grpo_loss_equals_trls_compute_loss():
         model=SimpleNamespace(training=False), current_gradient_accumulation_steps=1,
         accelerator=SimpleNamespace(num_processes=1, reduce=lambda x, reduction: x, gather=lambda x: x),
         _metrics={"eval": defaultdict(list)})
-    inputs = {"prompt_ids": torch.zeros(rows, 2, dtype=torch.long), "prompt_mask": torch.ones(rows, 2, dtype=torch.long),
+    inputs = {"prompt_ids": torch.zeros(rows, 2, dtype=torch.long),
+              "prompt_mask": torch.ones(rows, 2, dtype=torch.long),
               "completion_ids": torch.zeros(rows, length, dtype=torch.long), "completion_mask": mask,
               "advantages": advantages, "old_per_token_logps": old, "ref_per_token_logps": ref,
               "num_items_in_batch": mask.sum()}
@@ -347,7 +348,8 @@ def test_train_rl_on_the_built_in_task_from_the_command_line(tmp_path, capsys):
                              "--max-new-tokens", 8, "--examples", 20, "--eval-questions", 8, "--eval-every", 2,
                              "--log-every", 1, "--device", "cpu")
     assert code == 0, err
-    assert out.strip().splitlines()[-1].endswith(f"held-out exact match 0.000; model saved to {tmp_path / 'run' / 'best'}")
+    last = out.strip().splitlines()[-1]
+    assert last.endswith(f"held-out exact match 0.000; model saved to {tmp_path / 'run' / 'best'}"), last
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert {"exact", "exact_words", "exact_add", "exact_compare", "exact_german"} <= set(results["test"])
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]

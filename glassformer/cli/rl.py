@@ -34,7 +34,8 @@ def register_train(train_subparsers) -> None:
     t.add_argument("--group", type=positive_int, help=f"completions sampled per prompt (default: {d['group']})")
     t.add_argument("--batch-size", type=positive_int,
                    help=f"prompts per micro-batch, each sampled --group times (default: {d['batch_size']})")
-    t.add_argument("--epsilon", type=positive_float, help=f"clip range of the probability ratio (default: {d['epsilon']:g})")
+    t.add_argument("--epsilon", type=positive_float,
+                   help=f"clip range of the probability ratio (default: {d['epsilon']:g})")
     t.add_argument("--beta", type=non_negative_float,
                    help=f"weight of the KL penalty to the starting model, k3 estimator (default: {d['beta']:g}: none)")
     t.add_argument("--no-std-scale", dest="scale_rewards", action="store_false", default=None,
@@ -60,7 +61,8 @@ def register_train(train_subparsers) -> None:
 
 
 _FLAGS = ("base", "data", "reward", "valid", "group", "batch_size", "epsilon", "beta", "scale_rewards",
-          "max_new_tokens", "temperature", "compile_sampling", "examples", "eval_questions", "max_len", "seed", *COSINE_FLAGS)
+          "max_new_tokens", "temperature", "compile_sampling", "examples", "eval_questions", "max_len", "seed",
+          *COSINE_FLAGS)
 
 
 def train_rl_cmd(args) -> int:

@@ -3,12 +3,13 @@
 Used by ``glassformer train rl`` and usable from Python::
 
     from glassformer.training.rl import RLSettings, train_rl
-    run = train_rl(RLSettings(base="runs/sft/best", task="numbers-instruct", group=8), "runs/rl")
+    run = train_rl(RLSettings(base="runs/sft/best", data="numbers-instruct", group=8), "runs/rl")
 
 Each step samples G completions (a *group*, default 8) for each of P prompts with the library's one
-batched generation loop (a static KV cache; its step compiled with CUDA graphs on a GPU), scores every completion with a reward
-``reward(prompt, completion) -> float`` (a program that checks the answer), and moves the policy toward
-the completions that scored above their group's mean (Shao et al. 2024, DeepSeekMath §4.1):
+batched generation loop (a static KV cache; its step compiled with CUDA graphs on a GPU), scores every
+completion with a reward ``reward(prompt, completion) -> float`` (a program that checks the answer), and
+moves the policy toward the completions that scored above their group's mean (Shao et al. 2024,
+DeepSeekMath §4.1):
 
     advantage   A_i = (r_i - mean(r_group)) / (std(r_group) + 1e-4)        (the division optional)
     ratio       ρ_t = π(o_t | q, o_<t) / π_old(o_t | q, o_<t)
@@ -20,12 +21,26 @@ the completions that scored above their group's mean (Shao et al. 2024, DeepSeek
 The standard deviation is Bessel's (n - 1), and ε = 0.2, β = 0 and the token-level normalisation
 are ``trl``'s GRPOTrainer defaults (its ``loss_type="dapo"``).  A group whose rewards are all equal
 has advantages of zero: it teaches nothing, so it is dropped before the update and its share
-reported.  Each sampled batch is used for one update, so the policy that sampled it is the one
-being updated: the old log-probabilities are the current ones, detached (ρ = 1 in value, its
-gradient that of log π), as in ``trl`` with one iteration per generation.
+reported; a draw with no group left is drawn again (DAPO's dynamic sampling, Yu et al. 2025, bounded).
+Each sampled batch is used for one update, so the policy that sampled it is the one being updated:
+the old log-probabilities are the current ones, detached (ρ = 1 in value, its gradient that of
+log π), as in ``trl`` with one iteration per generation.
 
 The reference model for the KL penalty costs no copy with LoRA (the same model with its adapters
 disabled); without LoRA it is a frozen copy of the starting weights.
+
+Logged per step (log.jsonl's "train" records, the progress line): ``reward`` (mean over every completion
+sampled), ``correct`` (share with a reward > 0), ``length`` (completion tokens), ``skipped_groups`` (share
+of groups dropped), ``kl`` (β > 0), ``generation_s`` (sampling and scoring) and ``update_s`` (the rest of
+the step), per micro-batch.  Evaluation: on the built-in task the exact-match share of greedy answers to
+held-out questions, per question type (``best/``: the highest); on a prompts file the mean reward of
+greedy completions.
+
+    run_dir/
+      last/          training checkpoint (a model directory, or an adapter directory with LoRA)
+      best/          the best held-out figure, saved as last/ is
+      log.jsonl      training and evaluation records
+      results.json   best/'s figures on the test questions (a prompts file: on the validation prompts)
 """
 
 from __future__ import annotations
@@ -505,7 +520,8 @@ def train_rl(settings: RLSettings | dict[str, Any] | None, out_dir: str | Path, 
     policy = load_policy(settings)
     data = rl_data(settings, policy, reward)
     fp = checked(run, settings, policy.model.config, settings.steps,
-                 digest=digest(json.dumps(r, sort_keys=True) + "\n" for r in (*data.rows["train"], *data.rows["valid"])))
+                 digest=digest(json.dumps(r, sort_keys=True) + "\n"
+                               for r in (*data.rows["train"], *data.rows["valid"])))
     stream = Rollouts(policy, data.rows["train"], data.prompts["train"], reward, settings,
                       reference=reference_logprobs(policy, settings, run.device), precision=run.precision,
                       rank=run.world.rank, world=run.world.size)

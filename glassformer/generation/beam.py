@@ -68,7 +68,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..nn import KVCache
-from .processors import apply_bans, check_number, check_rules, end_ids, penalise_repetition, token_history
+from .processors import apply_bans, check_number, check_rules, end_ids, output_ids, penalise_repetition, token_history
 
 LENGTH_PENALTIES = ("gnmt", "hf")
 MAX_ALPHA = 10.0
@@ -164,6 +164,14 @@ class BeamOutput(NamedTuple):
     lengths: Tensor
     scores: Tensor
     log_probs: Tensor
+
+    def hypotheses(self, options) -> tuple[list[list[list[int]]], list[list[float]]]:
+        """Per sentence, the token ids of its hypotheses (up to the end token of ``options``, without
+        padding) and their scores, best first; missing hypotheses left out."""
+        tokens, lengths, scores = self.tokens.tolist(), self.lengths.tolist(), self.scores.tolist()
+        kept = [[k for k, n in enumerate(row) if n > 0] for row in lengths]
+        return ([[output_ids(tokens[b][k][: lengths[b][k]], options) for k in ks] for b, ks in enumerate(kept)],
+                [[scores[b][k] for k in ks] for b, ks in enumerate(kept)])
 
 
 @torch.inference_mode()     # no autograd bookkeeping at all: a few percent per step on CPU

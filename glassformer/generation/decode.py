@@ -37,7 +37,8 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..nn import KVCache
 from .beam import BeamOptions, beam_search
-from .mbr import _strip, check_utility, mbr_decode
+from .mbr import check_utility, mbr_decode
+from .processors import output_ids
 from .sampling import SamplingOptions, generate
 
 
@@ -124,18 +125,12 @@ def decode(
 
     if beam > 1:
         out = beam_search(model, cache, first_tokens, beam_options, max_lengths=max_lengths)
-        tokens, lengths, scores = out.tokens.tolist(), out.lengths.tolist(), out.scores.tolist()
-        hyps = [[_strip(tokens[b][k][: lengths[b][k]], sampling)
-                 for k in range(n_best) if lengths[b][k] > 0] for b in range(len(tokens))]
-        kept = [[scores[b][k] for k in range(n_best) if lengths[b][k] > 0] for b in range(len(tokens))]
+        hyps, scores = out.hypotheses(sampling)
         texts = [[detokenize(h) for h in row] for row in hyps] if detokenize else None
-        return Decoded(hyps, texts, kept, "beam")
+        return Decoded(hyps, texts, scores, "beam")
 
-    new = generate(model, cache, first_tokens, sampling, streams=streams)      # (batch, t)
-    if max_lengths is not None:   # generation is causal: cutting at the limit = stopping there
-        limit = max_lengths.to(new.device)[:, None]
-        new = new.masked_fill(torch.arange(new.shape[1], device=new.device)[None] >= limit, sampling.pad_id)
-    hyps = [[_strip(row, sampling)] for row in new.tolist()]
+    new = generate(model, cache, first_tokens, sampling, streams=streams, max_lengths=max_lengths)   # (batch, t)
+    hyps = [[output_ids(row, sampling)] for row in new.tolist()]
     texts = [[detokenize(h) for h in row] for row in hyps] if detokenize else None
     return Decoded(hyps, texts, None, "greedy" if sampling.greedy else "sample")
 

@@ -24,7 +24,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..nn import KVCache
 from .beam import BeamOptions, beam_search
-from .processors import end_ids
+from .processors import output_ids
 from .sampling import SamplingOptions, generate
 
 UTILITIES = ("bleu", "chrf")
@@ -35,11 +35,8 @@ def _metric(utility: str):
     """A sacrebleu metric whose ``sentence_score(hyp, [ref]).score`` is the utility (0..100)."""
     from sacrebleu.metrics import BLEU, CHRF
 
-    if utility == "bleu":
-        return BLEU(effective_order=True)       # sentence-level BLEU with the usual smoothing
-    if utility == "chrf":
-        return CHRF()
-    raise ConfigError(f"mbr utility {utility!r} is unknown; choose one of {list(UTILITIES)}")
+    check_utility(utility)
+    return BLEU(effective_order=True) if utility == "bleu" else CHRF()    # BLEU: sentence-level, the usual smoothing
 
 
 def check_utility(utility: str) -> None:
@@ -66,7 +63,6 @@ def mbr_rank(candidates: Sequence[str], utility: str = "bleu") -> tuple[list[int
     Returns (indices of the first occurrence of each distinct candidate, best first;
     their expected utilities).
     """
-    check_utility(utility)
     metric = _metric(utility)
     first: dict[str, int] = {}
     counts: dict[str, int] = {}
@@ -89,18 +85,6 @@ def mbr_rank(candidates: Sequence[str], utility: str = "bleu") -> tuple[list[int
         expected.append(total / (n - 1))
     order = sorted(range(len(distinct)), key=lambda k: (-expected[k], first[distinct[k]]))
     return [first[distinct[k]] for k in order], [expected[k] for k in order]
-
-
-def _strip(row: Sequence[int], options) -> list[int]:
-    """Token ids up to (not including) the first end token of ``options``, without padding."""
-    ends = set(end_ids(options))
-    out = []
-    for tok in row:
-        if tok in ends:
-            break
-        if tok != options.pad_id:
-            out.append(tok)
-    return out
 
 
 def mbr_candidates(
@@ -131,26 +115,18 @@ def mbr_candidates(
         raise ConfigError(f"mbr_candidates={n!r} is invalid; it must be a positive integer")
     batch = first_tokens.shape[0]
     if source == "beam":
-        base = beam_options or BeamOptions()
-        opts = replace(base, beam=n, n_best=n)
-        out = beam_search(model, cache, first_tokens, opts, max_lengths=max_lengths)
-        tokens, lengths = out.tokens.tolist(), out.lengths.tolist()
-        return [[_strip(tokens[b][k][: lengths[b][k]], opts)
-                 for k in range(n) if lengths[b][k] > 0] for b in range(batch)]
+        opts = replace(beam_options or BeamOptions(), beam=n, n_best=n)
+        return beam_search(model, cache, first_tokens, opts, max_lengths=max_lengths).hypotheses(opts)[0]
     sampling = sampling or SamplingOptions()
     if sampling.greedy:
         sampling = replace(sampling, temperature=1.0)
     rows = torch.arange(batch, device=first_tokens.device).repeat_interleave(n)
     model.reorder_cache(cache, rows)
     inputs = range(batch) if streams is None else streams
-    tokens = generate(model, cache, first_tokens[rows], sampling,
-                      streams=[s * n + k for s in inputs for k in range(n)])           # (batch * n, t)
-    if max_lengths is not None:   # sampling is causal: cutting at the limit = stopping there
-        limit = max_lengths.to(tokens.device)[rows][:, None]
-        tokens = tokens.masked_fill(torch.arange(tokens.shape[1], device=tokens.device)[None] >= limit,
-                                    sampling.pad_id)
+    tokens = generate(model, cache, first_tokens[rows], sampling, streams=[s * n + k for s in inputs for k in range(n)],
+                      max_lengths=None if max_lengths is None else max_lengths.repeat_interleave(n))   # (batch * n, t)
     rows_list = tokens.tolist()
-    return [[_strip(rows_list[b * n + k], sampling) for k in range(n)]
+    return [[output_ids(rows_list[b * n + k], sampling) for k in range(n)]
             for b in range(batch)]
 
 

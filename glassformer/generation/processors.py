@@ -81,6 +81,18 @@ def end_ids(options) -> tuple[int, ...]:
     return tuple(dict.fromkeys(([options.eos_id] if options.eos_id is not None else []) + list(options.eos_ids)))
 
 
+def output_ids(row: Sequence[int], options) -> list[int]:
+    """Token ids up to (not including) the first end token of ``options``, without padding."""
+    ends = set(end_ids(options))
+    out = []
+    for tok in row:
+        if tok in ends:
+            break
+        if tok != options.pad_id:
+            out.append(tok)
+    return out
+
+
 def token_history(first_tokens: Tensor, key_padding: Tensor | None, max_new_tokens: int) -> Tensor:
     """(rows, t0 + max_new_tokens) token ids: ``first_tokens`` (padding → -1), then -1 to be filled."""
     rows, t0 = first_tokens.shape
@@ -175,5 +187,5 @@ def keep_top_p(scores: Tensor, p: float | None) -> Tensor:
     return scores.masked_fill(drop, NEG_INF)
 
 
-__all__ = ["check_rules", "check_number", "REPETITION_PENALTY_RANGE", "token_history", "penalise_repetition",
+__all__ = ["check_rules", "check_number", "REPETITION_PENALTY_RANGE", "output_ids", "token_history", "penalise_repetition",
            "forbid_tokens", "ban_repeated_ngrams", "forbid_eos_before", "apply_bans", "apply_temperature", "keep_top_k", "keep_top_p"]

@@ -239,13 +239,19 @@ def generate_stream(
 
 @torch.inference_mode()
 def generate(model, cache: KVCache, first_tokens: Tensor, options: SamplingOptions, *, use_cache: bool = True,
-             check_every: int | None = None, streams: Sequence[int] | None = None) -> Tensor:
+             check_every: int | None = None, streams: Sequence[int] | None = None,
+             max_lengths: Tensor | None = None) -> Tensor:
     """All new tokens at once: (batch, n_new), ``pad_id`` after a row's EOS; ``n_new`` ends with the
     step at which the last row finished (or at ``max_new_tokens``), whatever ``check_every`` is.
-    ``streams``: each row's random stream (see :func:`generate_stream`)."""
+    ``streams``: each row's random stream (see :func:`generate_stream`); ``max_lengths`` (batch,): each
+    row's limit, ``pad_id`` after it (generation is causal: cutting at the limit = stopping there)."""
     steps = list(generate_stream(model, cache, first_tokens, options, use_cache=use_cache, check_every=check_every,
                                  streams=streams))
-    return cut_after_last_eos(torch.stack(steps, dim=1), end_ids(options))
+    tokens = cut_after_last_eos(torch.stack(steps, dim=1), end_ids(options))
+    if max_lengths is None:
+        return tokens
+    past = torch.arange(tokens.shape[1], device=tokens.device)[None] >= max_lengths.to(tokens.device)[:, None]
+    return tokens.masked_fill(past, options.pad_id)
 
 
 def cut_after_last_eos(tokens: Tensor, eos_id: int | Sequence[int] | None) -> Tensor:

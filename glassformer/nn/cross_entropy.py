@@ -28,6 +28,12 @@ the stored gradients by the incoming gradient of the (scalar) loss. The price is
 that those gradients are computed even if backward is never called, so under
 ``torch.no_grad()`` (evaluation) they are not computed at all.
 
+Per token (``reduction="none"``: DPO's and RL's log-probabilities, one per response token). The
+loss of each row is returned, so its gradient is a different factor per row and the trick above
+(∂loss/∂W summed in the forward pass) no longer applies; the forward pass keeps only each row's
+logsumexp and the backward pass recomputes the chunk's logits: one more matmul than the sum, but
+only at the counted rows — the ignored ones (a prompt, padding) never reach the output layer.
+
 Mixed precision: the matmuls run in the dtype of the inputs (or the autocast
 dtype, bf16 say); logsumexp and softmax always run in float32 (float64 for
 float64 inputs), and the returned gradients come back in each input's dtype.
@@ -59,7 +65,8 @@ def linear_cross_entropy(
     reduction: str = "sum",
 ) -> Tensor:
     """The summed cross-entropy of ``softmax(hidden @ weight.T + bias)`` against ``target``
-    (``reduction="mean"``: divided by the number of counted tokens, at least 1).
+    (``reduction="mean"``: divided by the number of counted tokens, at least 1; ``reduction="none"``:
+    each row's, shaped like ``target``, 0 where ignored — computed at the counted rows only).
 
     hidden (..., d_model), weight (vocab, d_model), bias (vocab,) or None, target (...) of
     token ids -> a scalar, float32 (float64 if ``hidden`` is float64). Rows whose target is
@@ -76,8 +83,8 @@ def linear_cross_entropy(
         raise ValueError(f"target {tuple(target.shape)} must have hidden's shape without d_model: {tuple(hidden.shape[:-1])}")
     if bias is not None and bias.shape != weight.shape[:1]:
         raise ValueError(f"bias {tuple(bias.shape)} must be (vocab,) = {tuple(weight.shape[:1])}")
-    if reduction not in ("sum", "mean"):
-        raise ConfigError(f"reduction={reduction!r} is invalid; choose 'sum' or 'mean'")
+    if reduction not in ("sum", "mean", "none"):
+        raise ConfigError(f"reduction={reduction!r} is invalid; choose 'sum', 'mean' or 'none'")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ConfigError(f"label_smoothing={label_smoothing!r} must lie in [0, 1]")
     if chunk_rows is None:
@@ -96,6 +103,9 @@ def linear_cross_entropy(
         raise ValueError(
             f"hidden ({hidden.dtype}), weight ({weight.dtype}) and bias must share a dtype outside autocast"
         )
+    if reduction == "none":
+        with torch.autocast(device_type, enabled=False):
+            return _per_row(hidden, weight, bias, target, ignore_index, float(label_smoothing), int(chunk_rows))
     with torch.autocast(device_type, enabled=False):
         total = _LinearCrossEntropy.apply(
             hidden.reshape(-1, hidden.shape[-1]),
@@ -180,6 +190,77 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if grad_bias is not None:
             grad_bias = (grad_bias * grad_loss).to(bias_dtype)
         return grad_hidden, grad_weight, grad_bias, None, None, None, None, None
+
+
+def _per_row(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, ignore_index: int,
+             smoothing: float, chunk_rows: int) -> Tensor:
+    """hidden (..., d_model), target (...) -> each row's loss (...), 0 where ``target`` is ignored: the
+    counted rows are gathered, and only they go through the output layer."""
+    flat = target.reshape(-1)
+    counted = (flat != ignore_index).nonzero().squeeze(1)                       # (n,)
+    rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, counted)        # (n, d_model)
+    losses = _LinearCrossEntropyPerRow.apply(rows, weight, bias, flat.index_select(0, counted), smoothing,
+                                             chunk_rows)                        # (n,)
+    return losses.new_zeros(flat.shape).index_copy(0, counted, losses).reshape(target.shape)
+
+
+class _LinearCrossEntropyPerRow(torch.autograd.Function):
+    """hidden (rows, d_model), weight (vocab, d_model), bias (vocab,) | None, target (rows,) -> losses (rows,).
+    Every row is counted (the caller drops the ignored ones)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, target, smoothing, chunk_rows):
+        acc_dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+        vocab = weight.shape[0]
+        losses = hidden.new_empty(hidden.shape[0], dtype=acc_dtype)
+        lse = hidden.new_empty(hidden.shape[0], dtype=acc_dtype)                # logsumexp of each row's logits
+        for start in range(0, hidden.shape[0], chunk_rows):
+            z = F.linear(hidden[start:start + chunk_rows], weight, bias).to(acc_dtype)   # (n, vocab)
+            y = target[start:start + chunk_rows, None]                                  # (n, 1)
+            top = torch.logsumexp(z, dim=-1)                                            # (n,)
+            lse[start:start + chunk_rows] = top
+            loss = top - (1.0 - smoothing) * z.gather(1, y).squeeze(1)
+            if smoothing:
+                loss -= (smoothing / vocab) * z.sum(dim=-1)
+            losses[start:start + chunk_rows] = loss
+        ctx.save_for_backward(hidden, weight, bias, target, lse)
+        ctx.smoothing, ctx.chunk_rows = smoothing, chunk_rows
+        return losses
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_losses):
+        hidden, weight, bias, target, lse = ctx.saved_tensors
+        smoothing, chunk_rows, vocab = ctx.smoothing, ctx.chunk_rows, weight.shape[0]
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_hidden = torch.empty_like(hidden) if need_h else None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.promote_types(weight.dtype, lse.dtype),
+                                  device=weight.device) if need_w else None
+        grad_bias = torch.zeros(vocab, dtype=lse.dtype, device=weight.device) if need_b and bias is not None else None
+        for start in range(0, hidden.shape[0], chunk_rows):
+            h = hidden[start:start + chunk_rows]                                        # (n, d_model)
+            g = grad_losses[start:start + chunk_rows, None].to(lse.dtype)               # (n, 1)
+            # ∂loss/∂z = softmax(z) − (1 − ε) onehot(y) − ε/V, times each row's incoming gradient
+            dz = F.linear(h, weight, bias).to(lse.dtype).sub_(lse[start:start + chunk_rows, None]).exp_()
+            if smoothing:
+                dz.sub_(smoothing / vocab)
+            dz.scatter_add_(1, target[start:start + chunk_rows, None], dz.new_full((h.shape[0], 1), smoothing - 1.0))
+            dz.mul_(g)
+            if grad_bias is not None:
+                grad_bias += dz.sum(dim=0)
+            dz = dz.to(hidden.dtype)
+            if need_h:
+                torch.mm(dz, weight, out=grad_hidden[start:start + chunk_rows])
+            if need_w:
+                if grad_weight.dtype == dz.dtype:
+                    grad_weight.addmm_(dz.t(), h)
+                else:
+                    grad_weight += torch.mm(dz.t(), h)
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        if grad_bias is not None:
+            grad_bias = grad_bias.to(bias.dtype)
+        return grad_hidden, grad_weight, grad_bias, None, None, None
 
 
 __all__ = ["linear_cross_entropy", "CHUNK_BYTES"]

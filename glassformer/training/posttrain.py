@@ -9,7 +9,7 @@ what the run saves: an adapter directory with LoRA, else a model directory with 
 tokenizer, generation settings and the chat template it was trained with.
 
 The log-probability of a response (DPO's and RL's quantity) is one forward over right-padded rows,
-read at the target positions::
+with the output layer applied at the target positions only (the prompt's never reach it)::
 
     ids      BOS  User: ...  Assistant:  9   5   \\n  EOS  pad pad
     targets   .       .           .      x   x   x    x    .   .
@@ -130,23 +130,31 @@ def load_policy(settings: PostTrainSettings) -> Policy:
 
 
 # -- log-probabilities of given tokens -----------------------------------------------------------------
+IGNORE = -100                            # the target of a position whose log-probability is not wanted
+
+
 def right_padded(seqs: list[list[int]], pad_id: int) -> Tensor:
     """Rows of ids, right-padded with ``pad_id`` to the longest: (batch, longest) long."""
     width = max(len(s) for s in seqs)
     return torch.tensor([list(s) + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
 
 
-def token_logprobs(model: nn.Module, ids: Tensor) -> Tensor:
-    """ids (batch, seq) -> log p(ids[:, t+1] | ids[:, :t+1]) (batch, seq - 1), in float32, one forward."""
-    logits = model(ids[:, :-1]).float()                         # (batch, seq - 1, vocab)
-    chosen = logits.gather(-1, ids[:, 1:, None]).squeeze(-1)    # (batch, seq - 1)
-    return chosen - torch.logsumexp(logits, dim=-1)
+def token_logprobs(model: nn.Module, ids: Tensor, mask: Tensor | None = None) -> Tensor:
+    """ids (batch, seq) -> log p(ids[:, t+1] | ids[:, :t+1]) (batch, seq - 1), in float32, one forward;
+    with ``mask`` (batch, seq - 1) bool, only where it is set (0 elsewhere).
+
+    It goes through the model's own forward with the next tokens as targets (so that wrappers — DDP,
+    FSDP, ``torch.compile`` — see the whole computation), per token (``reduction="none"``): the fused
+    output layer and cross-entropy (:func:`~glassformer.nn.linear_cross_entropy`) run at the masked
+    positions only, a chunk at a time, and the (batch, seq, vocab) logits are never formed."""
+    targets = ids[:, 1:] if mask is None else ids[:, 1:].masked_fill(~mask, IGNORE)
+    return -model(ids[:, :-1], targets, reduction="none", ignore_index=IGNORE)
 
 
 def response_logprob_sums(model: nn.Module, ids: Tensor, targets: Tensor) -> Tensor:
     """ids, targets (batch, seq) (targets bool: the response tokens) -> (batch,) each row's summed
-    log-probability of its target tokens."""
-    return (token_logprobs(model, ids) * targets[:, 1:].to(torch.float32)).sum(-1)
+    log-probability of its target tokens (computed at those tokens only)."""
+    return token_logprobs(model, ids, targets[:, 1:]).sum(-1)
 
 
 # -- held-out exact match (the numbers task) ------------------------------------------------------------

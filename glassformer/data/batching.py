@@ -8,6 +8,7 @@ Batch order is shuffled each epoch from a seeded generator.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Sequence
@@ -16,26 +17,31 @@ import torch
 from torch import Tensor
 
 
-@dataclass
-class TranslationBatch:
-    """Teacher forcing: the decoder reads ``tgt_in`` = BOS + target and predicts ``tgt_out`` = target + EOS."""
-
-    src: Tensor          # (batch, src_len)
-    tgt_in: Tensor       # (batch, tgt_len)
-    tgt_out: Tensor      # (batch, tgt_len)
-    n_tokens: int        # real target tokens (the loss normaliser)
-
-    def to(self, device) -> "TranslationBatch":
-        return TranslationBatch(to_device(self.src, device), to_device(self.tgt_in, device),
-                                to_device(self.tgt_out, device), self.n_tokens)
-
-
 def to_device(tensor: Tensor, device) -> Tensor:
     """Copy a CPU batch tensor to ``device``; to a GPU through pinned memory, without waiting for the copy."""
     device = torch.device(device)
     if device.type == "cuda" and tensor.device.type == "cpu":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
+
+
+class Batch:
+    """A batch (a dataclass of tensors and counts) that the trainer moves to its device."""
+
+    def to(self, device):
+        """The batch with its tensors on ``device`` (:func:`to_device`) and its counts as they are."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dataclasses.replace(self, **{k: to_device(v, device) for k, v in values.items() if isinstance(v, Tensor)})
+
+
+@dataclass
+class TranslationBatch(Batch):
+    """Teacher forcing: the decoder reads ``tgt_in`` = BOS + target and predicts ``tgt_out`` = target + EOS."""
+
+    src: Tensor          # (batch, src_len)
+    tgt_in: Tensor       # (batch, tgt_len)
+    tgt_out: Tensor      # (batch, tgt_len)
+    n_tokens: int        # real target tokens (the loss normaliser)
 
 
 def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> Tensor:

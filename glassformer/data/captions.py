@@ -26,7 +26,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..tokenizers import Tokenizer
 from ..tokenizers.tokenizer import SPECIAL_TOKENS, UNK
-from .batching import to_device
+from .batching import Batch
 from .images import ImageSet, load_digits, load_image, shift_images, split
 from .streams import DrawnBatches
 
@@ -67,15 +67,11 @@ class CaptionSet:
 
 
 @dataclass
-class CaptionBatch:
+class CaptionBatch(Batch):
     images: Tensor             # (batch, channels, H, W)
     tgt_in: Tensor             # (batch, max_digits + 1): BOS + names, padded
     tgt_out: Tensor            # (batch, max_digits + 1): names + EOS, padded
     n_tokens: int              # real target tokens (the loss normaliser)
-
-    def to(self, device) -> "CaptionBatch":
-        return CaptionBatch(to_device(self.images, device), to_device(self.tgt_in, device),
-                            to_device(self.tgt_out, device), self.n_tokens)
 
 
 @dataclass

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from .batching import pad, to_device
+from .batching import Batch, pad
 from .parallel import read_text
 from .streams import EpochBatches
 
@@ -203,7 +203,7 @@ def _label_order(name: str):
 
 # -- encoding and batches ------------------------------------------------------------------------
 @dataclass
-class ClassifyBatch:
+class ClassifyBatch(Batch):
     """Examples framed ``[CLS] A [SEP] (B [SEP])`` and padded to the longest of the batch."""
 
     tokens: Tensor       # (batch, seq) ids, [PAD] after the end
@@ -211,10 +211,6 @@ class ClassifyBatch:
     mask: Tensor         # (batch, seq) bool, True = a real token
     targets: Tensor      # (batch,) class ids (long), numbers (float) for regression; (batch, labels) 0/1 multi-label
     n_tokens: int        # examples in the batch (the loss normaliser; counted on the CPU)
-
-    def to(self, device) -> "ClassifyBatch":
-        return ClassifyBatch(to_device(self.tokens, device), to_device(self.segments, device),
-                             to_device(self.mask, device), to_device(self.targets, device), self.n_tokens)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, InputError
 from ..files import why_unreadable
-from .batching import to_device
+from .batching import Batch
 from .streams import EpochBatches
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -45,13 +45,10 @@ class ImageSplits:
 
 
 @dataclass
-class ImageBatch:
+class ImageBatch(Batch):
     images: Tensor
     labels: Tensor
     n_tokens: int              # examples (the loss is per image)
-
-    def to(self, device) -> "ImageBatch":
-        return ImageBatch(to_device(self.images, device), to_device(self.labels, device), self.n_tokens)
 
 
 def split(data: ImageSet, seed: int, test: float = 0.2, valid: float = 0.1) -> ImageSplits:

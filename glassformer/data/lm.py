@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..files import why_unreadable
-from .batching import to_device
+from .batching import Batch
 from .parallel import read_text
 
 PYTHON_STDLIB = "python-stdlib"
@@ -115,7 +115,7 @@ def read_ids(path: str | Path) -> np.memmap:
 
 
 @dataclass
-class LMBatch:
+class LMBatch(Batch):
     """x: (batch, block) input ids; y: (batch, block) the id after each (the targets)."""
 
     x: Tensor
@@ -125,9 +125,6 @@ class LMBatch:
     def __post_init__(self) -> None:
         if self.n_tokens < 0:   # counted once, where the batch is made (on the CPU): reading it costs no sync
             self.n_tokens = int((self.y != -100).sum())
-
-    def to(self, device) -> "LMBatch":
-        return LMBatch(to_device(self.x, device), to_device(self.y, device), self.n_tokens)
 
 
 class LMData:

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from .batching import to_device
+from .batching import Batch
 from .lm import read_ids, split_point, write_ids
 from .streams import DrawnBatches
 
@@ -47,7 +47,7 @@ IGNORE = -100                 # a target that is not predicted (cross-entropy's 
 
 
 @dataclass
-class MLMBatch:
+class MLMBatch(Batch):
     """tokens: (batch, block) the masked inputs; targets: (batch, block) the original id at the
     selected positions, -100 elsewhere; n_tokens: the number of selected positions."""
 
@@ -58,9 +58,6 @@ class MLMBatch:
     def __post_init__(self) -> None:
         if self.n_tokens < 0:   # counted once, where the batch is made (on the CPU): reading it costs no sync
             self.n_tokens = int((self.targets != IGNORE).sum())
-
-    def to(self, device) -> "MLMBatch":
-        return MLMBatch(to_device(self.tokens, device), to_device(self.targets, device), self.n_tokens)
 
 
 # -- masking ---------------------------------------------------------------------------------

@@ -358,7 +358,7 @@ def test_train_rl_on_the_built_in_task_from_the_command_line(tmp_path, capsys):
     assert [r["step"] for r in records if r["kind"] == "eval"] == [2] and "exact_add" in records[-1]
 
 
-def test_a_lora_run_saves_adapters_and_its_resumption_is_refused(tmp_path, capsys):
+def test_a_lora_run_saves_adapters_and_resumes(tmp_path, capsys):
     settings = settings_for_toy(tmp_path)
     code, out, err = run_cli(capsys, "train", "rl", "--model", settings.base, "--prompts", settings.data,
                              "--reward", settings.reward, "--out", tmp_path / "run", "--steps", 2, "--eval-every", 2,
@@ -367,5 +367,5 @@ def test_a_lora_run_saves_adapters_and_its_resumption_is_refused(tmp_path, capsy
     assert code == 0, err
     assert "with LoRA r=2" in out and "KL penalty β 0.1" in out
     assert (tmp_path / "run" / "best" / "adapter_config.json").is_file()
-    code, _, err = run_cli(capsys, "train", "rl", "--resume", tmp_path / "run", "--steps", 4)
-    one_line_error(code, err, "is a LoRA run", "not supported yet")
+    code, _, err = run_cli(capsys, "train", "rl", "--resume", tmp_path / "run", "--steps", 4, "--extend")
+    assert code == 0, err                                   # (resuming exactly: tests/test_posttrain_resume.py)

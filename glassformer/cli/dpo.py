@@ -9,7 +9,7 @@ from __future__ import annotations
 from .common import (COSINE_FLAGS, add_cosine_schedule_flags, add_run_flags, fresh_output_dir, open_fraction,
                      positive_float, positive_int, setting_defaults, train_settings, trained)
 from .lora import add_lora_flags
-from .posttrain import _exact, lora_from_flags, refuse_lora_resume
+from .posttrain import _exact, lora_from_flags
 
 
 def register_train(train_subparsers) -> None:
@@ -59,7 +59,6 @@ def train_dpo_cmd(args) -> int:
     from ..devices import pick_device
     from ..training.dpo import DPOSettings, train_dpo
 
-    refuse_lora_resume(args)
     out, resume, source, settings, _ = train_settings(
         args, _FLAGS, task=DPOSettings.task, data_flag="data", data_key="source", also=lora_from_flags(args),
         missing='give --data: a JSONL file of {"prompt", "chosen", "rejected"} rows, or numbers-instruct')

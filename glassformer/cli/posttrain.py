@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from pathlib import Path
 
 from .common import (COSINE_FLAGS, add_cosine_schedule_flags, add_run_flags, fresh_output_dir, open_fraction,
                      positive_int, setting_defaults, train_settings, trained)
@@ -88,19 +87,9 @@ _FLAGS = ("base", "valid_fraction", "train_on_prompt", "max_len", "batch_size", 
           *COSINE_FLAGS)
 
 
-def refuse_lora_resume(args) -> None:
-    """``--resume`` of a LoRA run: one line now, before its settings are read (its checkpoints are adapters)."""
-    from ..training.posttrain import refuse_adapter_resume
-
-    if args.resume is not None:
-        refuse_adapter_resume(Path(args.out if args.resume is True else args.resume), True)
-
-
 def finetune_sft_cmd(args) -> int:
     from ..devices import pick_device
     from ..training.sft import SFTSettings, finetune_sft
-
-    refuse_lora_resume(args)
 
     out, resume, data, settings, _ = train_settings(
         args, _FLAGS, task=SFTSettings.task, data_flag="data", data_key="source", also=lora_from_flags(args),
@@ -127,4 +116,4 @@ def _exact(figures: dict) -> str:
     return f", exact match {figures['exact']:.1%} ({kinds})"
 
 
-__all__ = ["register", "finetune_sft_cmd", "lora_from_flags", "refuse_lora_resume"]
+__all__ = ["register", "finetune_sft_cmd", "lora_from_flags"]

@@ -68,9 +68,7 @@ _FLAGS = ("base", "data", "reward", "valid", "group", "batch_size", "epsilon", "
 def train_rl_cmd(args) -> int:
     from ..devices import pick_device
     from ..training.rl import RLSettings, train_rl
-    from .posttrain import refuse_lora_resume
 
-    refuse_lora_resume(args)
     lora = lora_setting(args)
     out, resume, _, settings, _ = train_settings(args, _FLAGS, task=RLSettings.task,
                                                  also={"lora": lora} if lora else None)

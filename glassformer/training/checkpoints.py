@@ -11,8 +11,13 @@ generation.json: loadable by every command) with two more files:
                        resume must match, and (the defaults of a resume) the settings
                        it may change and where the data was read from
       training.pt      optimiser, schedule and gradient-scaler state, every random
-                       generator (Python, NumPy, torch CPU and CUDA; per process) and
-                       the data streams' positions
+                       generator (Python, NumPy, torch CPU and CUDA; per process), the
+                       running loss the log shows and the data streams' positions
+      trained.safetensors    only when some of the model's parameters are frozen (LoRA):
+                       the trained ones, by their names in the model's state dict.  The
+                       checkpoint's own directory may then hold a part of the model only
+                       (an adapter directory); a resumed run rebuilds the rest as it
+                       started (the base model the settings name) and loads these
 
 ``training.pt`` is written with ``torch.save`` and read with ``torch.load(weights_only=True)``:
 only tensors and plain containers of numbers and strings load, so a crafted pickle in a run
@@ -53,6 +58,7 @@ from ..model_dir import (
 
 TRAINING_JSON = "training.json"
 TRAINING_STATE = "training.pt"
+TRAINED = "trained.safetensors"         # the trained parameters of a model with frozen ones
 FORMAT = 1
 
 
@@ -96,7 +102,8 @@ def save_training_checkpoint(path: str | Path, write_model_dir, info: dict[str, 
 
 
 def is_training_checkpoint(path: Path) -> bool:
-    return (path / TRAINING_JSON).is_file() and (path / TRAINING_STATE).is_file() and (path / WEIGHTS).is_file()
+    return ((path / TRAINING_JSON).is_file() and (path / TRAINING_STATE).is_file()
+            and ((path / WEIGHTS).is_file() or (path / TRAINED).is_file()))
 
 
 def find_checkpoint(run_dir: str | Path) -> Path:
@@ -195,6 +202,6 @@ def existing_run(run_dir: str | Path) -> str | None:
 
 __all__ = ["CONFIG", "GENERATION", "SOURCE_TOKENIZER", "TOKENIZER", "WEIGHTS", "ModelDir", "load_model_dir",
            "load_weights", "read_config", "save_model_dir", "read_json", "write_atomically", "write_text_atomically",
-           "TRAINING_JSON", "TRAINING_STATE", "rng_state", "set_rng_state", "save_training_checkpoint",
+           "TRAINING_JSON", "TRAINING_STATE", "TRAINED", "rng_state", "set_rng_state", "save_training_checkpoint",
            "find_checkpoint", "remove_unfinished_saves", "read_training_info", "read_training_checkpoint",
            "check_fingerprint", "COMPARED", "existing_run", "is_training_checkpoint"]

@@ -72,8 +72,8 @@ from ..files import write_bytes_atomically
 from ..tokenizers.chat import encode_example
 from .checks import check_positive_int, check_range
 from .common import digest
-from .posttrain import (Policy, PostTrainSettings, exact_match, load_policy, policy_saver, refuse_adapter_resume,
-                        response_logprob_sums, right_padded)
+from .posttrain import (Policy, PostTrainSettings, exact_match, load_policy, policy_saver, response_logprob_sums,
+                        right_padded)
 from .precision import autocast
 from .recipe import Recipe, checked, evaluate_best, settings_for, start_run, train, written_once
 from .trainer import StepLoss, TrainResult
@@ -375,8 +375,7 @@ def train_dpo(source: str | Path | None, settings: DPOSettings | dict[str, Any] 
     """Train ``settings.base`` toward the chosen answers of ``source``'s pairs (a JSONL file or
     :data:`NUMBERS_INSTRUCT`; ``valid``: a file of validation pairs) and save ``out_dir/best`` and
     ``out_dir/last``; ``results.json`` holds ``best/``'s figures on the test pairs (the validation
-    pairs for a file).  Resuming: :mod:`.common` (not yet a LoRA run: its checkpoints hold the adapters only)."""
-    refuse_adapter_resume(out_dir, resume)
+    pairs for a file).  Resuming: :mod:`.common`."""
     settings, saved = settings_for(DPOSettings, settings, out_dir, resume)
     source = source or saved.get("data", {}).get("source")
     valid = valid or saved.get("data", {}).get("valid")

@@ -123,6 +123,7 @@ def load_policy(settings: PostTrainSettings) -> Policy:
         from ..nn.lora import add_lora
 
         lora = lora_config(settings.lora)
+        torch.manual_seed(settings.seed)         # A drawn from the run's seed: the same in a rerun and in every process
         add_lora(model, lora)
     model.train()
     return Policy(model, tokenizer, chat_template(settings.base), loaded, lora, Path(settings.base),
@@ -208,18 +209,10 @@ def policy_saver(policy: Policy) -> Callable[[Path, nn.Module], None]:
     return save
 
 
-def refuse_adapter_resume(out_dir: str | Path, resume: bool) -> None:
-    """Resuming a LoRA run is refused in one line: its checkpoints are adapter directories, which the
-    trainer cannot restore a whole model from (yet)."""
-    if resume and (Path(out_dir) / "last" / "adapter_config.json").is_file():
-        raise ConfigError(f"{out_dir} is a LoRA run: resuming one is not supported yet (its checkpoints hold the "
-                          "adapters only); start a new run with --out elsewhere")
-
-
 def warn(message: str) -> None:
     """A warning line on stderr (the main process's only: the caller checks)."""
     print(f"glassformer: warning: {message}", file=sys.stderr, flush=True)
 
 
 __all__ = ["PostTrainSettings", "Policy", "load_policy", "lora_config", "right_padded", "token_logprobs",
-           "response_logprob_sums", "exact_match", "policy_saver", "refuse_adapter_resume", "warn"]
+           "response_logprob_sums", "exact_match", "policy_saver", "warn"]

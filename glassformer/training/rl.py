@@ -69,8 +69,7 @@ from ..generation.text import text_options
 from ..tokenizers.chat import encode_prompt
 from .checks import check_positive_int, check_range
 from .common import digest
-from .posttrain import (Policy, PostTrainSettings, exact_match, load_policy, policy_saver, refuse_adapter_resume,
-                        right_padded, token_logprobs)
+from .posttrain import Policy, PostTrainSettings, exact_match, load_policy, policy_saver, right_padded, token_logprobs
 from .precision import autocast
 from .recipe import Recipe, checked, evaluate_best, settings_for, start_run, train
 from .trainer import StepLoss, TrainResult
@@ -514,9 +513,7 @@ class RLRun:
 def train_rl(settings: RLSettings | dict[str, Any] | None, out_dir: str | Path, *, resume: bool = False,
              extend: bool = False) -> RLRun:
     """Train ``settings.base`` by GRPO on the prompts of ``settings.data`` scored by ``settings.reward``; save
-    ``out_dir/best`` (the best held-out figure) and ``out_dir/last``.  Resuming: :mod:`.common` (not a LoRA
-    run's yet: its checkpoints hold the adapters only)."""
-    refuse_adapter_resume(out_dir, resume)
+    ``out_dir/best`` (the best held-out figure) and ``out_dir/last``.  Resuming: :mod:`.common`."""
     settings, _ = settings_for(RLSettings, settings, out_dir, resume)
     reward = load_reward(settings.reward) if settings.reward else NamedReward(exact_answer, "exact_answer")
     run = start_run(settings, out_dir, resume, extend)

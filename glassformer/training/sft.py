@@ -50,8 +50,7 @@ from ..errors import InputError
 from ..tokenizers.chat import encode_example
 from .checks import check_positive_int, check_range
 from .common import digest, perplexity, summed, summed_loss
-from .posttrain import (Policy, PostTrainSettings, exact_match, load_policy, policy_saver, refuse_adapter_resume,
-                        right_padded, warn)
+from .posttrain import Policy, PostTrainSettings, exact_match, load_policy, policy_saver, right_padded, warn
 from .recipe import Recipe, checked, evaluate_best, settings_for, start_run, train
 from .trainer import TrainResult
 
@@ -227,7 +226,6 @@ def finetune_sft(source: str | Path | None, settings: SFTSettings | dict[str, An
                  valid: str | Path | None = None, resume: bool = False, extend: bool = False) -> SFTRun:
     """Fine-tune ``settings.base`` on the rows of ``source`` (a JSONL file or "numbers-instruct"); save
     ``out_dir/best`` and ``out_dir/last``.  Resuming: :mod:`.common`."""
-    refuse_adapter_resume(out_dir, resume)
     settings, saved = settings_for(SFTSettings, settings, out_dir, resume)
     source = source or saved.get("data", {}).get("source")
     valid = valid or saved.get("data", {}).get("valid")

@@ -7,7 +7,9 @@ the optimiser and the schedule; every ``eval_every`` steps evaluate and save.
 
     run_dir/
       last/          training checkpoint: a model directory + optimiser, schedule, random generators,
-                     data position (see training.checkpoints); ``--resume`` continues from it exactly
+                     data position (see training.checkpoints); ``--resume`` continues from it exactly.
+                     A model with frozen parameters (LoRA) is saved as ``save`` writes it (an adapter
+                     directory) + its trained parameters, which are all a resumed run reloads
       best/          model directory with the lowest validation loss
       checkpoints/step-00001000/ ...   the last ``keep_checkpoints`` evaluations (for averaging)
       log.jsonl      one JSON line per log interval ("train") and per evaluation ("eval")
@@ -50,6 +52,7 @@ from ..devices import pick_device  # noqa: F401  (re-exported: it was defined he
 from ..errors import CheckpointError, ConfigError, TrainingInterrupted, TrainingStopped
 from . import distributed
 from .checkpoints import (
+    TRAINED,
     check_fingerprint,
     find_checkpoint,
     read_training_checkpoint,
@@ -162,11 +165,15 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer) if make_scheduler else None
         self.scaler = grad_scaler(config.precision, self.device)
         self.params = [p for p in dict.fromkeys(self.model.parameters()) if p.requires_grad]
+        # A model with frozen parameters (LoRA's base) is checkpointed by its trained ones alone.
+        self.trained = ({name for name, p in self.model.named_parameters() if p.requires_grad}
+                        if len(self.params) < len(dict.fromkeys(self.model.parameters())) else None)
         # A fused optimiser can skip a step on the device (found_inf), without a host synchronisation.
         self._device_skip = bool(getattr(self.optimizer, "_step_supports_amp_scaling", False)) and self.scaler is None
         self._skipped = torch.zeros((), dtype=torch.long, device=self.device)      # steps skipped so far
         self._last_bad = torch.zeros((), dtype=torch.long, device=self.device)     # the last one
         self._signal: int | None = None
+        self.running: Tensor | None = None                # the smoothed loss the log shows (on the device)
         self.step = 0
         self.result = TrainResult(steps=0, best_loss=math.inf, max_steps=config.max_steps,
                                   time_limit=config.time_limit, main_process=self.world.main)
@@ -282,7 +289,8 @@ class Trainer:
                         raise ConfigError(f"--compile failed ({_first_line(e)}); run without --compile") from None
                     raise
                 self.step += 1
-                running = loss if running is None else 0.9 * running + 0.1 * loss   # stays on the device
+                running = loss if self.running is None else 0.9 * self.running + 0.1 * loss   # on the device
+                self.running = running
                 window_tokens += sum(int(b.n_tokens) for b in batches) * self.world.size
                 for name, value in self.step_figures.items():
                     window_figures[name] = window_figures.get(name, 0.0) + value
@@ -368,7 +376,8 @@ class Trainer:
         directory where asked.  Every process calls this together; only the main one writes."""
         weights = distributed.full_state_dict(self.model, self.world)
         optim = distributed.optimizer_state(self.model, self.optimizer, self.world)
-        rngs = distributed.gather(rng_state(), self.world)
+        running = None if self.running is None else self.running.detach().cpu()
+        rngs, runnings = zip(*distributed.gather((rng_state(), running), self.world))
         last = self.run_dir / "last"
         if self.world.main:
             if not all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()):
@@ -380,10 +389,10 @@ class Trainer:
                     "fingerprint": self.fingerprint, "history": self.result.history,
                     "skipped_steps": int(self._skipped)}
             state = {"optimizer": optim, "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-                     "scaler": self.scaler.state_dict() if self.scaler else None, "rng": rngs,
-                     "stream": self.stream.state_dict(),
+                     "scaler": self.scaler.state_dict() if self.scaler else None, "rng": list(rngs),
+                     "running": list(runnings), "stream": self.stream.state_dict(),
                      "skipped": self._skipped.cpu(), "last_bad": self._last_bad.cpu()}
-            save_training_checkpoint(last, lambda tmp: self.save(tmp, model), info, state)
+            save_training_checkpoint(last, lambda tmp: self._write(tmp, model, weights), info, state)
             if best:
                 self.save(self.run_dir / "best", model)
             if keep:
@@ -393,6 +402,16 @@ class Trainer:
                     shutil.rmtree(old, ignore_errors=True)
         distributed.barrier(self.world)
         return last
+
+    def _write(self, path: Path, model: nn.Module, weights: dict[str, Tensor]) -> None:
+        """The files of a training checkpoint's model: what ``save`` writes, and for a model with
+        frozen parameters its trained ones (``save`` may write only a part of the model, as LoRA's
+        adapter directory does, from which the whole could not be restored)."""
+        self.save(path, model)
+        if self.trained is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: weights[k].contiguous() for k in sorted(self.trained)}, str(path / TRAINED))
 
     def _model_for_saving(self, weights: dict[str, Tensor]) -> nn.Module:
         """A module holding ``weights`` that ``save`` can write: the model itself, or (under FSDP,
@@ -405,6 +424,7 @@ class Trainer:
 
         with torch.device("meta"):
             copy = build_model(self.model.config)
+            _same_adapters(copy, self.model)
         copy.load_state_dict(weights, assign=True)
         for name, buffer in self.model.named_buffers():  # those not saved (sinusoids, rotary tables)
             owner, _, leaf = name.rpartition(".")
@@ -422,15 +442,20 @@ class Trainer:
         if info.get("world_size", 1) != self.world.size:
             raise CheckpointError(f"cannot resume from {path}: it was trained by {info.get('world_size')} "
                                   f"processes, this run has {self.world.size}; resume with the same number")
-        from safetensors.torch import load_file
+        if self.trained is not None:
+            weights = self._trained_weights(path)
+        else:
+            from safetensors.torch import load_file
 
-        from ..model_dir import WEIGHTS
+            from ..model_dir import WEIGHTS
 
-        weights = load_file(str(path / WEIGHTS))
+            weights = load_file(str(path / WEIGHTS))
         if self.world.kind == "fsdp":
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
             set_model_state_dict(self.model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
+        elif self.trained is not None:
+            self.model.load_state_dict(weights, strict=False)     # (the names were checked)
         else:
             missing, unexpected = self.model.load_state_dict(weights, strict=False)
             # A tied weight is stored once: the parameter of a missing name may be one that was loaded.
@@ -457,6 +482,8 @@ class Trainer:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"][self.world.rank])
+        running = state.get("running", [None] * self.world.size)[self.world.rank]
+        self.running = None if running is None else running.to(self.device)
         stream.load_state_dict(state["stream"])
         self._skipped = state["skipped"].to(self.device)
         self._last_bad = state["last_bad"].to(self.device)
@@ -465,6 +492,44 @@ class Trainer:
         best = info.get("best_loss")
         self.result.best_loss = math.inf if best is None else float(best)
         self.result.history = list(info.get("history", []))
+
+    def _trained_weights(self, path: Path) -> dict[str, Tensor]:
+        """The trained parameters of a model with frozen ones, from ``path``'s trained.safetensors: all of
+        them and nothing else, or a one-line CheckpointError (the frozen ones are as this run built them)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        file = path / TRAINED
+        if not file.is_file():
+            raise CheckpointError(f"cannot resume from {path}: it holds no {TRAINED}, the trained parameters of this "
+                                  "model, whose other parameters are frozen; it is a checkpoint of another run")
+        try:
+            weights = load_file(str(file))
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{file} is truncated or corrupt ({str(e).splitlines()[0]})") from None
+        if set(weights) != self.trained:
+            missing, unexpected = sorted(self.trained - set(weights)), sorted(set(weights) - self.trained)
+            raise CheckpointError(f"{file} does not hold this model's trained parameters (missing: "
+                                  f"{', '.join(missing[:3]) or 'none'}; not trained here: "
+                                  f"{', '.join(unexpected[:3]) or 'none'}); it is a checkpoint of another run")
+        params = dict(self.model.named_parameters())
+        wrong = [k for k in sorted(weights) if tuple(weights[k].shape) != tuple(params[k].shape)]
+        if wrong:
+            raise CheckpointError(f"{file}: {wrong[0]} has shape {list(weights[wrong[0]].shape)}, this model's "
+                                  f"{list(params[wrong[0]].shape)}; it is a checkpoint of another run")
+        return weights
+
+
+def _same_adapters(copy: nn.Module, model: nn.Module) -> None:
+    """Give ``copy`` (a model of ``model``'s config) the LoRA adapters ``model`` has, as layers of the
+    same shapes (their values are loaded after), so that it holds every tensor of ``model``."""
+    from ..nn.lora import LoRALinear, lora_layers
+
+    for name, layer in lora_layers(model):
+        parent_name, _, short = name.rpartition(".")
+        parent = copy.get_submodule(parent_name) if parent_name else copy
+        dropout = layer.lora_dropout.p if isinstance(layer.lora_dropout, nn.Dropout) else 0.0
+        setattr(parent, short, LoRALinear(getattr(parent, short), layer.parts, layer.r, layer.scale, dropout))
 
 
 # -- signals --------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from ..models import CaptionModel, preset
 from ..tasks.caption import greedy_ids
 from .common import summed, summed_loss
 from .checks import check_positive_int
-from .recipe import Recipe, RecipeSettings, checked, evaluate_best, saver, seeded_model, settings_for, start_run, train
-from .trainer import TrainResult
+from .recipe import (Recipe, RecipeSettings, Trained, checked, evaluate_best, saver, seeded_model, settings_for,
+                     start_run, train)
 
 DATASETS = ("digits",)
 DIGIT_SIZE = 8                           # scikit-learn's digits are 8×8 pixels, one channel
@@ -59,12 +59,9 @@ class CaptionSettings(RecipeSettings):
 
 
 @dataclass
-class CaptionRun:
-    model: CaptionModel
-    result: TrainResult
+class CaptionRun(Trained):
     test_exact_match: float
     test_token_accuracy: float
-    out_dir: Path
 
 
 def caption_loss(label_smoothing: float):
@@ -131,7 +128,7 @@ def train_caption(dataset: str | None, settings: CaptionSettings | dict[str, Any
                                        "test_strips": len(data.test), "test_images": pools["test"],
                                        "test_exact_match": test["exact_match"],
                                        "test_token_accuracy": test["token_accuracy"], "test_loss": test["loss"]})
-    return CaptionRun(trained.model, trained.result, test["exact_match"], test["token_accuracy"], run.out_dir)
+    return CaptionRun(trained.model, trained.result, run.out_dir, test["exact_match"], test["token_accuracy"])
 
 
 __all__ = ["CaptionSettings", "CaptionRun", "train_caption", "evaluate_captions", "caption_loss", "DATASETS"]

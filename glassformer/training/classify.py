@@ -52,10 +52,9 @@ from .common import digest, summed_loss
 from .checks import check_positive_int, check_range
 from .optim import adamw
 from .metrics import macro_f1
-from .recipe import (Recipe, RunSettings, checked, resumed_tokenizer, saver, settings_for, start_run, train,
+from .recipe import (Recipe, RunSettings, Trained, checked, resumed_tokenizer, saver, settings_for, start_run, train,
                      trained_once)
 from .schedules import Schedule, fine_tuning_schedule
-from .trainer import TrainResult
 
 SCHEDULES = ("linear", "cosine")
 PRETRAINED_LR, SCRATCH_LR = 5e-5, 5e-4
@@ -113,12 +112,9 @@ class ClassifySettings(RunSettings):
 
 
 @dataclass
-class ClassifyRun:
-    model: Bert
+class ClassifyRun(Trained):
     tokenizer: Tokenizer
     labels: list[str] | None             # None for regression
-    result: TrainResult
-    out_dir: Path
 
     @property
     def best(self) -> dict[str, float]:
@@ -286,7 +282,7 @@ def finetune_classify(
                                        lambda opt, n: fine_tuning_schedule(opt, settings.schedule, warmup(n), n), lr),
         optimizer=lambda m: adamw(m, lr, settings.weight_decay, (0.9, 0.999)),
         trainer={"eval_every": settings.eval_every or steps_per_epoch, "rate_unit": "examples"}))
-    return ClassifyRun(trained.model, tokenizer, labels, trained.result, run.out_dir)
+    return ClassifyRun(trained.model, trained.result, run.out_dir, tokenizer, labels)
 
 
 __all__ = ["ClassifySettings", "ClassifyRun", "finetune_classify", "build_classifier", "classifier_from_preset",

@@ -32,9 +32,8 @@ from ..models import GPT, preset
 from ..tokenizers import Tokenizer
 from .common import perplexity, summed, summed_loss
 from .checks import check_positive_int
-from .recipe import (Recipe, RecipeSettings, checked, resumed_tokenizer, saver, seeded_model, settings_for, start_run,
-                     train, written_once)
-from .trainer import TrainResult
+from .recipe import (Recipe, RecipeSettings, Trained, checked, resumed_tokenizer, saver, seeded_model, settings_for,
+                     start_run, train, written_once)
 
 TOKENIZERS = ("char", "bpe")
 
@@ -65,12 +64,9 @@ class LMSettings(RecipeSettings):
 
 
 @dataclass
-class LMRun:
-    model: GPT
+class LMRun(Trained):
     tokenizer: Tokenizer
     data: LMData
-    result: TrainResult
-    out_dir: Path
 
 
 def build_tokenizer(texts: list[str], kind: str, vocab_size: int) -> Tokenizer:
@@ -130,7 +126,7 @@ def train_lm(source: str | Path | None, settings: LMSettings | dict[str, Any] | 
         "gpt", data=f"{len(data.splits['train']):,} training and {len(data.splits['val']):,} validation tokens",
         batch=f"batch {settings.batch_size} × {block} tokens × {settings.grad_accum} micro-batches = "
               f"{settings.batch_size * block * settings.grad_accum:,} tokens per step"))
-    return LMRun(trained.model, tokenizer, data, trained.result, run.out_dir)
+    return LMRun(trained.model, trained.result, run.out_dir, tokenizer, data)
 
 
 __all__ = ["LMSettings", "LMRun", "train_lm", "prepare", "evaluate_lm", "lm_loss", "build_tokenizer"]

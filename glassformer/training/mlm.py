@@ -37,9 +37,8 @@ from ..tokenizers import Tokenizer
 from .common import perplexity, summed, summed_loss
 from .checks import check_positive_int, check_range
 from .lm import window
-from .recipe import (Recipe, RecipeSettings, checked, resumed_tokenizer, saver, seeded_model, settings_for, start_run,
-                     train, trained_once, written_once)
-from .trainer import TrainResult
+from .recipe import (Recipe, RecipeSettings, Trained, checked, resumed_tokenizer, saver, seeded_model, settings_for,
+                     start_run, train, trained_once, written_once)
 
 DEFAULT_BLOCK = 128        # BERT pre-trains 90% of its steps on 128-token sequences (Appendix A.2)
 
@@ -74,12 +73,9 @@ class MLMSettings(RecipeSettings):
 
 
 @dataclass
-class MLMRun:
-    model: Bert
+class MLMRun(Trained):
     tokenizer: Tokenizer
     data: MLMData
-    result: TrainResult
-    out_dir: Path
 
 
 # the masked-LM loss over the selected positions (tokens, segments, attention mask, targets)
@@ -141,7 +137,7 @@ def train_mlm(source: str | Path | None, settings: MLMSettings | dict[str, Any] 
         batch=f"batch {settings.batch_size} × {block} tokens × {settings.grad_accum} micro-batches, "
               f"{settings.mask_prob:.0%} of the tokens masked{' as whole words' if settings.whole_word else ''}",
         trainer={"rate_unit": "masked tokens"}))
-    return MLMRun(trained.model, tokenizer, data, trained.result, run.out_dir)
+    return MLMRun(trained.model, trained.result, run.out_dir, tokenizer, data)
 
 
 __all__ = ["MLMSettings", "MLMRun", "train_mlm", "prepare", "evaluate_mlm", "mlm_loss"]

@@ -23,7 +23,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, NamedTuple
+from typing import Any, Callable, ClassVar
 
 import tokenizers
 import torch
@@ -340,9 +340,14 @@ class Recipe:
     trainer: dict[str, Any] = field(default_factory=dict)   # the task's TrainerConfig fields (rate_unit, eval_every)
 
 
-class Trained(NamedTuple):
+@dataclass
+class Trained:
+    """A trained run: the model, the trainer's result and the run directory (a task's run adds what
+    else it made: its tokenizer, data, test figures)."""
+
     model: nn.Module
     result: TrainResult
+    out_dir: Path
 
 
 def train(run: Run, settings, fp: dict[str, Any], recipe: Recipe) -> Trained:
@@ -365,7 +370,7 @@ def train(run: Run, settings, fp: dict[str, Any], recipe: Recipe) -> Trained:
         result = trainer.fit(recipe.batches, resume=run.resume, extend=run.extend)
     finally:
         shutdown(run.world)
-    return Trained(trainer.model, result)
+    return Trained(trainer.model, result, run.out_dir)
 
 
 def evaluate_best(run: Run, result: TrainResult, evaluate: Callable[[nn.Module], dict[str, float]],

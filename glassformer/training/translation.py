@@ -27,9 +27,9 @@ from ..tokenizers import Tokenizer
 from .common import digest, perplexity, summed, summed_loss
 from .checks import check_positive_int, check_range
 from .optim import paper_adam
-from .recipe import Recipe, RunSettings, checked, resumed_tokenizer, saver, seeded_model, settings_for, start_run, train
+from .recipe import (Recipe, RunSettings, Trained, checked, resumed_tokenizer, saver, seeded_model, settings_for,
+                     start_run, train)
 from .schedules import Schedule, noam_schedule
-from .trainer import TrainResult
 
 
 @dataclass
@@ -63,12 +63,9 @@ class TranslationSettings(RunSettings):
 
 
 @dataclass
-class TranslationRun:
-    model: Transformer
+class TranslationRun(Trained):
     tokenizer: Tokenizer                 # target side (shared if shared_vocab)
     source_tokenizer: Tokenizer
-    result: TrainResult
-    out_dir: Path
 
 
 def build_tokenizers(pairs: Sequence[tuple[str, str]], vocab_size: int, shared: bool) -> tuple[Tokenizer, Tokenizer]:
@@ -156,4 +153,4 @@ def train_translation(
             opt, config.d_model, settings.warmup, settings.lr_factor), 1.0),
         optimizer=paper_adam,
         trainer={"eval_every": settings.eval_every or steps_per_epoch, "rate_unit": "target tokens"}))
-    return TranslationRun(trained.model, tgt_tok, src_tok, trained.result, run.out_dir)
+    return TranslationRun(trained.model, trained.result, run.out_dir, tgt_tok, src_tok)

@@ -22,8 +22,8 @@ from ..errors import ConfigError
 from ..models import ViT, preset
 from .common import summed, summed_loss
 from .checks import check_positive_int
-from .recipe import Recipe, RecipeSettings, checked, evaluate_best, saver, seeded_model, settings_for, start_run, train
-from .trainer import TrainResult
+from .recipe import (Recipe, RecipeSettings, Trained, checked, evaluate_best, saver, seeded_model, settings_for,
+                     start_run, train)
 
 DATASETS = ("digits",)
 
@@ -46,11 +46,8 @@ class ViTSettings(RecipeSettings):
 
 
 @dataclass
-class ViTRun:
-    model: ViT
-    result: TrainResult
+class ViTRun(Trained):
     test_accuracy: float
-    out_dir: Path
 
 
 def load_images(dataset: str | Path, config_size: int | None = None, channels: int | None = None) -> ImageSet:
@@ -103,7 +100,7 @@ def train_vit(dataset: str | Path | None, settings: ViTSettings | dict[str, Any]
     test = evaluate_best(run, trained.result, lambda m: evaluate_images(m, batches_of(parts.test, 256), run.device),
                          lambda test: {"dataset": str(dataset), "test_images": len(parts.test.labels),
                                        "test_accuracy": test["accuracy"], "test_loss": test["loss"]})
-    return ViTRun(trained.model, trained.result, test["accuracy"], run.out_dir)
+    return ViTRun(trained.model, trained.result, run.out_dir, test["accuracy"])
 
 
 __all__ = ["ViTSettings", "ViTRun", "train_vit", "evaluate_images", "image_loss", "load_images", "DATASETS"]

@@ -28,7 +28,7 @@ from ..files import write_file_atomically
 from ..nn.positions import sinusoidal_table
 
 __all__ = ["MAX_CELLS", "MAX_PE_D_MODEL", "MAX_PE_LENGTH", "attention_grid_figure", "block_average",
-           "figure_format", "logit_lens_figure", "neuron_activation_figure", "patch_attention_figure",
+           "figure_class", "figure_format", "logit_lens_figure", "neuron_activation_figure", "patch_attention_figure",
            "pca_figure", "positional_encoding_figure", "range_labels", "saliency_figure", "save_figure"]
 
 MAX_CELLS = 64          # per axis: longer inputs are averaged over blocks of positions
@@ -38,7 +38,8 @@ MAX_PE_LENGTH = 10_000
 MAX_PE_D_MODEL = 4096
 
 
-def _figure_class():
+def figure_class():
+    """matplotlib's ``Figure`` (object API, no pyplot state); a ConfigError naming the extra without it."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -48,7 +49,7 @@ def _figure_class():
 
 def _figure(figsize: tuple[float, float], *grid: int, **options):
     """A figure of ``figsize`` inches at 100 dpi (constrained layout) and its axes (``fig.subplots(*grid)``)."""
-    fig = _figure_class()(figsize=figsize, dpi=100, layout="constrained")
+    fig = figure_class()(figsize=figsize, dpi=100, layout="constrained")
     return fig, fig.subplots(*grid, **options)
 
 
@@ -264,7 +265,7 @@ def positional_encoding_figure(d_model: int = 128, length: int = 100, *, layout:
         raise InputError(f"length must be from 1 to {MAX_PE_LENGTH:,} positions (the heatmap is a few hundred "
                          f"pixels wide; more cannot be told apart), got {length}")
     table = sinusoidal_table(length, d_model, layout)
-    Figure = _figure_class()
+    Figure = figure_class()
     fig = Figure(figsize=(12, 4.5), dpi=100, layout="constrained")
     heat, curves = fig.subplots(1, 2, width_ratios=[1.2, 1])
     image = heat.imshow(table.T.numpy(), cmap="RdBu", vmin=-1, vmax=1, aspect="auto", origin="lower",
@@ -290,7 +291,7 @@ def pca_figure(vectors: Tensor, words: Sequence[str]):
     from .probe import pca_2d
 
     coords, share = pca_2d(vectors)
-    fig = _figure_class()(figsize=(6, 5))
+    fig = figure_class()(figsize=(6, 5))
     ax = fig.subplots()
     ax.scatter(coords[:, 0], coords[:, 1])
     for (x, y), word in zip(coords.tolist(), words):
@@ -305,7 +306,7 @@ def figure_format(path: str | Path) -> str:
     """The format a figure is written in to ``path``: its suffix (none: PNG).  A suffix matplotlib
     cannot write is an InputError naming those it can, so that a caller can check before drawing."""
     fmt = Path(path).suffix[1:].lower() or "png"
-    known = _figure_class()().canvas.get_supported_filetypes()
+    known = figure_class()().canvas.get_supported_filetypes()
     if fmt not in known:
         common = [f for f in ("png", "svg", "pdf") if f in known]
         names = ", ".join(common + sorted(set(known) - set(common)))

@@ -15,7 +15,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, InputError
+from ..errors import InputError
+from ..explain.figures import figure_class
 from ..files import write_bytes_atomically
 from .metrics import LOG_NAME, MetricsLog
 
@@ -52,7 +53,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output directory {out_dir} is a file; expected a directory")
 
-    Figure = _figure_class()
+    Figure = figure_class()
     figures = {"loss.png": _loss_figure(Figure, train_loss, eval_loss, title=run_dir.name or str(run_dir))}
     if lr[0]:
         figures["lr.png"] = _lr_figure(Figure, lr, title=run_dir.name or str(run_dir))
@@ -63,14 +64,6 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         pngs[name] = buffer.getvalue()
     out_dir.mkdir(parents=True, exist_ok=True)
     return [write_bytes_atomically(out_dir / name, data) for name, data in pngs.items()]
-
-
-def _figure_class():
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ConfigError("plotting needs matplotlib: pip install 'glassformer[plot]'") from None
-    return Figure
 
 
 def _loss_figure(Figure, train, evaluation, *, title: str):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError, InputError
+from ..generation.embeddings import embed_texts, rank_by_similarity
 
 COMMON_WORDS: tuple[str, ...] = tuple("""
 the of and to in is it you that he was for on are with as his they be at one have this from or had by
@@ -94,19 +95,11 @@ def nearest(vectors: Tensor, words: Sequence[str], query_vec: Tensor, k: int = 5
         raise ConfigError(f"k={k} is invalid; it must be a positive integer")
     if vectors.dim() != 2 or vectors.shape[0] != len(words):
         raise InputError(f"{len(words)} words but vectors of shape {tuple(vectors.shape)}; one row per word")
-    query = query_vec.reshape(-1).float()
+    query = query_vec.reshape(-1)
     if query.shape[0] != vectors.shape[1]:
         raise InputError(f"the query has {query.shape[0]} dimensions and the vectors {vectors.shape[1]}")
-    scores = F.normalize(vectors.float(), dim=-1) @ F.normalize(query, dim=0)
     skip = set(exclude)
-    out = []
-    for i in torch.sort(scores, descending=True, stable=True).indices.tolist():
-        if words[i] in skip:
-            continue
-        out.append((words[i], float(scores[i])))
-        if len(out) == k:
-            break
-    return out
+    return [(words[i], score) for i, score in rank_by_similarity(query, vectors) if words[i] not in skip][:k]
 
 
 def analogy(table: WordVectors, a: str, b: str, c: str, k: int = 5) -> list[tuple[str, float]]:
@@ -183,8 +176,6 @@ def single_token_id(tokenizer, word: str) -> int:
 def sentence_vectors(model, tokenizer, words: Sequence[str], vocabulary: Sequence[str] = COMMON_WORDS,
                      **embed_options) -> WordVectors:
     """Sentence embeddings of ``vocabulary`` plus ``words`` (each embedded as a one-word text)."""
-    from ..generation.embeddings import embed_texts
-
     names = _unique([*vocabulary, *words])
     return WordVectors(names, embed_texts(model, tokenizer, names, **embed_options))
 

@@ -15,6 +15,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..data.captions import load_strip
+from ..data.images import load_image
 from ..errors import InputError
 from .attention import capture_attention
 from .lens import logit_lens, neuron_activations, path_logits, saliency, stack_neuron_activations, top_tokens
@@ -166,7 +168,6 @@ def _patch_tokens(rows: int, cols: int) -> list[str]:
 
 
 def _explain_vit(loaded, model, image_path, target, options: Options) -> Report:
-    from ..data.images import load_image
     from ..models.vit import top_classes
 
     config = model.config
@@ -187,7 +188,6 @@ def _explain_vit(loaded, model, image_path, target, options: Options) -> Report:
 
 def _explain_caption(loaded, model, image_path, target, options: Options) -> Report:
     """The encoder over the image's patches, the decoder over [start] + the caption's tokens."""
-    from ..data.captions import load_strip
     from ..tasks import caption_images
 
     config, tok, device = model.config, loaded.tokenizer, options.device
@@ -293,18 +293,6 @@ class Collector:
     check_input: Callable[[Any, str], None] = lambda config, given: None
 
 
-def _check_image(config, path: str) -> None:
-    from ..data.images import load_image
-
-    load_image(path, config.channels, config.image_size)
-
-
-def _check_strip(config, path: str) -> None:
-    from ..data.captions import load_strip
-
-    load_strip(path, config.channels, config.image_size, config.image_width)
-
-
 def _encoder_layers(model):
     return model.encoder.layers
 
@@ -314,6 +302,8 @@ COLLECTORS: dict[str, Collector] = {
     "transformer": Collector(_explain_translation, ffn_layers=_encoder_layers),   # the encoder: over the text given
     "bert": Collector(_explain_bert, ffn_layers=_encoder_layers,
                       no_prediction="No prediction: the model has no masked-LM head, or the text has no [MASK]."),
-    "vit": Collector(_explain_vit, needs_tokenizer=False, ffn_layers=_encoder_layers, check_input=_check_image),
-    "caption": Collector(_explain_caption, check_input=_check_strip),
+    "vit": Collector(_explain_vit, needs_tokenizer=False, ffn_layers=_encoder_layers,
+                     check_input=lambda config, path: load_image(path, config.channels, config.image_size)),
+    "caption": Collector(_explain_caption, check_input=lambda config, path: load_strip(
+        path, config.channels, config.image_size, config.image_width)),
 }

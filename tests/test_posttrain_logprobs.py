@@ -1,6 +1,6 @@
-"""The post-training log-probabilities (posttrain.token_logprobs, response_logprob_sums) through the fused,
-chunked output layer at the wanted positions only: equal to the plain log-softmax of the whole logits,
-values and gradients."""
+"""The post-training log-probabilities (posttrain.token_logprobs, response_logprob_sums) and SFT's loss
+through the fused, chunked output layer at the wanted positions only: equal to the plain log-softmax of
+the whole logits, values and gradients."""
 
 import pytest
 import torch
@@ -10,6 +10,7 @@ from glassformer.models import GPT, preset
 from glassformer.nn.cross_entropy import linear_cross_entropy
 from glassformer.nn.lora import LoRAConfig, add_lora
 from glassformer.training.posttrain import response_logprob_sums, token_logprobs
+from glassformer.training.sft import PER_TOKEN_BELOW, SFTBatch, sft_loss
 
 VOCAB = 97
 
@@ -118,3 +119,17 @@ def test_per_row_fused_cross_entropy_equals_pytorchs_in_several_chunks(smoothing
     for a, b in zip(mine, theirs):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
     assert (mine[0][target == -100] == 0).all()                  # an ignored row never reaches the output layer
+
+
+@pytest.mark.parametrize("share", [0.3, 1.0])           # a response's targets (per token) / every token (the sum)
+def test_the_sft_loss_equals_the_plain_cross_entropy_values_and_gradients(model, share):
+    ids, _, _ = batch(seed=6, rows=4)
+    g = torch.Generator().manual_seed(7)
+    labels = ids[:, 1:].masked_fill(torch.rand(ids.shape[0], ids.shape[1] - 1, generator=g) >= share, -100)
+    sft_batch = SFTBatch(ids[:, :-1], labels, int((labels != -100).sum()))
+    assert (sft_batch.n_tokens < PER_TOKEN_BELOW * labels.numel()) == (share < 1)     # both paths are taken
+    out = sft_loss(model, sft_batch)
+    reference = F.cross_entropy(model(ids[:, :-1]).flatten(0, 1), labels.flatten(), reduction="sum")
+    assert out.n_tokens == sft_batch.n_tokens
+    torch.testing.assert_close(out.total, reference, atol=1e-4, rtol=1e-6)
+    assert_same_grads(grads(model, sft_loss(model, sft_batch).total), grads(model, reference))

@@ -12,7 +12,8 @@
   weights until it is sharded: then each process materialises only its own rows of each
   parameter (:func:`materialise`), so no process ever holds the whole model.  FSDP gathers
   parameters only around ``forward``: evaluation, which calls a model's other entry points
-  (``encode``, ``start_decoding`` ...), runs inside :func:`whole_parameters`.
+  (``encode``, ``start_decoding`` ...), runs inside :func:`whole_parameters`, as does RL's sampling
+  from the model being trained (the trainer draws such a stream's batches in it).
 
 What the trainer needs from here: the process's rank and the world size (:class:`World`), the
 wrapped module, the gradient-synchronisation switch for accumulation (synchronise only on a
@@ -229,6 +230,9 @@ def whole_parameters(model: nn.Module, world: World):
 
     units = [m for m in model.modules() if isinstance(m, FSDPModule)]
     blocks = [m for m in units if m is not model]
+    # FSDP settles which unit is the root at the model's first forward; before one (RL samples before its
+    # first step), a block's forward would make that block a root of its own: settle it now.
+    model._get_fsdp_state()._lazy_init()
     for unit in units:
         unit.unshard()
     for block in blocks:                             # (the model itself is never resharded after forward)

@@ -242,9 +242,6 @@ class RLSettings(PostTrainSettings):
         check_range(self, "epsilon", 0, 1, low_open=True, high_open=True)
         check_range(self, "beta", 0)
         check_range(self, "temperature", *TEMPERATURE_RANGE)
-        if self.distributed == "fsdp":
-            raise ConfigError("distributed='fsdp' shards the weights the sampling reads whole; train rl on one "
-                              "process or with --distributed ddp")
         if self.valid is not None and not Path(self.valid).is_file():
             raise ConfigError(f"valid={self.valid!r} is not a JSONL file of prompts")
         if self.data != NUMBERS_INSTRUCT:
@@ -316,6 +313,7 @@ class Rollouts(DrawnBatches):
     was handed out (the update)."""
 
     DRAWS = 4
+    samples_from_model = True            # under FSDP the trainer draws it with the parameters whole
 
     def __init__(self, policy: Policy, rows: list[dict], prompts: list[list[int]], reward: Reward,
                  settings: RLSettings, *, reference: Callable[[Tensor], Tensor] | None = None,
@@ -406,7 +404,7 @@ def rl_loss(settings: RLSettings) -> Callable[[nn.Module, RolloutBatch], StepLos
     number over the whole step); each batch is used for one update, so the old log-probabilities are the
     current ones, detached.  The figures: the batch's, and the mean KL to the reference (beta > 0)."""
     def loss(module, batch: RolloutBatch) -> StepLoss:
-        logp = token_logprobs(module, batch.ids)
+        logp = token_logprobs(module, batch.ids, batch.mask)       # at the completion tokens only (0 elsewhere)
         per_token, kl = grpo_token_losses(logp, logp.detach(), batch.advantages, eps=settings.epsilon,
                                           beta=settings.beta, ref_logp=batch.ref_logp)
         mask = batch.mask.to(per_token.dtype)

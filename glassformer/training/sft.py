@@ -49,10 +49,10 @@ from ..data.streams import EpochBatches
 from ..errors import InputError
 from ..tokenizers.chat import encode_example
 from .checks import check_positive_int, check_range
-from .common import digest, perplexity, summed, summed_loss
+from .common import digest, perplexity, summed
 from .posttrain import Policy, PostTrainSettings, exact_match, load_policy, policy_saver, right_padded, warn
 from .recipe import Recipe, checked, evaluate_best, settings_for, start_run, train
-from .trainer import TrainResult
+from .trainer import StepLoss, TrainResult
 
 
 @dataclass
@@ -159,14 +159,31 @@ def fixed_batches(examples: list[Example], batch_size: int, pad_id: int) -> list
 
 
 # -- the loss, the figures -----------------------------------------------------------------------------
-sft_loss = summed_loss(lambda batch: (batch.tokens, batch.labels))    # the next-token loss on the targets
+# The output layer's share of the work: per token at the targets alone takes 4 matrix products per target
+# (the backward pass recomputes its logits), the fused sum over every position 3 per position.
+PER_TOKEN_BELOW = 3 / 4
+
+
+def summed_cross_entropy(model, batch: SFTBatch) -> Tensor:
+    """The next-token cross-entropy summed over the batch's targets, through the model's forward and its
+    fused output layer (:func:`~glassformer.nn.linear_cross_entropy`): when the targets are few (the
+    responses, not the prompts), per token at those positions only — the others never reach the output
+    layer —, else summed over every position."""
+    if batch.n_tokens < PER_TOKEN_BELOW * batch.labels.numel():
+        return model(batch.tokens, batch.labels, reduction="none").sum()
+    return model(batch.tokens, batch.labels, reduction="sum")
+
+
+def sft_loss(module, batch: SFTBatch) -> StepLoss:
+    """The step's loss: the summed cross-entropy of the targets (the trainer divides by their number)."""
+    return StepLoss(summed_cross_entropy(module, batch), batch.n_tokens)
 
 
 def evaluate_sft(model, batches: list[SFTBatch], device, policy: Policy | None = None,
                  questions: Sequence[Instruction] = (), batch_size: int = 64) -> dict[str, float]:
     """The mean cross-entropy per response token of ``batches`` (and its perplexity); with
     ``questions``, their exact-match shares by greedy decoding (:func:`~.posttrain.exact_match`)."""
-    sums = summed(batches, device, lambda b: {"loss": float(model(b.tokens, b.labels, reduction="sum")),
+    sums = summed(batches, device, lambda b: {"loss": float(summed_cross_entropy(model, b)),
                                               "tokens": b.n_tokens})
     figures = {"loss": sums["loss"] / sums["tokens"]}
     figures["ppl"] = perplexity(figures["loss"])
@@ -262,4 +279,4 @@ def finetune_sft(source: str | Path | None, settings: SFTSettings | dict[str, An
 
 
 __all__ = ["SFTSettings", "SFTRun", "SFTBatch", "Example", "finetune_sft", "collate", "encode_rows", "SFTStream",
-           "fixed_batches", "sft_loss", "evaluate_sft", "sft_data", "SFTData"]
+           "fixed_batches", "sft_loss", "summed_cross_entropy", "evaluate_sft", "sft_data", "SFTData"]

@@ -33,6 +33,7 @@ What makes a step trustworthy and fast:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import signal
@@ -275,13 +276,14 @@ class Trainer:
         plain = not sys.stderr.isatty()                 # a log file or CI: plain lines, not a redrawn bar
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and main and not plain),
                    unit="step", dynamic_ncols=True)
-        window_tokens, window_start, running = 0.0, time.perf_counter(), None
+        window_tokens, window_start = 0.0, time.perf_counter()
         window_figures, window_steps = {}, 0                  # the loss's own figures, summed over the interval
         rate_key = cfg.rate_unit.replace(" ", "_") + "_per_s"          # tokens_per_s, images_per_s ...
         skipped_seen = int(self._skipped)
         with _signals_saved(self):
             while self.step < cfg.max_steps:
-                batches = [next(stream) for _ in range(self.micro_batches)]
+                with self._drawing(stream):
+                    batches = [next(stream) for _ in range(self.micro_batches)]
                 try:
                     loss, norm, _ = self.train_step(batches)
                 except Exception as e:                          # the first compiled step compiles
@@ -344,6 +346,13 @@ class Trainer:
         if self.log:
             self.log.close()
         return result
+
+    def _drawing(self, stream):
+        """The context a step's micro-batches are drawn in: a stream that samples from the model being
+        trained (``samples_from_model``: RL's rollouts) reads its parameters whole under FSDP."""
+        if getattr(stream, "samples_from_model", False):
+            return distributed.whole_parameters(self.model, self.world)
+        return contextlib.nullcontext()
 
     def _stop_requested(self) -> bool:
         if not self.world.active:

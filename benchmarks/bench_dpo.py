@@ -37,7 +37,7 @@ import torch
 
 import harness  # noqa: F401  (puts the checkout on sys.path)
 from harness import add_common_args, finish_machine_info, interleave, machine_info, machine_line, protocol_line
-from harness import setup, write_results
+from harness import setup, twin_gpt2_directories, write_results
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
@@ -46,10 +46,6 @@ from transformers import AutoTokenizer, GPT2LMHeadModel  # noqa: E402
 from trl import DPOConfig, DPOTrainer  # noqa: E402
 
 from glassformer.data.instructions import numbers_preferences  # noqa: E402
-from glassformer.interop import save_hf_directory  # noqa: E402
-from glassformer.model_dir import save_model_dir  # noqa: E402
-from glassformer.models import GPT, GPTConfig  # noqa: E402
-from glassformer.tokenizers import Tokenizer  # noqa: E402
 from glassformer.tokenizers.chat import DEFAULT_CHAT_TEMPLATE, render  # noqa: E402
 from glassformer.training.dpo import (DPOSettings, collate_pairs, dpo_step_loss, encode_pairs,  # noqa: E402
                                       reference_logprobs)
@@ -70,13 +66,8 @@ def prepared(folder: Path, device: torch.device, bf16: bool):
     texts = [render(DEFAULT_CHAT_TEMPLATE, [{"role": "user", "content": r["prompt"]},
                                             {"role": "assistant", "content": r[side]}], False)
              for r in rows for side in ("chosen", "rejected")]
-    tokenizer = Tokenizer.train_char(texts)
-    torch.manual_seed(0)
-    config = GPTConfig(vocab_size=tokenizer.vocab_size, n_layers=SHAPE["n_layers"], n_heads=SHAPE["n_heads"],
-                       d_model=SHAPE["d_model"], max_len=SHAPE["max_len"], dropout=0.0)
-    base = GPT(config)
-    save_model_dir(folder / "base", base, tokenizer)
-    save_hf_directory(base, folder / "hf", tokenizer)
+    twin_gpt2_directories(folder, texts=texts, n_layers=SHAPE["n_layers"], n_heads=SHAPE["n_heads"],
+                          d_model=SHAPE["d_model"], max_len=SHAPE["max_len"])
 
     # ours: the task's own pieces, as `train dpo` assembles them
     settings = DPOSettings(base=str(folder / "base"), beta=BETA, lr=LR, batch_size=SHAPE["pairs"])

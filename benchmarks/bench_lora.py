@@ -28,15 +28,13 @@ import torch
 
 import harness  # noqa: F401  (puts the checkout on sys.path)
 from harness import add_common_args, finish_machine_info, interleave, machine_info, machine_line, protocol_line
-from harness import setup, write_results
+from harness import setup, twin_gpt2_directories, write_results
 
 from peft import PeftModel  # noqa: E402
 from transformers import GPT2LMHeadModel  # noqa: E402
 
-from glassformer.interop import save_hf_directory  # noqa: E402
 from glassformer.interop.peft import save_adapter  # noqa: E402
-from glassformer.model_dir import load_model_dir, save_model_dir  # noqa: E402
-from glassformer.models import GPT, GPTConfig  # noqa: E402
+from glassformer.model_dir import load_model_dir  # noqa: E402
 from glassformer.nn.lora import LoRAConfig, add_lora, trainable_parameters  # noqa: E402
 
 NAME = "lora"
@@ -48,11 +46,8 @@ TARGET = 1.2                                       # ours / peft, the goal set f
 
 def twin_models(folder: Path, device: torch.device):
     """Ours with LoRA and peft's over the Hugging Face conversion of the same base, the same adapter."""
-    torch.manual_seed(0)
-    config = GPTConfig(vocab_size=SHAPE["vocab"], n_layers=SHAPE["n_layers"], n_heads=SHAPE["n_heads"],
-                       d_model=SHAPE["d_model"], max_len=SHAPE["block"], dropout=0.0)
-    save_model_dir(folder / "base", GPT(config))
-    save_hf_directory(load_model_dir(folder / "base").model, folder / "hf")
+    twin_gpt2_directories(folder, vocab=SHAPE["vocab"], n_layers=SHAPE["n_layers"], n_heads=SHAPE["n_heads"],
+                          d_model=SHAPE["d_model"], max_len=SHAPE["block"])
     ours = load_model_dir(folder / "base").model
     add_lora(ours, LORA)
     save_adapter(folder / "adapter", ours, LORA, folder / "base")

@@ -277,6 +277,27 @@ def finish_machine_info(info: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
+def twin_gpt2_directories(folder: str | Path, *, n_layers: int, n_heads: int, d_model: int, max_len: int,
+                          texts: Sequence[str] | None = None, vocab: int | None = None) -> tuple[Path, Path]:
+    """The same model for both sides of a comparison with Hugging Face libraries: a GPT-2-shaped GPT
+    (random weights from seed 0, no dropout; a character tokenizer learnt from ``texts``, or ``vocab``
+    entries and no tokenizer) saved as a glassformer directory, and glassformer's own export of it
+    (``save_hf_directory``: a ``GPT2LMHeadModel`` with its tokenizer).  -> (``folder/base``, ``folder/hf``)."""
+    from glassformer.interop import save_hf_directory
+    from glassformer.model_dir import save_model_dir
+    from glassformer.models import GPT, GPTConfig
+    from glassformer.tokenizers import Tokenizer
+
+    folder = Path(folder)
+    tokenizer = Tokenizer.train_char(texts) if texts is not None else None
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size if tokenizer is not None else vocab, n_layers=n_layers,
+                          n_heads=n_heads, d_model=d_model, max_len=max_len, dropout=0.0))
+    save_model_dir(folder / "base", model, tokenizer)
+    save_hf_directory(model, folder / "hf", tokenizer)
+    return folder / "base", folder / "hf"
+
+
 def weights_digest(model_dir: str | Path) -> str:
     """The first 16 hex digits of the SHA-256 of a model directory's model.safetensors: which model
     a result measured."""

@@ -470,6 +470,39 @@ def render_families(results: Path) -> str:
     return "\n".join(lines)
 
 
+def render_posttrain(results: Path) -> str:
+    """Post-training against the peers: LoRA vs peft, SFT, DPO and one GRPO step vs trl, one row each."""
+    rows, found = [], []
+    peers = (  # (results file, its key or None, what is compared, the rate and its unit, the peer)
+        ("lora", "lora", "LoRA forward + backward (r 8 on q, v)", "tokens_per_s", "tokens/s", "peft"),
+        ("sft", "sft", "SFT step, loss on the responses", "tokens_per_s", "tokens/s", "trl"),
+        ("dpo", "dpo", "DPO step (reference log-probabilities precomputed)", "pairs_per_s", "pairs/s", "trl"),
+        ("grpo_cpu", None, "GRPO step", "steps_per_s", "steps/s", "trl"),
+    )
+    for name, key, what, rate, unit, peer in peers:
+        try:
+            r = load(results, name)
+        except NotMeasured:
+            continue
+        found.append(r)
+        x = r[key] if key else r
+        if name == "grpo_cpu":
+            what += f" ({x['prompts']} prompts × group {x['group']}, {x['new_tokens']} new tokens)"
+        ours, theirs = x[rate]["ours"]["median"], x[rate][peer]["median"]
+        ratio, goal = x["ratio"]["median"], x["target_ratio"]
+        rows.append(f"| {what} | {ours:,.4g} {unit} | {theirs:,.4g} {unit} ({peer}) | **{ratio:.2f}×** | "
+                    f"≥ {goal:g}× — {'met' if ratio >= goal else 'not met'} |")
+    if not rows:
+        raise NotMeasured("none of `benchmarks/results/{lora,sft,dpo,grpo_cpu}.json` exists")
+    machines = sorted({measured_on(r["machine"]) for r in found})
+    return "\n".join([
+        f"{quick_warning(*found)}**Post-training against `peft` and `trl`** ([LoRA](benchmarks/results/lora.md), "
+        "[SFT](benchmarks/results/sft.md), [DPO](benchmarks/results/dpo.md), [GRPO](benchmarks/results/grpo_cpu.md)): "
+        "the same GPT-2-shaped model (glassformer's own Hugging Face export on the peer's side), the same data and "
+        "batch, ABBA order, medians.  *" + "; ".join(sentence(m) for m in machines) + ".*", "",
+        "| what | glassformer | peer | ours / peer | goal |", "| --- | ---: | ---: | ---: | --- |", *rows])
+
+
 def render_fsdp_memory(results: Path) -> str:
     """What each of FSDP's two processes holds against one process, and their peak resident memory."""
     r = load(results, "fsdp_memory")
@@ -505,6 +538,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "bert": render_bert,
     "families": render_families,
     "fsdp-memory": render_fsdp_memory,
+    "posttrain": render_posttrain,
 }
 SCRIPTS = {
     "demo": "benchmarks/bench_quickstart.py",
@@ -518,6 +552,7 @@ SCRIPTS = {
     "families": "benchmarks/vit_digits.py, benchmarks/caption_digits.py, benchmarks/bench_llama_generate.py and "
                 "benchmarks/bench_vit.py",
     "fsdp-memory": "benchmarks/fsdp_memory.py",
+    "posttrain": "benchmarks/bench_lora.py, benchmarks/bench_sft.py, benchmarks/bench_dpo.py and benchmarks/bench_grpo.py",
 }
 
 

@@ -37,6 +37,10 @@ BENCHMARKS = {
     "train_translation": ("bench_train_translation.py", "translation training step vs Hugging Face Marian",
                           ("--threads", "--device")),
     "lm_quality": ("lm_quality.py", "Tiny Shakespeare validation loss, seeds and variants", ("--threads", "--device")),
+    "lora": ("bench_lora.py", "LoRA forward + backward vs peft", None),
+    "sft": ("bench_sft.py", "SFT training step vs trl's SFTTrainer", None),
+    "dpo": ("bench_dpo.py", "DPO training step vs trl's DPOTrainer", None),
+    "grpo": ("bench_grpo.py", "one GRPO step vs trl's GRPOTrainer", None),
 }
 # GPU-only: not in the default set (on a CPU they measure nothing); run with --only where CUDA is present.
 GPU_ONLY = {

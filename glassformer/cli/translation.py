@@ -17,6 +17,8 @@ from ..files import write_text_atomically
 from .common import (DEVICE_HELP, add_inference_args, add_preset_flags, add_run_flags, fresh_output_dir,
                      non_negative_float, non_negative_int, note, open_fraction, positive_float, positive_int,
                      probability, setting_defaults, stdin_lines, train_settings, trained)
+from .quickstart_post import (POST_TRAINING, add_post_training_flags, quickstart_post_training,
+                              refuse_post_training_flags)
 
 
 def register(subparsers) -> None:
@@ -25,8 +27,9 @@ def register(subparsers) -> None:
 
     QUICKSTART_STEPS = QUICKSTART_SETTINGS["steps"]
     defaults = setting_defaults(TranslationSettings)
-    p = subparsers.add_parser("quickstart", help="build the number corpus, train a small translator, evaluate it")
-    p.add_argument("--out", default="runs/quickstart", help="run directory (model in OUT/best)")
+    p = subparsers.add_parser("quickstart", help="build the number corpus, train a small translator, evaluate it "
+                                                 "(`quickstart post-training`: a small GPT through SFT, DPO and RL)")
+    p.add_argument("--out", help="run directory (model in OUT/best; default: runs/quickstart)")
     p.add_argument("--src-lang", default="de", help="source language of the number corpus")
     p.add_argument("--tgt-lang", default="en", help="target language of the number corpus")
     p.add_argument("--steps", type=positive_int, default=None,
@@ -37,6 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of the corpus split, training and sampling")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     add_decoding_args(p, seed=False)
+    add_post_training_flags(p)                  # `quickstart post-training`: cli/quickstart_post.py
     p.set_defaults(func=quickstart)
 
     train = subparsers.add_parser("train", help="train a model")      # the tasks are named once registered, below
@@ -257,10 +261,14 @@ def quickstart(args) -> int:
     from ..devices import pick_device
     from ..training.quickstart import run_quickstart
 
+    if args.variant == POST_TRAINING:
+        return quickstart_post_training(args)
+    refuse_post_training_flags(args)
     pick_device(args.device)
     options = decoding_options(args)
-    with fresh_output_dir(args.out):
-        run_quickstart(out_dir=args.out, src_lang=args.src_lang, tgt_lang=args.tgt_lang, steps=args.steps,
+    out = args.out or "runs/quickstart"
+    with fresh_output_dir(out):
+        run_quickstart(out_dir=out, src_lang=args.src_lang, tgt_lang=args.tgt_lang, steps=args.steps,
                        time_limit=args.time_limit, n_test=args.n_test, seed=args.seed, device=args.device,
                        decode_options=options)
     return 0

@@ -1,0 +1,351 @@
+"""``glassformer quickstart post-training``: the whole post-training chain on the built-in numbers task.
+
+Four runs, each a task of the one training recipe, each starting from the model the one before saved::
+
+    base   a small GPT pretrained on the task's training questions and answers as plain text   train lm
+    sft    supervised fine-tuning on (question, answer) rows: the loss on the answers only     finetune sft
+    dpo    preference optimisation: the right answer against a plausible wrong one              train dpo
+    rl     GRPO: sampled answers scored by the exact-answer reward                               train rl
+
+After each stage, the model it saved (``best/``) answers the held-out test questions — numbers never
+seen in training — by greedy decoding; the exact-match share, over all questions and per question
+type (words, add, compare, german), is printed and kept::
+
+    OUT/chain.json          marks the directory as a chain's: its settings, the stages finished so far
+    OUT/pretraining.txt     the base model's text
+    OUT/base/ sft/ dpo/ rl/ each stage's run directory (its model in best/)
+    OUT/summary.json        the held-out exact match of every stage's model, with steps and times
+    OUT/summary.md          the same as a table
+
+Run again with the same ``OUT``, the chain reuses the base model a previous chain finished (and
+continues one that was interrupted) and trains the three post-training stages again: pretraining is
+the long part, and the post-training stages are what one changes.  A directory that holds anything
+else is refused.
+
+The defaults are sized for 2 CPU cores and about 15 minutes (measured:
+``benchmarks/bench_posttrain_chain.py``, ``benchmarks/results/posttrain_chain.json``); each stage also
+stops at its share of ``time_budget`` (the recipe's ``time_limit``), a safety net for a slower machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..data.instructions import KINDS, NUMBERS_INSTRUCT, Instruction, numbers_instructions
+from ..devices import pick_device
+from ..errors import ConfigError, GlassformerError
+from ..files import read_json, write_text_atomically
+from ..model_dir import load_model_dir
+from ..tokenizers.chat import DEFAULT_CHAT_TEMPLATE, chat_template, render
+from .checkpoints import existing_run
+from .checks import check_positive_int, check_range, check_types
+from .dpo import DPOSettings, train_dpo
+from .lm import LMSettings, train_lm
+from .posttrain import exact_match
+from .rl import RLSettings, train_rl
+from .sft import SFTSettings, finetune_sft
+
+STAGES = ("base", "sft", "dpo", "rl")
+STAGE_SETTINGS = {"base": LMSettings, "sft": SFTSettings, "dpo": DPOSettings, "rl": RLSettings}
+CHAIN_FILE = "chain.json"
+CORPUS_FILE = "pretraining.txt"
+DEFAULT_OUT = "runs/quickstart-post-training"
+
+# The base model: gpt-mini (4 layers, d_model 128, 4 heads; 0.8 M parameters with a character vocabulary)
+# with a context of 160 characters, enough for the longest question with its answer (133).  Characters,
+# not BPE: a held-out number is spelled with the same tokens as every other number.
+BASE_MODEL = {"max_len": 160}
+
+# Each stage's settings besides steps, time limit, seed, device and progress (which the chain sets).
+# The learning rates are those of a model this small (a big pretrained model fine-tunes at 1e-5..1e-4).
+# DPO's 1,000 pairs: its reference log-probabilities are computed for every pair before the first step.
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "base": dict(preset="gpt-mini", tokenizer="char", block_size=160, batch_size=32, lr=2e-3, warmup=30,
+                 eval_batches=8),
+    "sft": dict(batch_size=32, lr=1e-3, warmup=20, examples=8000, eval_questions=100),
+    "dpo": dict(batch_size=16, lr=1e-4, warmup=10, beta=0.1, examples=1000, eval_questions=100),
+    "rl": dict(batch_size=8, group=8, lr=5e-5, warmup=5, max_new_tokens=52, temperature=1.0, eval_questions=100),
+}
+# Steps per stage, from a few steps of each timed on this 2-core machine while it was busy, one thread,
+# CPU seconds per step (2026-12-06): base 0.7 (32 windows of 160 characters), SFT 0.27 (32 examples),
+# DPO 0.4 (16 pairs) + 35 s for the reference log-probabilities and the evaluations around training,
+# RL 1.5 to 3.5 (8 prompts x 8 samples of up to 52 characters; groups whose samples all score the same are
+# drawn again).  Scaled to each stage's budget, 6, 3, 2 and 3 minutes with its evaluations, on 2 threads.
+STAGE_STEPS = {"base": 500, "sft": 500, "dpo": 150, "rl": 60}
+# Seconds of training per stage at most, the safety net for a slower machine (the evaluations and the
+# work before the first step come on top); --time-budget scales them together.
+STAGE_TIME_LIMITS = {"base": 330.0, "sft": 150.0, "dpo": 90.0, "rl": 150.0}
+TIME_BUDGET = sum(STAGE_TIME_LIMITS.values())
+EVALUATIONS = 2            # evaluations per post-training stage (best/ is chosen among them)
+TEST_QUESTIONS = 400       # the held-out questions of the summary: those the stages' own results.json answer
+
+
+@dataclass
+class ChainSettings:
+    """The chain's settings: steps per stage, the base model, the held-out questions, the time budget.
+    ``base``/``sft``/``dpo``/``rl``: settings of that stage over :data:`STAGE_DEFAULTS` (any field of its
+    settings class: LMSettings, SFTSettings, DPOSettings, RLSettings)."""
+
+    base_steps: int = STAGE_STEPS["base"]
+    sft_steps: int = STAGE_STEPS["sft"]
+    dpo_steps: int = STAGE_STEPS["dpo"]
+    rl_steps: int = STAGE_STEPS["rl"]
+    model: dict = field(default_factory=lambda: dict(BASE_MODEL))   # the base GPT: gpt-mini's fields overridden
+    pretraining_questions: int = 20000   # training questions (with answers) in the base model's text
+    test_questions: int = TEST_QUESTIONS  # held-out questions every stage's model answers (the summary)
+    time_budget: float | None = TIME_BUDGET   # seconds of training over the four stages; None: no limit
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    base: dict = field(default_factory=dict)
+    sft: dict = field(default_factory=dict)
+    dpo: dict = field(default_factory=dict)
+    rl: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_positive_int(self, "base_steps", "sft_steps", "dpo_steps", "rl_steps", "pretraining_questions",
+                           "test_questions")
+        check_range(self, "time_budget", 0, low_open=True, optional=True)
+        for stage in STAGES:
+            known = {f.name for f in dataclasses.fields(STAGE_SETTINGS[stage])}
+            unknown = sorted(set(getattr(self, stage)) - known)
+            if unknown:
+                raise ConfigError(f"{stage}={getattr(self, stage)} holds unknown {stage} setting(s) {unknown}; "
+                                  f"valid ones are the fields of {STAGE_SETTINGS[stage].__name__}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ChainSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown chain setting(s) {unknown}; valid ones are {sorted(known)}")
+        return cls(**data)
+
+    def steps(self, stage: str) -> int:
+        return getattr(self, f"{stage}_steps")
+
+    def time_limit(self, stage: str) -> float | None:
+        """The stage's share of the time budget (its share of :data:`STAGE_TIME_LIMITS`)."""
+        if self.time_budget is None:
+            return None
+        return round(self.time_budget * STAGE_TIME_LIMITS[stage] / TIME_BUDGET, 1)
+
+    def stage_settings(self, stage: str, **extra: Any) -> dict[str, Any]:
+        """The settings dict of ``stage``'s run: its defaults, the chain's, the stage's own, ``extra``."""
+        chain = {"steps": self.steps(stage), "time_limit": self.time_limit(stage), "seed": self.seed,
+                 "device": self.device, "progress": self.progress}
+        if stage == "base":
+            chain["model"] = dict(self.model)
+        else:
+            chain["eval_every"] = max(1, -(-self.steps(stage) // EVALUATIONS))
+        return {**STAGE_DEFAULTS[stage], **chain, **getattr(self, stage), **extra}
+
+
+# -- the base model's text ---------------------------------------------------------------------------------
+def pretraining_text(n: int, template: str = DEFAULT_CHAT_TEMPLATE) -> str:
+    """``n`` training questions of the numbers task with their answers, as the chat template writes a
+    conversation ("User: What is 38 + 57?\\nAssistant: 95\\n"), one after the other: plain text from
+    which a language model learns the numbers' words and the answer format (held-out numbers never
+    appear: the questions are of the training split)."""
+    return "".join(render(template, [{"role": "user", "content": q.prompt}, {"role": "assistant", "content": q.answer}],
+                          False) for q in numbers_instructions("train", n))
+
+
+# -- held-out exact match of a saved model -------------------------------------------------------------------
+def held_out_accuracy(model_dir: str | Path, questions: Sequence[Instruction], device="cpu") -> dict[str, float]:
+    """The share of ``questions`` the model directory's model answers exactly by greedy decoding, prompted by
+    its chat template: ``{"all": share, "<kind>": share per question type}``."""
+    loaded = load_model_dir(model_dir, device=pick_device(device))
+    figures = exact_match(loaded.model, loaded.tokenizer, chat_template(model_dir), questions)
+    return {"all": figures["exact"], **{k.removeprefix("exact_"): v for k, v in figures.items() if k != "exact"}}
+
+
+# -- the output directory ------------------------------------------------------------------------------------
+def previous_chain(out_dir: Path) -> dict[str, Any] | None:
+    """What a previous chain in ``out_dir`` recorded (its chain.json), None for a new or empty directory.
+    Anything else there — a file, another run, other files — is refused in one line, before any work."""
+    if not out_dir.exists():
+        return None
+    if not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file; give the chain a directory")
+    marker = out_dir / CHAIN_FILE
+    if marker.is_file():
+        try:
+            saved = read_json(marker, what="chain record")
+        except GlassformerError:
+            saved = None
+        if isinstance(saved, dict) and isinstance(saved.get("stages"), dict):
+            return saved
+    found = sorted(p.name for p in out_dir.iterdir())
+    if not found:
+        return None
+    run = existing_run(out_dir)
+    what = run or f"files of something else ({', '.join(found[:4])}{', ...' if len(found) > 4 else ''})"
+    raise ConfigError(f"{out_dir} already holds {what}, not a post-training quickstart's; give another --out "
+                      f"(or delete {out_dir})")
+
+
+def _record(out_dir: Path, settings: ChainSettings, stages: dict[str, Any]) -> None:
+    write_text_atomically(out_dir / CHAIN_FILE, json.dumps(
+        {"chain": "glassformer quickstart post-training", "settings": dataclasses.asdict(settings),
+         "stages": stages}, indent=2) + "\n")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+# -- the chain --------------------------------------------------------------------------------------------------
+def run_posttrain_quickstart(out_dir: str | Path = DEFAULT_OUT,
+                             settings: ChainSettings | dict[str, Any] | None = None) -> dict[str, Any]:
+    """Pretrain (or reuse) the base model, then SFT, DPO and RL, each from the model the stage before saved
+    in ``out_dir``; after each, the held-out exact match of its model (all and per question type) is printed.
+    Returns what ``out_dir/summary.json`` holds."""
+    settings = settings if isinstance(settings, ChainSettings) else ChainSettings.from_dict(settings or {})
+    out_dir = Path(out_dir)
+    previous = previous_chain(out_dir)
+    device = pick_device(settings.device)             # an unknown device is refused before any work
+    started = time.perf_counter()
+    questions = numbers_instructions("test", settings.test_questions)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    finished = previous["stages"] if previous else {}
+    stages: dict[str, Any] = {"base": finished["base"]} if _base_reusable(out_dir, finished) else {}
+    for stage in STAGES[1:]:                           # a previous chain's later stages are trained again
+        _remove(out_dir / stage)
+    _remove(out_dir / "summary.json")
+    _remove(out_dir / "summary.md")
+    _record(out_dir, settings, stages)
+
+    print(f"Post-training quickstart: base → SFT → DPO → RL on {NUMBERS_INSTRUCT}, {torch.get_num_threads()} "
+          f"threads; exact match on {len(questions)} held-out questions (numbers never seen in training) after "
+          "each stage", flush=True)
+    model_dir = out_dir / "base" / "best"
+    for stage in STAGES:
+        if stage in stages:
+            print(f"\n[base] reusing the base model a previous chain trained ({model_dir}: "
+                  f"{stages['base']['steps']} steps); delete {out_dir / 'base'} to train it again", flush=True)
+            stages[stage]["reused"] = True
+        else:
+            print(f"\n[{stage}] {_doing(stage, settings)}", flush=True)
+            t0 = time.perf_counter()
+            result = _train_stage(stage, settings, out_dir, model_dir)
+            stages[stage] = {"steps": result.steps, "max_steps": result.max_steps,
+                             "time_limited": result.time_limited, "train_seconds": round(result.seconds, 1),
+                             "stage_seconds": round(time.perf_counter() - t0, 1), "reused": False}
+        model_dir = out_dir / stage / "best"
+        t0 = time.perf_counter()
+        stages[stage].update(model=str(model_dir.relative_to(out_dir)),
+                             exact_match=held_out_accuracy(model_dir, questions, device),
+                             eval_seconds=round(time.perf_counter() - t0, 1))
+        print(f"[{stage}] held-out exact match {_shares(stages[stage]['exact_match'])}", flush=True)
+        _record(out_dir, settings, stages)
+
+    summary = {"task": NUMBERS_INSTRUCT, "test_questions": len(questions), "threads": torch.get_num_threads(),
+               "device": str(device), "total_seconds": round(time.perf_counter() - started, 1),
+               "settings": dataclasses.asdict(settings), "stages": stages}
+    write_text_atomically(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(out_dir / "summary.md", summary_markdown(summary))
+    print("\n" + summary_table(summary))
+    print(f"\nModels in {out_dir}/<stage>/best; try: glassformer generate {out_dir / 'rl' / 'best'} "
+          "\"$(printf 'User: What is 38 + 57?\\nAssistant: ')\" --temperature 0")
+    print(f"Total time {summary['total_seconds']:.0f}s")
+    return summary
+
+
+def _base_reusable(out_dir: Path, finished: dict[str, Any]) -> bool:
+    """Whether a previous chain finished the base model in ``out_dir`` (its best/ is there)."""
+    return isinstance(finished.get("base"), dict) and (out_dir / "base" / "best" / "config.json").is_file()
+
+
+def _doing(stage: str, settings: ChainSettings) -> str:
+    limit = settings.time_limit(stage)
+    budget = f", at most {limit:g} s" if limit else ""
+    return {"base": "pretraining a small GPT on the training questions and answers as plain text",
+            "sft": "supervised fine-tuning on training questions (loss on the answers)",
+            "dpo": "DPO on pairs of a right and a plausible wrong answer",
+            "rl": "GRPO: sampled answers rewarded 1 when exactly right"}[stage] + \
+        f" ({settings.steps(stage)} steps{budget})"
+
+
+def _train_stage(stage: str, settings: ChainSettings, out_dir: Path, previous_model: Path):
+    """Train ``stage`` in ``out_dir/stage`` from ``previous_model``; returns its TrainResult."""
+    run_dir = out_dir / stage
+    if stage == "base":
+        if run_dir.is_dir() and existing_run(run_dir):      # an interrupted base run: continue it
+            print(f"[base] continuing the interrupted base run in {run_dir}", flush=True)
+            resumed = {"time_limit": settings.time_limit("base"), "device": settings.device,
+                       "progress": settings.progress}
+            return train_lm(None, resumed, run_dir, resume=True).result
+        _remove(run_dir)
+        corpus = out_dir / CORPUS_FILE
+        write_text_atomically(corpus, pretraining_text(settings.pretraining_questions))
+        return train_lm(corpus, settings.stage_settings("base"), run_dir).result
+    base = str(previous_model)
+    if stage == "sft":
+        return finetune_sft(NUMBERS_INSTRUCT, settings.stage_settings("sft", base=base), run_dir).result
+    if stage == "dpo":
+        return train_dpo(NUMBERS_INSTRUCT, settings.stage_settings("dpo", base=base), run_dir).result
+    return train_rl(settings.stage_settings("rl", base=base, data=NUMBERS_INSTRUCT), run_dir).result
+
+
+# -- the report ---------------------------------------------------------------------------------------------------
+def _kinds(shares: dict[str, float]) -> list[str]:
+    return [k for k in KINDS if k in shares] + sorted(k for k in shares if k not in KINDS and k != "all")
+
+
+def _shares(shares: dict[str, float]) -> str:
+    return f"{shares['all']:.1%} (" + ", ".join(f"{k} {shares[k]:.1%}" for k in _kinds(shares)) + ")"
+
+
+def _rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    stages = summary["stages"]
+    kinds = _kinds(next(iter(stages.values()))["exact_match"])
+    header = ["stage", "all", *kinds, "steps", "train s"]
+    rows = []
+    for name, stage in stages.items():
+        shares = stage["exact_match"]
+        steps = f"{stage['steps']}" + (" (reused)" if stage.get("reused") else "") + \
+            (" (time limit)" if stage.get("time_limited") else "")
+        rows.append([name, *(f"{100 * shares[k]:.1f}%" for k in ["all", *kinds]), steps,
+                     f"{stage['train_seconds']:.0f}"])
+    return header, rows
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """The held-out exact match of every stage as aligned text."""
+    header, rows = _rows(summary)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [f"Held-out exact match ({summary['test_questions']} questions, numbers never seen in training):"]
+    lines += ["  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+              for r in [header, *rows]]
+    return "\n".join(lines)
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """summary.md: the table, and how it was measured."""
+    header, rows = _rows(summary)
+    lines = ["# Post-training quickstart: held-out exact match after each stage", "",
+             f"{summary['test_questions']} held-out questions of `{summary['task']}` (numbers never seen in training), "
+             f"answered by greedy decoding; {summary['threads']} threads on {summary['device']}, "
+             f"{summary['total_seconds']:.0f} s in all.", "",
+             "| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["ChainSettings", "run_posttrain_quickstart", "pretraining_text", "held_out_accuracy", "previous_chain",
+           "summary_table", "summary_markdown", "STAGES", "STAGE_DEFAULTS", "STAGE_STEPS", "STAGE_TIME_LIMITS",
+           "TIME_BUDGET", "TEST_QUESTIONS", "BASE_MODEL", "DEFAULT_OUT"]

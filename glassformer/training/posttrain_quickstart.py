@@ -333,19 +333,24 @@ def summary_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def markdown_table(summary: dict[str, Any]) -> str:
+    """The held-out exact match of every stage as a Markdown table."""
+    header, rows = _rows(summary)
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """summary.md: the table, and how it was measured."""
-    header, rows = _rows(summary)
-    lines = ["# Post-training quickstart: held-out exact match after each stage", "",
-             f"{summary['test_questions']} held-out questions of `{summary['task']}` (numbers never seen in training), "
-             f"answered by greedy decoding; {summary['threads']} threads on {summary['device']}, "
-             f"{summary['total_seconds']:.0f} s in all.", "",
-             "| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join([
+        "# Post-training quickstart: held-out exact match after each stage", "",
+        f"{summary['test_questions']} held-out questions of `{summary['task']}` (numbers never seen in training), "
+        f"answered by greedy decoding; {summary['threads']} threads on {summary['device']}, "
+        f"{summary['total_seconds']:.0f} s in all.", "",
+        markdown_table(summary)]) + "\n"
 
 
 __all__ = ["ChainSettings", "run_posttrain_quickstart", "pretraining_text", "held_out_accuracy", "previous_chain",
-           "summary_table", "summary_markdown", "STAGES", "STAGE_DEFAULTS", "STAGE_STEPS", "STAGE_TIME_LIMITS",
+           "summary_table", "summary_markdown", "markdown_table", "STAGES", "STAGE_DEFAULTS", "STAGE_STEPS", "STAGE_TIME_LIMITS",
            "TIME_BUDGET", "TEST_QUESTIONS", "BASE_MODEL", "DEFAULT_OUT"]

@@ -80,13 +80,19 @@ def write_data(data: Path) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    """Every run, made once: ``TASK-VARIANT-ddp``, ``TASK-VARIANT-fsdp`` (two processes) and ``TASK-VARIANT-one``."""
+    """Every run, made once: ``TASK-VARIANT-ddp``, ``TASK-VARIANT-fsdp`` (two processes) and ``TASK-VARIANT-one``;
+    ``resumed-fsdp`` and ``resumed-one``: a LoRA SFT run of 3 steps resumed for a fourth."""
     root = tmp_path_factory.mktemp("posttrain")
     write_data(root / "data")
     combos = [(t, v) for t in TASKS for v in VARIANTS]
     distributed = [[*task_args(t, v, root / "data"), "--distributed", k, "--out", str(root / f"{t}-{v}-{k}")]
                    for k in KINDS for t, v in combos]
     single = [[*task_args(t, v, root / "data"), "--out", str(root / f"{t}-{v}-one")] for t, v in combos]
+    # a LoRA run of 3 steps resumed for a fourth: sharded, and in one process
+    for runs_of_it, kind, flags in ((distributed, "fsdp", ["--distributed", "fsdp"]), (single, "one", [])):
+        out = str(root / f"resumed-{kind}")
+        runs_of_it += [[*task_args("sft", "lora", root / "data"), *flags, "--out", out],
+                       ["finetune", "sft", "--resume", out, "--extend", "--steps", "4", *flags]]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     commands = {"distributed": [TORCHRUN, "--standalone", "--nproc-per-node", "2", __file__],
                 "single": [sys.executable, __file__]}
@@ -126,6 +132,17 @@ def test_two_processes_learn_what_one_does(task, variant, kind, runs):
         a, b = (load_file(str(runs / f"{task}-{variant}-{x}" / "last" / "adapter_model.safetensors"))
                 for x in ("one", kind))
         assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+
+
+def test_a_sharded_lora_run_resumes_as_one_process_does(runs):
+    for run in ("resumed-fsdp", "resumed-one"):
+        info = json.loads((runs / run / "last" / "training.json").read_text())
+        records = [json.loads(line) for line in (runs / run / "log.jsonl").read_text().splitlines()]
+        assert info["step"] == 4 and [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
+    one, two = trained(runs / "resumed-one"), trained(runs / "resumed-fsdp")
+    assert one.keys() == two.keys() and max((one[k] - two[k]).abs().max().item() for k in one) <= 1e-5
+    three = trained(runs / "sft-lora-one")
+    assert max((one[k] - three[k]).abs().max().item() for k in one) > 1e-4       # the fourth step was taken
 
 
 if __name__ == "__main__":

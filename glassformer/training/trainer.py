@@ -386,7 +386,9 @@ class Trainer:
         weights = distributed.full_state_dict(self.model, self.world)
         optim = distributed.optimizer_state(self.model, self.optimizer, self.world)
         running = None if self.running is None else self.running.detach().cpu()
-        rngs, runnings = zip(*distributed.gather((rng_state(), running), self.world))
+        # each process's own: its generators, smoothed loss and place in the data (its share of each step)
+        rngs, runnings, streams = zip(*distributed.gather((rng_state(), running, self.stream.state_dict()),
+                                                          self.world))
         last = self.run_dir / "last"
         if self.world.main:
             if not all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()):
@@ -399,7 +401,7 @@ class Trainer:
                     "skipped_steps": int(self._skipped)}
             state = {"optimizer": optim, "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                      "scaler": self.scaler.state_dict() if self.scaler else None, "rng": list(rngs),
-                     "running": list(runnings), "stream": self.stream.state_dict(),
+                     "running": list(runnings), "stream": list(streams),
                      "skipped": self._skipped.cpu(), "last_bad": self._last_bad.cpu()}
             save_training_checkpoint(last, lambda tmp: self._write(tmp, model, weights), info, state)
             if best:
@@ -493,7 +495,8 @@ class Trainer:
         set_rng_state(state["rng"][self.world.rank])
         running = state.get("running", [None] * self.world.size)[self.world.rank]
         self.running = None if running is None else running.to(self.device)
-        stream.load_state_dict(state["stream"])
+        position = state["stream"]           # one per process (a checkpoint before they were: the main process's)
+        stream.load_state_dict(position[self.world.rank] if isinstance(position, list) else position)
         self._skipped = state["skipped"].to(self.device)
         self._last_bad = state["last_bad"].to(self.device)
         self.step = int(info["step"])

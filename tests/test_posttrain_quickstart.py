@@ -148,7 +148,10 @@ def test_bad_chain_settings_are_refused_in_one_line(tmp_path, capsys):
     config = tmp_path / "chain.json"
     for settings, words in (({"sft": {"lerning_rate": 1}}, ["sft", "lerning_rate", "SFTSettings"]),
                             ({"steps": 3}, ["steps", "base_steps"]),
-                            ({"test_questions": 0}, ["test_questions"])):
+                            ({"test_questions": 0}, ["test_questions"]),
+                            ({"sft": {"lr": "fast"}}, ["the sft stage", "lr", "'fast'"]),
+                            ({"rl": {"group": 1}}, ["the rl stage", "group=1"]),
+                            ({"model": {"n_layerz": 2}}, ["the base stage", "n_layerz"])):
         config.write_text(json.dumps(settings))
         code, out, err = run_cli(capsys, "quickstart", "post-training", "--config", config, "--out", tmp_path / "run")
         one_line_error(code, err, *words)

@@ -121,6 +121,13 @@ class ChainSettings:
             if unknown:
                 raise ConfigError(f"{stage}={getattr(self, stage)} holds unknown {stage} setting(s) {unknown}; "
                                   f"valid ones are the fields of {STAGE_SETTINGS[stage].__name__}")
+            # Every stage's settings checked now, not minutes later when the stage starts (the base model
+            # of a post-training stage is the stage before's: any directory passes that check here).
+            base = {} if stage == "base" else {"base": "."}
+            try:
+                STAGE_SETTINGS[stage].from_dict(self.stage_settings(stage, **base))
+            except ConfigError as e:
+                raise ConfigError(f"the {stage} stage: {e}") from None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ChainSettings":
@@ -352,5 +359,5 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 
 
 __all__ = ["ChainSettings", "run_posttrain_quickstart", "pretraining_text", "held_out_accuracy", "previous_chain",
-           "summary_table", "summary_markdown", "markdown_table", "STAGES", "STAGE_DEFAULTS", "STAGE_STEPS", "STAGE_TIME_LIMITS",
-           "TIME_BUDGET", "TEST_QUESTIONS", "BASE_MODEL", "DEFAULT_OUT"]
+           "summary_table", "summary_markdown", "markdown_table", "STAGES", "STAGE_DEFAULTS", "STAGE_STEPS",
+           "STAGE_TIME_LIMITS", "TIME_BUDGET", "TEST_QUESTIONS", "BASE_MODEL", "DEFAULT_OUT"]

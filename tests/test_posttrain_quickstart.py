@@ -5,6 +5,7 @@ finished base model, and the refusals."""
 import contextlib
 import io
 import json
+import signal
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from helpers import one_line_error, run_cli
 
 from glassformer.cli.main import main
 from glassformer.data.instructions import KINDS, numbers_instructions
-from glassformer.errors import ConfigError
+from glassformer.errors import ConfigError, TrainingInterrupted
 from glassformer.model_dir import load_model_dir
 from glassformer.training.posttrain_quickstart import (STAGE_TIME_LIMITS, STAGES, TIME_BUDGET, ChainSettings,
                                                        held_out_accuracy, pretraining_text, run_posttrain_quickstart)
@@ -99,19 +100,60 @@ def test_the_summary_is_the_exact_match_of_the_saved_models(chain):
     assert held_out_accuracy(out / "sft" / "best", said)["all"] == pytest.approx(sum(hits) / len(hits))
 
 
-def test_a_second_chain_reuses_the_finished_base_model(chain, capsys):
+def test_a_second_chain_reuses_the_finished_base_model(chain, capsys, monkeypatch):
     out, first, _ = chain
     weights = (out / "base" / "best" / "model.safetensors").read_bytes()
     sft_before = (out / "sft" / "best" / "model.safetensors").stat().st_mtime_ns
-    summary = run_posttrain_quickstart(out, {**TINY, **STEPS, "test_questions": QUESTIONS, "sft_steps": 3})
+
+    def stop(*args, **kwargs):              # base and SFT are what this test is about: stop the chain after them
+        raise RuntimeError("stopped after SFT")
+
+    monkeypatch.setattr("glassformer.training.posttrain_quickstart.train_dpo", stop)
+    with pytest.raises(RuntimeError, match="stopped after SFT"):
+        run_posttrain_quickstart(out, {**TINY, **STEPS, "test_questions": QUESTIONS, "sft_steps": 3})
     printed = capsys.readouterr().out
     assert "reusing the base model" in printed and "[base] pretraining" not in printed
     assert (out / "base" / "best" / "model.safetensors").read_bytes() == weights
-    assert summary["stages"]["base"]["reused"] is True
-    assert summary["stages"]["base"]["exact_match"] == first["stages"]["base"]["exact_match"]
-    assert summary["stages"]["sft"]["steps"] == 3 and summary["stages"]["sft"]["reused"] is False
+    stages = json.loads((out / "chain.json").read_text())["stages"]
+    assert list(stages) == ["base", "sft"]
+    assert stages["base"]["reused"] is True
+    assert stages["base"]["exact_match"] == first["stages"]["base"]["exact_match"]
+    assert stages["sft"]["steps"] == 3 and stages["sft"]["reused"] is False
     assert (out / "sft" / "best" / "model.safetensors").stat().st_mtime_ns != sft_before       # trained again
-    assert json.loads((out / "summary.json").read_text()) == summary
+    # the previous chain's later stages and summary are gone, not left beside the new ones
+    assert not (out / "dpo").exists() and not (out / "rl").exists() and not (out / "summary.json").exists()
+
+
+def test_an_interrupted_base_run_is_continued_not_started_again(tmp_path, monkeypatch, capsys):
+    import glassformer.training.lm as lm
+
+    steps = []
+
+    def interrupted(module, batch):          # SIGTERM during the second step: the trainer saves it and stops
+        steps.append(len(steps) + 1)
+        if len(steps) == 2:
+            signal.raise_signal(signal.SIGTERM)
+        return real(module, batch)
+
+    real = lm.lm_loss
+    monkeypatch.setattr(lm, "lm_loss", interrupted)
+    out, settings = tmp_path / "chain", {**TINY, **STEPS, "base_steps": 4, "test_questions": 8}
+    with pytest.raises(TrainingInterrupted):
+        run_posttrain_quickstart(out, settings)
+    assert json.loads((out / "chain.json").read_text())["stages"] == {}           # the base is not finished
+    assert json.loads((out / "base" / "last" / "training.json").read_text())["step"] == 2
+    capsys.readouterr()
+
+    def stop(*args, **kwargs):              # the base is what this test is about: stop the chain after it
+        raise RuntimeError("stopped after the base")
+
+    monkeypatch.setattr("glassformer.training.posttrain_quickstart.finetune_sft", stop)
+    with pytest.raises(RuntimeError, match="stopped after the base"):
+        run_posttrain_quickstart(out, settings)
+    assert "continuing the interrupted base run" in capsys.readouterr().out
+    base = json.loads((out / "chain.json").read_text())["stages"]["base"]
+    assert (base["resumed_from"], base["steps"], base["reused"]) == (2, 4, False)
+    assert steps == [1, 2, 3, 4]                                                   # steps 3 and 4 only, the second time
 
 
 def test_a_directory_that_is_not_a_chains_is_refused_in_one_line(tmp_path, capsys):

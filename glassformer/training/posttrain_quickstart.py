@@ -248,7 +248,7 @@ def run_posttrain_quickstart(out_dir: str | Path = DEFAULT_OUT,
             print(f"\n[{stage}] {_doing(stage, settings)}", flush=True)
             t0 = time.perf_counter()
             result = _train_stage(stage, settings, out_dir, model_dir)
-            stages[stage] = {"steps": result.steps, "max_steps": result.max_steps,
+            stages[stage] = {"steps": result.steps, "max_steps": result.max_steps, "resumed_from": result.resumed_from,
                              "time_limited": result.time_limited, "train_seconds": round(result.seconds, 1),
                              "stage_seconds": round(time.perf_counter() - t0, 1), "reused": False}
         model_dir = out_dir / stage / "best"

@@ -134,6 +134,18 @@ def test_two_processes_learn_what_one_does(task, variant, kind, runs):
         assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_logged_figures_are_those_of_every_process(kind, runs):
+    """RL's rewards and completion lengths of a step, logged by the main process, average every process's
+    rollouts: the one-process run's figures (the same samples)."""
+    def figures(run):
+        records = [json.loads(line) for line in (runs / run / "log.jsonl").read_text().splitlines()]
+        return [r[name] for r in records if r["kind"] == "train" for name in ("reward", "correct", "length", "loss")]
+
+    for variant in VARIANTS:
+        assert figures(f"rl-{variant}-{kind}") == pytest.approx(figures(f"rl-{variant}-one"), rel=1e-6)
+
+
 def test_a_sharded_lora_run_resumes_as_one_process_does(runs):
     for run in ("resumed-fsdp", "resumed-one"):
         info = json.loads((runs / run / "last" / "training.json").read_text())

@@ -304,7 +304,7 @@ class Trainer:
                     loss_value = float(distributed.all_sum(running, self.world)) / self.world.size
                     record = {"loss": loss_value, "lr": lr, "grad_norm": float(norm),
                               rate_key: window_tokens / max(now - window_start, 1e-9), "elapsed": now - start}
-                    figures = {name: float(value) / window_steps for name, value in window_figures.items()}
+                    figures = self._mean_figures(window_figures, window_steps)
                     record.update(figures)
                     skipped = int(self._skipped)
                     if skipped > skipped_seen and main:
@@ -346,6 +346,15 @@ class Trainer:
         if self.log:
             self.log.close()
         return result
+
+    def _mean_figures(self, sums: dict[str, Tensor | float], steps: int) -> dict[str, float]:
+        """The loss's own figures of a log interval (``sums``: each step's mean over its micro-batches,
+        summed over ``steps`` steps), averaged over the steps and the processes (each saw its own batches)."""
+        if not sums:
+            return {}
+        values = torch.tensor([float(v) for v in sums.values()], dtype=torch.float64, device=self.device)
+        values = distributed.all_sum(values, self.world) / self.world.size
+        return {name: float(value) / steps for name, value in zip(sums, values.tolist())}
 
     def _drawing(self, stream):
         """The context a step's micro-batches are drawn in: a stream that samples from the model being

@@ -265,6 +265,10 @@ def run_posttrain_quickstart(out_dir: str | Path = DEFAULT_OUT,
     write_text_atomically(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_text_atomically(out_dir / "summary.md", summary_markdown(summary))
     print("\n" + summary_table(summary))
+    for name, stage in stages.items():
+        if stage.get("time_limited") and not stage.get("reused"):
+            print(f"The {name} stage was stopped by its time limit after {stage['steps']} of {stage['max_steps']} "
+                  "steps (a slow or busy machine): its figures are for that shorter training.")
     print(f"\nModels in {out_dir}/<stage>/best; try: glassformer generate {out_dir / 'rl' / 'best'} "
           "\"$(printf 'User: What is 38 + 57?\\nAssistant: ')\" --temperature 0")
     print(f"Total time {summary['total_seconds']:.0f}s")

@@ -165,14 +165,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             dz.scatter_add_(1, y, keep * (smoothing - 1.0))
             if need_b:
                 grad_bias += dz.sum(dim=0)
-            dz = dz.to(hidden.dtype)                                # back to the matmul dtype
-            if need_h:
-                torch.mm(dz, weight, out=grad_hidden[start:start + chunk_rows])
-            if need_w:
-                if grad_weight.dtype == dz.dtype:
-                    grad_weight.addmm_(dz.t(), h)
-                else:
-                    grad_weight += torch.mm(dz.t(), h)
+            _add_chunk_gradients(dz, h, weight, grad_hidden, grad_weight, slice(start, start + chunk_rows))
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)
         return loss
@@ -190,6 +183,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if grad_bias is not None:
             grad_bias = (grad_bias * grad_loss).to(bias_dtype)
         return grad_hidden, grad_weight, grad_bias, None, None, None, None, None
+
+
+def _add_chunk_gradients(dz: Tensor, h: Tensor, weight: Tensor, grad_hidden: Tensor | None,
+                         grad_weight: Tensor | None, rows: slice) -> None:
+    """One chunk's share of the input gradients from dz = ∂loss/∂z (n, vocab) of its rows h (n, d_model),
+    dz brought back to the matmul dtype: ``grad_hidden[rows]`` = dz W, and ``grad_weight`` += dzᵀ h,
+    accumulated in grad_weight's own dtype (at least float32).  A gradient that is None is not wanted."""
+    dz = dz.to(h.dtype)
+    if grad_hidden is not None:
+        torch.mm(dz, weight, out=grad_hidden[rows])
+    if grad_weight is not None:
+        if grad_weight.dtype == dz.dtype:
+            grad_weight.addmm_(dz.t(), h)
+        else:
+            grad_weight += torch.mm(dz.t(), h)
 
 
 def _per_row(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, ignore_index: int,
@@ -248,14 +256,7 @@ class _LinearCrossEntropyPerRow(torch.autograd.Function):
             dz.mul_(g)
             if grad_bias is not None:
                 grad_bias += dz.sum(dim=0)
-            dz = dz.to(hidden.dtype)
-            if need_h:
-                torch.mm(dz, weight, out=grad_hidden[start:start + chunk_rows])
-            if need_w:
-                if grad_weight.dtype == dz.dtype:
-                    grad_weight.addmm_(dz.t(), h)
-                else:
-                    grad_weight += torch.mm(dz.t(), h)
+            _add_chunk_gradients(dz, h, weight, grad_hidden, grad_weight, slice(start, start + chunk_rows))
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         if grad_bias is not None:

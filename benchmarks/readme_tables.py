@@ -472,7 +472,7 @@ def render_families(results: Path) -> str:
 
 def render_posttrain(results: Path) -> str:
     """Post-training against the peers: LoRA vs peft, SFT, DPO and one GRPO step vs trl, one row each."""
-    rows, found = [], []
+    rows, found, missing = [], [], []
     peers = (  # (results file, its key or None, what is compared, the rate and its unit, the peer)
         ("lora", "lora", "LoRA forward + backward (r 8 on q, v)", "tokens_per_s", "tokens/s", "peft"),
         ("sft", "sft", "SFT step, loss on the responses", "tokens_per_s", "tokens/s", "trl"),
@@ -483,6 +483,7 @@ def render_posttrain(results: Path) -> str:
         try:
             r = load(results, name)
         except NotMeasured:
+            missing.append(f"{what} (`benchmarks/bench_{name.removesuffix('_cpu')}.py`)")
             continue
         found.append(r)
         x = r[key] if key else r
@@ -500,7 +501,8 @@ def render_posttrain(results: Path) -> str:
         "[SFT](benchmarks/results/sft.md), [DPO](benchmarks/results/dpo.md), [GRPO](benchmarks/results/grpo_cpu.md)): "
         "the same GPT-2-shaped model (glassformer's own Hugging Face export on the peer's side), the same data and "
         "batch, ABBA order, medians.  *" + "; ".join(sentence(m) for m in machines) + ".*", "",
-        "| what | glassformer | peer | ours / peer | goal |", "| --- | ---: | ---: | ---: | --- |", *rows])
+        "| what | glassformer | peer | ours / peer | goal |", "| --- | ---: | ---: | ---: | --- |", *rows,
+        *([""] + [f"Not measured yet: {', '.join(missing)}."] if missing else [])])
 
 
 def render_fsdp_memory(results: Path) -> str:

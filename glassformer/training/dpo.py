@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.batching import to_device
+from ..data.batching import Batch
 from ..data.instructions import (NUMBERS_INSTRUCT, Instruction, numbers_instructions, numbers_preferences,
                                  read_preference_rows, where)
 from ..data.streams import EpochBatches
@@ -72,11 +72,11 @@ from ..files import write_bytes_atomically
 from ..tokenizers.chat import encode_example
 from .checks import check_positive_int, check_range
 from .common import digest
-from .posttrain import (Policy, PostTrainSettings, exact_match, load_policy, policy_saver, response_logprob_sums,
-                        right_padded)
+from .posttrain import (Policy, PostTrainRun, PostTrainSettings, exact_match, held_out, load_policy, policy_saver,
+                        response_logprob_sums, right_padded)
 from .precision import autocast
 from .recipe import Recipe, checked, evaluate_best, settings_for, start_run, train, written_once
-from .trainer import StepLoss, TrainResult
+from .trainer import StepLoss
 
 LOSSES = ("sigmoid", "ipo")
 
@@ -137,8 +137,8 @@ class DPOSettings(PostTrainSettings):
     setting_name: ClassVar[str] = "preference-optimisation setting"
     task: ClassVar[str] = "dpo"
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
+        super().check()
         check_positive_int(self, "examples", "eval_questions", "eval_batch_size")
         check_range(self, "beta", 0, low_open=True)
         check_range(self, "valid_fraction", 0, 1, low_open=True, high_open=True)
@@ -146,18 +146,8 @@ class DPOSettings(PostTrainSettings):
             raise ConfigError(f"loss={self.loss!r} is invalid; choose one of {list(LOSSES)}")
 
 
-@dataclass
-class DPORun:
-    model: nn.Module
-    policy: Policy
-    result: TrainResult
-    out_dir: Path
-    test: dict[str, float]               # best/'s held-out figures (results.json)
-
-    @property
-    def best(self) -> dict[str, float]:
-        """The validation figures of the saved ``best/`` model (the lowest validation loss)."""
-        return min(self.result.history, key=lambda m: m["loss"])
+class DPORun(PostTrainRun):
+    """A preference-optimisation run: its model, result, run directory, policy and best/'s held-out figures."""
 
 
 # -- the data: preference pairs as token ids ---------------------------------------------------------
@@ -192,10 +182,7 @@ def preference_data(source: str | Path, settings: DPOSettings, valid: str | Path
     if len(rows) < 2:
         raise InputError(f"{source} holds {len(rows)} pair; give at least two (some are held out for validation), "
                          "or a --valid FILE")
-    order = list(range(len(rows)))
-    random.Random(settings.seed).shuffle(order)
-    held = set(order[:min(len(rows) - 1, max(1, round(settings.valid_fraction * len(rows))))])
-    return PreferenceData([r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)], [], [], [])
+    return PreferenceData(*held_out(rows, settings.valid_fraction, settings.seed), [], [], [])
 
 
 class Pair(NamedTuple):
@@ -232,17 +219,13 @@ def encode_pairs(policy: Policy, rows: Sequence[dict]) -> list[Pair]:
 
 
 @dataclass
-class PairBatch:
+class PairBatch(Batch):
     """Pairs as one batch of rows: the chosen sequences, then the rejected ones."""
 
     ids: Tensor                  # (2·pairs, seq) right-padded
     targets: Tensor              # (2·pairs, seq) bool: the answers' tokens
     reference: Tensor | None     # (2·pairs,) the reference's summed log-probabilities, or None (computed: LoRA)
     n_tokens: int                # pairs (the loss normaliser; counted on the CPU)
-
-    def to(self, device) -> "PairBatch":
-        reference = None if self.reference is None else to_device(self.reference, device)
-        return PairBatch(to_device(self.ids, device), to_device(self.targets, device), reference, self.n_tokens)
 
 
 def collate_pairs(pairs: Sequence[Pair], pad_id: int, reference: Tensor | None = None) -> PairBatch:
@@ -391,7 +374,7 @@ def train_dpo(source: str | Path | None, settings: DPOSettings | dict[str, Any] 
     fp = checked(run, settings, policy.model.config, settings.steps, source=str(source),
                  valid=str(valid) if valid else None,
                  digest=digest(f"{p.chosen}\t{p.rejected}\n" for p in (*splits["train"], *splits["valid"])))
-    pad_id = policy.tokenizer.pad_id if policy.tokenizer.pad_id is not None else policy.tokenizer.eos_id
+    pad_id = policy.pad_id
     lora = policy.lora is not None
     if lora:                                       # the reference: the same model, its adapters off
         reference = dict.fromkeys(splits)
@@ -417,7 +400,7 @@ def train_dpo(source: str | Path | None, settings: DPOSettings | dict[str, Any] 
     split = "test" if data.test else "valid"
     figures = evaluate_best(run, trained.result, lambda m: evaluate(m, split, data.test_questions),
                             lambda f: {split: f, "source": str(source)})
-    return DPORun(trained.model, policy, trained.result, run.out_dir, figures)
+    return DPORun(trained.model, trained.result, run.out_dir, policy, figures)
 
 
 __all__ = ["dpo_loss", "PreferenceLoss", "preference_figures", "LOSSES", "DPOSettings", "DPORun", "train_dpo",

@@ -21,6 +21,7 @@ pads after it.
 
 from __future__ import annotations
 
+import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,8 @@ from ..model_dir import ModelDir, load_model_dir, save_model_dir
 from ..models import GPT
 from ..tokenizers import Tokenizer
 from ..tokenizers.chat import chat_template, encode_prompt
-from .checks import check_positive_int, check_types
-from .recipe import RecipeSettings
+from .checks import check_positive_int
+from .recipe import RecipeSettings, Trained
 
 
 @dataclass
@@ -56,11 +57,9 @@ class PostTrainSettings(RecipeSettings):
 
     setting_name: ClassVar[str] = "post-training setting"
 
-    def __post_init__(self) -> None:
-        check_types(self)
+    def check(self) -> None:
         check_positive_int(self, "batch_size", "grad_accum", "steps", "eval_every")
         check_positive_int(self, "max_len", optional=True)
-        self.check_run_settings()
         if not self.base:
             raise ConfigError("base is missing: give the model directory to fine-tune (--model MODEL_DIR)")
         if not Path(self.base).is_dir():
@@ -100,6 +99,11 @@ class Policy:
         return (f"gpt with LoRA r={self.lora.r}, alpha {self.lora.alpha:g} on {', '.join(self.lora.targets)}: "
                 f"{trained:,} of {total:,} parameters trainable ({100 * trained / total:.2f}%)")
 
+    @property
+    def pad_id(self) -> int:
+        """What rows are right-padded with: the tokenizer's pad token, else its end-of-sequence token."""
+        return self.tokenizer.pad_id if self.tokenizer.pad_id is not None else self.tokenizer.eos_id
+
 
 def load_policy(settings: PostTrainSettings) -> Policy:
     """The base model of ``settings`` (on the CPU; the trainer places it) with its tokenizer and chat
@@ -128,6 +132,29 @@ def load_policy(settings: PostTrainSettings) -> Policy:
     model.train()
     return Policy(model, tokenizer, chat_template(settings.base), loaded, lora, Path(settings.base),
                   settings.max_len or context)
+
+
+@dataclass
+class PostTrainRun(Trained):
+    """A post-training run: the trained model, the trainer's result, the run directory, the policy
+    trained and ``best/``'s held-out figures (``results.json``)."""
+
+    policy: Policy
+    test: dict[str, float]
+
+    @property
+    def best(self) -> dict[str, float]:
+        """The validation figures of the saved ``best/`` model (the lowest validation loss)."""
+        return min(self.result.history, key=lambda m: m["loss"])
+
+
+def held_out(rows: list, fraction: float, seed: int) -> tuple[list, list]:
+    """``rows`` (at least 2) split into (training, validation) rows: a seeded ``fraction`` of them held
+    out, at least one and never all, each side in the file's order."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:min(len(rows) - 1, max(1, round(fraction * len(rows))))])
+    return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
 
 
 # -- log-probabilities of given tokens -----------------------------------------------------------------
@@ -214,5 +241,5 @@ def warn(message: str) -> None:
     print(f"glassformer: warning: {message}", file=sys.stderr, flush=True)
 
 
-__all__ = ["PostTrainSettings", "Policy", "load_policy", "lora_config", "right_padded", "token_logprobs",
-           "response_logprob_sums", "exact_match", "policy_saver", "warn"]
+__all__ = ["PostTrainSettings", "Policy", "PostTrainRun", "held_out", "load_policy", "lora_config", "right_padded",
+           "token_logprobs", "response_logprob_sums", "exact_match", "policy_saver", "warn"]

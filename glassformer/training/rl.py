@@ -61,6 +61,7 @@ from torch import Tensor, nn
 
 from ..data.instructions import (NUMBERS_INSTRUCT, Instruction, is_correct, numbers_instructions, read_prompt_rows,
                                  where)
+from ..data.batching import Batch
 from ..data.streams import DrawnBatches
 from ..errors import ConfigError, InputError
 from ..generation.decode import ensure_compiled
@@ -69,10 +70,11 @@ from ..generation.text import text_options
 from ..tokenizers.chat import encode_prompt
 from .checks import check_positive_int, check_range
 from .common import digest
-from .posttrain import Policy, PostTrainSettings, exact_match, load_policy, policy_saver, right_padded, token_logprobs
+from .posttrain import (Policy, PostTrainRun, PostTrainSettings, exact_match, load_policy, policy_saver, right_padded,
+                        token_logprobs)
 from .precision import autocast
 from .recipe import Recipe, checked, evaluate_best, settings_for, start_run, train
-from .trainer import StepLoss, TrainResult
+from .trainer import StepLoss
 
 STD_EPS = 1e-4       # added to a group's standard deviation before dividing by it (trl's value)
 
@@ -233,8 +235,8 @@ class RLSettings(PostTrainSettings):
 
     task: ClassVar[str] = "rl"
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
+        super().check()
         check_positive_int(self, "group", "max_new_tokens", "examples", "eval_questions", "eval_batch_size")
         if self.group < 2:
             raise ConfigError(f"group={self.group} is invalid; the advantages compare completions of the same prompt: "
@@ -255,7 +257,7 @@ class RLSettings(PostTrainSettings):
 
 # -- rollouts: sample, score, keep the groups that teach ---------------------------------------------------
 @dataclass
-class RolloutBatch:
+class RolloutBatch(Batch):
     """Prompt + completion rows of the groups kept, right-padded; what the loss reads.
 
     ``mask[b, t]``: ids[b, t + 1] is a completion token (EOS included), i.e. it is one of the positions of
@@ -267,11 +269,6 @@ class RolloutBatch:
     ref_logp: Tensor | None              # (rows, seq - 1) the reference's log-probabilities (beta > 0), else None
     n_tokens: int                        # completion tokens (the step's normaliser)
     figures: dict[str, float] = field(default_factory=dict)   # what the step logs about its rollouts
-
-    def to(self, device) -> "RolloutBatch":
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)   # noqa: E731
-        return RolloutBatch(move(self.ids), move(self.mask), move(self.advantages), move(self.ref_logp),
-                            self.n_tokens, self.figures)
 
 
 @torch.no_grad()
@@ -376,8 +373,7 @@ class Rollouts(DrawnBatches):
 
     def batch(self, sequences: list[list[int]], prompt_lengths: list[int], advantages: Tensor) -> RolloutBatch:
         """Right-padded rows, the mask of their completion tokens, and the reference's log-probabilities."""
-        pad = self.policy.tokenizer.pad_id if self.policy.tokenizer.pad_id is not None else self.policy.tokenizer.eos_id
-        ids = right_padded(sequences, pad)
+        ids = right_padded(sequences, self.policy.pad_id)
         positions = torch.arange(ids.shape[1] - 1)[None, :]                   # position t predicts ids[t + 1]
         starts = torch.tensor(prompt_lengths)[:, None] - 1
         ends = torch.tensor([len(s) for s in sequences])[:, None] - 1
@@ -499,13 +495,8 @@ def reference_logprobs(policy: Policy, settings: RLSettings, device) -> Callable
 
 
 # -- the run -------------------------------------------------------------------------------------------------
-@dataclass
-class RLRun:
-    model: nn.Module
-    policy: Policy
-    result: TrainResult
-    out_dir: Path
-    test: dict[str, float]               # best/'s held-out figures (results.json)
+class RLRun(PostTrainRun):
+    """A GRPO run: its model, result, run directory, policy and best/'s held-out figures."""
 
 
 def train_rl(settings: RLSettings | dict[str, Any] | None, out_dir: str | Path, *, resume: bool = False,
@@ -538,7 +529,7 @@ def train_rl(settings: RLSettings | dict[str, Any] | None, out_dir: str | Path, 
     split = "test" if data.questions else "valid"
     figures = evaluate_best(run, trained.result, lambda m: evaluate_rl(m, policy, data, settings, split),
                             lambda f: {split: f, "source": settings.data})
-    return RLRun(trained.model, policy, trained.result, run.out_dir, figures)
+    return RLRun(trained.model, trained.result, run.out_dir, policy, figures)
 
 
 __all__ = ["RLSettings", "RLRun", "RLData", "RolloutBatch", "Rollouts", "train_rl", "rl_data", "rl_loss",

@@ -35,24 +35,23 @@ on the test questions (numbers never seen in training).
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-import torch
 from torch import Tensor
 
-from ..data.batching import token_budget_batches
+from ..data.batching import Batch, token_budget_batches
 from ..data.instructions import NUMBERS_INSTRUCT, Instruction, numbers_instructions, read_sft_rows, where
 from ..data.streams import EpochBatches
 from ..errors import InputError
 from ..tokenizers.chat import encode_example
 from .checks import check_positive_int, check_range
 from .common import digest, perplexity, summed
-from .posttrain import Policy, PostTrainSettings, exact_match, load_policy, policy_saver, right_padded, warn
+from .posttrain import (Policy, PostTrainRun, PostTrainSettings, exact_match, held_out, load_policy, policy_saver,
+                        right_padded, warn)
 from .recipe import Recipe, checked, evaluate_best, settings_for, start_run, train
-from .trainer import StepLoss, TrainResult
+from .trainer import StepLoss
 
 
 @dataclass
@@ -68,8 +67,8 @@ class SFTSettings(PostTrainSettings):
 
     task: ClassVar[str] = "sft"
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
+        super().check()
         check_positive_int(self, "examples", "eval_questions", "test_questions", "eval_batch_size")
         check_range(self, "valid_fraction", 0, 1, low_open=True, high_open=True)
 
@@ -82,16 +81,12 @@ class Example:
 
 
 @dataclass
-class SFTBatch:
+class SFTBatch(Batch):
     """Right-padded examples, shifted for next-token prediction."""
 
     tokens: Tensor                       # (batch, seq - 1) the inputs
     labels: Tensor                       # (batch, seq - 1) the next token where it is a target, else -100
     n_tokens: int                        # target tokens
-
-    def to(self, device) -> "SFTBatch":
-        return SFTBatch(self.tokens.to(device, non_blocking=True), self.labels.to(device, non_blocking=True),
-                        self.n_tokens)
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> SFTBatch:
@@ -218,25 +213,12 @@ def sft_data(source: str | Path, settings: SFTSettings, valid: str | Path | None
     if len(rows) < 2:
         raise InputError(f"{source} holds {len(rows)} row; give at least 2 (some are held out for validation) "
                          "or a --valid FILE")
-    order = list(range(len(rows)))
-    random.Random(settings.seed).shuffle(order)
-    n_valid = min(len(rows) - 1, max(1, round(settings.valid_fraction * len(rows))))
-    held = set(order[:n_valid])
-    return SFTData([r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)], [], [], [])
+    return SFTData(*held_out(rows, settings.valid_fraction, settings.seed), [], [], [])
 
 
 # -- the run ---------------------------------------------------------------------------------------------
-@dataclass
-class SFTRun:
-    model: torch.nn.Module
-    policy: Policy
-    result: TrainResult
-    out_dir: Path
-    test: dict[str, float]               # best/'s held-out figures (results.json)
-
-    @property
-    def best(self) -> dict[str, float]:
-        return min(self.result.history, key=lambda m: m["loss"])
+class SFTRun(PostTrainRun):
+    """A fine-tuning run: its model, result, run directory, policy and best/'s held-out figures."""
 
 
 def finetune_sft(source: str | Path | None, settings: SFTSettings | dict[str, Any] | None, out_dir: str | Path, *,
@@ -254,7 +236,7 @@ def finetune_sft(source: str | Path | None, settings: SFTSettings | dict[str, An
     train_set = encode_rows(data.train, policy, train_on_prompt=settings.train_on_prompt)
     valid_set = encode_rows(data.valid, policy, train_on_prompt=settings.train_on_prompt, what="validation")
     test_set = encode_rows(data.test, policy, train_on_prompt=settings.train_on_prompt, what="test")
-    pad = policy.tokenizer.pad_id if policy.tokenizer.pad_id is not None else policy.tokenizer.eos_id
+    pad = policy.pad_id
     fp = checked(run, settings, policy.model.config, settings.steps, source=str(source),
                  valid=str(valid) if valid else None,
                  digest=digest(json.dumps(r, sort_keys=True) + "\n" for r in (*data.train, *data.valid)))
@@ -275,7 +257,7 @@ def finetune_sft(source: str | Path | None, settings: SFTSettings | dict[str, An
     test_batches = fixed_batches(test_set, settings.eval_batch_size, pad) if test_set else valid_batches
     figures = evaluate_best(run, trained.result, lambda m: evaluate(m, test_batches, data.test_questions),
                             lambda f: {"test" if test_set else "valid": f, "source": str(source)})
-    return SFTRun(trained.model, policy, trained.result, run.out_dir, figures)
+    return SFTRun(trained.model, trained.result, run.out_dir, policy, figures)
 
 
 __all__ = ["SFTSettings", "SFTRun", "SFTBatch", "Example", "finetune_sft", "collate", "encode_rows", "SFTStream",

@@ -74,12 +74,13 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "dpo": dict(batch_size=16, lr=1e-4, warmup=10, beta=0.1, examples=1000, eval_questions=100),
     "rl": dict(batch_size=8, group=8, lr=5e-5, warmup=5, max_new_tokens=52, temperature=1.0, eval_questions=100),
 }
-# Steps per stage, from a few steps of each timed on this 2-core machine while it was busy, one thread,
-# CPU seconds per step (2026-12-06): base 0.7 (32 windows of 160 characters), SFT 0.27 (32 examples),
-# DPO 0.4 (16 pairs) + 35 s for the reference log-probabilities and the evaluations around training,
-# RL 1.5 to 3.5 (8 prompts x 8 samples of up to 52 characters; groups whose samples all score the same are
-# drawn again).  Scaled to each stage's budget, 6, 3, 2 and 3 minutes with its evaluations, on 2 threads.
-STAGE_STEPS = {"base": 500, "sft": 500, "dpo": 150, "rl": 60}
+# Steps per stage, from short runs of each stage timed on this 2-core machine while it was busy, at one
+# thread (two threads of a busy machine spin-wait), CPU seconds per step (2026-12-06): base 0.62 (32 windows
+# of 160 characters), SFT 0.25 (32 examples), DPO 0.45 (16 pairs) + 33 s for the reference log-probabilities
+# and the evaluations around training, RL about 2 (8 prompts x 8 samples of up to 52 characters; groups whose
+# samples all score the same are drawn again).  Scaled to each stage's budget — 6, 3, 2 and 3 minutes with
+# its evaluations — they fit at one thread (the base about at its time limit), with room on two.
+STAGE_STEPS = {"base": 600, "sft": 600, "dpo": 150, "rl": 60}
 # Seconds of training per stage at most, the safety net for a slower machine (the evaluations and the
 # work before the first step come on top); --time-budget scales them together.
 STAGE_TIME_LIMITS = {"base": 330.0, "sft": 150.0, "dpo": 90.0, "rl": 150.0}

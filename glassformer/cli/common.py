@@ -212,10 +212,10 @@ def train_settings(args, flags: tuple[str, ...], *, task: str, data_flag: str | 
 
 
 def run_training(args, flags: tuple[str, ...], settings_cls, train, **where) -> tuple[Path, Any]:
-    """The run of a ``train`` command whose task reads one data flag (``where``: its ``data_flag``,
+    """The run of a ``train`` command whose task reads one data flag, or none (``where``: its ``data_flag``,
     ``data_key``, ``missing`` and ``also``, see :func:`train_settings`): its settings checked by
-    ``settings_cls``, the device, then ``train(data, settings, out, ...)`` in a fresh run directory.
-    Returns (the run directory, the run)."""
+    ``settings_cls``, the device, then ``train(data, settings, out, ...)`` in a fresh run directory (data
+    None without a data flag).  Returns (the run directory, the run)."""
     from ..devices import pick_device
 
     out, resume, data, settings, _ = train_settings(args, flags, task=settings_cls.task, **where)

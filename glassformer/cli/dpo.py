@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
-from .common import (COSINE_FLAGS, add_cosine_schedule_flags, add_run_flags, fresh_output_dir, open_fraction,
-                     positive_float, positive_int, setting_defaults, train_settings, trained)
-from .lora import add_lora_flags
-from .posttrain import _exact, lora_from_flags
+import functools
+
+from .common import (COSINE_FLAGS, add_cosine_schedule_flags, add_run_flags, open_fraction, positive_float,
+                     positive_int, run_training, setting_defaults, trained)
+from .lora import add_lora_flags, lora_from_flags
+from .posttrain import _exact
 
 
 def register_train(train_subparsers) -> None:
@@ -56,16 +58,12 @@ _FLAGS = ("base", "beta", "loss", "batch_size", "max_len", "examples", "eval_que
 
 
 def train_dpo_cmd(args) -> int:
-    from ..devices import pick_device
     from ..training.dpo import DPOSettings, train_dpo
 
-    out, resume, source, settings, _ = train_settings(
-        args, _FLAGS, task=DPOSettings.task, data_flag="data", data_key="source", also=lora_from_flags(args),
+    out, run = run_training(
+        args, _FLAGS, DPOSettings, functools.partial(train_dpo, valid=args.valid), data_flag="data",
+        data_key="source", also=lora_from_flags(args),
         missing='give --data: a JSONL file of {"prompt", "chosen", "rejected"} rows, or numbers-instruct')
-    settings = DPOSettings.from_dict(settings)        # checks types, ranges, the base directory, LoRA
-    pick_device(settings.device)
-    with fresh_output_dir(out):
-        run = train_dpo(source, settings, out, valid=args.valid, resume=resume, extend=args.extend)
     if not run.result.main_process:                  # another process of a distributed run: rank 0 reports
         return 0
     print(f"{trained(run.result)}; best (lowest validation loss, step {run.best['step']}): {_figures(run.best)}; "

@@ -45,6 +45,13 @@ def lora_setting(args: argparse.Namespace) -> dict | None:
     return LoRAConfig(**given).to_dict()
 
 
+def lora_from_flags(args: argparse.Namespace) -> dict:
+    """``{"lora": fields}`` (:func:`lora_setting`) when ``--lora`` is given, else ``{}``: the settings the
+    LoRA flags add to a post-training run's."""
+    setting = lora_setting(args)
+    return {} if setting is None else {"lora": setting}
+
+
 def register(subparsers) -> None:
     m = subparsers.add_parser("merge-lora", help="fold a LoRA adapter into its base model: a plain model directory")
     m.add_argument("adapter", metavar="ADAPTER_DIR", help="an adapter directory (adapter_config.json + "

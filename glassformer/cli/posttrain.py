@@ -7,30 +7,19 @@ tasks, registered beside it).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 
-from .common import (COSINE_FLAGS, add_cosine_schedule_flags, add_run_flags, fresh_output_dir, open_fraction,
-                     positive_int, setting_defaults, train_settings, trained)
+from .common import (COSINE_FLAGS, add_cosine_schedule_flags, add_run_flags, open_fraction, positive_int,
+                     run_training, setting_defaults, trained)
+from .lora import add_lora_flags, lora_from_flags
 
 
 def _tasks(subparsers, command: str):
     """The sub-command action of ``command`` (``finetune``, ``train``), registered by another module."""
     parser = subparsers.choices[command]
     return next(a for a in parser._actions if a.dest == "task")
-
-
-def _with_lora_flags(parser) -> None:
-    if importlib.util.find_spec(f"{__package__}.lora") is not None:
-        importlib.import_module(f"{__package__}.lora").add_lora_flags(parser)
-
-
-def lora_from_flags(args) -> dict:
-    """``{"lora": fields}`` when the command has the LoRA flags and ``--lora`` is given, else ``{}``."""
-    if not hasattr(args, "lora"):
-        return {}
-    setting = importlib.import_module(f"{__package__}.lora").lora_setting(args)
-    return {} if setting is None else {"lora": setting}
 
 
 def register(subparsers) -> None:
@@ -65,7 +54,7 @@ def register(subparsers) -> None:
     t.add_argument("--out", default="runs/sft", help="run directory (model in OUT/best and OUT/last)")
     t.add_argument("--seed", type=int, help=f"random seed (default: {d['seed']})")
     add_cosine_schedule_flags(t, d)
-    _with_lora_flags(t)
+    add_lora_flags(t)
     add_run_flags(t, d)
     t.set_defaults(func=finetune_sft_cmd)
     for command in subparsers._choices_actions:     # `glassformer --help` names the tasks
@@ -88,16 +77,12 @@ _FLAGS = ("base", "valid_fraction", "train_on_prompt", "max_len", "batch_size", 
 
 
 def finetune_sft_cmd(args) -> int:
-    from ..devices import pick_device
     from ..training.sft import SFTSettings, finetune_sft
 
-    out, resume, data, settings, _ = train_settings(
-        args, _FLAGS, task=SFTSettings.task, data_flag="data", data_key="source", also=lora_from_flags(args),
+    out, run = run_training(
+        args, _FLAGS, SFTSettings, functools.partial(finetune_sft, valid=args.valid), data_flag="data",
+        data_key="source", also=lora_from_flags(args),
         missing="give --data FILE.jsonl (rows of prompt and response, or messages) or --data numbers-instruct")
-    settings = SFTSettings.from_dict(settings)          # checks types, ranges, the base directory, LoRA
-    pick_device(settings.device)
-    with fresh_output_dir(out):
-        run = finetune_sft(data, settings, out, valid=args.valid, resume=resume, extend=args.extend)
     if not run.result.main_process:                 # another process of a distributed run: rank 0 reports
         return 0
     best = run.best

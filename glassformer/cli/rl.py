@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (COSINE_FLAGS, add_cosine_schedule_flags, add_run_flags, fresh_output_dir, non_negative_float,
-                     positive_float, positive_int, setting_defaults, train_settings, trained)
-from .lora import add_lora_flags, lora_setting
+from .common import (COSINE_FLAGS, add_cosine_schedule_flags, add_run_flags, non_negative_float, positive_float,
+                     positive_int, run_training, setting_defaults, trained)
+from .lora import add_lora_flags, lora_from_flags
 
 
 def register_train(train_subparsers) -> None:
@@ -66,16 +66,12 @@ _FLAGS = ("base", "data", "reward", "valid", "group", "batch_size", "epsilon", "
 
 
 def train_rl_cmd(args) -> int:
-    from ..devices import pick_device
     from ..training.rl import RLSettings, train_rl
 
-    lora = lora_setting(args)
-    out, resume, _, settings, _ = train_settings(args, _FLAGS, task=RLSettings.task,
-                                                 also={"lora": lora} if lora else None)
-    settings = RLSettings.from_dict(settings)       # checks types, ranges, the model directory, the reward's file
-    pick_device(settings.device)
-    with fresh_output_dir(out):
-        run = train_rl(settings, out, resume=resume, extend=args.extend)
+    def train(_, settings, out, **how):             # the data is a setting: --task / --prompts
+        return train_rl(settings, out, **how)
+
+    out, run = run_training(args, _FLAGS, RLSettings, train, also=lora_from_flags(args))
     if run.result.main_process:
         if "exact" in run.test:
             figure = f"held-out exact match {run.test['exact']:.3f}"

@@ -65,21 +65,25 @@ DEFAULT_OUT = "runs/quickstart-post-training"
 BASE_MODEL = {"max_len": 160}
 
 # Each stage's settings besides steps, time limit, seed, device and progress (which the chain sets).
-# The learning rates are those of a model this small (a big pretrained model fine-tunes at 1e-5..1e-4).
+# SFT's learning rate, measured (one thread, 2026-12-06; the base at 600 steps answers 9% of 200 held-out
+# questions): after 600 SFT steps at 1e-4, 20%; at 3e-4, 14.5%; at 1e-3, 1% (it forgets what the base knew).
+# From that SFT model: 150 DPO steps at 1e-4, 2.5%; at 1e-5, 14.5% (DPO lowers it: pushing the plausible
+# wrong answer down moves the right one too); 60 RL steps at 5e-5, 16%; at 1e-5, 20% (unchanged: too few
+# steps to move greedy answers).  The quickstart shows each stage as it is measured, helping or not.
 # DPO's 1,000 pairs: its reference log-probabilities are computed for every pair before the first step.
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "base": dict(preset="gpt-mini", tokenizer="char", block_size=160, batch_size=32, lr=2e-3, warmup=30,
                  eval_batches=8),
-    "sft": dict(batch_size=32, lr=1e-3, warmup=20, examples=8000, eval_questions=100),
-    "dpo": dict(batch_size=16, lr=1e-4, warmup=10, beta=0.1, examples=1000, eval_questions=100),
-    "rl": dict(batch_size=8, group=8, lr=5e-5, warmup=5, max_new_tokens=52, temperature=1.0, eval_questions=100),
+    "sft": dict(batch_size=32, lr=1e-4, warmup=20, examples=8000, eval_questions=100),
+    "dpo": dict(batch_size=16, lr=1e-5, warmup=10, beta=0.1, examples=1000, eval_questions=100),
+    "rl": dict(batch_size=8, group=8, lr=1e-5, warmup=5, max_new_tokens=52, temperature=1.0, eval_questions=100),
 }
-# Steps per stage, from short runs of each stage timed on this 2-core machine while it was busy, at one
-# thread (two threads of a busy machine spin-wait), CPU seconds per step (2026-12-06): base 0.62 (32 windows
-# of 160 characters), SFT 0.25 (32 examples), DPO 0.45 (16 pairs) + 33 s for the reference log-probabilities
-# and the evaluations around training, RL about 2 (8 prompts x 8 samples of up to 52 characters; groups whose
-# samples all score the same are drawn again).  Scaled to each stage's budget — 6, 3, 2 and 3 minutes with
-# its evaluations — they fit at one thread (the base about at its time limit), with room on two.
+# Steps per stage, from runs of each stage timed on this 2-core machine, one thread (two threads of a busy
+# machine spin-wait), CPU seconds per step (2026-12-06): base 0.63 (32 windows of 160 characters), SFT 0.21
+# (32 examples), DPO 0.42 (16 pairs) + 30 s for the reference log-probabilities and the evaluations around
+# training, RL about 0.9 from the SFT model (8 prompts x 8 samples of up to 52 characters; groups whose samples
+# all score the same are drawn again).  At one thread the stages take about 6 (the base stopped by its time
+# limit near step 520), 2.2, 1.6 and 1 minutes with their evaluations; two threads leave room.
 STAGE_STEPS = {"base": 600, "sft": 600, "dpo": 150, "rl": 60}
 # Seconds of training per stage at most, the safety net for a slower machine (the evaluations and the
 # work before the first step come on top); --time-budget scales them together.

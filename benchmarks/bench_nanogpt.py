@@ -9,8 +9,10 @@ dropout 0 — nanoGPT's README command for a CPU::
         --max_iters=2000 --lr_decay_iters=2000 --dropout=0.0
 
 Both run as subprocesses of this script, one after the other, with the same number of threads
-(OMP_NUM_THREADS / MKL_NUM_THREADS), in ABBA order over ``--repeats`` rounds, each from a cold
-start: what is timed is what a user waits for.  nanoGPT's files are its own and unmodified, in a
+(OMP_NUM_THREADS / MKL_NUM_THREADS), in ABBA order over ``--repeats`` rounds, each a new process:
+what is timed is what a user waits for.  Each side first makes one short untimed run
+(``--warmup-steps``), so that the first timed run does not alone pay for reading the libraries
+from a cold disk cache.  nanoGPT's files are its own and unmodified, in a
 scratch folder (``--nanogpt``, default /tmp/nanogpt: its ``train.py``, ``model.py``,
 ``configurator.py`` and ``config/train_shakespeare_char.py``); this script only writes its data
 there, ``data/shakespeare_char/{train,val}.bin`` and ``meta.pkl``, as nanoGPT's ``prepare.py`` does
@@ -282,13 +284,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="training steps (default 2000; fewer for a trial)")
     parser.add_argument("--repeats", type=int, default=2, help="rounds, in ABBA order (default 2)")
     parser.add_argument("--eval-every", type=int, default=250, help="steps between evaluations (default 250)")
+    parser.add_argument("--warmup-steps", type=int, default=20,
+                        help="steps of the untimed warm-up run each side makes first (default 20; 0: none)")
     parser.add_argument("--threads", type=int, default=2, help="threads of each side (default 2)")
     parser.add_argument("--variants", nargs="+", default=[NANOGPT_MODEL], choices=list(VARIANTS),
                         help="glassformer's model(s), each a side of its own: \"nanoGPT's model\" (the default: "
                              "no biases, erf GELU), 'default' (gpt-mini as it is: GPT-2's), 'no bias'")
     args = parser.parse_args()
-    if args.steps < 1 or args.repeats < 1 or args.eval_every < 1 or args.threads < 1:
-        sys.exit("bench_nanogpt: --steps, --repeats, --eval-every and --threads must be >= 1")
+    if args.steps < 1 or args.repeats < 1 or args.eval_every < 1 or args.threads < 1 or args.warmup_steps < 0:
+        sys.exit("bench_nanogpt: --steps, --repeats, --eval-every and --threads must be >= 1, --warmup-steps >= 0")
     args.nanogpt = args.nanogpt.resolve()
     check_nanogpt(args.nanogpt)
     args.warmup = min(100, args.steps // 2)
@@ -298,13 +302,18 @@ def main() -> None:
     runs = []
     sides = [glassformer_side(v) for v in dict.fromkeys(args.variants)] + [NANOGPT]
     with tempfile.TemporaryDirectory(prefix="bench_nanogpt-") as scratch:
+        if args.warmup_steps:      # equal warm-up: each side once, untimed, so that neither pays for a cold disk cache
+            warm = argparse.Namespace(**{**vars(args), "steps": args.warmup_steps, "eval_every": args.warmup_steps,
+                                         "warmup": min(100, args.warmup_steps // 2)})
+            for side in sides:
+                run_side(side, warm, Path(scratch), -1)
         for r in range(args.repeats):
             for side in abba(sides, r):
                 runs.append(run_side(side, args, Path(scratch), r))
     result = {
         "benchmark": "glassformer train lm beside nanoGPT train.py, baby GPT on a CPU",
         "machine": finish_machine_info(info), "setting": SETTING, "steps": args.steps, "warmup": args.warmup,
-        "eval_every": args.eval_every, "eval_batches": EVAL_BATCHES,
+        "eval_every": args.eval_every, "eval_batches": EVAL_BATCHES, "warmup_run_steps": args.warmup_steps,
         "variants": list(dict.fromkeys(args.variants)), "model_overrides": {v: VARIANTS[v] for v in args.variants},
         "threads": args.threads, "repeats": args.repeats, "schedule": harness.SCHEDULE, "data": data,
         "nanogpt_command": " ".join(nanogpt_command(args.steps, args.warmup, args.eval_every, Path("OUT"))[1:]),

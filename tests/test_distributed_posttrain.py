@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_distributed import TORCHRUN
-from test_distributed_tasks import run_all
+from test_distributed_tasks import launch, run_all
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,18 +92,8 @@ def runs(tmp_path_factory) -> Path:
         out = str(root / f"resumed-{kind}")
         runs_of_it += [[*task_args("sft", "lora", root / "data"), *flags, "--out", out],
                        ["finetune", "sft", "--resume", out, "--extend", "--steps", "4", *flags]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
-    commands = {"distributed": [TORCHRUN, "--standalone", "--nproc-per-node", "2", __file__],
-                "single": [sys.executable, __file__]}
-    running = {}
-    for name, runs_of_it in (("distributed", distributed), ("single", single)):
-        (root / f"{name}.json").write_text(json.dumps(runs_of_it))
-        with open(root / f"{name}.log", "w") as log:
-            running[name] = subprocess.Popen([*commands[name], str(root / f"{name}.json")], stdout=log,
-                                             stderr=subprocess.STDOUT, env=env, cwd=root)
-    for name, process in running.items():
-        code = process.wait(timeout=600)
-        assert code == 0, f"{name} runs failed:\n" + (root / f"{name}.log").read_text()[-4000:]
+    launch(root, __file__, distributed, single, timeout=600,
+           pythonpath=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
     return root
 
 

@@ -103,9 +103,18 @@ def runs(tmp_path_factory) -> Path:
     single = [[*task_args(t, root / "data"), "--out", str(root / f"{t}-one")] for t in TASKS]
     single += [[*task_args(t, root / "data"), "--precision", "bf16", "--compile", "--steps", "2", "--out",
                 str(root / f"{t}-bf16")] for t in TASKS]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    commands = {"distributed": [TORCHRUN, "--standalone", "--nproc-per-node", "2", __file__],
-                "single": [sys.executable, __file__]}
+    launch(root, __file__, distributed, single, timeout=900)
+    return root
+
+
+def launch(root: Path, script: str, distributed: list[list[str]], single: list[list[str]], *,
+           timeout: int, pythonpath: str = str(ROOT)) -> None:
+    """Run the ``glassformer`` command lines of ``distributed`` under torchrun (2 processes) and those
+    of ``single`` in one process, both at once, each side through ``script``'s :func:`run_all`;
+    fail showing the end of the log of a side that failed."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
+    commands = {"distributed": [TORCHRUN, "--standalone", "--nproc-per-node", "2", script],
+                "single": [sys.executable, script]}
     running = {}
     for name, runs_of_it in (("distributed", distributed), ("single", single)):
         (root / f"{name}.json").write_text(json.dumps(runs_of_it))
@@ -113,9 +122,8 @@ def runs(tmp_path_factory) -> Path:
             running[name] = subprocess.Popen([*commands[name], str(root / f"{name}.json")], stdout=log,
                                              stderr=subprocess.STDOUT, env=env, cwd=root)
     for name, process in running.items():
-        code = process.wait(timeout=900)
+        code = process.wait(timeout=timeout)
         assert code == 0, f"{name} runs failed:\n" + (root / f"{name}.log").read_text()[-4000:]
-    return root
 
 
 @pytest.mark.parametrize("kind", KINDS)

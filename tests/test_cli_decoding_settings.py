@@ -5,13 +5,11 @@ what the commands decode with, the model directory's settings unless an option o
 import json
 
 import pytest
-import torch
 from helpers import run_cli
+from test_inference_options import sharp_gpt_dir
 
-from glassformer.model_dir import load_model_dir, save_model_dir
-from glassformer.models import build_model, preset
+from glassformer.model_dir import load_model_dir
 from glassformer.tasks import complete_batch, generation_plan, translate_options
-from glassformer.tokenizers import Tokenizer
 
 TEXT = "the quick brown fox jumps over the lazy dog.\n" * 20
 
@@ -19,14 +17,8 @@ TEXT = "the quick brown fox jumps over the lazy dog.\n" * 20
 @pytest.fixture(scope="module")
 def gpt_dir(tmp_path_factory):
     """A random GPT whose directory asks for top-k 3 sampling at temperature 0.7, 2 new tokens at least."""
-    torch.manual_seed(0)
-    tok = Tokenizer.train_char([TEXT])
-    model = build_model(preset("gpt-tiny", vocab_size=tok.vocab_size, tie_embeddings=False))
-    with torch.no_grad():
-        model.lm_head.weight.normal_(0.0, 1.0)
-    path = tmp_path_factory.mktemp("gpt") / "model"
-    save_model_dir(path, model, tok, generation={"task": "lm", "temperature": 0.7, "top_k": 3, "min_new_tokens": 2})
-    return path
+    return sharp_gpt_dir(tmp_path_factory.mktemp("gpt") / "model", TEXT,
+                         {"task": "lm", "temperature": 0.7, "top_k": 3, "min_new_tokens": 2})
 
 
 def test_generation_plan_takes_the_directorys_settings_unless_given(gpt_dir):

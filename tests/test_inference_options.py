@@ -23,17 +23,21 @@ from glassformer.tokenizers import Tokenizer
 TEXT = "the quick brown fox jumps over the lazy dog.\nTHE END?\n" * 40
 
 
-@pytest.fixture(scope="module")
-def gpt_dir(tmp_path_factory):
-    """A random GPT with a sharp output layer (decisive, varied continuations) and a character tokenizer."""
+def sharp_gpt_dir(path, text: str, generation: dict):
+    """A random GPT with a sharp output layer (decisive, varied continuations) and a character tokenizer of
+    ``text``, saved at ``path`` with ``generation`` as its generation settings."""
     torch.manual_seed(0)
-    tok = Tokenizer.train_char([TEXT])
+    tok = Tokenizer.train_char([text])
     model = build_model(preset("gpt-tiny", vocab_size=tok.vocab_size, tie_embeddings=False))
     with torch.no_grad():
         model.lm_head.weight.normal_(0.0, 1.0)
-    path = tmp_path_factory.mktemp("gpt") / "model"
-    save_model_dir(path, model, tok, generation={"task": "lm", "temperature": 0.0})
+    save_model_dir(path, model, tok, generation=generation)
     return path
+
+
+@pytest.fixture(scope="module")
+def gpt_dir(tmp_path_factory):
+    return sharp_gpt_dir(tmp_path_factory.mktemp("gpt") / "model", TEXT, {"task": "lm", "temperature": 0.0})
 
 
 @pytest.fixture(scope="module")

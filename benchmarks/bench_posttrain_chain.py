@@ -17,14 +17,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from harness import RESULTS, ROOT, finish_machine_info, machine_info, machine_line, weights_digest, write_results
+from harness import (RESULTS, finish_machine_info, machine_info, machine_line, run_logged, weights_digest,
+                     write_results)
 
 # --quick: a one-layer GPT with d_model 32 and a few steps per stage (what tests/test_posttrain_quickstart.py runs).
 QUICK_CONFIG = {"model": {"max_len": 160, "n_layers": 1, "d_model": 32, "n_heads": 2}, "pretraining_questions": 200,
@@ -33,22 +32,6 @@ QUICK_CONFIG = {"model": {"max_len": 160, "n_layers": 1, "d_model": 32, "n_heads
                 "dpo": {"examples": 16, "eval_questions": 8, "batch_size": 4},
                 "rl": {"examples": 16, "eval_questions": 8, "batch_size": 2, "group": 2, "max_new_tokens": 8}}
 QUICK_FLAGS = ["--base-steps", "3", "--sft-steps", "2", "--dpo-steps", "2", "--rl-steps", "2", "--test-questions", "24"]
-
-
-def run_logged(cmd: list[str], env: dict[str, str], log: Path) -> float:
-    """Run ``cmd`` from the checkout, its output shown and kept in ``log``; returns the wall seconds."""
-    start = time.perf_counter()
-    with open(log, "w", encoding="utf-8") as f:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                bufsize=1)
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            f.write(line)
-        code = proc.wait()
-    seconds = time.perf_counter() - start
-    if code != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed with exit code {code} after {seconds:.0f}s; see {log}")
-    return seconds
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -102,7 +85,7 @@ def main() -> None:
         settings = ChainSettings.from_dict(QUICK_CONFIG)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     try:
-        wall = run_logged(cmd, env, work / "chain.log")
+        wall = run_logged(cmd, work / "chain.log", env=env)
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         info["threads"] = summary["threads"]          # the command's, not this script's
         result = {"quick": args.quick, "command": " ".join(["glassformer", *cmd[3:]]).replace(str(work), "SCRATCH"),

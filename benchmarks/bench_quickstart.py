@@ -23,26 +23,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from harness import DEMO_MODEL, RESULTS, ROOT, finish_machine_info, machine_info, machine_line, weights_digest, write_results
-
-
-def run_logged(cmd: list[str], cwd: Path, log: Path) -> float:
-    """Run ``cmd`` in ``cwd``, its output shown and kept in ``log``; returns the wall seconds."""
-    start = time.perf_counter()
-    with open(log, "w", encoding="utf-8") as f:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            f.write(line)
-        code = proc.wait()
-    seconds = time.perf_counter() - start
-    if code != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed with exit code {code} after {seconds:.0f}s; see {log}")
-    return seconds
+from harness import (DEMO_MODEL, RESULTS, ROOT, finish_machine_info, machine_info, machine_line, run_logged,
+                     weights_digest, write_results)
 
 
 def torch_version(python: Path) -> str:
@@ -120,7 +105,7 @@ def main() -> None:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True,
                                 check=True).stdout.strip()
         env_threads = os.environ.get("OMP_NUM_THREADS")
-        wall = run_logged(cmd, checkout, log)
+        wall = run_logged(cmd, log, cwd=checkout)
         quickstart = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
         info["torch"] = torch_version(python)          # the demo's torch, not this script's
         info["transformers"] = None                     # not used by the demo

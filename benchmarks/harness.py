@@ -298,6 +298,23 @@ def twin_gpt2_directories(folder: str | Path, *, n_layers: int, n_heads: int, d_
     return folder / "base", folder / "hf"
 
 
+
+def run_logged(cmd: list[str], log: Path, *, cwd: Path = ROOT, env: dict[str, str] | None = None) -> float:
+    """Run ``cmd`` in ``cwd`` (with ``env``, else this process's environment), its output shown and kept
+    in ``log``; returns the wall seconds.  A non-zero exit stops the benchmark, naming the log."""
+    start = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as f:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                bufsize=1)
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            f.write(line)
+        code = proc.wait()
+    seconds = time.perf_counter() - start
+    if code != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit code {code} after {seconds:.0f}s; see {log}")
+    return seconds
+
 def weights_digest(model_dir: str | Path) -> str:
     """The first 16 hex digits of the SHA-256 of a model directory's model.safetensors: which model
     a result measured."""

@@ -58,3 +58,26 @@ def test_settings_win_in_one_order_saved_then_config_then_given_then_run(finishe
     assert settings["log_every"] == 2                                       # the run flags last
     assert saved["data"]["block_size"] == 16
     assert merged_settings("lm", finished_run, False, given={"steps": 9}) == ({"steps": 9}, {})
+
+
+def without_setting(run: Path, name: str) -> None:
+    """Make ``run`` look saved before the setting ``name`` existed (drop it from every checkpoint)."""
+    for info_path in run.glob("*/training.json"):
+        info = json.loads(info_path.read_text())
+        info["fingerprint"]["settings"].pop(name)
+        info["fingerprint"].pop("defaults", None)
+        info_path.write_text(json.dumps(info))
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(finished_run, tmp_path, capsys):
+    old = tmp_path / "old"
+    shutil.copytree(finished_run, old)
+    without_setting(old, "decay_embeddings")
+    code, _, err = run_cli(capsys, "train", "lm", "--resume", old, "--steps", "5", "--extend")
+    assert code == 0, err
+    # a value other than the default is still a different run
+    other = tmp_path / "other"
+    shutil.copytree(finished_run, other)
+    without_setting(other, "decay_embeddings")
+    with pytest.raises(Exception, match="decay_embeddings: False there, True now"):
+        train_lm(None, {"steps": 5, "decay_embeddings": True}, other, resume=True, extend=True)

@@ -170,9 +170,12 @@ COMPARED = ("family", "model", "settings", "data")
 def check_fingerprint(saved: dict[str, Any], current: dict[str, Any], path: Path, *, extend: bool = False) -> None:
     """A resumed run must be the same run: the same family, model config, settings that shape what is
     learned, and data.  ``extend``: its number of ``steps`` may differ (``recipe.checked`` checks
-    that it grows)."""
+    that it grows).  A setting the saved run lacks (one added since) counts as its default there
+    (``current["defaults"]``)."""
     for key in (k for k in COMPARED if k in current):
         then, now = saved.get(key), current[key]
+        if key == "settings" and isinstance(then, dict):
+            then = {**{k: v for k, v in current.get("defaults", {}).items() if k in now}, **then}
         if extend and key == "settings" and isinstance(then, dict):
             then, now = ({k: v for k, v in d.items() if k != "steps"} for d in (then, now))
         if then == now:

@@ -216,11 +216,15 @@ def fingerprint(settings: RunSettings, config, *, sources: dict[str, Any] | None
     """The run as it starts, saved with every checkpoint: its task; what a resumed run must share
     with it (checkpoints.COMPARED: the model's family and config, the settings that shape what is
     learned, the data); and what only serves as the defaults of a resumption: the settings it may
-    change ("resumable") and where the data was read from, when "data" does not say it ("sources")."""
+    change ("resumable") and where the data was read from, when "data" does not say it ("sources");
+    and each setting's default ("defaults": a run saved before a setting existed had its default)."""
     every = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()}
+    defaults = {f.name: f.default for f in dataclasses.fields(settings)
+                if f.name not in RESUMABLE_CHANGES and f.default is not dataclasses.MISSING}
     fp = {"task": settings.task, "family": config.family, "model": config.to_dict(),
           "settings": {k: v for k, v in every.items() if k not in RESUMABLE_CHANGES}, "data": data,
-          "resumable": {k: v for k, v in every.items() if k in RESUMABLE_CHANGES}}
+          "resumable": {k: v for k, v in every.items() if k in RESUMABLE_CHANGES},
+          "defaults": {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}}
     if sources:
         fp["sources"] = sources
     return fp

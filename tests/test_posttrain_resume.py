@@ -118,3 +118,18 @@ def test_resuming_from_trained_parameters_of_another_model_is_one_line(files, tm
     save_file({**trained, first: torch.zeros(3, 3)}, str(file))
     code, _, err = run_cli(capsys, "finetune", "sft", "--resume", out, "--extend", "--steps", 4)
     one_line_error(code, err, f"{first} has shape [3, 3]")
+
+
+def test_resuming_a_lora_run_whose_base_weights_changed_is_one_line(files, tmp_path, capsys):
+    root, _ = files
+    base = untrained_gpt(tmp_path / "base", "User: Assistant: 0123456789+?abcd\n")
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "finetune", "sft", "--model", base, "--data", root / "sft.jsonl", "--out", out,
+                           "--steps", 2, "--eval-every", 2, "--batch-size", 4, "--device", "cpu", "--lora",
+                           "--lora-r", 2)
+    assert code == 0, err
+    weights = load_file(str(base / "model.safetensors"))        # the base retrained in place: other weights
+    first = sorted(weights)[0]
+    save_file({**weights, first: weights[first] + 1}, str(base / "model.safetensors"))
+    code, _, err = run_cli(capsys, "finetune", "sft", "--resume", out, "--extend", "--steps", 3)
+    one_line_error(code, err, "cannot resume", "base_weights")

@@ -371,7 +371,7 @@ def train_dpo(source: str | Path | None, settings: DPOSettings | dict[str, Any] 
     splits = {"train": encode_pairs(policy, data.train), "valid": encode_pairs(policy, data.valid)}
     if data.test:
         splits["test"] = encode_pairs(policy, data.test)
-    fp = checked(run, settings, policy.model.config, settings.steps, source=str(source),
+    fp = checked(run, settings, policy.model.config, settings.steps, base_weights=policy.base_weights, source=str(source),
                  valid=str(valid) if valid else None,
                  digest=digest(f"{p.chosen}\t{p.rejected}\n" for p in (*splits["train"], *splits["valid"])))
     pad_id = policy.pad_id

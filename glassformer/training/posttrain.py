@@ -21,6 +21,8 @@ pads after it.
 
 from __future__ import annotations
 
+import hashlib
+
 import random
 import sys
 from dataclasses import dataclass
@@ -98,6 +100,18 @@ class Policy:
         trained, total = trainable_parameters(self.model)
         return (f"gpt with LoRA r={self.lora.r}, alpha {self.lora.alpha:g} on {', '.join(self.lora.targets)}: "
                 f"{trained:,} of {total:,} parameters trainable ({100 * trained / total:.2f}%)")
+
+    @property
+    def base_weights(self) -> str:
+        """A digest of the base directory's weight files: a resumed run must start from the same weights,
+        not only the same path."""
+        h = hashlib.sha256()
+        for path in sorted(self.base.glob("*.safetensors")):
+            h.update(path.name.encode())
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
+        return h.hexdigest()[:16]
 
     @property
     def pad_id(self) -> int:

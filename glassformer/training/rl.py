@@ -508,7 +508,7 @@ def train_rl(settings: RLSettings | dict[str, Any] | None, out_dir: str | Path, 
     run = start_run(settings, out_dir, resume, extend)
     policy = load_policy(settings)
     data = rl_data(settings, policy, reward)
-    fp = checked(run, settings, policy.model.config, settings.steps,
+    fp = checked(run, settings, policy.model.config, settings.steps, base_weights=policy.base_weights,
                  digest=digest(json.dumps(r, sort_keys=True) + "\n"
                                for r in (*data.rows["train"], *data.rows["valid"])))
     stream = Rollouts(policy, data.rows["train"], data.prompts["train"], reward, settings,

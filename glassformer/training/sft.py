@@ -237,7 +237,7 @@ def finetune_sft(source: str | Path | None, settings: SFTSettings | dict[str, An
     valid_set = encode_rows(data.valid, policy, train_on_prompt=settings.train_on_prompt, what="validation")
     test_set = encode_rows(data.test, policy, train_on_prompt=settings.train_on_prompt, what="test")
     pad = policy.pad_id
-    fp = checked(run, settings, policy.model.config, settings.steps, source=str(source),
+    fp = checked(run, settings, policy.model.config, settings.steps, base_weights=policy.base_weights, source=str(source),
                  valid=str(valid) if valid else None,
                  digest=digest(json.dumps(r, sort_keys=True) + "\n" for r in (*data.train, *data.valid)))
     valid_batches = fixed_batches(valid_set, settings.eval_batch_size, pad)

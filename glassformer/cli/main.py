@@ -27,7 +27,7 @@ from ..errors import GlassformerError
 # Modules under glassformer.cli that add commands, in help order.
 COMMAND_MODULES = [
     "translation", "lm", "params", "search", "plot", "embed", "mlm", "classify", "posttrain",
-    "vit", "caption", "convert", "lora", "probe", "explore", "serve",
+    "vit", "caption", "convert", "lora", "probe", "explore", "compare", "serve",
 ]
 
 

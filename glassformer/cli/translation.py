@@ -52,7 +52,7 @@ def register(subparsers) -> None:
     t.add_argument("--valid-tgt", help="validation target file")
     t.add_argument("--valid-fraction", type=open_fraction,
                    help=f"share of the pairs held out for validation (default: {VALID_FRACTION:g})")
-    add_preset_flags(t, "transformer", defaults["preset"])
+    add_preset_flags(t, TranslationSettings.family, defaults["preset"])
     t.add_argument("--out", default="runs/translation", help="run directory (model in OUT/best and OUT/last)")
     t.add_argument("--steps", type=positive_int, help=f"optimiser steps (default: {defaults['steps']})")
     t.add_argument("--max-tokens", type=positive_int, help=f"tokens per batch (default: {defaults['max_tokens']})")

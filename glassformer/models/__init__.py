@@ -4,10 +4,16 @@ from .bert import Bert, BertConfig
 from .caption import CaptionConfig, CaptionModel
 from .config import FAMILIES, PRESETS, ModelConfig, config_from_dict, preset
 from .gpt import GPT, GPTConfig
+from .recurrent import RecurrentConfig, RecurrentEncoderDecoder
 from .transformer import Transformer, TransformerConfig, num_parameters
 from .vit import ViT, ViTConfig
 
-MODEL_CLASSES = {"transformer": Transformer, "gpt": GPT, "bert": Bert, "vit": ViT, "caption": CaptionModel}
+MODEL_CLASSES = {"transformer": Transformer, "gpt": GPT, "bert": Bert, "vit": ViT, "caption": CaptionModel,
+                 "recurrent": RecurrentEncoderDecoder}
+
+TRANSLATORS = ("transformer", "recurrent")
+"""The families that translate (token ids in, token ids out): ``train translation`` trains them and
+``translate`` / ``evaluate`` decode them."""
 
 
 def build_model(config: ModelConfig):
@@ -15,5 +21,6 @@ def build_model(config: ModelConfig):
     return MODEL_CLASSES[config.family](config)
 
 
-__all__ = ["FAMILIES", "PRESETS", "ModelConfig", "config_from_dict", "preset", "build_model",
-           "Transformer", "TransformerConfig", "GPT", "GPTConfig", "Bert", "BertConfig", "ViT", "ViTConfig", "CaptionModel", "CaptionConfig", "num_parameters"]
+__all__ = ["FAMILIES", "PRESETS", "TRANSLATORS", "ModelConfig", "config_from_dict", "preset", "build_model",
+           "Transformer", "TransformerConfig", "GPT", "GPTConfig", "Bert", "BertConfig", "ViT", "ViTConfig", "CaptionModel", "CaptionConfig",
+           "RecurrentConfig", "RecurrentEncoderDecoder", "num_parameters"]

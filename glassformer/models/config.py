@@ -88,23 +88,29 @@ def register_preset(name: str, config_cls: type[ModelConfig], **fields: Any) -> 
     PRESETS[name] = functools.partial(config_cls, **fields)
 
 
-def preset_names(family: str | None = None) -> list[str]:
-    """The names of the presets (of one ``family``, e.g. ``"gpt"``, if given), sorted."""
-    return sorted(n for n, make in PRESETS.items() if family is None or make().family == family)
+def _families(family: str | tuple[str, ...] | None) -> tuple[str, ...] | None:
+    return (family,) if isinstance(family, str) else family
 
 
-def preset(name: str, *, family: str | None = None, **overrides: Any) -> ModelConfig:
+def preset_names(family: str | tuple[str, ...] | None = None) -> list[str]:
+    """The names of the presets (of one ``family``, e.g. ``"gpt"``, or of several, if given), sorted."""
+    families = _families(family)
+    return sorted(n for n, make in PRESETS.items() if families is None or make().family in families)
+
+
+def preset(name: str, *, family: str | tuple[str, ...] | None = None, **overrides: Any) -> ModelConfig:
     """A named preset, optionally with fields overridden (e.g. vocabulary sizes).
 
-    ``family`` (``"transformer"``, ``"gpt"``) refuses a preset of another family, and an
-    unknown name is answered with the presets of that family only."""
+    ``family`` (``"transformer"``, ``"gpt"``, or several: ``("transformer", "recurrent")``) refuses a
+    preset of another family, and an unknown name is answered with the presets of those families only."""
+    families = _families(family)
     if name not in PRESETS:
-        kind = f"{family} " if family else ""
+        kind = f"{' or '.join(families)} " if families else ""
         raise ConfigError(f"unknown preset {name!r}; available {kind}presets: {', '.join(preset_names(family))}")
     config = PRESETS[name]()
-    if family is not None and config.family != family:
-        raise ConfigError(f"preset {name!r} is a {config.family!r} model; a {family!r} preset is needed: "
-                          f"{', '.join(preset_names(family))}")
+    if families is not None and config.family not in families:
+        raise ConfigError(f"preset {name!r} is a {config.family!r} model; a {' or '.join(map(repr, families))} "
+                          f"preset is needed: {', '.join(preset_names(family))}")
     known = {f.name for f in dataclasses.fields(config)}
     unknown = sorted(set(overrides) - known)
     if unknown:

@@ -34,6 +34,18 @@ class AttentionOutput(NamedTuple):
     weights: Tensor | None         # (batch, heads, q_len, k_len) when requested
 
 
+def masked_softmax(scores: Tensor, mask: AttentionMask | None) -> Tensor:
+    """Attention weights from scores (..., q_len, k_len): the softmax over the keys a query may attend
+    to (``mask.allowed``), exactly 0 at the others, and a row of zeros where it may attend to none
+    (``mask.empty``) — never NaN.  Shared by dot-product and additive attention."""
+    if mask is not None:
+        scores = scores.masked_fill(~mask.allowed, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    if mask is not None:
+        weights = weights.masked_fill(mask.empty, 0.0)
+    return weights
+
+
 def scaled_dot_product_attention(
     query: Tensor,
     key: Tensor,
@@ -85,11 +97,7 @@ def scaled_dot_product_attention(
         scores = (query @ key.transpose(-2, -1)) * scale
         if bias is not None:
             scores = scores + bias
-        if mask is not None:
-            scores = scores.masked_fill(~mask.allowed, float("-inf"))
-        weights = scores.softmax(dim=-1)
-        if mask is not None:
-            weights = weights.masked_fill(mask.empty, 0.0)
+        weights = masked_softmax(scores, mask)
         kept = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
         output = kept @ value
     else:

@@ -6,14 +6,15 @@ from __future__ import annotations
 from ..errors import CheckpointError, ConfigError
 from ..generation.translation import score, translate, translate_nbest
 from ..model_dir import ModelDir
+from ..models import TRANSLATORS
 from .decoding import decoding_defaults
 
 
 def check_translator(loaded: ModelDir, where) -> None:
     """Refuse, naming ``where``, a directory that holds no encoder–decoder with its tokenizer."""
-    if loaded.config.family != "transformer":
+    if loaded.config.family not in TRANSLATORS:
         raise CheckpointError(f"{where} holds a {loaded.config.family!r} model; translation needs an "
-                              "encoder-decoder ('transformer') model directory")
+                              f"encoder-decoder ({' or '.join(map(repr, TRANSLATORS))}) model directory")
     if loaded.tokenizer is None:
         raise CheckpointError(f"{where} has no tokenizer.json; a translation model directory needs one")
 

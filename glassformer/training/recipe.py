@@ -81,7 +81,7 @@ class RunSettings:
 
     setting_name: ClassVar[str] = "training setting"   # how an unknown key is named in the error
     task: ClassVar[str] = ""                             # the task's name in TASKS, recorded with the run
-    family: ClassVar[str] = ""                           # the model family whose preset ``preset`` names
+    family: ClassVar[str | tuple[str, ...]] = ""         # the model family (or families) whose preset ``preset`` names
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):

@@ -22,7 +22,7 @@ from ..data.streams import EpochStream
 from ..errors import InputError
 from ..generation.translation import score, translate, translate_nbest  # noqa: F401  (were defined here)
 from ..model_dir import SOURCE_TOKENIZER
-from ..models import Transformer, preset
+from ..models import TRANSLATORS, preset
 from ..tokenizers import Tokenizer
 from .common import digest, perplexity, summed, summed_loss
 from .checks import check_positive_int, check_range
@@ -54,7 +54,7 @@ class TranslationSettings(RunSettings):
     seed: int = 0
 
     task: ClassVar[str] = "translation"
-    family: ClassVar[str] = "transformer"
+    family: ClassVar[tuple[str, ...]] = TRANSLATORS
 
     def check(self) -> None:
         check_positive_int(self, "vocab_size", "max_tokens", "steps", "warmup", "grad_accum")
@@ -87,7 +87,7 @@ def translation_loss(label_smoothing: float):
     return summed_loss(lambda batch: (batch.src, batch.tgt_in, batch.tgt_out), label_smoothing=label_smoothing)
 
 
-def validation(model: Transformer, batches: list[TranslationBatch], label_smoothing: float, device) -> dict[str, float]:
+def validation(model, batches: list[TranslationBatch], label_smoothing: float, device) -> dict[str, float]:
     """Label-smoothed loss (what is optimised) and perplexity (from the un-smoothed NLL) per target token,
     both from one pass of the model (``target_loss``: the training loss, the fused ``linear_cross_entropy``)."""
     def measure(batch: TranslationBatch) -> dict[str, float]:
@@ -109,9 +109,9 @@ def train_translation(
     extend: bool = False,
     sources: dict[str, Any] | None = None,
 ) -> TranslationRun:
-    """Train tokenizers and a Transformer; save ``out_dir/best`` and ``out_dir/last`` model
-    directories.  ``sources``: where the pairs were read from (files), recorded with the run as the
-    defaults of its resumption (:mod:`.common`)."""
+    """Train tokenizers and an encoder–decoder (the preset's family: a Transformer or a recurrent
+    model); save ``out_dir/best`` and ``out_dir/last`` model directories.  ``sources``: where the pairs
+    were read from (files), recorded with the run as the defaults of its resumption (:mod:`.common`)."""
     settings, _ = settings_for(TranslationSettings, settings, out_dir, resume)
     run = start_run(settings, out_dir, resume, extend)
     tgt_tok = resumed_tokenizer(run)
@@ -145,7 +145,7 @@ def train_translation(
               source_tokenizer=None if settings.shared_vocab else src_tok),
         EpochStream(train_set, settings.max_tokens, settings.seed, max_sentences=settings.max_sentences,
                     by_length=settings.length_buckets, rank=run.world.rank, world=run.world.size),
-        "transformer", data=f"{len(train_set):,} training and {len(valid):,} validation sentence pairs",
+        config.family, data=f"{len(train_set):,} training and {len(valid):,} validation sentence pairs",
         batch=f"batches of up to {settings.max_tokens:,} tokens × {settings.grad_accum} per step "
               f"({steps_per_epoch:,} batches per epoch)",
         # the paper's schedule: the optimiser's rate is set by the schedule alone

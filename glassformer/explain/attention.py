@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from ..nn.attention import MultiHeadAttention
+from ..nn.recurrent import EncoderAttention
 
 __all__ = ["AttentionCapture", "attention_modules", "capture_attention"]
 
@@ -68,9 +69,14 @@ class AttentionCapture:
         self.kinds.clear()
 
 
-def attention_modules(model: nn.Module) -> dict[str, MultiHeadAttention]:
+ATTENTION_MODULES = (MultiHeadAttention, EncoderAttention)
+"""What keeps its weights when asked (``keep_weights`` / ``kept_weights``, ``n_heads``, ``cross_attention``):
+the Transformer's multi-head attention and a recurrent decoder's attention over the encoder (one head)."""
+
+
+def attention_modules(model: nn.Module) -> dict[str, MultiHeadAttention | EncoderAttention]:
     """Every attention module of ``model`` by its path, in module order."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, MultiHeadAttention)}
+    return {name: m for name, m in model.named_modules() if isinstance(m, ATTENTION_MODULES)}
 
 
 def _chosen(modules: dict[str, MultiHeadAttention], layers) -> dict[str, MultiHeadAttention]:

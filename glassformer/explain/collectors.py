@@ -300,6 +300,7 @@ def _encoder_layers(model):
 COLLECTORS: dict[str, Collector] = {
     "gpt": Collector(_explain_gpt, ffn_layers=lambda model: model.decoder.layers),
     "transformer": Collector(_explain_translation, ffn_layers=_encoder_layers),   # the encoder: over the text given
+    "recurrent": Collector(_explain_translation),          # its attention over the source; no feed-forward layers
     "bert": Collector(_explain_bert, ffn_layers=_encoder_layers,
                       no_prediction="No prediction: the model has no masked-LM head, or the text has no [MASK]."),
     "vit": Collector(_explain_vit, needs_tokenizer=False, ffn_layers=_encoder_layers,

@@ -27,11 +27,15 @@ The data: JSONL rows ``{"prompt", "chosen", "rejected"}`` (the prompt a string o
 or the built-in ``numbers-instruct`` pairs (a right answer against a plausible wrong one).  Each
 answer is encoded as supervised fine-tuning encodes a response (``tokenizers.chat.encode_example``:
 the model's chat template, the end-of-sequence token after the answer a target), and its
-log-probability is summed over the answer's tokens only.  A step's chosen and rejected rows go
-through the model in one forward (one batch, chosen rows first)::
+log-probability is summed over the answer's tokens only.  A step's chosen and rejected rows form one
+batch (chosen rows first)::
 
     ids      [ prompt₁ chosen₁ ; prompt₂ chosen₂ ; prompt₁ rejected₁ ; prompt₂ rejected₂ ]   right-padded
     log π    summed over each row's answer tokens -> (2·pairs,) -> chunk: chosen (pairs,), rejected (pairs,)
+
+which runs as one forward per group of rows of similar length, each cut to its longest row
+(``posttrain.length_groups``): prompts and answers of very different lengths would otherwise spend
+much of the forward on padding.
 
 The reference π_ref is the base model, never a second copy of it in memory:
 
@@ -226,6 +230,7 @@ class PairBatch(Batch):
     targets: Tensor              # (2·pairs, seq) bool: the answers' tokens
     reference: Tensor | None     # (2·pairs,) the reference's summed log-probabilities, or None (computed: LoRA)
     n_tokens: int                # pairs (the loss normaliser; counted on the CPU)
+    lengths: tuple[int, ...] | None = None   # each row's unpadded length (on the CPU: rows run grouped by length)
 
 
 def collate_pairs(pairs: Sequence[Pair], pad_id: int, reference: Tensor | None = None) -> PairBatch:
@@ -233,7 +238,8 @@ def collate_pairs(pairs: Sequence[Pair], pad_id: int, reference: Tensor | None =
     rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
     targets = [p.chosen_targets for p in pairs] + [p.rejected_targets for p in pairs]
     ref = None if reference is None else reference.t().reshape(-1)        # chosen column, then rejected
-    return PairBatch(right_padded(rows, pad_id), right_padded(targets, False).bool(), ref, len(pairs))
+    return PairBatch(right_padded(rows, pad_id), right_padded(targets, False).bool(), ref, len(pairs),
+                     tuple(len(row) for row in rows))
 
 
 class PairStream(EpochBatches):
@@ -272,7 +278,7 @@ def reference_logprobs(model: nn.Module, pairs: Sequence[Pair], batch_size: int,
     for batch in in_order(pairs, batch_size, pad_id):
         batch = batch.to(device)
         with autocast(precision, device):
-            chosen, rejected = response_logprob_sums(model, batch.ids, batch.targets).chunk(2)
+            chosen, rejected = response_logprob_sums(model, batch.ids, batch.targets, batch.lengths).chunk(2)
         sums.append(torch.stack([chosen, rejected], dim=1).cpu())
     model.train(was_training)
     return torch.cat(sums) if sums else torch.zeros(0, 2)
@@ -315,8 +321,8 @@ def pair_logprobs(module: nn.Module, batch: PairBatch, lora: bool) -> tuple[Tens
         from ..nn.lora import adapters_disabled
 
         with torch.no_grad(), adapters_disabled(module):
-            reference = response_logprob_sums(module, batch.ids, batch.targets)
-    return response_logprob_sums(module, batch.ids, batch.targets), reference
+            reference = response_logprob_sums(module, batch.ids, batch.targets, batch.lengths)
+    return response_logprob_sums(module, batch.ids, batch.targets, batch.lengths), reference
 
 
 def batch_loss(policy: Tensor, reference: Tensor, batch: PairBatch, settings: DPOSettings) -> PreferenceLoss:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
+import torch
 from torch import Tensor
 
 from ..data.batching import Batch, token_budget_batches
@@ -48,8 +49,8 @@ from ..errors import InputError
 from ..tokenizers.chat import encode_example
 from .checks import check_positive_int, check_range
 from .common import digest, perplexity, summed
-from .posttrain import (Policy, PostTrainRun, PostTrainSettings, exact_match, held_out, load_policy, policy_saver,
-                        right_padded, warn)
+from .posttrain import (Policy, PostTrainRun, PostTrainSettings, exact_match, held_out, length_groups, load_policy,
+                        policy_saver, right_padded, warn)
 from .recipe import Recipe, checked, evaluate_best, settings_for, start_run, train
 from .trainer import StepLoss
 
@@ -87,6 +88,7 @@ class SFTBatch(Batch):
     tokens: Tensor                       # (batch, seq - 1) the inputs
     labels: Tensor                       # (batch, seq - 1) the next token where it is a target, else -100
     n_tokens: int                        # target tokens
+    lengths: tuple[int, ...] | None = None   # each example's length (on the CPU: rows run grouped by length)
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> SFTBatch:
@@ -95,7 +97,7 @@ def collate(examples: Sequence[Example], pad_id: int) -> SFTBatch:
     ids = right_padded([e.ids for e in examples], pad_id)
     targets = right_padded([e.targets for e in examples], 0).bool()
     labels = ids[:, 1:].masked_fill(~targets[:, 1:], -100)
-    return SFTBatch(ids[:, :-1], labels, int(targets[:, 1:].sum()))
+    return SFTBatch(ids[:, :-1], labels, int(targets[:, 1:].sum()), tuple(len(e.ids) for e in examples))
 
 
 def encode_rows(rows: Sequence[dict[str, Any]], policy: Policy, *, train_on_prompt: bool = False,
@@ -163,10 +165,18 @@ def summed_cross_entropy(model, batch: SFTBatch) -> Tensor:
     """The next-token cross-entropy summed over the batch's targets, through the model's forward and its
     fused output layer (:func:`~glassformer.nn.linear_cross_entropy`): when the targets are few (the
     responses, not the prompts), per token at those positions only — the others never reach the output
-    layer —, else summed over every position."""
-    if batch.n_tokens < PER_TOKEN_BELOW * batch.labels.numel():
-        return model(batch.tokens, batch.labels, reduction="none").sum()
-    return model(batch.tokens, batch.labels, reduction="sum")
+    layer —, else summed over every position.  Given the examples' lengths, one forward per group of
+    similar length (:func:`~.posttrain.length_groups`), each cut to its longest example."""
+    groups = [(batch.tokens, batch.labels)]
+    if batch.lengths is not None and len(length_groups(batch.lengths)) > 1:
+        groups = []
+        for group in length_groups(batch.lengths):
+            index = torch.tensor(group, device=batch.tokens.device)
+            width = batch.lengths[group[-1]] - 1
+            groups.append((batch.tokens[index, :width], batch.labels[index, :width]))
+    per_token = batch.n_tokens < PER_TOKEN_BELOW * sum(labels.numel() for _, labels in groups)
+    return sum(model(tokens, labels, reduction="none").sum() if per_token else model(tokens, labels, reduction="sum")
+               for tokens, labels in groups)
 
 
 def sft_loss(module, batch: SFTBatch) -> StepLoss:

@@ -488,7 +488,9 @@ def render_posttrain(results: Path) -> str:
         found.append(r)
         x = r[key] if key else r
         if name == "grpo_cpu":
-            what += f" ({x['prompts']} prompts × group {x['group']}, {x['new_tokens']} new tokens)"
+            shape = x.get("model_shape")            # (older files: the 124M shape or --quick's, unnamed)
+            model = f", {shape['n_layer']} layers, d_model {shape['n_embd']}" if shape else ""
+            what += f" ({x['prompts']} prompts × group {x['group']}, {x['new_tokens']} new tokens{model})"
         ours, theirs = x[rate]["ours"]["median"], x[rate][peer]["median"]
         ratio, goal = x["ratio"]["median"], x["target_ratio"]
         rows.append(f"| {what} | {ours:,.4g} {unit} | {theirs:,.4g} {unit} ({peer}) | **{ratio:.2f}×** | "

@@ -126,6 +126,27 @@ def test_each_token_is_drawn_with_its_probability():
     assert choose(probs.log().expand(3, -1), options, edges).tolist() == [1, 1, 5]
 
 
+def test_the_cpus_binary_search_takes_the_token_of_the_four_passes():
+    """On the CPU ``choose`` finds the first token reaching the target by binary search over the in-order prefix
+    sums; it takes the token the device-independent formulation takes (probability-0 tokens' sums set to -1, the
+    target u × their largest, the first sum reaching it), for rows with banned tokens, underflowing probabilities
+    and the extreme uniform numbers."""
+    g = torch.Generator().manual_seed(0)
+    options = SamplingOptions(temperature=1.0)
+    for trial in range(30):
+        scores = torch.randn(16, 3000, generator=g) * (1 + trial % 9) * 4        # up to ±100s: many exp() underflow
+        scores[torch.rand(scores.shape, generator=g) < 0.3] = float("-inf")      # banned
+        scores[:, 0] = float("-inf") if trial % 2 else scores[:, 0]              # a first token never drawn
+        uniform = torch.rand(16, generator=g)
+        uniform[:3] = torch.tensor([0.0, 1 - 2 ** -24, 0.5])
+        probs = scores.softmax(dim=-1)
+        sums = probs.cumsum(dim=-1).masked_fill(probs == 0, -1.0)
+        expected = (sums >= uniform[:, None] * sums.amax(dim=-1, keepdim=True)).to(torch.uint8).argmax(dim=-1)
+        got = choose(scores, options, uniform)
+        assert torch.equal(got, expected), trial
+        assert (probs.gather(1, got[:, None]) > 0).all()
+
+
 def test_a_stream_is_its_own_whatever_the_others():
     """``stream_uniforms``: stream s of a seed is the same in any company; streams and seeds differ."""
     alone = stream_uniforms(7, [4], 50, torch.device("cpu"))

@@ -165,13 +165,34 @@ def choose(scores: Tensor, options: SamplingOptions, uniform: Tensor | None) -> 
     reaches ``uniform[b]`` (in [0, 1)) times the row's total — token i with probability p_i, one number
     per row, no host sync.  A token of probability 0 (banned, or cut by top-k / top-p) is never taken:
     its cumulative sum is set below any target, and the target is at most the largest sum of a possible
-    token (the largest, not the last: a GPU's parallel prefix sum may round a later one lower)."""
+    token (the largest, not the last: a GPU's parallel prefix sum may round a later one lower).  On the CPU
+    the same token is found by binary search (:func:`first_reaching_in_order`)."""
     if options.greedy:
         return scores.argmax(dim=-1)
     probs = scores.softmax(dim=-1)
-    cumulative = probs.cumsum(dim=-1).masked_fill_(probs == 0, -1.0)
+    cumulative = probs.cumsum(dim=-1)
+    if cumulative.device.type == "cpu":
+        return first_reaching_in_order(cumulative, uniform)
+    cumulative.masked_fill_(probs == 0, -1.0)
     target = uniform[:, None] * cumulative.amax(dim=-1, keepdim=True)
     return (cumulative >= target).to(torch.uint8).argmax(dim=-1)        # argmax: the first token that reaches it
+
+
+def first_reaching_in_order(cumulative: Tensor, uniform: Tensor) -> Tensor:
+    """(batch, vocab) cumulative probabilities summed in order, so never decreasing (the CPU's prefix sum),
+    (batch,) uniform numbers in [0, 1) -> (batch,) the first token whose sum reaches ``uniform`` times the
+    row's total: :func:`choose`'s token, by binary search instead of four passes over the vocabulary.
+
+    The same token: the total is the last sum (a token of probability 0 adds exactly 0, so the last sum is
+    the largest sum of a possible token), and the first token to reach a target above 0 has a probability
+    above 0 (one of probability 0 repeats the sum before it, which would have reached the target first);
+    a target of 0 (``uniform`` 0) is raised to the smallest number above 0 (a subnormal one), which the sum of
+    the first possible token reaches, however small its probability, as it reaches 0 in :func:`choose`."""
+    target = uniform[:, None] * cumulative[:, -1:]                     # (compared in float32 as in choose)
+    cumulative = cumulative.to(target.dtype)                           # (bf16 -> float32 is exact)
+    zero = torch.zeros((), dtype=target.dtype)
+    target = target.clamp_min_(torch.nextafter(zero, zero + 1))         # (the smallest number above 0, subnormal)
+    return torch.searchsorted(cumulative, target).squeeze(1).clamp_max_(cumulative.shape[-1] - 1)   # (NaN: last)
 
 
 @torch.inference_mode()   # no autograd bookkeeping: less work per step

@@ -48,6 +48,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Held-out exact match after each stage, {summary['test_questions']} questions of numbers-instruct whose "
         "numbers never occur in training, greedy decoding:", "",
         markdown_table(summary), "",
+        *[f"{note}\n" for note in summary.get("notes", [])],
         "| stage | steps | time limit (s) | training (s) | whole stage (s) | exact-match evaluation (s) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -67,6 +68,8 @@ def main() -> None:
                     help="a tiny chain (seconds) to check the script; write it to a scratch --out")
     ap.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the command (default 2)")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (its path is printed)")
+    ap.add_argument("--time-budget", type=float, help="the chain's --time-budget (default: its own); a trial on a "
+                    "busy machine, where the default limits would cut the stages short")
     args = ap.parse_args()
     if args.quick and Path(args.out).resolve() == RESULTS.resolve():
         raise SystemExit("--quick measures nothing: give it a scratch --out, not benchmarks/results")
@@ -78,11 +81,14 @@ def main() -> None:
     run_dir = work / "run"
     cmd = [sys.executable, "-m", "glassformer", "quickstart", "post-training", "--out", str(run_dir)]
     settings = ChainSettings()
+    if args.time_budget:
+        cmd += ["--time-budget", f"{args.time_budget:g}"]
+        settings = ChainSettings(time_budget=args.time_budget)
     if args.quick:
         config = work / "quick.json"
         config.write_text(json.dumps(QUICK_CONFIG), encoding="utf-8")
         cmd += ["--config", str(config), *QUICK_FLAGS]
-        settings = ChainSettings.from_dict(QUICK_CONFIG)
+        settings = ChainSettings.from_dict({**QUICK_CONFIG, "time_budget": settings.time_budget})
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     try:
         wall = run_logged(cmd, work / "chain.log", env=env)

@@ -507,6 +507,34 @@ def render_posttrain(results: Path) -> str:
         *([""] + [f"Not measured yet: {', '.join(missing)}."] if missing else [])])
 
 
+def render_posttrain_chain(results: Path) -> str:
+    """The post-training quickstart: held-out exact match after each stage (all and per question type), its
+    steps and training seconds, the wall time, and why a stage did not help (the chain's own notes)."""
+    r = load(results, "posttrain_chain")
+    summary = r["summary"]
+    stages = summary["stages"]
+    kinds = [k for k in next(iter(stages.values()))["exact_match"] if k != "all"]
+    dpo = ("DPO on the SFT model's own wrong answers" if stages["dpo"].get("pairs") == "self-made" else
+           "DPO on plausible wrong answers")
+    rl = f"GRPO on {', '.join(stages['rl']['kinds'])} questions" if stages["rl"].get("kinds") else "GRPO"
+    lines = [f"{quick_warning(r)}**The post-training chain** ([details](benchmarks/results/posttrain_chain.md)): "
+             f"`{r['command'].replace(' --out SCRATCH/run', '')}` from an empty directory — a small GPT "
+             f"pretrained on the numbers-instruct questions as text, then SFT, {dpo}, {rl} — in "
+             f"**{r['wall_seconds']:.0f} s** of wall time.  Exact match on {summary['test_questions']} held-out "
+             "questions (numbers never seen in training), greedy decoding.  "
+             f"*{sentence(measured_on(r['machine']))}.*", "",
+             "| stage | all | " + " | ".join(kinds) + " | steps | training (s) |",
+             "| --- |" + " ---: |" * (len(kinds) + 3)]
+    for name, stage in stages.items():
+        shares = stage["exact_match"]
+        steps = f"{stage['steps']}" + (" (cut by its time limit)" if stage["time_limited"] else "")
+        lines.append(f"| {name} | **{100 * shares['all']:.1f}%** | " +
+                     " | ".join(f"{100 * shares[k]:.1f}%" for k in kinds) +
+                     f" | {steps} | {stage['train_seconds']:.0f} |")
+    notes = summary.get("notes", [])
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
 def render_fsdp_memory(results: Path) -> str:
     """What each of FSDP's two processes holds against one process, and their peak resident memory."""
     r = load(results, "fsdp_memory")
@@ -543,6 +571,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "families": render_families,
     "fsdp-memory": render_fsdp_memory,
     "posttrain": render_posttrain,
+    "posttrain-chain": render_posttrain_chain,
 }
 SCRIPTS = {
     "demo": "benchmarks/bench_quickstart.py",
@@ -557,6 +586,7 @@ SCRIPTS = {
                 "benchmarks/bench_vit.py",
     "fsdp-memory": "benchmarks/fsdp_memory.py",
     "posttrain": "benchmarks/bench_lora.py, benchmarks/bench_sft.py, benchmarks/bench_dpo.py and benchmarks/bench_grpo.py",
+    "posttrain-chain": "benchmarks/bench_posttrain_chain.py",
 }
 
 

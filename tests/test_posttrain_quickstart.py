@@ -11,13 +11,17 @@ import signal
 import pytest
 import torch
 from helpers import one_line_error, run_cli
+from test_inference_options import sharp_gpt_dir
 
 from glassformer.cli.main import main
 from glassformer.data.instructions import KINDS, numbers_instructions
 from glassformer.errors import ConfigError, TrainingInterrupted
 from glassformer.model_dir import load_model_dir
-from glassformer.training.posttrain_quickstart import (STAGE_TIME_LIMITS, STAGES, TIME_BUDGET, ChainSettings,
-                                                       held_out_accuracy, pretraining_text, run_posttrain_quickstart)
+from glassformer.training.posttrain_quickstart import (PAIRS_FILES, RL_FILES, RL_PROBE, STAGE_TIME_LIMITS, STAGES,
+                                                       TIME_BUDGET, ChainSettings, held_out_accuracy, model_answers,
+                                                       partly_right_kinds,
+                                                       pretraining_text, run_posttrain_quickstart, self_made_pairs,
+                                                       stage_notes)
 
 # A chain of a few steps per stage on a one-layer GPT with d_model 32: what each stage's settings hold
 # besides the steps (a --config file for the command line).
@@ -99,6 +103,66 @@ def test_the_summary_is_the_exact_match_of_the_saved_models(chain):
     hits = [s.answer == a.strip().split("\n")[0].strip() for s, a in zip(said, answers)]
     assert 0 < sum(hits) < len(hits)
     assert held_out_accuracy(out / "sft" / "best", said)["all"] == pytest.approx(sum(hits) / len(hits))
+
+
+def test_self_made_pairs_set_the_right_answer_over_the_models_own_wrong_one(tmp_path):
+    # a random GPT that says something (the tiny chain's models mostly end at once) over the task's characters;
+    # its context of 64 holds the short questions: sums and comparisons
+    out = sharp_gpt_dir(tmp_path / "model", pretraining_text(200), {"task": "lm"})
+    questions = [q for q in numbers_instructions("train", 48) if q.kind in ("add", "compare")]
+    said = model_answers(out, questions)
+    # every third question's answer made what the model says (so it is right there and no pair is made); the
+    # longest answer kept, so that the answers are decoded as long as before (and come out the same)
+    longest = max(len(q.answer) for q in questions)
+    asked = [q.__class__(q.prompt, s, q.kind) if i % 3 == 0 and s and len(q.answer) < longest and len(s) <= longest
+             else q for i, (q, s) in enumerate(zip(questions, said))]
+    assert model_answers(out, asked) == said
+    pairs = self_made_pairs(out, asked)
+    wrong = [(q, s) for q, s in zip(asked, said) if s and s != q.answer]
+    assert 0 < len(wrong) < len(asked)
+    assert pairs == [{"prompt": q.prompt, "chosen": q.answer, "rejected": s} for q, s in wrong]
+    # by kind, the share answered right: the same greedy answers counted
+    right = {}
+    for q, s in zip(asked, said):
+        right.setdefault(q.kind, []).append(s == q.answer)
+    shares = partly_right_kinds(out, asked)
+    assert shares == {k: sum(right[k]) / len(right[k]) for k in KINDS if k in right}
+    assert list(shares) == ["add", "compare"] and any(0 < share < 1 for share in shares.values())
+
+
+def test_dpo_trains_on_the_sft_models_mistakes_and_rl_on_partly_right_kinds(chain):
+    out, summary, printed = chain
+    dpo = summary["stages"]["dpo"]
+    if dpo["pairs"] == "self-made":          # the files DPO read: the SFT model's mistakes, as self_made_pairs makes them
+        rows = [json.loads(line) for line in (out / PAIRS_FILES["train"]).read_text().splitlines()]
+        assert rows == self_made_pairs(out / "sft" / "best", numbers_instructions("train", TINY["dpo"]["examples"]))
+        assert len(rows) == dpo["train_pairs"] and "answered wrongly by the sft model" in printed
+    else:
+        assert "too few for pairs of its own" in printed
+    rl = summary["stages"]["rl"]
+    probe = numbers_instructions("train", TINY["rl"]["examples"])
+    assert rl["probe"] == partly_right_kinds(out / "dpo" / "best", probe[:RL_PROBE])
+    partly = [k for k, share in rl["probe"].items() if 0 < share < 1]
+    assert rl["kinds"] == (partly or list(rl["probe"]))
+    rows = [json.loads(line) for line in (out / RL_FILES["train"]).read_text().splitlines()]
+    assert rows == [{"prompt": q.prompt, "answer": q.answer, "kind": q.kind} for q in probe if q.kind in rl["kinds"]]
+
+
+def test_a_stage_that_does_not_help_is_named_with_its_figures(chain):
+    out, summary, printed = chain
+    for note in summary["notes"]:
+        assert note in printed and note in (out / "summary.md").read_text()
+    shares = {"base": 0.1, "sft": 0.3, "dpo": 0.2, "rl": 0.25}      # DPO lowers it, RL does not reach SFT's
+    made = {**summary, "stages": {name: {**stage, "exact_match": {**stage["exact_match"], "all": shares[name]}}
+                                  for name, stage in summary["stages"].items()}}
+    notes = stage_notes(made, out)
+    assert len(notes) == 1 and notes[0].startswith("DPO did not raise the held-out exact match (30.0% after sft, "
+                                                   "20.0% after it)")
+    assert "validation pairs" in notes[0]
+    shares.update(rl=0.2)                    # RL: no higher than DPO
+    notes = stage_notes(made | {"stages": {n: {**s, "exact_match": {**s["exact_match"], "all": shares[n]}}
+                                           for n, s in made["stages"].items()}}, out)
+    assert [n.split(" ")[0] for n in notes] == ["DPO", "RL"] and "groups scored all alike" in notes[1]
 
 
 def test_a_second_chain_reuses_the_finished_base_model(chain, capsys, monkeypatch, tmp_path):

@@ -243,11 +243,11 @@ def response_logprob_sums(model: nn.Module, ids: Tensor, targets: Tensor, length
 
 # -- held-out exact match (the numbers task) ------------------------------------------------------------
 @torch.no_grad()
-def exact_match(model: nn.Module, tokenizer: Tokenizer, template: str, questions: Sequence, *,
-                batch_size: int = 64) -> dict[str, float]:
-    """The share of ``questions`` (:class:`~glassformer.data.instructions.Instruction`) answered exactly
-    (:func:`~glassformer.data.instructions.is_correct`) by greedy decoding: ``{"exact": all, "exact_<kind>":
-    per kind}``.  The model is put in eval mode and back."""
+def greedy_answers(model: nn.Module, tokenizer: Tokenizer, template: str, questions: Sequence, *,
+                   batch_size: int = 64) -> list[str]:
+    """The model's greedy completion of each of ``questions`` (:class:`~glassformer.data.instructions.Instruction`),
+    prompted by the chat ``template``, at most as long as the longest answer and its end allow.  The model is
+    put in eval mode and back."""
     from ..generation import SamplingOptions
     from ..generation.text import complete_batch
 
@@ -262,6 +262,15 @@ def exact_match(model: nn.Module, tokenizer: Tokenizer, template: str, questions
                    for text in complete_batch(model, tokenizer, prompts[start:start + batch_size], options)]
     finally:
         model.train(was_training)
+    return answers
+
+
+def exact_match(model: nn.Module, tokenizer: Tokenizer, template: str, questions: Sequence, *,
+                batch_size: int = 64) -> dict[str, float]:
+    """The share of ``questions`` (:class:`~glassformer.data.instructions.Instruction`) answered exactly
+    (:func:`~glassformer.data.instructions.is_correct`) by greedy decoding (:func:`greedy_answers`):
+    ``{"exact": all, "exact_<kind>": per kind}``."""
+    answers = greedy_answers(model, tokenizer, template, questions, batch_size=batch_size)
     right: dict[str, list[bool]] = {}
     for q, text in zip(questions, answers):
         right.setdefault(q.kind, []).append(is_correct(q.answer, text))
@@ -298,4 +307,4 @@ def warn(message: str) -> None:
 
 
 __all__ = ["PostTrainSettings", "Policy", "PostTrainRun", "held_out", "load_policy", "lora_config", "right_padded",
-           "token_logprobs", "response_logprob_sums", "length_groups", "exact_match", "policy_saver", "warn"]
+           "token_logprobs", "response_logprob_sums", "length_groups", "greedy_answers", "exact_match", "policy_saver", "warn"]

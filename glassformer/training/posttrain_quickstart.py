@@ -4,8 +4,9 @@ Four runs, each a task of the one training recipe, each starting from the model 
 
     base   a small GPT pretrained on the task's training questions and answers as plain text   train lm
     sft    supervised fine-tuning on (question, answer) rows: the loss on the answers only     finetune sft
-    dpo    preference optimisation: the right answer against a plausible wrong one              train dpo
-    rl     GRPO: sampled answers scored by the exact-answer reward                               train rl
+    dpo    preference optimisation: the right answer against the SFT model's own wrong one     train dpo
+    rl     GRPO: sampled answers scored by the exact-answer reward, on the question types
+           the model before answers partly right                                                 train rl
 
 After each stage, the model it saved (``best/``) answers the held-out test questions — numbers never
 seen in training — by greedy decoding; the exact-match share, over all questions and per question
@@ -14,7 +15,10 @@ type (words, add, compare, german), is printed and kept::
     OUT/chain.json          marks the directory as a chain's: its settings, the stages finished so far
     OUT/pretraining.txt     the base model's text
     OUT/base/ sft/ dpo/ rl/ each stage's run directory (its model in best/)
-    OUT/summary.json        the held-out exact match of every stage's model, with steps and times
+    OUT/dpo-*.jsonl         DPO's pairs: the training and validation questions the SFT model answered wrongly
+    OUT/rl-*.jsonl          RL's questions (the types chosen) and its validation questions
+    OUT/summary.json        the held-out exact match of every stage's model, with steps and times, and for
+                            each stage that did not raise it, a note saying why in its run's figures
     OUT/summary.md          the same as a table
 
 Run again with the same ``OUT``, the chain reuses the base model a previous chain finished (and
@@ -39,7 +43,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..data.instructions import KINDS, NUMBERS_INSTRUCT, Instruction, numbers_instructions
+from ..data.instructions import KINDS, NUMBERS_INSTRUCT, Instruction, completion_answer, is_correct, numbers_instructions
 from ..devices import pick_device
 from ..errors import ConfigError, GlassformerError
 from ..files import read_json, write_text_atomically
@@ -49,7 +53,7 @@ from .checkpoints import existing_run
 from .checks import check_positive_int, check_range, check_types
 from .dpo import DPOSettings, train_dpo
 from .lm import LMSettings, train_lm
-from .posttrain import exact_match
+from .posttrain import exact_match, greedy_answers
 from .rl import RLSettings, train_rl
 from .sft import SFTSettings, finetune_sft
 
@@ -61,8 +65,13 @@ DEFAULT_OUT = "runs/quickstart-post-training"
 
 # The base model: gpt-mini (4 layers, d_model 128, 4 heads; 0.8 M parameters with a character vocabulary)
 # with a context of 160 characters, enough for the longest question with its answer (133).  Characters,
-# not BPE: a held-out number is spelled with the same tokens as every other number.
-BASE_MODEL = {"max_len": 160}
+# not BPE: a held-out number is spelled with the same tokens as every other number.  Rotary positions, not
+# learned ones: the pretraining windows start anywhere in a conversation, and an answer copies or spells the
+# question's digits at a fixed distance back.  Measured (one thread, 2026-12-06): after 100 steps the training
+# loss is 0.45 with rotary positions, 0.88 with learned ones (0.57 at step 150).  Yet after 200 steps neither
+# base reads the question's digits: it answers "911" to any "which is larger" of two 3-digit numbers (the
+# answers' format and length right, their digits not) — hence the long pretraining below.
+BASE_MODEL = {"max_len": 160, "positional": "rotary"}
 
 # Each stage's settings besides steps, time limit, seed, device and progress (which the chain sets).
 # SFT's learning rate, measured (one thread, 2026-12-06; the base at 600 steps answers 9% of 200 held-out
@@ -70,25 +79,33 @@ BASE_MODEL = {"max_len": 160}
 # From that SFT model: 150 DPO steps at 1e-4, 2.5%; at 1e-5, 14.5% (DPO lowers it: pushing the plausible
 # wrong answer down moves the right one too); 60 RL steps at 5e-5, 16%; at 1e-5, 20% (unchanged: too few
 # steps to move greedy answers).  The quickstart shows each stage as it is measured, helping or not.
-# DPO's 1,000 pairs: its reference log-probabilities are computed for every pair before the first step.
+# DPO now trains on the SFT model's own wrong answers (self_made_pairs: on-policy pairs, whose rejected answer
+# is what greedy decoding says), and RL samples only the question types the model before answers partly right.
+# DPO's pairs: its reference log-probabilities are computed for every pair before the first step.
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "base": dict(preset="gpt-mini", tokenizer="char", block_size=160, batch_size=32, lr=2e-3, warmup=30,
                  eval_batches=8),
     "sft": dict(batch_size=32, lr=1e-4, warmup=20, examples=8000, eval_questions=100),
     "dpo": dict(batch_size=16, lr=1e-5, warmup=10, beta=0.1, examples=1000, eval_questions=100),
-    "rl": dict(batch_size=8, group=8, lr=1e-5, warmup=5, max_new_tokens=52, temperature=1.0, eval_questions=100),
+    "rl": dict(examples=2000, batch_size=8, group=8, lr=1e-5, warmup=5, max_new_tokens=52, temperature=1.0, eval_questions=100),
 }
 # Steps per stage, from runs of each stage timed on this 2-core machine, one thread (two threads of a busy
 # machine spin-wait), CPU seconds per step (2026-12-06): base 0.63 (32 windows of 160 characters), SFT 0.21
 # (32 examples), DPO 0.42 (16 pairs) + 30 s for the reference log-probabilities and the evaluations around
 # training, RL about 0.9 from the SFT model (8 prompts x 8 samples of up to 52 characters; groups whose samples
-# all score the same are drawn again).  At one thread the stages take about 6 (the base stopped by its time
-# limit near step 520), 2.2, 1.6 and 1 minutes with their evaluations; two threads leave room.
-STAGE_STEPS = {"base": 600, "sft": 600, "dpo": 150, "rl": 60}
+# all score the same are drawn again).  Two threads of a quiet machine: base 0.37 s a step, SFT 0.13 (the chain
+# at 600/600/150/60 steps took 412 s, benchmarks/results/posttrain_chain.json).  The budget of 15 minutes spent:
+# base 1,000 steps (about 370 s) and SFT 1,000 (130 s), about 11 minutes for the chain.
+STAGE_STEPS = {"base": 1000, "sft": 1000, "dpo": 150, "rl": 60}
 # Seconds of training per stage at most, the safety net for a slower machine (the evaluations and the
 # work before the first step come on top); --time-budget scales them together.
-STAGE_TIME_LIMITS = {"base": 330.0, "sft": 150.0, "dpo": 90.0, "rl": 150.0}
+STAGE_TIME_LIMITS = {"base": 420.0, "sft": 150.0, "dpo": 80.0, "rl": 130.0}
 TIME_BUDGET = sum(STAGE_TIME_LIMITS.values())
+# The DPO stage's pairs and the RL stage's questions, made with the model of the stage before (OUT/...).
+PAIRS_FILES = {"train": "dpo-pairs.jsonl", "valid": "dpo-valid-pairs.jsonl"}
+RL_FILES = {"train": "rl-questions.jsonl", "valid": "rl-valid-questions.jsonl"}
+RL_PROBE = 400             # training questions the model before RL answers, to choose the kinds RL samples
+REWARD = "glassformer.training.rl:exact_answer"
 EVALUATIONS = 2            # evaluations per post-training stage (best/ is chosen among them)
 TEST_QUESTIONS = 400       # the held-out questions of the summary: those the stages' own results.json answer
 
@@ -181,6 +198,39 @@ def held_out_accuracy(model_dir: str | Path, questions: Sequence[Instruction], d
     return {"all": figures["exact"], **{k.removeprefix("exact_"): v for k, v in figures.items() if k != "exact"}}
 
 
+def model_answers(model_dir: str | Path, questions: Sequence[Instruction], device="cpu") -> list[str]:
+    """The answer (the completion's first line) the model directory's model gives each of ``questions`` by
+    greedy decoding, prompted by its chat template."""
+    loaded = load_model_dir(model_dir, device=pick_device(device))
+    texts = greedy_answers(loaded.model, loaded.tokenizer, chat_template(model_dir), questions)
+    return [completion_answer(text) for text in texts]
+
+
+# -- the DPO stage's pairs and the RL stage's questions, made with the model before ------------------------------
+def self_made_pairs(model_dir: str | Path, questions: Sequence[Instruction], device="cpu") -> list[dict[str, str]]:
+    """Preference pairs from the model's own mistakes (on-policy pairs): each of ``questions`` the model of
+    ``model_dir`` answers wrongly by greedy decoding becomes ``{"prompt", "chosen": the right answer,
+    "rejected": the model's own answer}``.  The questions it answers right, or with nothing, are left out:
+    DPO then pushes down exactly what the model says when it is wrong."""
+    answers = model_answers(model_dir, questions, device)
+    return [{"prompt": q.prompt, "chosen": q.answer, "rejected": said}
+            for q, said in zip(questions, answers) if said.strip() and not is_correct(q.answer, said)]
+
+
+def partly_right_kinds(model_dir: str | Path, questions: Sequence[Instruction], device="cpu") -> dict[str, float]:
+    """The share of ``questions`` of each kind the model of ``model_dir`` answers right by greedy decoding."""
+    answers = model_answers(model_dir, questions, device)
+    right: dict[str, list[bool]] = {}
+    for q, said in zip(questions, answers):
+        right.setdefault(q.kind, []).append(is_correct(q.answer, said))
+    return {kind: sum(r) / len(r) for kind, r in sorted(right.items(), key=lambda kv: KINDS.index(kv[0]))}
+
+
+def _write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
+    write_text_atomically(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    return path
+
+
 # -- the output directory ------------------------------------------------------------------------------------
 def previous_chain(out_dir: Path) -> dict[str, Any] | None:
     """What a previous chain in ``out_dir`` recorded (its chain.json), None for a new or empty directory.
@@ -236,6 +286,8 @@ def run_posttrain_quickstart(out_dir: str | Path = DEFAULT_OUT,
     stages: dict[str, Any] = {"base": finished["base"]} if _base_reusable(out_dir, finished) else {}
     for stage in STAGES[1:]:                           # a previous chain's later stages are trained again
         _remove(out_dir / stage)
+    for name in (*PAIRS_FILES.values(), *RL_FILES.values()):
+        _remove(out_dir / name)
     _remove(out_dir / "summary.json")
     _remove(out_dir / "summary.md")
     _record(out_dir, settings, stages)
@@ -252,10 +304,10 @@ def run_posttrain_quickstart(out_dir: str | Path = DEFAULT_OUT,
         else:
             print(f"\n[{stage}] {_doing(stage, settings)}", flush=True)
             t0 = time.perf_counter()
-            result = _train_stage(stage, settings, out_dir, model_dir)
+            result, data = _train_stage(stage, settings, out_dir, model_dir)
             stages[stage] = {"steps": result.steps, "max_steps": result.max_steps, "resumed_from": result.resumed_from,
                              "time_limited": result.time_limited, "train_seconds": round(result.seconds, 1),
-                             "stage_seconds": round(time.perf_counter() - t0, 1), "reused": False}
+                             "stage_seconds": round(time.perf_counter() - t0, 1), "reused": False, **data}
         model_dir = out_dir / stage / "best"
         t0 = time.perf_counter()
         stages[stage].update(model=str(model_dir.relative_to(out_dir)),
@@ -267,9 +319,12 @@ def run_posttrain_quickstart(out_dir: str | Path = DEFAULT_OUT,
     summary = {"task": NUMBERS_INSTRUCT, "test_questions": len(questions), "threads": torch.get_num_threads(),
                "device": str(device), "total_seconds": round(time.perf_counter() - started, 1),
                "settings": dataclasses.asdict(settings), "stages": stages}
+    summary["notes"] = stage_notes(summary, out_dir)
     write_text_atomically(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_text_atomically(out_dir / "summary.md", summary_markdown(summary))
     print("\n" + summary_table(summary))
+    for note in summary["notes"]:
+        print(note)
     for name, stage in stages.items():
         if stage.get("time_limited") and not stage.get("reused"):
             print(f"The {name} stage was stopped by its time limit after {stage['steps']} of {stage['max_steps']} "
@@ -290,7 +345,7 @@ def _doing(stage: str, settings: ChainSettings) -> str:
     budget = f", at most {limit:g} s" if limit else ""
     return {"base": "pretraining a small GPT on the training questions and answers as plain text",
             "sft": "supervised fine-tuning on training questions (loss on the answers)",
-            "dpo": "DPO on pairs of a right and a plausible wrong answer",
+            "dpo": "DPO on pairs of the right answer and the SFT model's own wrong one",
             "rl": "GRPO: sampled answers rewarded 1 when exactly right"}[stage] + \
         f" ({settings.steps(stage)} steps{budget})"
 
@@ -303,17 +358,57 @@ def _train_stage(stage: str, settings: ChainSettings, out_dir: Path, previous_mo
             print(f"[base] continuing the interrupted base run in {run_dir}", flush=True)
             resumed = {"time_limit": settings.time_limit("base"), "device": settings.device,
                        "progress": settings.progress}
-            return train_lm(None, resumed, run_dir, resume=True).result
+            return train_lm(None, resumed, run_dir, resume=True).result, {}
         _remove(run_dir)
         corpus = out_dir / CORPUS_FILE
         write_text_atomically(corpus, pretraining_text(settings.pretraining_questions))
-        return train_lm(corpus, settings.stage_settings("base"), run_dir).result
+        return train_lm(corpus, settings.stage_settings("base"), run_dir).result, {}
     base = str(previous_model)
     if stage == "sft":
-        return finetune_sft(NUMBERS_INSTRUCT, settings.stage_settings("sft", base=base), run_dir).result
+        return finetune_sft(NUMBERS_INSTRUCT, settings.stage_settings("sft", base=base), run_dir).result, {}
     if stage == "dpo":
-        return train_dpo(NUMBERS_INSTRUCT, settings.stage_settings("dpo", base=base), run_dir).result
-    return train_rl(settings.stage_settings("rl", base=base, data=NUMBERS_INSTRUCT), run_dir).result
+        return _train_dpo(settings, out_dir, previous_model)
+    return _train_rl(settings, out_dir, previous_model)
+
+
+def _train_dpo(settings: ChainSettings, out_dir: Path, previous_model: Path):
+    """DPO on the previous model's own mistakes (:func:`self_made_pairs`) on the stage's training and
+    validation questions; the task's plausible wrong answers instead should it make none."""
+    dpo = settings.stage_settings("dpo", base=str(previous_model))
+    device = settings.device
+    pairs = {"train": self_made_pairs(previous_model, numbers_instructions("train", dpo["examples"]), device),
+             "valid": self_made_pairs(previous_model, numbers_instructions("valid", dpo["eval_questions"]), device)}
+    made = {split: len(rows) for split, rows in pairs.items()}
+    if not all(made.values()):
+        print(f"[dpo] the {previous_model.parent.name} model made {made['train']} training and {made['valid']} "
+              "validation mistakes: too few for pairs of its own; the task's plausible wrong answers instead",
+              flush=True)
+        return train_dpo(NUMBERS_INSTRUCT, dpo, out_dir / "dpo").result, {"pairs": "the task's"}
+    print(f"[dpo] {made['train']} of {dpo['examples']} training questions (and {made['valid']} of "
+          f"{dpo['eval_questions']} validation ones) answered wrongly by the {previous_model.parent.name} model: "
+          "pairs of the right answer over its own", flush=True)
+    files = {split: _write_rows(out_dir / PAIRS_FILES[split], rows) for split, rows in pairs.items()}
+    result = train_dpo(files["train"], dpo, out_dir / "dpo", valid=files["valid"]).result
+    return result, {"pairs": "self-made", "train_pairs": made["train"], "valid_pairs": made["valid"]}
+
+
+def _train_rl(settings: ChainSettings, out_dir: Path, previous_model: Path):
+    """GRPO on the training questions of the kinds the previous model answers partly right
+    (:func:`partly_right_kinds`): a group of samples that all score the same teaches nothing."""
+    rl = settings.stage_settings("rl", base=str(previous_model))
+    questions = numbers_instructions("train", rl["examples"])
+    shares = partly_right_kinds(previous_model, questions[:RL_PROBE], settings.device)
+    kinds = [kind for kind, share in shares.items() if 0 < share < 1] or list(shares)
+    print(f"[rl] the {previous_model.parent.name} model answers " +
+          ", ".join(f"{kind} {share:.0%}" for kind, share in shares.items()) +
+          f" of {min(RL_PROBE, len(questions))} training questions: sampling {', '.join(kinds)}", flush=True)
+    rows = {"train": [q for q in questions if q.kind in kinds],
+            "valid": numbers_instructions("valid", rl["eval_questions"])}
+    files = {split: _write_rows(out_dir / RL_FILES[split], [{"prompt": q.prompt, "answer": q.answer, "kind": q.kind}
+                                                           for q in qs]) for split, qs in rows.items()}
+    result = train_rl({**rl, "data": str(files["train"]), "valid": str(files["valid"]), "reward": REWARD},
+                      out_dir / "rl").result
+    return result, {"kinds": kinds, "probe": shares, "questions": len(rows["train"])}
 
 
 # -- the report ---------------------------------------------------------------------------------------------------
@@ -357,6 +452,48 @@ def markdown_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def stage_notes(summary: dict[str, Any], out_dir: Path) -> list[str]:
+    """For each post-training stage that did not raise the held-out exact match over the stage before: a line
+    saying so, and why in measured terms (the figures of its run in ``out_dir``)."""
+    notes, stages = [], summary["stages"]
+    names = list(stages)
+    for before, name in zip(names, names[1:]):
+        was, now = stages[before]["exact_match"]["all"], stages[name]["exact_match"]["all"]
+        if now > was:
+            continue
+        said = f"{name.upper()} did not raise the held-out exact match ({was:.1%} after {before}, {now:.1%} after it)"
+        notes.append(f"{said}: {_why(name, stages[name], out_dir / name)}.")
+    return notes
+
+
+def _why(name: str, stage: dict[str, Any], run_dir: Path) -> str:
+    """Why a stage did not help, from its run's results.json and log.jsonl."""
+    try:
+        results = read_json(run_dir / "results.json", what="results")
+        log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+    except (GlassformerError, OSError, ValueError):
+        return "its run left no figures to say why"
+    figures = results.get("valid") or results.get("test") or {}
+    if name == "dpo" and "chosen_reward" in figures:
+        pairs = "its own wrong answers" if stage.get("pairs") == "self-made" else "plausible wrong answers"
+        ranked = (f"after {stage['steps']} steps it ranks the right answer over {pairs} in {figures['accuracy']:.0%} "
+                  f"of the validation pairs (reward margin {figures['margin']:+.2f})")
+        if figures["chosen_reward"] < 0:
+            return (f"{ranked}, but the right answers' log-probability fell too (chosen reward "
+                    f"{figures['chosen_reward']:+.2f}, rejected {figures['rejected_reward']:+.2f}): the gap grew by "
+                    "pushing both answers down, the right one with the wrong")
+        return f"{ranked}, yet that margin did not change which answer greedy decoding picks"
+    train = [entry for entry in log if entry.get("kind") == "train"]
+    if name == "rl" and train and "skipped_groups" in train[0]:
+        skipped = sum(e["skipped_groups"] for e in train) / len(train)
+        reward = sum(e["reward"] for e in train) / len(train)
+        said = (f"over its {stage['steps']} steps the sampled answers were right {reward:.0%} of the time and "
+                f"{skipped:.0%} of the groups scored all alike (all wrong or all right) and taught nothing")
+        return said if skipped >= 0.999 else f"{said}; the updates of the rest did not move the greedy answers on " \
+            "held-out numbers"
+    return f"its best validation loss was {results.get('best_valid_loss', float('nan')):.4f} after {stage['steps']} steps"
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """summary.md: the table, and how it was measured."""
     return "\n".join([
@@ -364,9 +501,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"{summary['test_questions']} held-out questions of `{summary['task']}` (numbers never seen in training), "
         f"answered by greedy decoding; {summary['threads']} threads on {summary['device']}, "
         f"{summary['total_seconds']:.0f} s in all.", "",
-        markdown_table(summary)]) + "\n"
+        markdown_table(summary), *(["", *summary["notes"]] if summary.get("notes") else [])]) + "\n"
 
 
 __all__ = ["ChainSettings", "run_posttrain_quickstart", "pretraining_text", "held_out_accuracy", "previous_chain",
-           "summary_table", "summary_markdown", "markdown_table", "STAGES", "STAGE_DEFAULTS", "STAGE_STEPS",
+           "model_answers", "self_made_pairs", "partly_right_kinds", "stage_notes", "summary_table", "summary_markdown", "markdown_table", "STAGES", "STAGE_DEFAULTS", "STAGE_STEPS",
            "STAGE_TIME_LIMITS", "TIME_BUDGET", "TEST_QUESTIONS", "BASE_MODEL", "DEFAULT_OUT"]

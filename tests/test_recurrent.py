@@ -279,3 +279,15 @@ def test_a_preset_of_another_family_is_refused(capsys, tmp_path):
     code, out, err = run_cli(capsys, "train", "translation", "--preset", "gpt-tiny", "--src", tmp_path / "p.tsv",
                              "--out", tmp_path / "run")
     one_line_error(code, err, "gpt-tiny", "lstm-attention", "vaswani-small")
+
+
+def test_compiled_decoding_step_gives_the_same_tokens():
+    """``compile_decoding`` (torch.compile of ``step``; the state's tensors marked static): the same beam
+    search outputs as the step run eagerly (the state reordered between compiled steps).  (The eager backend: dynamo's tracing without a compiler.)"""
+    model = tiny()
+    src = pad(SRC, 0)
+    options = SamplingOptions(max_new_tokens=4, eos_id=2, pad_id=0, banned_ids=(0, 1))
+    eager = decode(model, *model.start_decoding(src, 4), options, beam=3).tokens
+    model.compile_decoding(backend="eager")
+    assert model.decoding_compiled
+    assert decode(model, *model.start_decoding(src, 4), options, beam=3).tokens == eager

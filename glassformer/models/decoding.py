@@ -58,14 +58,6 @@ def compile_options(device: torch.device) -> dict:
     return {"mode": "reduce-overhead"} if device.type == "cuda" else {}
 
 
-def _long_lived(cache: KVCache) -> list[Tensor]:
-    """The cache's tensors whose addresses stay put while a batch is decoded: its buffers, its
-    position and the encoder side (not ``key_padding`` / ``position_offset``: beams re-select those)."""
-    tensors = [cache.keys, cache.values, cache.position, cache.memory, cache.memory_mask]
-    tensors += [t for kv in cache.cross if kv is not None for t in kv]
-    return [t for t in tensors if t is not None]
-
-
 class DecodingMixin:
     _compiled_step: Callable[[Tensor, KVCache], Tensor] | None = None
     decoder_output_scale: float | None = None
@@ -147,7 +139,7 @@ class DecodingMixin:
         from torch._dynamo import mark_static_address
         from torch._dynamo.exc import BackendCompilerFailed
 
-        for tensor in _long_lived(cache):
+        for tensor in cache.long_lived():
             mark_static_address(tensor)
         try:
             return self._compiled_step(tokens, cache)

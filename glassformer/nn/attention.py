@@ -212,6 +212,14 @@ class KVCache:
         self.cross = [None if kv is None else (kv[0].index_select(0, sources), kv[1].index_select(0, sources))
                       for kv in self.cross]
 
+    def long_lived(self) -> list[Tensor]:
+        """The tensors whose addresses stay put while a batch is decoded (a compiled step marks them
+        static): the buffers, the position and the encoder side (not ``key_padding`` /
+        ``position_offset``: beams re-select those)."""
+        tensors = [self.keys, self.values, self.position, self.memory, self.memory_mask]
+        tensors += [t for kv in self.cross if kv is not None for t in kv]
+        return [t for t in tensors if t is not None]
+
     def cleared(self) -> "KVCache":
         """A cache of the same shape with the same encoder side and padding but nothing written:
         decoding with it re-runs the whole prefix (the uncached reference)."""

@@ -559,6 +559,39 @@ def render_fsdp_memory(results: Path) -> str:
     return "\n".join(lines)
 
 
+def render_why_transformers(results: Path) -> str:
+    """``glassformer compare``: the Transformer and the attention LSTM for the same wall time, on the
+    number task and on the long-range recall probe."""
+    r = load(results, "compare_numbers")
+    t, p = r["translation"], r["probe"]
+    sizes = ", ".join(f"`{m['name']}` ({', '.join(f'{k} {v}' for k, v in m['overrides'].items()) or 'as the preset'}: "
+                      f"{num(m['parameters'])} parameters)" for m in t["models"])
+    lines = [f"{quick_warning(r)}**The Transformer against the recurrent encoder–decoder** "
+             f"([report](benchmarks/results/compare_numbers.md), `glassformer compare`): {sizes}, each trained for "
+             f"{num(r['budget_seconds'])} s of wall time per task, one after the other, by the same recipe; greedy "
+             f"decoding of each model's best checkpoint on {num(t['eval_pairs'])} held-out test numbers "
+             f"(German → English).  *{sentence(measured_on(r['machine']))}.*", "",
+             "| model | steps | target tokens/s | best validation loss | exact match | BLEU | BLEU short / medium / "
+             "long source |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for m in t["models"]:
+        speed = num(m["target_tokens_per_s"]) if m["target_tokens_per_s"] is not None else "—"
+        thirds = " / ".join(f"{m['by_length'][b]['bleu']:.1f}" for b in ("short", "medium", "long"))
+        lines.append(f"| {m['name']} | {num(m['steps'])} | {speed} | {m['best_valid_loss']:.3f} | "
+                     f"**{m['eval']['exact_match']:.1f}%** | {m['eval']['bleu']:.1f} | {thirds} |")
+    d = p["distances"]
+    lines += ["", f"Long-range probe (recall the marked symbol, with N random symbols after it and N before the "
+                  f"marker; accuracy on {num(p['test_per_distance'])} held-out examples per distance, same budget):", "",
+              "| model | " + " | ".join(f"N = {k}" for k in d) + " |", "| --- | " + " | ".join("---:" for _ in d) + " |"]
+    for m in p["models"]:
+        lines.append(f"| {m['name']} | " + " | ".join(f"{m['accuracy'][str(k)]:.0f}%" for k in d) + " |")
+    pub = r.get("published")
+    if pub:
+        others = [f"{name} {value:g}" for name, value in pub.items() if name != "source"]
+        lines += ["", f"For orientation only (another corpus, larger models trained to convergence on a GPU): "
+                      f"{pub['source']}: {', '.join(others)}."]
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "demo": render_demo,
     "decoding": render_decoding,
@@ -572,6 +605,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "fsdp-memory": render_fsdp_memory,
     "posttrain": render_posttrain,
     "posttrain-chain": render_posttrain_chain,
+    "why-transformers": render_why_transformers,
 }
 SCRIPTS = {
     "demo": "benchmarks/bench_quickstart.py",
@@ -587,6 +621,7 @@ SCRIPTS = {
     "fsdp-memory": "benchmarks/fsdp_memory.py",
     "posttrain": "benchmarks/bench_lora.py, benchmarks/bench_sft.py, benchmarks/bench_dpo.py and benchmarks/bench_grpo.py",
     "posttrain-chain": "benchmarks/bench_posttrain_chain.py",
+    "why-transformers": "benchmarks/compare_numbers.py",
 }
 
 

@@ -41,6 +41,8 @@ BENCHMARKS = {
     "sft": ("bench_sft.py", "SFT training step vs trl's SFTTrainer", None),
     "dpo": ("bench_dpo.py", "DPO training step vs trl's DPOTrainer", None),
     "grpo": ("bench_grpo.py", "one GRPO step vs trl's GRPOTrainer", None),
+    "compare_numbers": ("compare_numbers.py", "Transformer vs attention LSTM for the same wall time; long-range probe",
+                        ("--threads", "--device")),
 }
 # GPU-only: not in the default set (on a CPU they measure nothing); run with --only where CUDA is present.
 GPU_ONLY = {

@@ -59,12 +59,15 @@ def _axes(title: str, xlabel: str, ylabel: str):
     return fig, ax
 
 
-def loss_figure(models: list[dict[str, Any]], x: str):
-    """Validation loss against ``x`` ("seconds" or "step"), one line per model."""
+def loss_figure(models: list[dict[str, Any]], x: str, budget: float | None = None):
+    """Validation loss against ``x`` ("seconds" or "step"), one line per model (and the ``budget``, a
+    dashed line, on the time axis)."""
     fig, ax = _axes(f"validation loss against {'wall time' if x == 'seconds' else 'steps'}",
                     "wall time of training (s)" if x == "seconds" else "step", "validation loss (per target token)")
     for m in models:
         ax.plot([p[x] for p in m["curve"]], [p["loss"] for p in m["curve"]], "o-", markersize=3, label=m["name"])
+    if budget is not None:
+        ax.axvline(budget, color="gray", linestyle="--", linewidth=1, label="budget")
     ax.legend()
     return fig
 
@@ -144,7 +147,7 @@ def write_report(results: dict[str, Any], out_dir: Path, eval_pairs: Sequence[tu
                 path = f"figures/alignment-{m['name']}.png"
                 save_figure(alignment_figure(m["name"], found), out_dir / path)
                 m["alignment"] = {"module": found["module"], "heads": found["heads"], "figure": path}
-        save_figure(loss_figure(models, "seconds"), figures / "valid_loss_time.png")
+        save_figure(loss_figure(models, "seconds", results["budget_seconds"]), figures / "valid_loss_time.png")
         save_figure(loss_figure(models, "step"), figures / "valid_loss_steps.png")
         save_figure(speed_params_figure(models), figures / "speed_params.png")
         save_figure(by_length_figure(models), figures / "by_length.png")

@@ -9,16 +9,19 @@ import re
 
 import pytest
 import sacrebleu
+import torch
 from helpers import one_line_error, run_cli
 from hypothesis import given, settings, strategies as st
 
 from glassformer.data.numbers import number_corpus
 from glassformer.data.probes import MARKER, recall_probe
 from glassformer.errors import ConfigError
+from glassformer.explain.attention import capture_attention
+from glassformer.models import build_model, preset
 from glassformer.models.config import PRESETS
 from glassformer.tokenizers import Tokenizer
-from glassformer.training.compare import (PROBE_TASK, CompareSettings, length_buckets, run_comparison,
-                                          scores_by_length, validation_curve)
+from glassformer.training.compare import (PROBE_TASK, CompareSettings, ComparedRun, alignment, length_buckets,
+                                          run_comparison, scores_by_length, validation_curve)
 
 # The recurrent family once it is registered (its own tests live in test_recurrent.py), else a second Transformer.
 RECURRENT = "lstm-tiny" if "lstm-tiny" in PRESETS else "t5-tiny"
@@ -114,13 +117,43 @@ def test_validation_curve_times_each_evaluation():
                      {"step": 3, "seconds": 1.2, "loss": 4.0}]        # before the first: from (0, 0)
 
 
+def _fresh(name, tok):
+    torch.manual_seed(0)
+    config = preset(name, src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size)
+    return ComparedRun(name, None, build_model(config).eval(), tok, tok, {})
+
+
+def test_alignment_is_the_last_cross_attention_averaged_over_heads():
+    corpus = number_corpus(max_number=199, n_valid=5, n_test=5, seed=0)
+    tok = Tokenizer.train_bpe([t for pair in corpus.train for t in pair], 60)
+    source, target = corpus.test[0]
+    run = _fresh("vaswani-tiny", tok)
+    found = alignment(run, source, target)
+    src = torch.tensor([tok.encode(source) + [run.model.config.eos_id]])
+    tgt = torch.tensor([[run.model.config.start_id] + tok.encode(target)])
+    with torch.no_grad(), capture_attention(run.model, ["decoder.layers.1.cross_attention"]) as cap:
+        run.model(src, tgt)
+    heads = cap.weights["decoder.layers.1.cross_attention"][0]                # (4, tgt, src)
+    assert found["module"] == "decoder.layers.1.cross_attention" and found["heads"] == 4
+    torch.testing.assert_close(found["weights"], heads.mean(0))
+    assert (len(found["q_tokens"]), len(found["k_tokens"])) == tuple(heads.shape[1:])
+    if "lstm-tiny" in PRESETS:                        # the recurrent family: one attention, or none
+        recurrent = alignment(_fresh("lstm-tiny", tok), source, target)
+        assert recurrent["module"] == "decoder.attention" and recurrent["heads"] == 1
+        torch.testing.assert_close(recurrent["weights"].sum(-1), torch.ones(len(recurrent["q_tokens"])))
+        none = ComparedRun("lstm", None, build_model(preset("lstm-tiny", attention="none", input_feeding=False,
+                                                            src_vocab_size=tok.vocab_size,
+                                                            tgt_vocab_size=tok.vocab_size)).eval(), tok, tok, {})
+        assert alignment(none, source, target) == {"missing": "no attention over the source"}
+
+
 # -- a whole report --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     corpus = number_corpus(max_number=299, n_valid=20, n_test=30, seed=0)
     probe = recall_probe([2, 5], n_train=100, n_valid=8, n_test=12, seed=0)
     out = tmp_path_factory.mktemp("compare") / "report"
-    compare = CompareSettings(models=MODELS, budget=30.0, eval_every=2, warmup_steps=1, progress=False,
+    compare = CompareSettings(models=MODELS, budget=30.0, eval_every=2, warmup_steps=0, progress=False,
                               training={"steps": 4, "max_tokens": 512, "warmup": 10})
     results = run_comparison(out, compare, translation={"name": "numbers", "train": corpus.train,
                                                         "valid": corpus.valid, "eval": corpus.test},
@@ -163,6 +196,8 @@ def test_the_report_holds_every_figure_and_table(report):
             assert (out / found["figure"]).read_bytes()[:4] == b"\x89PNG" and f"]({found['figure']})" in markdown
     assert "figures/alignment-vaswani-tiny.png" in markdown     # the Transformer's cross-attention, mean of heads
     assert results["translation"]["models"][0]["alignment"]["module"] == "decoder.layers.1.cross_attention"
+    if RECURRENT == "lstm-tiny":
+        assert f"figures/alignment-{RECURRENT}.png" in markdown   # the recurrent decoder's attention
     for heading in ("## Translation", "### By source length", "### Attention alignment", "## Long-range probe"):
         assert heading in markdown
     assert json.loads((out / "results.json").read_text()) == results
@@ -250,6 +285,32 @@ def test_an_existing_report_directory_is_refused_unless_forced(capsys, tmp_path)
     one_line_error(code, err, "--force")
     assert [p.name for p in out.iterdir()] == ["mine.txt"] and (out / "mine.txt").read_text() == "keep me"
     assert list(tmp_path.iterdir()) == [out]
+
+
+def test_the_command_on_a_corpus_replaces_a_report_with_force(capsys, tmp_path):
+    corpus = number_corpus(max_number=199, n_valid=10, n_test=8, seed=1)
+    files = {}
+    for name, pairs in (("train", corpus.train[:120]), ("test", corpus.test)):
+        for side, i in (("de", 0), ("en", 1)):
+            files[name, side] = tmp_path / f"{name}.{side}"
+            files[name, side].write_text("".join(p[i] + "\n" for p in pairs), encoding="utf-8")
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "old.txt").write_text("replaced")
+    code, stdout, err = run_cli(capsys, "compare", "--src", files["train", "de"], "--tgt", files["train", "en"],
+                                "--test-src", files["test", "de"], "--test-tgt", files["test", "en"],
+                                "--models", "vaswani-tiny", "--budget", "1", "--eval-every", "2",
+                                "--out", out, "--force")
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    part = results["translation"]
+    assert (part["eval_split"], part["eval_pairs"], part["train_pairs"], part["valid_pairs"]) == ("test", 8, 118, 2)
+    assert (out / "eval.src").read_text(encoding="utf-8") == files["test", "de"].read_text(encoding="utf-8")
+    assert not (out / "old.txt").exists() and "probe" not in results
+    said = [line for line in stdout.splitlines() if line.startswith("translation ")]
+    m = part["models"][0]
+    assert said == [f"translation vaswani-tiny: {m['parameters']:,} parameters, {m['steps']:,} steps; exact match "
+                    f"{m['eval']['exact_match']:.2f}%, BLEU {m['eval']['bleu']:.2f}"]
 
 
 def test_help_documents_the_probe(capsys):

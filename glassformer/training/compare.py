@@ -208,14 +208,17 @@ def alignment(run: ComparedRun, source: str, target: str) -> dict[str, Any]:
     """The model's attention from each target token over the source, teacher-forced on ``target``
     (the explain layer's capture): its last cross-attention module, mean over heads.  For a model
     without attention over the source, or one explain cannot read, ``{"missing": why}``."""
+    from ..explain.attention import attention_modules
     from ..explain.report import explain
     from ..model_format import ModelDir
 
+    if not any(getattr(m, "cross_attention", False) for m in attention_modules(run.model).values()):
+        return {"missing": "no attention over the source"}
     loaded = ModelDir(run.model, run.model.config, run.tokenizer,
                       None if run.source_tokenizer is run.tokenizer else run.source_tokenizer)
     try:
         report = explain(loaded, source, target)
-    except InputError as e:        # a family explain cannot read, or a model without attention modules
+    except InputError as e:        # a family explain cannot read
         return {"missing": f"explain could not capture its attention ({e})"}
     cross = [m for m in report.attention if m.kind == "cross"]
     if not cross:
@@ -355,5 +358,6 @@ def numbers_translation(*, n_test: int = 1000, n_valid: int = 500, seed: int = 0
             "eval": corpus.test, "eval_split": "held-out test"}
 
 
-__all__ = ["CompareSettings", "ComparedRun", "DEFAULT_MODELS", "NUMBERS_TASK", "PROBE_TASK", "compare_probe",
-           "compare_translation", "length_buckets", "numbers_translation", "run_comparison", "scores_by_length", "training_speed", "validation_curve"]
+__all__ = ["CompareSettings", "ComparedRun", "DEFAULT_MODELS", "NUMBERS_TASK", "PROBE_TASK", "alignment",
+           "compare_probe", "compare_translation", "length_buckets", "numbers_translation", "run_comparison",
+           "scores_by_length", "training_speed", "validation_curve"]

@@ -67,7 +67,7 @@ def test_serve_and_explain_adapt_the_same_families():
     from glassformer.explain.collectors import COLLECTORS
     from glassformer.serve.adapters import ADAPTERS
 
-    assert set(ADAPTERS) == set(COLLECTORS) == {"gpt", "transformer", "bert", "vit", "caption"}
+    assert set(ADAPTERS) == set(COLLECTORS) == {"gpt", "transformer", "recurrent", "bert", "vit", "caption"}
 
 
 def test_the_pages_are_files_that_the_wheel_ships():

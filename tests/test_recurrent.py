@@ -291,3 +291,27 @@ def test_compiled_decoding_step_gives_the_same_tokens():
     model.compile_decoding(backend="eager")
     assert model.decoding_compiled
     assert decode(model, *model.start_decoding(src, 4), options, beam=3).tokens == eager
+
+
+def test_serve_translates_and_shows_the_alignment(trained):
+    """``glassformer serve`` on a recurrent directory: /v1/translate is the library's translation, its one
+    attention module is 'cross' (the page opens on it), and kind 'self' is refused in one line."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from glassformer.generation.translation import translate
+    from glassformer.serve.app import create_app
+
+    run, _, _ = trained
+    client = TestClient(create_app(run / "best"))
+    loaded = load_model_dir(run / "best")
+    expected = translate(loaded.model, loaded.src_tokenizer, loaded.tokenizer, ["dreiundzwanzig"])[0]
+    assert client.post("/v1/translate", json={"text": "dreiundzwanzig"}).json()["translation"] == expected
+    info = client.get("/v1/info").json()
+    assert (info["family"], info["layers"], info["cross_layers"], info["heads"]) == ("recurrent", 0, 1, 1)
+    r = client.post("/v1/attention", json={"text": "dreiundzwanzig", "kind": "cross", "target": "twenty-three"})
+    assert r.status_code == 200, r.text
+    torch.testing.assert_close(torch.tensor(r.json()["weights"]).sum(-1), torch.ones(len(r.json()["tokens"])))
+    refused = client.post("/v1/attention", json={"text": "dreiundzwanzig", "kind": "self"})
+    assert refused.status_code == 400 and "kind 'cross'" in refused.json()["error"]
+    assert 'LAYERS = {self: 0, cross: 1}' in client.get("/").text

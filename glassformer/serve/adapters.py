@@ -50,11 +50,14 @@ class Adapter:
     run: Callable[[Any, Any], Any] = lambda model, src: model.encode(src)
 
 
+# A translator reads its text with the source tokenizer and ends it with EOS, as translate does.
+_TRANSLATOR = dict(tokenizer=lambda loaded: loaded.src_tokenizer,
+                   frame=lambda loaded, tok, text, ids: ids + [loaded.config.eos_id])
+
 ADAPTERS: dict[str, Adapter] = {
     "gpt": Adapter(lambda loaded: ["generate"], prompt=True, run=lambda model, src: model.hidden_states(src)),
-    "transformer": Adapter(lambda loaded: ["translate"], stack="encoder.",
-                           tokenizer=lambda loaded: loaded.src_tokenizer,
-                           frame=lambda loaded, tok, text, ids: ids + [loaded.config.eos_id]),
+    "transformer": Adapter(lambda loaded: ["translate"], stack="encoder.", **_TRANSLATOR),
+    "recurrent": Adapter(lambda loaded: ["translate"], **_TRANSLATOR),   # no self-attention: its attention is 'cross'
     "bert": Adapter(_bert_endpoints, lacking={"fill-mask": "a BERT without a masked-LM head"},
                     frame=lambda loaded, tok, text, ids: tok.encode_sentences([text])[0][0]),      # [CLS] ... [SEP]
     "vit": Adapter(lambda loaded: ["classify"], reads_images=True, needs_tokenizer=False, context=_cls_and_patches),

@@ -34,8 +34,8 @@ class Served:
         self.family = loaded.config.family
         if self.family not in ADAPTERS:
             raise CheckpointError(f"{name} holds a {self.family!r} model; serve takes a GPT ('gpt'), translation "
-                                  "('transformer'), BERT ('bert'), ViT ('vit') or image-to-text ('caption') model "
-                                  "directory")
+                                  "('transformer', 'recurrent'), BERT ('bert'), ViT ('vit') or image-to-text "
+                                  "('caption') model directory")
         self.adapter = adapter = ADAPTERS[self.family]
         if loaded.tokenizer is None and adapter.needs_tokenizer:
             raise CheckpointError(f"{name} has no tokenizer.json; serve needs one to read or write text")
@@ -53,7 +53,8 @@ class Served:
         modules = attention_modules(self.model).items()
         self.self_attention = [(n, m) for n, m in modules if not m.cross_attention and n.startswith(adapter.stack)]
         self.cross_attention = [(n, m) for n, m in modules if m.cross_attention]
-        self.heads = self.self_attention[0][1].n_heads if self.self_attention else 0
+        shown = self.self_attention or self.cross_attention        # a recurrent translator has only the latter
+        self.heads = shown[0][1].n_heads if shown else 0
         self.endpoints = adapter.endpoints(loaded) + ["attention"]
         self.task = self.endpoints[0]
 
@@ -160,6 +161,9 @@ class Served:
         if cross and not modules:
             raise ApiError(400, f"kind 'cross' needs an encoder–decoder model; this {self.family!r} model has "
                                 "only self-attention (use kind 'self')")
+        if not cross and not modules:
+            raise ApiError(400, f"kind 'self' needs self-attention; this {self.family!r} model has only its decoder's "
+                                "attention over the source (use kind 'cross')")
         if req.target is not None and not cross:
             raise ApiError(422, "target is only for kind 'cross' (a decoder attending over the encoder's input)")
         wanted, other = ("image", "text") if self.reads_images else ("text", "image")

@@ -11,18 +11,19 @@ its backward, gradient clipping at 1.0 and an AdamW step.  The work is the same 
   embedding: the default on the CPU, where one 124M step takes minutes); ``--quick``: 2 layers, d_model 128;
 * **the prompts**: the first 8 built-in numbers-instruct training questions, rendered by the default chat
   template, the same 8 at every step on both sides (trl: a dataset of them in order, not shuffled;
-  glassformer: its rollouts draw them), a group of 8 completions of each of exactly 64 new tokens each (``--quick``: 16),
-  sampled at temperature 1 (no top-k / top-p).  The end-of-sequence token is held back until the last of
-  them on both sides (trl: ``min_new_tokens`` in its generation config; glassformer: the sampling options'
-  ``min_new_tokens``): a random model samples it now and then, and a side that stopped early would do less
-  work; the mean completion length each side generated is recorded;
+  glassformer: its rollouts draw them), a group of 8 completions of each, of exactly 64 new tokens
+  (``--quick``: 16), sampled at temperature 1 (no top-k / top-p).  The end-of-sequence token is held back
+  until the last of them on both sides (trl: ``min_new_tokens`` in its generation config; glassformer:
+  the sampling options' ``min_new_tokens``): a random model samples it now and then, and a side that
+  stopped early would do less work; the mean completion length each side generated is recorded;
 * **the reward**: the number of distinct characters of the completion / 100 — a reward that differs
   between the completions of a group, so that, as in a run that learns, no group is skipped (a random
   model answers no question right: the exact-answer reward would give glassformer empty steps);
 * **the update**: β = 0 (no reference model), ε = 0.2, token-level normalisation, lr 1e-5, clipping 1.0,
   fp32 (``--bf16``: autocast on both sides), no gradient checkpointing on either side (trl's GRPOConfig
-  turns it on by default; glassformer has none: it is turned off, so both backward passes do the same work).  trl: ``GRPOTrainer.training_step`` (its generation through
-  ``transformers``' ``generate`` with a growing cache, scoring, loss, backward) then the optimiser step;
+  turns it on by default; glassformer has none: it is turned off, so both backward passes do the same work).
+  trl: ``GRPOTrainer.training_step`` (its generation through ``transformers``' ``generate`` with a growing
+  cache, scoring, loss, backward) then the optimiser step;
   glassformer: ``Rollouts`` (one static KV cache, compiled with CUDA graphs on a GPU unless
   ``--no-compile``) then ``Trainer.train_step``.
 
@@ -33,8 +34,8 @@ functions): the seconds in generation (glassformer's ``sample_completions``, trl
 advantages, padding), in the loss's forward and backward (glassformer's ``Trainer.accumulate``, trl's
 ``training_step`` less its ``_prepare_inputs``) and in clipping and the AdamW step.
 
-    .venv/bin/python benchmarks/bench_grpo.py [--rounds 5] [--device auto] [--bf16]   # GPU: --shape gpt2
-    .venv/bin/python benchmarks/bench_grpo.py --shape small                # the CPU measurement (the CPU default)
+    .venv/bin/python benchmarks/bench_grpo.py [--rounds 5] [--device auto] [--bf16]   # on a GPU: the 124M shape
+    .venv/bin/python benchmarks/bench_grpo.py --device cpu                 # on the CPU: --shape small
     .venv/bin/python benchmarks/bench_grpo.py --quick --out /tmp/bench      # smoke run on the CPU
 
 Writes grpo_<device>.json and .md under --out (default benchmarks/results).  Needs ``trl`` (the dev extra).
@@ -43,9 +44,9 @@ Writes grpo_<device>.json and .md under --out (default benchmarks/results).  Nee
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
-import dataclasses
 import tempfile
 import time
 from collections import defaultdict
@@ -243,7 +244,8 @@ def markdown(r: dict) -> str:
         f"{length['trl']:.1f} |", "",
         f"Ratio ours / trl: **{r['ratio']['median']:.2f}×** (best rounds {r['ratio']['best']:.2f}×; target ≥ "
         f"{r['target_ratio']}×: {met}).", "",
-        "Where a step goes (seconds, medians over the timed steps; wall-clock timers around each side's functions):", "",
+        "Where a step goes (seconds, medians over the timed steps; wall-clock timers around each side's "
+        "functions):", "",
         "| part | glassformer | trl |", "| --- | ---: | ---: |",
         *[f"| {PART_NAMES[p]} | {split_s['ours'][p]:.2f} | {split_s['trl'][p]:.2f} |" for p in PART_NAMES], "",
         "Every round's figure is in the JSON file.", "",

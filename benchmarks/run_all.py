@@ -41,6 +41,8 @@ BENCHMARKS = {
     "sft": ("bench_sft.py", "SFT training step vs trl's SFTTrainer", None),
     "dpo": ("bench_dpo.py", "DPO training step vs trl's DPOTrainer", None),
     "grpo": ("bench_grpo.py", "one GRPO step vs trl's GRPOTrainer", None),
+    "lstm_step": ("bench_lstm_step.py", "LSTM-attention training step vs the same model in plain PyTorch",
+                  ("--threads", "--device")),
     "compare_numbers": ("compare_numbers.py", "Transformer vs attention LSTM for the same wall time; long-range probe",
                         ("--threads", "--device")),
 }

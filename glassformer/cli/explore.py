@@ -50,7 +50,7 @@ def register_explain(subparsers) -> None:
                     "feed-forward neurons.",
     )
     p.add_argument("model_dir", metavar="MODEL_DIR",
-                   help="a model directory (gpt, transformer, bert, vit or caption)")
+                   help="a model directory (gpt, transformer, recurrent, bert, vit or caption)")
     p.add_argument("text", metavar="TEXT",
                    help="the prompt / source sentence / text to encode / image path (ViT, caption)")
     p.add_argument("--target", help="translators and caption models: the translation / caption to explain "

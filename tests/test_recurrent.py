@@ -260,9 +260,9 @@ def test_explain_draws_the_alignment_as_cross_attention(trained):
 
 
 @pytest.mark.parametrize("model,words", [
-    ({"n_heads": 4}, ["n_heads", "lstm-attention"]),
-    ({"positional": "rotary"}, ["positional", "lstm-attention"]),
-    ({"n_kv_heads": 2}, ["n_kv_heads"]),
+    ({"n_heads": 4}, ["['n_heads']", "lstm-attention", "n_heads is an option of", "transformer", "not of recurrent"]),
+    ({"positional": "rotary"}, ["['positional']", "positional is an option of", "transformer"]),
+    ({"n_kv_heads": 2}, ["['n_kv_heads']", "n_kv_heads is an option of"]),
     ({"attention": "dot"}, ["attention='dot'"]),
 ])
 def test_transformer_only_options_are_refused_in_one_line(capsys, tmp_path, model, words):

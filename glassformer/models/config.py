@@ -114,12 +114,20 @@ def preset(name: str, *, family: str | tuple[str, ...] | None = None, **override
     known = {f.name for f in dataclasses.fields(config)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ConfigError(f"unknown model field(s) {unknown} for preset {name!r} ({config.family}); "
+        raise ConfigError(f"unknown model field(s) {unknown} for preset {name!r} ({config.family}){_elsewhere(unknown, config.family)}; "
                           f"valid ones are {sorted(known)}")
     return config.replace(**overrides) if overrides else config
 
 
 FAMILIES: dict[str, type[ModelConfig]] = {}
+
+
+def _elsewhere(names: list[str], family: str) -> str:
+    """": n_heads is an option of transformer, gpt models, not of recurrent ones": which families have
+    the fields ``names`` that ``family``'s config lacks (a Transformer option given to an LSTM preset)."""
+    owners = {n: [f for f, cls in FAMILIES.items() if n in {x.name for x in dataclasses.fields(cls)}] for n in names}
+    said = [f"{n} is an option of {', '.join(fams)} models" for n, fams in owners.items() if fams]
+    return f": {'; '.join(said)}, not of {family} ones" if said else ""
 
 
 def register_family(config_cls: type[ModelConfig]) -> type[ModelConfig]:

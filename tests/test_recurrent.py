@@ -315,3 +315,23 @@ def test_serve_translates_and_shows_the_alignment(trained):
     refused = client.post("/v1/attention", json={"text": "dreiundzwanzig", "kind": "self"})
     assert refused.status_code == 400 and "kind 'cross'" in refused.json()["error"]
     assert 'LAYERS = {self: 0, cross: 1}' in client.get("/").text
+
+
+def test_a_run_starts_from_the_weights_the_seed_gives_on_the_cpu():
+    """Training builds the model on the meta device and writes its initial weights again (the trainer's
+    materialise): they are those of the model built on the CPU from the same seed, LSTM weights included,
+    tied matrices still one."""
+    from glassformer.training.distributed import materialise
+    from glassformer.training.recipe import seeded_model
+
+    config = preset("lstm-tiny", encoder_layers=2, decoder_layers=2)
+    model = seeded_model(config, 7)
+    materialise(model, torch.device("cpu"))
+    torch.manual_seed(7)
+    reference = build_model(config)
+    ours, theirs = model.state_dict(), reference.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert model.generator.proj.weight is model.src_embed.weight
+    src, tgt = pad(SRC, 0), pad(TGT, 0)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(src, tgt), reference.eval()(src, tgt))     # the RNNs' flat weights follow

@@ -255,7 +255,7 @@ def test_explain_draws_the_alignment_as_cross_attention(trained):
     src = torch.tensor([tok.encode("dreihundertzwölf") + [config.eos_id]])
     tgt = torch.tensor([[config.start_id] + tok.encode("three hundred twelve")])
     with torch.no_grad():
-        _, own = loaded.model.decoder_hidden(src, tgt, need_weights=True)
+        own = loaded.model.decode(tgt, loaded.model.encode(src), need_weights=True).weights
     assert torch.allclose(weights[0], own[0], atol=1e-6)
 
 

@@ -27,8 +27,8 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..nn import padding_mask
 from ..nn.cross_entropy import linear_cross_entropy
-from ..nn.recurrent import ATTENTION_KINDS, CELLS, RecurrentCache, RecurrentDecoder, RecurrentEncoder, State, \
-    make_attention
+from ..nn.recurrent import (ATTENTION_KINDS, CELLS, DecoderOutput, RecurrentCache, RecurrentDecoder, RecurrentEncoder,
+                              State, make_attention)
 from .config import ModelConfig, register_family, register_preset
 from .decoding import DecodingMixin
 from .transformer import Generator
@@ -181,14 +181,16 @@ class RecurrentEncoderDecoder(DecodingMixin, nn.Module):
             return None
         return enc.memory.new_zeros(enc.memory.shape[0], self.config.hidden_size)
 
-    def decoder_hidden(self, src: Tensor, tgt: Tensor, *, need_weights: bool = False):
-        """Teacher forcing: the attentional vectors h̃ (batch, tgt_len, hidden_size) of the decoder
-        inputs ``tgt`` (BOS + target shifted right); with ``need_weights``, also the alignment
-        (batch, tgt_len, src_len) as a second value."""
-        enc = self.encode(src)
-        out = self.decoder(self.dropout(self.tgt_embed(tgt)), enc.final, self.initial_feed(enc), enc.memory,
-                           enc.mask, need_weights=need_weights)
-        return (out.output, out.weights) if need_weights else out.output
+    def decode(self, tgt: Tensor, enc: RecurrentEncoding, *, need_weights: bool = False) -> DecoderOutput:
+        """Teacher forcing: the decoder over its inputs ``tgt`` (batch, tgt_len; BOS + target shifted
+        right) from the encoder's final states, attending over ``enc`` -> the attentional vectors h̃
+        (batch, tgt_len, hidden_size) and, with ``need_weights``, the alignment (batch, tgt_len, src_len)."""
+        return self.decoder(self.dropout(self.tgt_embed(tgt)), enc.final, self.initial_feed(enc), enc.memory,
+                            enc.mask, need_weights=need_weights)
+
+    def decoder_hidden(self, src: Tensor, tgt: Tensor) -> Tensor:
+        """The attentional vectors h̃ (batch, tgt_len, hidden_size) under teacher forcing."""
+        return self.decode(tgt, self.encode(src)).output
 
     def target_loss(self, hidden: Tensor, targets: Tensor, *, label_smoothing: float = 0.0,
                     reduction: str = "mean") -> Tensor:

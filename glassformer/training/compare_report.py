@@ -99,6 +99,7 @@ def by_length_figure(models: list[dict[str, Any]]):
         ax.set_xticks(range(len(BUCKETS)))
         ax.set_xticklabels(BUCKETS)
         ax.set(ylabel=label, title=f"{label} by source length")
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3, axis="y")
     axes[0].legend(fontsize=8)
     return fig

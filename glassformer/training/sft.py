@@ -167,16 +167,15 @@ def summed_cross_entropy(model, batch: SFTBatch) -> Tensor:
     responses, not the prompts), per token at those positions only — the others never reach the output
     layer —, else summed over every position.  Given the examples' lengths, one forward per group of
     similar length (:func:`~.posttrain.length_groups`), each cut to its longest example."""
-    groups = [(batch.tokens, batch.labels)]
-    if batch.lengths is not None and len(length_groups(batch.lengths)) > 1:
-        groups = []
-        for group in length_groups(batch.lengths):
-            index = torch.tensor(group, device=batch.tokens.device)
-            width = batch.lengths[group[-1]] - 1
-            groups.append((batch.tokens[index, :width], batch.labels[index, :width]))
-    per_token = batch.n_tokens < PER_TOKEN_BELOW * sum(labels.numel() for _, labels in groups)
+    groups = length_groups(batch.lengths) if batch.lengths is not None else []
+    pieces = [(batch.tokens, batch.labels)]
+    if len(groups) > 1:
+        indices = [torch.tensor(group, device=batch.tokens.device) for group in groups]
+        widths = [batch.lengths[group[-1]] - 1 for group in groups]          # the inputs: all ids but the last
+        pieces = [(batch.tokens[i, :w], batch.labels[i, :w]) for i, w in zip(indices, widths)]
+    per_token = batch.n_tokens < PER_TOKEN_BELOW * sum(labels.numel() for _, labels in pieces)
     return sum(model(tokens, labels, reduction="none").sum() if per_token else model(tokens, labels, reduction="sum")
-               for tokens, labels in groups)
+               for tokens, labels in pieces)
 
 
 def sft_loss(module, batch: SFTBatch) -> StepLoss:

@@ -20,8 +20,8 @@ from glassformer.explain.attention import capture_attention
 from glassformer.models import build_model, preset
 from glassformer.models.config import PRESETS
 from glassformer.tokenizers import Tokenizer
-from glassformer.training.compare import (PROBE_TASK, CompareSettings, ComparedRun, alignment, length_buckets,
-                                          run_comparison, scores_by_length, validation_curve)
+from glassformer.training.compare import (PROBE_TASK, CompareSettings, ComparedRun, alignment, evaluations_every,
+                                          length_buckets, run_comparison, scores_by_length, validation_curve)
 
 # The recurrent family once it is registered (its own tests live in test_recurrent.py), else a second Transformer.
 RECURRENT = "lstm-tiny" if "lstm-tiny" in PRESETS else "t5-tiny"
@@ -104,6 +104,13 @@ def test_bleu_by_length_is_sacrebleu_of_each_bucket():
         assert scores[name]["bleu"] == round(expected, 2)
         right = sum(hypotheses[i] == references[i] for i in indices)
         assert scores[name]["exact_match"] == round(100 * right / len(indices), 2)
+
+
+def test_evaluations_every_gives_ten_points_in_the_budget():
+    records = [{"kind": "train", "step": 3, "elapsed": 1.5}, {"kind": "eval", "step": 3, "loss": 2.0}]
+    assert evaluations_every(records, budget=100.0) == 20            # 0.5 s a step: 200 steps, 10 validations
+    assert evaluations_every(records, budget=1.0) == 1
+    assert evaluations_every([{"kind": "eval", "step": 3, "loss": 2.0}], budget=100.0) is None
 
 
 def test_validation_curve_times_each_evaluation():
@@ -299,7 +306,7 @@ def test_the_command_on_a_corpus_replaces_a_report_with_force(capsys, tmp_path):
     (out / "old.txt").write_text("replaced")
     code, stdout, err = run_cli(capsys, "compare", "--src", files["train", "de"], "--tgt", files["train", "en"],
                                 "--test-src", files["test", "de"], "--test-tgt", files["test", "en"],
-                                "--models", "vaswani-tiny", "--budget", "1", "--eval-every", "2",
+                                "--models", "vaswani-tiny", "--budget", "2",
                                 "--out", out, "--force")
     assert code == 0, err
     results = json.loads((out / "results.json").read_text())
@@ -309,6 +316,8 @@ def test_the_command_on_a_corpus_replaces_a_report_with_force(capsys, tmp_path):
     assert not (out / "old.txt").exists() and "probe" not in results
     said = [line for line in stdout.splitlines() if line.startswith("translation ")]
     m = part["models"][0]
+    # validations every eval_every steps (set from the warm-up's time per step), the last where time ran out
+    assert m["eval_every"] >= 1 and m["curve"] and all(p["step"] % m["eval_every"] == 0 for p in m["curve"][:-1])
     assert said == [f"translation vaswani-tiny: {m['parameters']:,} parameters, {m['steps']:,} steps; exact match "
                     f"{m['eval']['exact_match']:.2f}%, BLEU {m['eval']['bleu']:.2f}"]
 

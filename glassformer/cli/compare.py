@@ -15,6 +15,8 @@ import json
 from ..errors import InputError
 from .common import DEVICE_HELP, check_output_dir, note, positive_float, positive_int
 
+SPREAD_NOTE = 1.5          # largest / smallest parameter count above which the command says so
+
 
 def register(subparsers) -> None:
     from ..training.compare import DEFAULT_MODELS
@@ -44,7 +46,9 @@ def register(subparsers) -> None:
                         "the report states each model's parameters and the fields changed)")
     p.add_argument("--budget", type=positive_float, default=120.0,
                    help="seconds of training per model and task (the recipe's time limit)")
-    p.add_argument("--eval-every", type=positive_int, default=50, help="steps between validations")
+    p.add_argument("--eval-every", type=positive_int,
+                   help="steps between validations (default: about 10 in the budget, from the time per step of an "
+                        "untimed warm-up run of each model)")
     p.add_argument("--n-test", type=positive_int, default=1000, help="held-out test numbers (--task numbers)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, the weights and the batches")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -131,5 +135,9 @@ def compare_cmd(args) -> int:
                        if part == "translation" else
                        "accuracy by distance " + ", ".join(f"{d}: {a:.0f}%" for d, a in m["accuracy"].items()))
             print(f"{part} {m['name']}: {m['parameters']:,} parameters, {m['steps']:,} steps; {figures}")
+        spread = results.get(part, {}).get("parameter_spread")
+        if spread and spread > SPREAD_NOTE:
+            note(f"{part}: the parameter counts differ by {spread:.2f}x; bring them closer with --override "
+                 "PRESET:FIELD=VALUE for a fairer comparison")
     print(f"report written to {out / 'report.md'}")
     return 0

@@ -52,6 +52,9 @@ from .translation import TranslationSettings, train_translation
 DEFAULT_MODELS = ["vaswani-small", "lstm-attention"]
 MAX_STEPS = 1_000_000_000       # a budgeted run stops at its time limit, long before this
 LOG_EVERY = 5                   # steps between "train" records: the wall time of each evaluation and the speed
+EVAL_POINTS = 10                # validations in a budget, when the steps between them are left to the run
+FALLBACK_EVAL_EVERY = 50        # ... and no warm-up run has timed a step
+WARMUP_PAIRS = 2000             # the warm-up run's share of the training pairs (its tokenizer is trained on them)
 BUCKETS = ("short", "medium", "long")
 
 
@@ -66,7 +69,8 @@ class CompareSettings:
     budget: float = 120.0
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
-    eval_every: int = 50
+    eval_every: int | None = None  # steps between validations; None: about EVAL_POINTS in the budget, from the
+                                   # warm-up's time per step (else FALLBACK_EVAL_EVERY)
     warmup_steps: int = 3          # untimed steps of each model just before its timed run (one-off costs)
     seed: int = 0
     device: str = "auto"
@@ -87,17 +91,20 @@ class CompareSettings:
         if strangers:
             raise ConfigError(f"overrides for {strangers[0]!r}, which is not among the models compared "
                               f"({', '.join(self.models)})")
-        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 1:
-            raise ConfigError(f"eval_every={self.eval_every!r} is invalid; it must be a positive integer")
+        if self.eval_every is not None and (isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int)
+                                            or self.eval_every < 1):
+            raise ConfigError(f"eval_every={self.eval_every!r} is invalid; it must be a positive integer or None")
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps={self.warmup_steps!r} is invalid; it must be an integer >= 0")
         for name in self.models:
             self.run_settings(name)
 
-    def run_settings(self, name: str, **task: Any) -> TranslationSettings:
-        """The translation settings of model ``name``'s run (``task``: the task's own, under the user's)."""
+    def run_settings(self, name: str, eval_every: int | None = None, **task: Any) -> TranslationSettings:
+        """The translation settings of model ``name``'s run (``task``: the task's own, under the user's;
+        ``eval_every``: when the settings leave it to the run)."""
+        every = self.eval_every or eval_every or FALLBACK_EVAL_EVERY
         fixed = {"preset": name, "model": dict(self.overrides.get(name, {})), "time_limit": float(self.budget),
-                 "eval_every": self.eval_every, "log_every": math.gcd(LOG_EVERY, self.eval_every),
+                 "eval_every": every, "log_every": math.gcd(LOG_EVERY, every),
                  "seed": self.seed, "device": self.device, "progress": self.progress, "keep_checkpoints": 0}
         settings = {"steps": MAX_STEPS, **task, **self.training, **fixed}
         return TranslationSettings.from_dict(settings)
@@ -148,24 +155,38 @@ def training_speed(records: list[dict[str, Any]]) -> float | None:
     return round(statistics.median(rates[1:] if len(rates) > 1 else rates)) if rates else None
 
 
+def evaluations_every(records: list[dict[str, Any]], budget: float) -> int | None:
+    """The steps between validations that give about :data:`EVAL_POINTS` of them in ``budget`` seconds,
+    from the time per step of a short run's log (its last "train" record); None without one."""
+    timed = [r for r in records if r.get("kind") == "train" and isinstance(r.get("elapsed"), (int, float))]
+    if not timed or timed[-1]["elapsed"] <= 0:
+        return None
+    per_step = timed[-1]["elapsed"] / timed[-1]["step"]
+    return max(1, int(budget / (EVAL_POINTS * per_step)))
+
+
 def train_one(name: str, train_pairs, valid_pairs, settings: CompareSettings, out_dir: Path,
               **task: Any) -> ComparedRun:
     """Train model ``name`` for the budget into ``out_dir`` and load its best checkpoint.  First, a
-    throwaway run of ``settings.warmup_steps`` steps, untimed, pays the one-off costs (kernel choices,
-    allocator growth) that would otherwise fall into the first model's budget alone."""
-    run_settings = settings.run_settings(name, **task)
+    throwaway run of ``settings.warmup_steps`` steps on the first :data:`WARMUP_PAIRS` pairs, untimed,
+    pays the one-off costs (kernel choices, allocator growth) that would otherwise fall into the first
+    model's budget alone; its time per step sets the steps between validations when the settings do
+    not (:func:`evaluations_every`)."""
+    eval_every = None
     if settings.warmup_steps:
         warmup = out_dir.parent / f".warmup-{name}"
-        train_translation(train_pairs, valid_pairs, dataclasses.replace(
-            run_settings, steps=settings.warmup_steps, time_limit=None, eval_every=settings.warmup_steps,
-            log_every=settings.warmup_steps, progress=False), warmup)
+        train_translation(train_pairs[:WARMUP_PAIRS], valid_pairs[:WARMUP_PAIRS // 10], dataclasses.replace(
+            settings.run_settings(name, **task), steps=settings.warmup_steps, time_limit=None,
+            eval_every=settings.warmup_steps, log_every=settings.warmup_steps, progress=False), warmup)
+        eval_every = evaluations_every(MetricsLog.records(warmup), settings.budget)
         shutil.rmtree(warmup)
+    run_settings = settings.run_settings(name, eval_every, **task)
     run = train_translation(train_pairs, valid_pairs, run_settings, out_dir)
     records = MetricsLog.records(out_dir) if (out_dir / LOG_NAME).is_file() else []
     best = load_model_dir(out_dir / "best", device=next(run.model.parameters()).device)
     summary = {
         "name": name, "preset": name, "family": best.config.family, "overrides": dict(run_settings.model),
-        "parameters": num_parameters(best.model), "steps": run.result.steps,
+        "parameters": num_parameters(best.model), "steps": run.result.steps, "eval_every": run_settings.eval_every,
         "train_seconds": round(run.result.seconds, 1), "time_limited": run.result.time_limited,
         "target_tokens_per_s": training_speed(records),
         "best_valid_loss": round(run.result.best_loss, 4),
@@ -361,5 +382,5 @@ def numbers_translation(*, n_test: int = 1000, n_valid: int = 500, seed: int = 0
 
 
 __all__ = ["CompareSettings", "ComparedRun", "DEFAULT_MODELS", "NUMBERS_TASK", "PROBE_TASK", "alignment",
-           "compare_probe", "compare_translation", "length_buckets", "numbers_translation", "run_comparison",
-           "scores_by_length", "training_speed", "validation_curve"]
+           "compare_probe", "compare_translation", "evaluations_every", "length_buckets", "numbers_translation",
+           "run_comparison", "scores_by_length", "training_speed", "validation_curve"]

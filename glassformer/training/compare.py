@@ -290,12 +290,21 @@ def compare_probe(probe: RecallProbe, settings: CompareSettings, out_dir: str | 
 
 
 # -- the report, written whole ---------------------------------------------------------------------------
-def machine() -> dict[str, Any]:
-    """Where the comparison ran (the report's first lines)."""
+def machine(device: str = "auto") -> dict[str, Any]:
+    """Where the comparison ran on ``device`` (the report's first lines)."""
     import os
 
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"date": datetime.date.today().isoformat(), "cpu": platform.processor() or platform.machine(),
+    from ..devices import pick_device
+
+    where = pick_device(device)
+    gpu = torch.cuda.get_device_name(where) if where.type == "cuda" else None
+    cpu = platform.processor() or platform.machine()
+    try:                                            # Linux names the model
+        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="utf-8")
+                    if line.lower().startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"date": datetime.date.today().isoformat(), "cpu": cpu,
             "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "gpu": gpu,
             "torch": torch.__version__}
 
@@ -322,7 +331,7 @@ def run_comparison(out_dir: str | Path, settings: CompareSettings, *,
     if translation is None and probe is None:
         raise ConfigError("nothing to compare: give a translation task, the probe, or both")
     say = on_progress or (lambda line: None)
-    results: dict[str, Any] = {"machine": machine(), "budget_seconds": float(settings.budget),
+    results: dict[str, Any] = {"machine": machine(settings.device), "budget_seconds": float(settings.budget),
                                "models": list(settings.models), "overrides": settings.overrides,
                                "training": settings.training, "seed": settings.seed, **(describe or {})}
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -453,15 +454,21 @@ def markdown_table(summary: dict[str, Any]) -> str:
 
 
 def stage_notes(summary: dict[str, Any], out_dir: Path) -> list[str]:
-    """For each post-training stage that did not raise the held-out exact match over the stage before: a line
-    saying so, and why in measured terms (the figures of its run in ``out_dir``)."""
-    notes, stages = [], summary["stages"]
+    """For each post-training stage that did not raise the held-out exact match over the stage before by at
+    least one standard error of that share (sqrt(p (1 - p) / n) over the n questions; a smaller gain may be
+    chance): a line saying so, and why in measured terms (the figures of its run in ``out_dir``)."""
+    notes, stages, n = [], summary["stages"], summary["test_questions"]
     names = list(stages)
     for before, name in zip(names, names[1:]):
         was, now = stages[before]["exact_match"]["all"], stages[name]["exact_match"]["all"]
-        if now > was:
+        error = math.sqrt(max(was * (1 - was), 1 / n) / n)
+        if now - was >= error - 1e-12:
             continue
-        said = f"{name.upper()} did not raise the held-out exact match ({was:.1%} after {before}, {now:.1%} after it)"
+        if now <= was:
+            said = f"{name.upper()} did not raise the held-out exact match ({was:.1%} after {before}, {now:.1%} after it)"
+        else:
+            said = (f"{name.upper()} raised the held-out exact match by only {round((now - was) * n)} of {n} questions "
+                    f"({was:.1%} after {before}, {now:.1%} after it), less than one standard error ({error:.1%})")
         notes.append(f"{said}: {_why(name, stages[name], out_dir / name)}.")
     return notes
 
@@ -482,14 +489,14 @@ def _why(name: str, stage: dict[str, Any], run_dir: Path) -> str:
             return (f"{ranked}, but the right answers' log-probability fell too (chosen reward "
                     f"{figures['chosen_reward']:+.2f}, rejected {figures['rejected_reward']:+.2f}): the gap grew by "
                     "pushing both answers down, the right one with the wrong")
-        return f"{ranked}, yet that margin did not change which answer greedy decoding picks"
+        return f"{ranked}, yet that margin changed few of the answers greedy decoding picks"
     train = [entry for entry in log if entry.get("kind") == "train"]
     if name == "rl" and train and "skipped_groups" in train[0]:
         skipped = sum(e["skipped_groups"] for e in train) / len(train)
         reward = sum(e["reward"] for e in train) / len(train)
         said = (f"over its {stage['steps']} steps the sampled answers were right {reward:.0%} of the time and "
                 f"{skipped:.0%} of the groups scored all alike (all wrong or all right) and taught nothing")
-        return said if skipped >= 0.999 else f"{said}; the updates of the rest did not move the greedy answers on " \
+        return said if skipped >= 0.999 else f"{said}; the updates of the rest moved few greedy answers on " \
             "held-out numbers"
     return f"its best validation loss was {results.get('best_valid_loss', float('nan')):.4f} after {stage['steps']} steps"
 

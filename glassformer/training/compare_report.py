@@ -120,9 +120,10 @@ def probe_figure(models: list[dict[str, Any]], distances: list[int]):
 
 
 def alignment_figure(name: str, found: dict[str, Any]):
-    title = f"{name}: {found['module']}" + (f" (mean of {found['heads']} heads)" if found["heads"] > 1 else "")
-    return attention_grid_figure(found["weights"][None], found["q_tokens"], found["k_tokens"], title,
-                                 head_names=["target × source"])
+    """One model's alignment (target × source); the module is named in the Markdown beside it."""
+    panel = f"mean of {found['heads']} heads" if found["heads"] > 1 else "its attention"
+    return attention_grid_figure(found["weights"][None], found["q_tokens"], found["k_tokens"], name,
+                                 head_names=[panel])
 
 
 # -- the report ------------------------------------------------------------------------------------------

@@ -238,7 +238,9 @@ def _how_measured(results: dict[str, Any]) -> str:
         "## How this was measured",
         "",
         "- Every model is trained by the same translation recipe (`train translation`), one run after the other, "
-        "each stopped by the same time limit; wall time includes its periodic validations and checkpoint saves.",
+        "each stopped by the same time limit; wall time includes its periodic validations and checkpoint saves. "
+        "A run stops after the first step that ends past the budget and validates once more, so its training "
+        "time exceeds the budget by up to a step and a validation.",
         "- The time of a validation point is the training time logged at its step; the speed is the median of the "
         "logged intervals' target tokens per second (the first interval left out).",
         "- Exact match compares whole translations after stripping spaces; BLEU and chrF are sacreBLEU's corpus "

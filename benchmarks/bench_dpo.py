@@ -8,7 +8,9 @@ chat template; trl is given the rendered prompt (``User: ...\\nAssistant: ``) an
 the end-of-sequence token itself, so both sides see the very same token ids (checked: the reference
 log-probabilities each side computes for the batch are compared, and reported).
 
-A step on both sides: chosen and rejected rows in one forward, the answers' log-probabilities summed,
+A step on both sides: chosen and rejected rows in one batch (trl: one forward padded to the longest
+row; ours: length groups, rows of similar length in one forward each, exact under causal attention and
+what every ``train dpo`` run does), the answers' log-probabilities summed,
 the sigmoid loss (β 0.1) against reference log-probabilities computed once before training (ours:
 ``train dpo`` without LoRA; trl: ``precompute_ref_log_probs=True``), backward, gradient clipping at
 1.0, AdamW.  Ours is the trainer's own ``train_step`` over the task's loss; trl's is what its
@@ -161,8 +163,8 @@ def markdown(r: dict) -> str:
         f"{machine_line(r['machine'])}{', quick smoke run (not a measurement)' if r['quick'] else ''}.", "",
         f"The same GPT-2-shaped model on both sides ({s['n_layers']} layers, {s['n_heads']} heads, d_model "
         f"{s['d_model']}, a character vocabulary), trl's over glassformer's own Hugging Face export; the same "
-        f"{s['pairs']} preference pairs of the numbers task ({t['rows_per_forward']} rows in one forward, "
-        f"{t['tokens_per_step']:,} padded tokens); sigmoid loss, β {t['beta']}.  The reference log-probabilities the "
+        f"{s['pairs']} preference pairs of the numbers task ({t['rows_per_forward']} rows: trl in one forward of "
+        f"{t['tokens_per_step']:,} padded tokens, ours in length groups); sigmoid loss, β {t['beta']}.  The reference log-probabilities the "
         f"two sides compute for the batch differ by at most {t['reference_logprob_gap']:.2g} nats (the same ids, the "
         "same weights).", "",
         f"Timing: {protocol_line(t['protocol'])}.  Ratio = ours / trl.", "",

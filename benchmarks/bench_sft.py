@@ -11,8 +11,10 @@ and its end-of-sequence token only (ours by default; trl's ``completion_only_los
 the batch's answer tokens.
 
 The same batches: 16 examples each, formed by our length-bucketed order and given to trl with the same
-examples (its collator pads them alike), right-padded, no packing and no padding-free batches on either
-side (trl's padding-free path needs FlashAttention).  A step on both sides: forward, backward,
+examples, right-padded, no packing on either side.  trl pads a batch to its longest row (its
+padding-free path needs FlashAttention); ours runs a batch as length groups (``posttrain.length_groups``:
+rows of similar length in one forward, each group cut to its longest row, one backward), which is
+exact under causal attention and is what every ``finetune sft`` run does.  A step on both sides: forward, backward,
 gradient clipping at 1.0, AdamW, in fp32 on the CPU (``--bf16``: autocast on both).  Ours is the
 trainer's own ``train_step`` over the task's loss; trl's is what its training loop runs per step
 (``training_step``, then the clipping and the optimiser step of the Hugging Face Trainer loop) with
@@ -181,8 +183,8 @@ def markdown(r: dict) -> str:
         f"{s['d_model']}, a character vocabulary), trl's over glassformer's own Hugging Face export; the same "
         f"{t['steps_per_round']} batches of {t['examples_per_step']} numbers-instruct examples per round "
         f"({t['tokens_per_round']:,} tokens, {t['padded_tokens_per_round']:,} padded, "
-        f"{t['answer_tokens_per_round']:,} answer tokens the loss covers), {same}; no packing, no padding-free "
-        f"batches; {'bf16 autocast' if r['bf16'] else 'fp32'}; trl without gradient checkpointing (its default "
+        f"{t['answer_tokens_per_round']:,} answer tokens the loss covers), {same}; no packing; ours in length groups, "
+        f"trl padded to the batch's longest row; {'bf16 autocast' if r['bf16'] else 'fp32'}; trl without gradient checkpointing (its default "
         "is on).", "",
         f"Timing: {protocol_line(t['protocol'])}.  Tokens counted: every token of every example (prompt, answer, "
         "end-of-sequence), padding excluded — the same count on both sides.  Ratio = ours / trl.", "",

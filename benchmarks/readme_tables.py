@@ -589,7 +589,20 @@ def render_why_transformers(results: Path) -> str:
         others = [f"{name} {value:g}" for name, value in pub.items() if name != "source"]
         lines += ["", f"For orientation only (another corpus, larger models trained to convergence on a GPU): "
                       f"{pub['source']}: {', '.join(others)}."]
-    return "\n".join(lines)
+    return "\n".join(lines + ["", lstm_step_line(results)])
+
+
+def lstm_step_line(results: Path) -> str:
+    """The recurrent step against the same model written directly in PyTorch (bench_lstm_step.py)."""
+    try:
+        s = load(results, "lstm_step")["lstm_step"]
+    except NotMeasured:
+        return "The LSTM step against plain PyTorch: not measured yet (`benchmarks/bench_lstm_step.py`)."
+    speed = s["target_tokens_per_s"]
+    return (f"The `{s['preset']}` training step (forward, backward, AdamW; batch {s['shape']['batch']}) against the "
+            f"same model written directly in PyTorch ([details](benchmarks/results/lstm_step.md)): "
+            f"{num(speed['ours']['median'])} vs {num(speed['plain']['median'])} target tokens/s, "
+            f"**{s['ratio']['median']:.2f}×** (goal: within 10%).")
 
 
 BLOCKS: dict[str, Callable[[Path], str]] = {
@@ -621,7 +634,7 @@ SCRIPTS = {
     "fsdp-memory": "benchmarks/fsdp_memory.py",
     "posttrain": "benchmarks/bench_lora.py, benchmarks/bench_sft.py, benchmarks/bench_dpo.py and benchmarks/bench_grpo.py",
     "posttrain-chain": "benchmarks/bench_posttrain_chain.py",
-    "why-transformers": "benchmarks/compare_numbers.py",
+    "why-transformers": "benchmarks/compare_numbers.py and benchmarks/bench_lstm_step.py",
 }
 
 

@@ -24,7 +24,6 @@ Writes lstm_step.json and lstm_step.md under --out (default benchmarks/results).
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +31,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import harness  # noqa: F401  (puts the checkout on sys.path)
-from harness import add_common_args, finish_machine_info, interleave, machine_info, machine_line, protocol_line
-from harness import setup, write_results
+from harness import interleave, machine_line, protocol_line, run_one_benchmark
 
 from glassformer.models import build_model, num_parameters, preset  # noqa: E402
 
@@ -174,16 +172,7 @@ def markdown(r: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_args(parser, rounds=8, warmup=2)
-    args = parser.parse_args()
-    device = setup(args)
-    info = machine_info(device)
-    result = {"benchmark": "LSTM-attention training step: glassformer vs the same model in plain PyTorch",
-              "machine": info, "quick": args.quick}
-    result["lstm_step"] = bench(args, device)
-    finish_machine_info(info)
-    write_results(args.out, NAME, result, markdown(result))
+    run_one_benchmark(__doc__, NAME, "lstm_step", "LSTM-attention training step: glassformer vs the same model in plain PyTorch", bench, markdown, rounds=8, warmup=2)
 
 
 if __name__ == "__main__":

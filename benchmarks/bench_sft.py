@@ -35,7 +35,6 @@ Writes sft.json and sft.md under --out (default benchmarks/results).  Needs ``tr
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import tempfile
@@ -44,8 +43,7 @@ from pathlib import Path
 import torch
 
 import harness  # noqa: F401  (puts the checkout on sys.path)
-from harness import add_common_args, finish_machine_info, interleave, machine_info, machine_line, protocol_line
-from harness import setup, twin_gpt2_directories, write_results
+from harness import interleave, machine_line, protocol_line, run_one_benchmark, twin_gpt2_directories
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
@@ -197,16 +195,7 @@ def markdown(r: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_args(parser, rounds=8, warmup=2)
-    args = parser.parse_args()
-    device = setup(args)
-    info = machine_info(device)
-    result = {"benchmark": "SFT training tokens/s: glassformer vs trl SFTTrainer on the same converted GPT-2",
-              "machine": info, "quick": args.quick, "bf16": args.bf16}
-    result["sft"] = bench(args, device)
-    finish_machine_info(info)
-    write_results(args.out, NAME, result, markdown(result))
+    run_one_benchmark(__doc__, NAME, "sft", "SFT training tokens/s: glassformer vs trl SFTTrainer on the same converted GPT-2", bench, markdown, rounds=8, warmup=2, record_bf16=True)
 
 
 if __name__ == "__main__":

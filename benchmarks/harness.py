@@ -343,6 +343,25 @@ def write_results(out_dir: str | Path, name: str, result: dict[str, Any], markdo
     return paths
 
 
+def run_one_benchmark(doc: str, name: str, key: str, title: str, bench: Callable[[argparse.Namespace, torch.device], dict],
+                      markdown: Callable[[dict[str, Any]], str], *, rounds: int, warmup: int,
+                      record_bf16: bool = False) -> None:
+    """The ``main`` of a benchmark with one measurement: the common arguments (``doc``'s first line as the
+    description), the machine before and after, ``bench(args, device)`` stored under ``key``, and
+    ``name``.json/.md written."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    add_common_args(parser, rounds=rounds, warmup=warmup)
+    args = parser.parse_args()
+    device = setup(args)
+    info = machine_info(device)
+    result = {"benchmark": title, "machine": info, "quick": args.quick}
+    if record_bf16:
+        result["bf16"] = args.bf16
+    result[key] = bench(args, device)
+    finish_machine_info(info)
+    write_results(args.out, name, result, markdown(result))
+
+
 def machine_line(info: dict[str, Any]) -> str:
     """One line describing the machine, for Markdown reports."""
     where = info.get("gpu") or info.get("cpu") or "machine not recorded"

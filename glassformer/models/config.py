@@ -70,6 +70,29 @@ class ModelConfig:
         return json.dumps(self.to_dict(), indent=2)
 
 
+@dataclasses.dataclass
+class EncoderDecoderConfig(ModelConfig):
+    """What every encoder–decoder family's config shares (the Transformer's, the recurrent one's): the
+    special tokens' ids, as the tokenizers number them, and what the decoder starts from."""
+
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    unk_id: int = 3
+    decoder_start_id: int | None = None  # first decoder input; None = bos_id
+
+    @property
+    def start_id(self) -> int:
+        return self.bos_id if self.decoder_start_id is None else self.decoder_start_id
+
+    def _one_vocabulary_if_tied(self, *sharing: str) -> None:
+        """A ``tie_embeddings`` in ``sharing`` (the source embedding among the tied ones) needs one vocabulary."""
+        if self.tie_embeddings in sharing and self.src_vocab_size != self.tgt_vocab_size:
+            raise ConfigError(
+                f"tie_embeddings='all' needs one shared vocabulary, but src_vocab_size={self.src_vocab_size} "
+                f"and tgt_vocab_size={self.tgt_vocab_size}; use tie_embeddings='decoder' or a shared vocabulary")
+
+
 def dataclass_from_dict(cls, data: dict[str, Any], what: str = "setting"):
     """``cls(**data)``, but an unknown key is a :class:`ConfigError` listing the valid ones."""
     known = {f.name for f in dataclasses.fields(cls)}

@@ -29,14 +29,14 @@ from ..nn import padding_mask
 from ..nn.cross_entropy import linear_cross_entropy
 from ..nn.recurrent import (ATTENTION_KINDS, CELLS, DecoderOutput, RecurrentCache, RecurrentDecoder, RecurrentEncoder,
                               State, make_attention)
-from .config import ModelConfig, register_family, register_preset
+from .config import EncoderDecoderConfig, register_family, register_preset
 from .decoding import DecodingMixin
 from .transformer import Generator
 
 
 @register_family
 @dataclasses.dataclass
-class RecurrentConfig(ModelConfig):
+class RecurrentConfig(EncoderDecoderConfig):
     """Hyper-parameters of the recurrent encoder–decoder.
 
     ``hidden_size`` is the decoder's state and the width of an annotation (each encoder direction has
@@ -58,11 +58,6 @@ class RecurrentConfig(ModelConfig):
     input_feeding: bool = True           # feed h̃_{t-1} to step t (Luong §3.3); needs attention
     tie_embeddings: str = "all"          # "none" | "decoder" (target emb = output) | "all" (source too)
     max_len: int = 256
-    pad_id: int = 0
-    bos_id: int = 1
-    eos_id: int = 2
-    unk_id: int = 3
-    decoder_start_id: int | None = None  # first decoder input; None = bos_id
 
     def validate(self) -> None:
         self._positive("src_vocab_size", "tgt_vocab_size", "embedding_size", "hidden_size", "encoder_layers",
@@ -87,14 +82,7 @@ class RecurrentConfig(ModelConfig):
             raise ConfigError(f"tie_embeddings={self.tie_embeddings!r} needs embedding_size == hidden_size (the "
                               f"output projection reads hidden_size={self.hidden_size}), not {self.embedding_size}; "
                               "use tie_embeddings='none' or equal sizes")
-        if self.tie_embeddings == "all" and self.src_vocab_size != self.tgt_vocab_size:
-            raise ConfigError(
-                f"tie_embeddings='all' needs one shared vocabulary, but src_vocab_size={self.src_vocab_size} "
-                f"and tgt_vocab_size={self.tgt_vocab_size}; use tie_embeddings='decoder' or a shared vocabulary")
-
-    @property
-    def start_id(self) -> int:
-        return self.bos_id if self.decoder_start_id is None else self.decoder_start_id
+        self._one_vocabulary_if_tied("all")
 
     @property
     def d_model(self) -> int:

@@ -30,13 +30,13 @@ from ..nn import (
     padding_mask,
 )
 from ..nn.cross_entropy import linear_cross_entropy
-from .config import ModelConfig, register_family, register_preset
+from .config import EncoderDecoderConfig, register_family, register_preset
 from .decoding import DecodingMixin
 
 
 @register_family
 @dataclasses.dataclass
-class TransformerConfig(ModelConfig):
+class TransformerConfig(EncoderDecoderConfig):
     """Hyper-parameters of the encoder–decoder (paper names: N, d_model, h, d_ff, P_drop)."""
 
     family = "transformer"
@@ -70,11 +70,6 @@ class TransformerConfig(ModelConfig):
     relative_max_distance: int = 128     # ... growing logarithmically up to this distance
     scale_decoder_output: bool = False   # T5: decoder output × d_model^-0.5 before the (tied) projection
     final_logits_bias: bool = False      # a bias on the output projection (Marian checkpoints have one)
-    pad_id: int = 0
-    bos_id: int = 1
-    eos_id: int = 2
-    unk_id: int = 3
-    decoder_start_id: int | None = None  # first decoder input; None = bos_id
 
     def validate(self) -> None:
         self._positive("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "encoder_layers",
@@ -86,15 +81,7 @@ class TransformerConfig(ModelConfig):
         self._choice("positional", POSITIONS)
         self._choice("norm", NORMS)
         self._choice("tie_embeddings", {"none", "decoder", "all", "inputs"})
-        if self.tie_embeddings in ("all", "inputs") and self.src_vocab_size != self.tgt_vocab_size:
-            raise ConfigError(
-                f"tie_embeddings='all' needs one shared vocabulary, but src_vocab_size={self.src_vocab_size} "
-                f"and tgt_vocab_size={self.tgt_vocab_size}; use tie_embeddings='decoder' or a shared vocabulary"
-            )
-
-    @property
-    def start_id(self) -> int:
-        return self.bos_id if self.decoder_start_id is None else self.decoder_start_id
+        self._one_vocabulary_if_tied("all", "inputs")
 
 
 # Table 3 of the paper.  Vocabulary: the shared 37k BPE of WMT'14 En–De.

@@ -45,6 +45,20 @@ def port_mha(ours: MultiHeadAttention, theirs: nn.MultiheadAttention) -> None:
         ours.out_proj.bias.copy_(theirs.out_proj.bias)
 
 
+def grads(model, value) -> dict:
+    """Every parameter's gradient of the scalar ``value`` (the model's earlier gradients cleared first)."""
+    model.zero_grad(set_to_none=True)
+    value.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_same_grads(ours: dict, reference: dict) -> None:
+    """The same parameters have gradients, each equal within float32 rounding of a different summation order."""
+    assert ours.keys() == reference.keys()
+    for name in reference:
+        torch.testing.assert_close(ours[name], reference[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
 def untrained_translator(path, corpus, vocab_size: int, max_len: int):
     """A model directory of a freshly initialised vaswani-tiny with a BPE trained on ``corpus.train``
     (for CLI behaviour, not translation quality)."""

@@ -8,6 +8,7 @@ import random
 
 import pytest
 import torch
+from helpers import assert_same_grads, grads
 
 from glassformer.models import GPT, preset
 from glassformer.training.posttrain import GROUP_CHARGE, length_groups, response_logprob_sums
@@ -70,18 +71,6 @@ def rows(seed=3):
     return ids, targets, lengths
 
 
-def grads(model, value):
-    model.zero_grad(set_to_none=True)
-    value.backward()
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
-def assert_same(ours, reference):
-    assert ours.keys() == reference.keys()
-    for name in reference:
-        torch.testing.assert_close(ours[name], reference[name], atol=1e-5, rtol=1e-4, msg=name)
-
-
 def test_grouped_logprob_sums_equal_one_padded_forward(model):
     ids, targets, lengths = rows()
     assert len(length_groups(lengths)) > 1
@@ -89,7 +78,7 @@ def test_grouped_logprob_sums_equal_one_padded_forward(model):
     grouped = response_logprob_sums(model, ids, targets, lengths)
     whole = response_logprob_sums(model, ids, targets)
     torch.testing.assert_close(grouped, whole, atol=1e-4, rtol=1e-5)
-    assert_same(grads(model, (response_logprob_sums(model, ids, targets, lengths) * weights).sum()),
+    assert_same_grads(grads(model, (response_logprob_sums(model, ids, targets, lengths) * weights).sum()),
                 grads(model, (response_logprob_sums(model, ids, targets) * weights).sum()))
 
 
@@ -101,5 +90,5 @@ def test_grouped_sft_loss_equals_one_padded_forward(model):
     whole = sft_loss(model, batch.__class__(batch.tokens, batch.labels, batch.n_tokens)).total
     grouped = sft_loss(model, batch).total
     torch.testing.assert_close(grouped, whole, atol=1e-4, rtol=1e-5)
-    assert_same(grads(model, sft_loss(model, batch).total),
+    assert_same_grads(grads(model, sft_loss(model, batch).total),
                 grads(model, sft_loss(model, batch.__class__(batch.tokens, batch.labels, batch.n_tokens)).total))

@@ -5,6 +5,7 @@ the whole logits, values and gradients."""
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_same_grads, grads
 
 from glassformer.models import GPT, preset
 from glassformer.nn.cross_entropy import linear_cross_entropy
@@ -33,18 +34,6 @@ def batch(seed=1, rows=3, seq=17):
     mask[:, -1] = True
     weights = torch.randn(rows, seq - 1, generator=g)            # a different gradient at every position
     return ids, mask, weights
-
-
-def grads(model, value):
-    model.zero_grad(set_to_none=True)
-    value.backward()
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
-def assert_same_grads(ours, reference):
-    assert ours.keys() == reference.keys()
-    for name in reference:
-        torch.testing.assert_close(ours[name], reference[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_every_position_equals_the_plain_log_softmax_values_and_gradients(model):

@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness import (RESULTS, finish_machine_info, machine_info, machine_line, run_logged, weights_digest,
-                     write_results)
+from harness import (RESULTS, finish_machine_info, machine_info, machine_line, run_logged, scratch_directory,
+                     weights_digest, write_results)
 
 # --quick: a one-layer GPT with d_model 32 and a few steps per stage (what tests/test_posttrain_quickstart.py runs).
 QUICK_CONFIG = {"model": {"max_len": 160, "n_layers": 1, "d_model": 32, "n_heads": 2}, "pretraining_questions": 200,
@@ -77,20 +75,19 @@ def main() -> None:
     from glassformer.training.posttrain_quickstart import ChainSettings
 
     info = machine_info()
-    work = Path(tempfile.mkdtemp(prefix="glassformer-posttrain-chain-"))
-    run_dir = work / "run"
-    cmd = [sys.executable, "-m", "glassformer", "quickstart", "post-training", "--out", str(run_dir)]
-    settings = ChainSettings()
-    if args.time_budget:
-        cmd += ["--time-budget", f"{args.time_budget:g}"]
-        settings = ChainSettings(time_budget=args.time_budget)
-    if args.quick:
-        config = work / "quick.json"
-        config.write_text(json.dumps(QUICK_CONFIG), encoding="utf-8")
-        cmd += ["--config", str(config), *QUICK_FLAGS]
-        settings = ChainSettings.from_dict({**QUICK_CONFIG, "time_budget": settings.time_budget})
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    try:
+    with scratch_directory("glassformer-posttrain-chain-", args.keep) as work:
+        run_dir = work / "run"
+        cmd = [sys.executable, "-m", "glassformer", "quickstart", "post-training", "--out", str(run_dir)]
+        settings = ChainSettings()
+        if args.time_budget:
+            cmd += ["--time-budget", f"{args.time_budget:g}"]
+            settings = ChainSettings(time_budget=args.time_budget)
+        if args.quick:
+            config = work / "quick.json"
+            config.write_text(json.dumps(QUICK_CONFIG), encoding="utf-8")
+            cmd += ["--config", str(config), *QUICK_FLAGS]
+            settings = ChainSettings.from_dict({**QUICK_CONFIG, "time_budget": settings.time_budget})
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
         wall = run_logged(cmd, work / "chain.log", env=env)
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         info["threads"] = summary["threads"]          # the command's, not this script's
@@ -100,11 +97,6 @@ def main() -> None:
                   "model_sha256": {stage: weights_digest(run_dir / stage / "best") for stage in summary["stages"]},
                   "machine": finish_machine_info(info)}
         write_results(args.out, "posttrain_chain", result, markdown(result))
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

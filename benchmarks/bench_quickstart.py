@@ -22,12 +22,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from harness import (DEMO_MODEL, RESULTS, ROOT, finish_machine_info, machine_info, machine_line, run_logged,
-                     weights_digest, write_results)
+                     scratch_directory, weights_digest, write_results)
 
 
 def torch_version(python: Path) -> str:
@@ -88,9 +87,8 @@ def main() -> None:
     args = ap.parse_args()
 
     info = machine_info()
-    work = Path(tempfile.mkdtemp(prefix="glassformer-demo-"))
-    log = work / "demo.log"
-    try:
+    with scratch_directory("glassformer-demo-", args.keep) as work:
+        log = work / "demo.log"
         if args.no_clone:
             checkout = ROOT
             run_dir = work / "runs" / "quickstart"
@@ -116,11 +114,6 @@ def main() -> None:
                   "OMP_NUM_THREADS": env_threads, "quickstart": quickstart,
                   "model_sha256": weights_digest(run_dir / "best"), "machine": finish_machine_info(info)}
         write_results(args.out, "quickstart", result, markdown(result))
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

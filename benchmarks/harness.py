@@ -30,9 +30,11 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -297,6 +299,19 @@ def twin_gpt2_directories(folder: str | Path, *, n_layers: int, n_heads: int, d_
     save_hf_directory(model, folder / "hf", tokenizer)
     return folder / "base", folder / "hf"
 
+
+
+@contextlib.contextmanager
+def scratch_directory(prefix: str, keep: bool = False) -> Iterator[Path]:
+    """A new temporary directory for a benchmark's runs; removed afterwards, or kept (and named) with ``keep``."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield work
+    finally:
+        if keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def run_logged(cmd: list[str], log: Path, *, cwd: Path = ROOT, env: dict[str, str] | None = None) -> float:
